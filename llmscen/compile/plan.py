@@ -1,0 +1,123 @@
+"""The compiled plan: what a run will do, frozen and printable.
+
+Everything here is resolved: sweeps expanded, names checked, units in base
+units (seconds, per second, fractions). Plugin options are the plugin's own
+validated pydantic models, so secrets stay `SecretStr` and dump as `**********`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class ServicePlan(Frozen):
+    name: str
+    kind: str                      # `openai-sim`, `triton-sim`, `command`, or a plugin service
+    options: BaseModel             # the service's own options model
+
+
+class TargetPlan(Frozen):
+    name: str
+    plugin: str
+    service: str | None = None
+    url: str | None = None         # filled from the service at run time unless given
+    options: BaseModel             # the plugin's own target options model
+
+
+class DataPlan(Frozen):
+    name: str
+    file: str                      # absolute path
+    format: Literal["csv", "jsonl"]
+    order: Literal["sequential", "random", "once"]
+    columns: tuple[str, ...]
+    rows: int
+
+
+class PhasePlan(Frozen):
+    name: str
+    kind: Literal["open", "closed", "pause"]
+    duration: float | None = None          # seconds
+    max_requests: int | None = None
+    warmup: bool = False
+    seed: int
+    sweep: str | None = None               # the sweep phase this step came from
+    # open model
+    rate: float | None = None              # per second at the start
+    ramp_to: float | None = None           # per second at the end (linear)
+    arrival: Literal["constant", "poisson", "gamma"] = "constant"
+    burstiness: float = 1.0                # gamma shape; 1 = poisson
+    max_in_flight: int | None = None
+    # closed model
+    users: int | None = None
+    users_ramp_to: int | None = None
+    spawn_rate: float | None = None        # users started per second
+    think_min: float = 0.0
+    think_max: float = 0.0
+    expected_requests: int | None = None   # estimate shown by `llmscen plan`
+
+
+class StepPlan(Frozen):
+    """One call of a flow; `payload` holds the plugin's request options (templates unrendered)."""
+
+    name: str
+    payload: dict[str, Any]
+    capture: dict[str, str] = Field(default_factory=dict)
+    think_min: float = 0.0
+    think_max: float = 0.0
+    expect: Any = None                     # spec.expect.Expect or None
+
+
+class RequestPlan(Frozen):
+    name: str
+    target: str
+    weight: float = 1.0
+    data: str | None = None
+    stream: bool = False
+    timeout: float | None = None
+    steps: tuple[StepPlan, ...]            # a single call is a flow of one step
+    expect: Any = None                     # spec.expect.Expect for single calls
+
+
+class SLOPlan(Frozen):
+    text: str                              # as the user wrote it
+    metric: str
+    stat: str | None
+    op: Literal["<", "<=", ">", ">=", "=="]
+    threshold: float                       # base units: seconds, per second, fraction, count
+    phase: str | None = None
+    request: str | None = None
+    target: str | None = None
+    window: float | None = None            # seconds
+    where: str = ""                        # FILE:LINE:COL of the SLO
+
+
+class GoodputObjective(Frozen):
+    metric: str                            # a per-request duration metric, e.g. ttft
+    threshold: float                       # seconds; a request meets it when value <= threshold
+
+
+class Plan(Frozen):
+    name: str
+    description: str = ""
+    file: str
+    seed: int
+    services: tuple[ServicePlan, ...]
+    targets: tuple[TargetPlan, ...]
+    data: tuple[DataPlan, ...]
+    phases: tuple[PhasePlan, ...]
+    requests: tuple[RequestPlan, ...]
+    slos: tuple[SLOPlan, ...]
+    goodput: tuple[GoodputObjective, ...] = ()
+
+    def target(self, name: str) -> TargetPlan:
+        return next(t for t in self.targets if t.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dump with secrets masked, for `llmscen plan --json`."""
+        return self.model_dump(mode="json")

@@ -1,0 +1,114 @@
+"""The contract between the engine and protocol plugins (plugin API version 1).
+
+A plugin is an object registered under the entry-point group `llmscen.plugins`.
+It declares its options models and builds a `Runner` from a target's plan alone
+(so a runner can be rebuilt inside a worker process). The engine stamps the
+intended start of every call; the runner stamps the rest on the same clock
+(`time.perf_counter_ns`) and never raises for a misbehaving server: it
+classifies the failure into `Exchange.error` and returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+PLUGIN_API_VERSION = 1
+
+ErrorClass = Literal[
+    "connect",    # could not connect / connection reset before a response
+    "timeout",    # the per-request timeout expired
+    "http",       # a response with a non-success status
+    "protocol",   # a malformed or cut response (bad SSE, bad JSON, early EOF)
+    "check",      # the response arrived but an expectation failed
+    "cancelled",  # the run stopped while the request was in flight
+    "client",     # the request could not be built (template error, bad data row)
+]
+ERROR_CLASSES: tuple[str, ...] = ("connect", "timeout", "http", "protocol", "check", "cancelled",
+                                  "client")
+
+
+@dataclass(slots=True)
+class Exchange:
+    """Everything one call observed. Times are `time.perf_counter_ns()` values."""
+
+    intended_ns: int
+    sent_ns: int = 0
+    first_byte_ns: int = 0
+    first_content_ns: int = 0   # first chunk carrying generated content
+    end_ns: int = 0
+    itl_us: list[int] = field(default_factory=list)  # gaps between consecutive content chunks
+    status: int | None = None
+    error: str | None = None    # one of ERROR_CLASSES
+    error_message: str = ""
+    text: str = ""              # generated text (joined content chunks, or the response text)
+    chunks: int = 0             # content chunks of a streamed response
+    output_tokens: int | None = None
+    input_tokens: int | None = None
+    tokens_estimated: bool = False
+    finish_reason: str | None = None
+    body: Any = None            # the parsed JSON body of a non-streamed response
+    headers: dict[str, str] | None = None
+    tensors: dict[str, Any] | None = None   # output name → numpy array (tensor plugins)
+    bytes_received: int = 0
+    images: int = 0
+
+    def fail(self, error: str, message: str) -> None:
+        """Record the first failure; later ones (e.g. a timeout after a protocol error) don't hide it."""
+        if self.error is None:
+            self.error = error
+            self.error_message = message
+
+
+@dataclass(slots=True)
+class Call:
+    """One rendered request, ready for a runner.
+
+    `payload` holds the plugin's request options with every template rendered
+    (for openai: `api`, `body`, ...). `stream` is the request's streaming flag.
+    """
+
+    request: str
+    payload: dict[str, Any]
+    stream: bool = False
+    timeout: float | None = None
+
+
+class Runner(Protocol):
+    """Speaks one protocol to one target for one run."""
+
+    async def start(self) -> None:
+        """Open connections; wait for readiness if the plugin supports it."""
+
+    async def preflight(self, calls: Sequence[Call]) -> list[str]:
+        """Check the target before traffic (model exists, input names and shapes).
+
+        Returns problems as messages naming the request and field; empty when fine.
+        """
+
+    async def send(self, call: Call, exchange: Exchange) -> None:
+        """Send one call, filling `exchange`; must not raise for server misbehaviour."""
+
+    async def stop(self) -> None:
+        """Close connections. Called once, also after a failed start."""
+
+    async def server_metrics(self) -> dict[str, float]:
+        """The server's own counters (e.g. Prometheus), or {} when it has none."""
+
+
+@runtime_checkable
+class Plugin(Protocol):
+    """What an entry point in `llmscen.plugins` resolves to."""
+
+    name: ClassVar[str] | str
+    api_version: ClassVar[int] | int
+    description: ClassVar[str] | str
+    target_options: type[BaseModel]   # target keys besides `plugin` and `service`
+    request_options: type[BaseModel]  # request keys besides the common ones
+    metrics: frozenset[str]           # SPEC §5 metrics it can produce
+
+    def create_runner(self, target: Any) -> Runner:
+        """Build a runner from a `compile.plan.TargetPlan`."""

@@ -1,0 +1,64 @@
+"""The metric catalog of SPEC §5: names, kinds, units and allowed stats.
+
+Kinds decide what an SLO may say about a metric:
+- `duration`: a histogram of microseconds; stats; thresholds in time units.
+- `amount`: a histogram of counts (tokens, chunks, bytes); stats; plain numbers.
+- `rate`: per second over the scope's wall time; no stat; `/s`, `/min` or a number.
+- `ratio`: a fraction of requests; no stat; `%` or a number in [0, 1].
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+MetricKind = Literal["duration", "amount", "rate", "ratio"]
+
+HISTOGRAM_KINDS: frozenset[str] = frozenset({"duration", "amount"})
+PLAIN_STATS: tuple[str, ...] = ("min", "max", "mean", "stdev", "count")
+DEFAULT_PERCENTILES: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0, 99.9)
+STAT_RE = re.compile(r"^(min|max|mean|stdev|count|p(\d{1,2}(?:\.\d+)?|100))$")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: MetricKind
+    description: str
+
+
+CATALOG: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("latency", "duration", "intended start → last byte (corrected for coordinated omission)"),
+        Metric("latency_sent", "duration", "actual send → last byte (vLLM E2EL)"),
+        Metric("ttft", "duration", "intended start → first chunk carrying generated content"),
+        Metric("ttft_sent", "duration", "actual send → first content chunk (vLLM TTFT)"),
+        Metric("itl", "duration", "gap between consecutive content chunks (vLLM ITL)"),
+        Metric("tpot", "duration", "(latency_sent − ttft_sent) / (output_tokens − 1), per request"),
+        Metric("schedule_lag", "duration", "actual send − intended start"),
+        Metric("output_tokens", "amount", "output tokens per request (usage, else counted chunks)"),
+        Metric("input_tokens", "amount", "input tokens per request (usage)"),
+        Metric("chunks", "amount", "content chunks per streamed response"),
+        Metric("bytes_received", "amount", "response body bytes per request"),
+        Metric("throughput", "rate", "successful requests per second over the scope's wall time"),
+        Metric("output_token_throughput", "rate", "output tokens per second over the scope's wall time"),
+        Metric("images_per_second", "rate", "images received per second over the scope's wall time"),
+        Metric("goodput", "rate", "successful requests per second that met every goodput objective"),
+        Metric("error_rate", "ratio", "failed requests (any class but check) / all requests"),
+        Metric("check_failure_rate", "ratio", "requests that failed an expectation / all requests"),
+        Metric("success_rate", "ratio", "requests with no error and no failed check / all requests"),
+    )
+}
+
+# Metrics recorded in HDR histograms, in the order reports show them.
+HISTOGRAM_METRICS: tuple[str, ...] = tuple(n for n, m in CATALOG.items() if m.kind in HISTOGRAM_KINDS)
+
+
+def percentile_of(stat: str) -> float | None:
+    """`p99.9` → 99.9; None for a plain stat. Raises ValueError on a malformed stat."""
+    m = STAT_RE.match(stat)
+    if m is None:
+        raise ValueError(stat)
+    return float(m.group(2)) if m.group(2) is not None else None
