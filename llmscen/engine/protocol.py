@@ -11,6 +11,7 @@ classifies the failure into `Exchange.error` and returns.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -112,3 +113,33 @@ class Plugin(Protocol):
 
     def create_runner(self, target: Any) -> Runner:
         """Build a runner from a `compile.plan.TargetPlan`."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a started service listens. `urls` by scheme, e.g. {"http": ..., "grpc": ...}."""
+
+    url: str
+    urls: dict[str, str] = field(default_factory=dict)
+
+    def url_for(self, scheme: str) -> str:
+        return self.urls.get(scheme, self.url)
+
+
+class ServiceKind(Protocol):
+    """What an entry point in `llmscen.services` resolves to."""
+
+    name: str
+    description: str
+    options: type[BaseModel]
+
+    def launch(self, plan: Any, log_dir: str | None) -> AbstractAsyncContextManager[Endpoint]:
+        """Start the service described by a `compile.plan.ServicePlan`; stop it on exit.
+
+        Raises `ServiceError` with a readable message (and the log's last lines)
+        when the service cannot start or become ready.
+        """
+
+
+class ServiceError(Exception):
+    """A service failed to start, become ready, or stop."""

@@ -1,0 +1,100 @@
+"""SLO evaluation from saved results; the verdict of a run.
+
+Works on a `RunResults` only, so `llmscen report --slos FILE` can re-judge a
+saved run with other SLOs. A metric with nothing to measure (no requests in
+scope) fails: an SLO that cannot be shown to hold does not pass.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable
+
+from llmscen.compile.plan import SLOPlan
+from llmscen.metrics.query import WINDOW_METRICS, aggregate, windows
+from llmscen.metrics.results import CheckSummary, RunResults, SloResult
+from llmscen.spec.metrics import CATALOG
+from llmscen.spec.units import format_duration
+
+OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+    "==": operator.eq,
+}
+
+
+def show(metric: str, value: float | None) -> str:
+    """A value in the metric's natural unit, for messages and tables."""
+    if value is None:
+        return "n/a"
+    kind = CATALOG[metric].kind if metric in CATALOG else "amount"
+    if kind == "duration":
+        if value >= 1:
+            return f"{value:.3g}s"
+        return f"{value * 1000:.3g}ms" if value >= 1e-3 else f"{value * 1e6:.3g}us"
+    if kind == "ratio":
+        return f"{value * 100:.3g}%"
+    if kind == "rate":
+        return f"{value:.4g}/s"
+    return f"{value:.4g}"
+
+
+def scope_text(slo: SLOPlan) -> str:
+    parts = [f"{k} {v}" for k, v in (("phase", slo.phase), ("request", slo.request),
+                                     ("target", slo.target)) if v]
+    if slo.window:
+        parts.append(f"every {format_duration(slo.window)} window")
+    return ", ".join(parts) or "whole run (warmup excluded)"
+
+
+def evaluate(slos: Iterable[SLOPlan], results: RunResults) -> list[SloResult]:
+    return [evaluate_one(slo, results) for slo in slos]
+
+
+def evaluate_one(slo: SLOPlan, results: RunResults) -> SloResult:
+    test = OPS[slo.op]
+    scope = {"phase": slo.phase, "request": slo.request, "target": slo.target,
+             "window": slo.window}
+    base = SloResult(text=slo.text, metric=slo.metric, stat=slo.stat, scope=scope,
+                     threshold=slo.threshold, passed=False)
+    name = f"{slo.metric}.{slo.stat}" if slo.stat else slo.metric
+    # the threshold as the user wrote it (50/min stays 50/min)
+    written = slo.text.split(slo.op, 1)[-1].strip() if slo.op in slo.text else ""
+    limit = f"{slo.op} {written or show(slo.metric, slo.threshold)}"
+    if slo.window:
+        if slo.metric not in WINDOW_METRICS:
+            return base.model_copy(update={"message": f"{slo.metric} is not kept per second; "
+                                           f"window SLOs take: {', '.join(sorted(WINDOW_METRICS))}"})
+        worst: tuple[float, float] | None = None
+        count = 0
+        for window in windows(results, slo.window, slo.phase, slo.request, slo.target):
+            value = window.aggregate.value(slo.metric, slo.stat)
+            if value is None:
+                continue
+            count += 1
+            if not test(value, slo.threshold) and worst is None:
+                worst = (window.start, value)
+        if count == 0:
+            return base.model_copy(update={"message": f"{name}: no window had data"})
+        if worst is not None:
+            start, value = worst
+            return base.model_copy(update={
+                "measured": value, "message": f"{name} was {show(slo.metric, value)} in the "
+                f"window starting at {start:g}s, expected {limit} in every "
+                f"{format_duration(slo.window)} window ({count} windows)"})
+        return base.model_copy(update={"passed": True, "message": f"{name} held {limit} in "
+                                       f"all {count} windows"})
+    agg = aggregate(results, slo.phase, slo.request, slo.target)
+    value = agg.value(slo.metric, slo.stat)
+    if value is None:
+        return base.model_copy(update={"message": f"{name}: nothing was measured in scope "
+                                       f"({scope_text(slo)})"})
+    passed = test(value, slo.threshold)
+    verdict = "ok" if passed else "FAILED"
+    return base.model_copy(update={
+        "measured": value, "passed": passed,
+        "message": f"{name} = {show(slo.metric, value)}, expected {limit} "
+                   f"[{scope_text(slo)}] {verdict}"})
+
+
+def checks_passed(checks: Iterable[CheckSummary]) -> bool:
+    return all(c.failed == 0 for c in checks)

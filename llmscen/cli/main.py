@@ -1,0 +1,164 @@
+"""`llmscen` command line. The one place that turns errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+import orjson
+
+from llmscen import __version__
+from llmscen.cli import exitcodes
+from llmscen.compile.compiler import compile_document
+from llmscen.compile.plan import Plan
+from llmscen.engine.registry import Registry
+from llmscen.spec.diagnostics import ScenarioError
+from llmscen.spec.loader import load_file
+
+
+class Failure(click.ClickException):
+    """An error for the user, with the exit code it maps to."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"llmscen: {self.message}", err=True)
+
+
+def invalid(exc: ScenarioError) -> Failure:
+    count = len(exc.diagnostics)
+    summary = f"{count} problem{'s' if count != 1 else ''} found; nothing was sent"
+    return Failure(f"{exc}\n{summary}", exitcodes.INVALID_INPUT)
+
+
+def parse_targets(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url:
+            raise Failure(f"--target expects NAME=URL, got {item!r}", exitcodes.INVALID_INPUT)
+        out[name] = url
+    return out
+
+
+def load_plan(registry: Registry, path: str, sets: Sequence[str] = (),
+              targets: Sequence[str] = ()) -> Plan:
+    try:
+        doc = load_file(path, overrides=sets)
+        return compile_document(doc, registry, parse_targets(targets))
+    except ScenarioError as exc:
+        raise invalid(exc) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="llmscen")
+def cli() -> None:
+    """Load- and correctness-tests for LLM and GenAI inference services."""
+
+
+@cli.command()
+@click.argument("scenarios", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate(scenarios: tuple[str, ...]) -> None:
+    """Load and compile SCENARIOS; send nothing."""
+    registry = Registry.discover()
+    problems: list[str] = []
+    for path in scenarios:
+        try:
+            plan = compile_document(load_file(path), registry)
+        except ScenarioError as exc:
+            problems.append(str(exc))
+            continue
+        click.echo(f"ok  {path}  ({len(plan.phases)} phases, {len(plan.requests)} requests, "
+                   f"{len(plan.slos)} SLOs)")
+    if problems:
+        raise Failure("\n".join(problems), exitcodes.INVALID_INPUT)
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
+              help="Override a value, e.g. --set phases.0.duration=5s")
+@click.option("--target", "targets", multiple=True, metavar="NAME=URL",
+              help="Point a target at a URL (its service is not started)")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON")
+def plan(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], as_json: bool) -> None:
+    """Show what a run of SCENARIO will do: phases, load, expected requests, SLOs."""
+    from llmscen.cli.plan_view import render_plan
+
+    compiled = load_plan(Registry.discover(), scenario, sets, targets)
+    if as_json:
+        click.echo(orjson.dumps(compiled.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render_plan(compiled))
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
+              help="Override a value, e.g. --set phases.0.duration=5s")
+@click.option("--target", "targets", multiple=True, metavar="NAME=URL",
+              help="Point a target at a URL; its service is not started")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output folder [default: reports/<name>-<UTC time>/]")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="results.json path")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="JUnit XML path")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="HTML report path")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+              help="Also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local worker processes sharing the load")
+@click.option("-q", "--quiet", is_flag=True, help="No live progress line")
+def run(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], out: str | None,
+        json_path: str | None, junit_path: str | None, html_path: str | None,
+        summary_path: str | None, workers: int, quiet: bool) -> None:
+    """Run SCENARIO: send its traffic, check every response, judge its SLOs."""
+    from llmscen.cli.run import run_command
+
+    registry = Registry.discover()
+    compiled = load_plan(registry, scenario, sets, targets)
+    code = run_command(compiled, registry, out=out, json_path=json_path, junit_path=junit_path,
+                       html_path=html_path, summary_path=summary_path, quiet=quiet,
+                       workers=workers)
+    sys.exit(code)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the scenario format (for YAML editors)."""
+    from llmscen.compile.schema import scenario_schema
+
+    click.echo(orjson.dumps(scenario_schema(Registry.discover()),
+                            option=orjson.OPT_INDENT_2).decode())
+
+
+@cli.command()
+def plugins() -> None:
+    """List installed protocol plugins and services with their versions."""
+    registry = Registry.discover()
+    click.echo("plugins:")
+    for name, entry in sorted(registry.plugins.items()):
+        obj = entry.obj
+        fields = ", ".join(obj.target_options.model_fields)
+        click.echo(f"  {name:<10} {entry.origin:<22} {obj.description}")
+        click.echo(f"  {'':<10} target options: {fields}")
+        click.echo(f"  {'':<10} request options: {', '.join(obj.request_options.model_fields)}")
+        click.echo(f"  {'':<10} metrics: {', '.join(sorted(obj.metrics))}")
+    click.echo("services:")
+    for name, entry in sorted(registry.services.items()):
+        click.echo(f"  {name:<10} {entry.origin:<22} {entry.obj.description}")
+    for broken in registry.broken.values():
+        click.echo(f"  BROKEN {broken}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="llmscen", standalone_mode=True)
+    except KeyboardInterrupt:  # pragma: no cover - click handles it inside commands
+        sys.exit(exitcodes.COULD_NOT_RUN)
+
+
+if __name__ == "__main__":
+    main()

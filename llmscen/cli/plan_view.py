@@ -1,0 +1,87 @@
+"""The human view of a Plan for `llmscen plan`."""
+
+from __future__ import annotations
+
+from llmscen.compile.plan import PhasePlan, Plan
+from llmscen.spec.units import format_duration
+
+
+def _load(phase: PhasePlan) -> str:
+    if phase.kind == "open":
+        rate = f"{phase.rate:g}/s"
+        if phase.ramp_to is not None:
+            rate += f" → {phase.ramp_to:g}/s"
+        extra = f" {phase.arrival}" + (f"(shape {phase.burstiness:g})"
+                                       if phase.arrival == "gamma" else "")
+        cap = f", ≤{phase.max_in_flight} in flight" if phase.max_in_flight else ""
+        return rate + extra + cap
+    if phase.kind == "closed":
+        users = f"{phase.users} users"
+        if phase.users_ramp_to is not None:
+            users += f" → {phase.users_ramp_to}"
+        if phase.spawn_rate:
+            users += f", spawn {phase.spawn_rate:g}/s"
+        if phase.think_max:
+            low, high = format_duration(phase.think_min), format_duration(phase.think_max)
+            users += f", think {low}" + (f"..{high}" if high != low else "")
+        return users
+    return "pause"
+
+
+def render_plan(plan: Plan) -> str:
+    lines = [f"scenario {plan.name}  ({plan.file})"]
+    if plan.description:
+        lines.append(f"  {plan.description}")
+    lines.append(f"seed {plan.seed}")
+    lines.append("")
+    lines.append("targets:")
+    for t in plan.targets:
+        where = t.url or f"service {t.service}"
+        model = getattr(t.options, "model", None)
+        lines.append(f"  {t.name:<16} {t.plugin:<8} {where}" + (f"  model {model}" if model
+                                                                  else ""))
+    if plan.services:
+        lines.append("services:")
+        for s in plan.services:
+            lines.append(f"  {s.name:<16} {s.kind}")
+    lines.append("")
+    header = f"  {'phase':<20} {'model':<7} {'duration':>9} {'load':<40} {'expected':>9}"
+    lines += ["phases:", header, "  " + "-" * (len(header) - 2)]
+    total = 0
+    unknown = False
+    for p in plan.phases:
+        duration = format_duration(p.duration) if p.duration is not None else "-"
+        if p.max_requests:
+            duration += f" / {p.max_requests} req"
+        expected = "-" if p.kind == "pause" else (
+            str(p.expected_requests) if p.expected_requests is not None else "by latency")
+        if p.expected_requests is not None:
+            total += p.expected_requests
+        elif p.kind != "pause":
+            unknown = True
+        flags = " (warmup)" if p.warmup else ""
+        lines.append(f"  {p.name + flags:<20} {p.kind:<7} {duration:>9} {_load(p):<40} "
+                     f"{expected:>9}")
+    lines.append(f"  total expected requests: {total}" + (" + closed-model phases (paced by "
+                                                         "latency)" if unknown else ""))
+    lines.append("")
+    weights = sum(r.weight for r in plan.requests)
+    lines.append("requests (mix):")
+    for r in plan.requests:
+        share = 100 * r.weight / weights
+        kind = f"{len(r.steps)} steps" if len(r.steps) > 1 else ("stream" if r.stream else "call")
+        data = f", data {r.data}" if r.data else ""
+        lines.append(f"  {r.name:<20} {share:5.1f}%  → {r.target} ({kind}{data})")
+    if plan.slos:
+        lines.append("")
+        lines.append("SLOs:")
+        for s in plan.slos:
+            scope = ", ".join(f"{k} {v}" for k, v in (("phase", s.phase), ("request", s.request),
+                                                        ("target", s.target)) if v)
+            if s.window:
+                scope += (", " if scope else "") + f"every {format_duration(s.window)} window"
+            lines.append(f"  {s.text}" + (f"  [{scope}]" if scope else ""))
+    if plan.goodput:
+        lines.append("goodput objectives: " + ", ".join(
+            f"{g.metric} ≤ {format_duration(g.threshold)}" for g in plan.goodput))
+    return "\n".join(lines)

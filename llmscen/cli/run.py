@@ -1,0 +1,156 @@
+"""`llmscen run`: execute a scenario, save results, judge them, exit with the verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llmscen.assertions.slo import evaluate
+from llmscen.cli import exitcodes
+from llmscen.cli.progress import Progress
+from llmscen.compile.plan import Plan
+from llmscen.engine.events import Fanout, Handler
+from llmscen.engine.registry import Registry
+from llmscen.engine.run import Engine, RunError
+from llmscen.metrics.recorder import Recorder
+from llmscen.metrics.results import Meta, PluginInfo, RunResults, TargetInfo
+from llmscen.report.junit import write_junit
+from llmscen.report.terminal import summary, verdict
+
+_SECRET_SET = re.compile(r"(key|token|secret|password|auth)", re.I)
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """The command line with values of secret-looking `--set` overrides masked."""
+    out = []
+    for arg in argv:
+        path, sep, _ = arg.partition("=")
+        out.append(f"{path}=***" if sep and _SECRET_SET.search(path) else arg)
+    return out
+
+
+def run_async(factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run on uvloop when it is installed, else on asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(factory())
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(factory())
+
+
+def default_out_dir(plan: Plan) -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path("reports") / f"{plan.name}-{stamp}"
+
+
+def make_meta(plan: Plan, registry: Registry, workers: int) -> Meta:
+    used = sorted({t.plugin for t in plan.targets})
+    plugins = [PluginInfo(name=n, distribution=registry.plugins[n].distribution,
+                          version=registry.plugins[n].version) for n in used]
+    targets = [TargetInfo(name=t.name, plugin=t.plugin,
+                          url=t.url or (f"service:{t.service}" if t.service else None))
+               for t in plan.targets]
+    return Meta(scenario=plan.name, file=plan.file, description=plan.description,
+                seed=plan.seed, plugins=plugins, targets=targets,
+                command_line=redact_argv(["llmscen", *sys.argv[1:]]), workers=workers)
+
+
+def execute(plan: Plan, registry: Registry, handlers: list[Handler], recorder: Recorder,
+            log_dir: Path) -> str | None:
+    """Run the plan; returns why it could not be carried out, or None."""
+    problem: str | None = None
+
+    async def main() -> None:
+        nonlocal problem
+        engine = Engine(plan, registry, Fanout([recorder, *handlers]), log_dir=str(log_dir))
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        presses = 0
+
+        def on_signal() -> None:
+            nonlocal presses
+            presses += 1
+            if presses == 1:
+                click.echo("\nstopping: finishing in-flight requests (Ctrl-C again to "
+                           "abandon them)", err=True)
+                engine.interrupt()
+            elif task is not None:
+                task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            await engine.run()
+        except RunError as exc:
+            problem = str(exc)
+        except asyncio.CancelledError:
+            recorder.meta.interrupted = True
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        if engine.interrupted:
+            recorder.meta.interrupted = True
+
+    run_async(main)
+    return problem
+
+
+def write_outputs(results: RunResults, out_dir: Path, json_path: str | None,
+                  junit_path: str | None, html_path: str | None) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    results_file = Path(json_path) if json_path else out_dir / "results.json"
+    results.save(results_file)
+    written.append(results_file)
+    junit_file = Path(junit_path) if junit_path else out_dir / "junit.xml"
+    write_junit(results, junit_file)
+    written.append(junit_file)
+    try:
+        from llmscen.report.html import write_html
+    except ImportError:
+        write_html = None  # type: ignore[assignment]
+    if write_html is not None:
+        html_file = Path(html_path) if html_path else out_dir / "report.html"
+        write_html(results, html_file)
+        written.append(html_file)
+    return written
+
+
+def run_command(plan: Plan, registry: Registry, *, out: str | None, json_path: str | None,
+                junit_path: str | None, html_path: str | None, summary_path: str | None,
+                quiet: bool, workers: int) -> int:
+    out_dir = Path(out) if out else default_out_dir(plan)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recorder = Recorder(make_meta(plan, registry, workers))
+    problem = execute(plan, registry, [Progress(quiet=quiet)], recorder, out_dir)
+    results = recorder.results()
+    if problem is not None:
+        results.meta.notes.append(f"could not run: {problem}")
+    results.slos = evaluate(plan.slos, results)
+    written = write_outputs(results, out_dir, json_path, junit_path, html_path)
+    passed, line = verdict(results)
+    if problem is not None:
+        passed, line = False, f"COULD NOT RUN: {problem}"
+    text = summary(results)
+    click.echo(text)
+    click.echo("")
+    click.echo(line)
+    for path in written:
+        click.echo(f"  wrote {path}")
+    if summary_path:
+        from llmscen.report.markdown import write_summary
+
+        write_summary(results, line, summary_path)
+    if problem is not None or results.meta.interrupted:
+        return exitcodes.COULD_NOT_RUN
+    return exitcodes.OK if passed else exitcodes.ASSERTIONS_FAILED

@@ -1,0 +1,337 @@
+"""Scenario + plugins → Plan, collecting every problem before failing.
+
+Each section is validated item by item, so a mistake in one target doesn't
+hide a bad reference in a request; everything found is raised together as
+one ScenarioError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from llmscen.compile import templates
+from llmscen.compile.data import DataFileError, columns_of, detect_format, read_rows
+from llmscen.compile.phases import expand
+from llmscen.compile.plan import (
+    DataPlan,
+    GoodputObjective,
+    PhasePlan,
+    Plan,
+    RequestPlan,
+    ServicePlan,
+    SLOPlan,
+    StepPlan,
+    TargetPlan,
+)
+from llmscen.compile.slo import SLOSyntaxError, parse_slo
+from llmscen.spec.diagnostics import Diagnostic, ScenarioError, did_you_mean, one_of
+from llmscen.spec.errors import diagnostics_from
+from llmscen.spec.loader import Document, Loc
+from llmscen.spec.models import (
+    REQUEST_COMMON_KEYS,
+    STEP_COMMON_KEYS,
+    TARGET_COMMON_KEYS,
+    DataSpec,
+    PhaseSpec,
+    RequestSpec,
+    Scenario,
+    ServiceSpec,
+    SLOSpec,
+    StepSpec,
+    TargetSpec,
+)
+
+GOODPUT_METRICS = ("ttft", "ttft_sent", "tpot", "latency", "latency_sent")
+
+
+class Catalog(Protocol):
+    """What the compiler needs of a registry (engine.registry.Registry has it)."""
+
+    plugins: Mapping[str, Any]    # name → entry with .obj (a Plugin)
+    services: Mapping[str, Any]   # name → entry with .obj (a ServiceKind)
+    broken: Mapping[str, Any]     # name → a readable reason
+
+
+def compile_document(doc: Document, catalog: Catalog,
+                     target_urls: Mapping[str, str] | None = None) -> Plan:
+    """Validate `doc` and build its Plan; `target_urls` are `--target NAME=URL` overrides."""
+    return _Compiler(doc, catalog, dict(target_urls or {})).run()
+
+
+class _Compiler:
+    def __init__(self, doc: Document, catalog: Catalog, target_urls: dict[str, str]) -> None:
+        self.doc = doc
+        self.catalog = catalog
+        self.target_urls = target_urls
+        self.problems: list[Diagnostic] = []
+        self.env = templates.environment()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def error(self, loc: Loc, message: str, *, key: bool = False, offset: int = 0) -> None:
+        self.problems.append(self.doc.diagnostic(loc, message, key=key, offset=offset))
+
+    def validate(self, model: Any, loc: Loc, value: Any, root: type[BaseModel]) -> Any:
+        """Validate one node; record its problems and return None when it is invalid."""
+        try:
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                return model.model_validate(value)
+            return TypeAdapter(model).validate_python(value)
+        except ValidationError as exc:
+            self.problems.extend(diagnostics_from(exc, self.doc, root, prefix=loc))
+            return None
+
+    def section(self, name: str, kind: type) -> Any:
+        value = self.doc.data.get(name)
+        return value if isinstance(value, kind) else kind()
+
+    # -- the pass ----------------------------------------------------------------------------
+    def run(self) -> Plan:
+        data = self.doc.data
+        try:
+            Scenario.model_validate(data)
+        except ValidationError as exc:
+            self.problems.extend(diagnostics_from(exc, self.doc, Scenario))
+        services = self.services()
+        targets = self.targets(services)
+        data_plans = self.data()
+        phases = self.phases()
+        requests = self.requests(targets, data_plans)
+        slos = self.slos(phases, requests, targets)
+        goodput = self.goodput()
+        if self.problems:
+            raise ScenarioError(self.problems)
+        name = data.get("name") or Path(self.doc.file).stem
+        return Plan(name=name, description=str(data.get("description") or ""),
+                    file=str(Path(self.doc.file).resolve()), seed=int(data.get("seed", 1)),
+                    services=tuple(services.values()), targets=tuple(targets.values()),
+                    data=tuple(data_plans.values()), phases=tuple(phases),
+                    requests=tuple(requests), slos=tuple(slos), goodput=tuple(goodput))
+
+    def services(self) -> dict[str, ServicePlan]:
+        out: dict[str, ServicePlan] = {}
+        for name, raw in self.section("services", dict).items():
+            loc = ("services", name)
+            spec = self.validate(ServiceSpec, loc, raw, ServiceSpec)
+            if spec is None:
+                continue
+            kind = spec.builtin or "command"
+            entry = self.catalog.services.get(kind)
+            if entry is None:
+                self.error((*loc, "builtin"), f"unknown service {kind!r}"
+                           f"{did_you_mean(kind, self.catalog.services)}; available: "
+                           f"{one_of(k for k in self.catalog.services if k != 'command')}")
+                continue
+            model = entry.obj.options
+            fields = spec.options if spec.builtin else {
+                k: v for k, v in raw.items() if k != "builtin"}
+            options = self.validate(model, (*loc, "options") if spec.builtin else loc, fields,
+                                    model)
+            if options is not None:
+                out[name] = ServicePlan(name=name, kind=kind, options=options)
+        return out
+
+    def targets(self, services: dict[str, ServicePlan]) -> dict[str, TargetPlan]:
+        out: dict[str, TargetPlan] = {}
+        declared_services = set(self.section("services", dict))
+        for name, raw in self.section("targets", dict).items():
+            loc = ("targets", name)
+            spec = self.validate(TargetSpec, loc, raw, TargetSpec)
+            if spec is None:
+                continue
+            plugin = self.plugin(spec.plugin, (*loc, "plugin"))
+            if spec.service is not None and spec.service not in declared_services:
+                self.error((*loc, "service"), f"unknown service {spec.service!r}"
+                           f"{did_you_mean(spec.service, declared_services)}; declared: "
+                           f"{one_of(declared_services)}")
+            url = self.target_urls.get(name, spec.url or spec.base_url)
+            service = None if name in self.target_urls else spec.service
+            if url is None and service is None:
+                self.error(loc, f"target {name!r} needs `url:` or `service:` "
+                                f"(or --target {name}=URL)", key=True)
+            if plugin is None:
+                continue
+            extras = {k: v for k, v in raw.items() if k not in TARGET_COMMON_KEYS}
+            options = self.validate(plugin.target_options, loc, extras, plugin.target_options)
+            if options is not None:
+                out[name] = TargetPlan(name=name, plugin=spec.plugin, service=service,
+                                       url=url, options=options)
+        unknown = set(self.target_urls) - set(self.section("targets", dict))
+        for name in sorted(unknown):
+            self.problems.append(Diagnostic(f"--target {name}={self.target_urls[name]}", 1, 1,
+                                            f"no target named {name!r} in the scenario"
+                                            f"{did_you_mean(name, self.section('targets', dict))}"))
+        return out
+
+    def plugin(self, name: str, loc: Loc) -> Any:
+        entry = self.catalog.plugins.get(name)
+        if entry is not None:
+            return entry.obj
+        if name in self.catalog.broken:
+            self.error(loc, f"plugin {name!r} is installed but unusable: "
+                            f"{self.catalog.broken[name]}")
+        else:
+            self.error(loc, f"unknown plugin {name!r}{did_you_mean(name, self.catalog.plugins)};"
+                            f" installed: {one_of(self.catalog.plugins)}")
+        return None
+
+    def data(self) -> dict[str, DataPlan]:
+        out: dict[str, DataPlan] = {}
+        for name, raw in self.section("data", dict).items():
+            loc = ("data", name)
+            spec = self.validate(DataSpec, loc, raw, DataSpec)
+            if spec is None:
+                continue
+            path = (self.doc.base_dir / spec.file).resolve()
+            try:
+                fmt = detect_format(path, spec.format)
+                rows = read_rows(path, fmt)
+            except DataFileError as exc:
+                self.error((*loc, "file"), str(exc))
+                continue
+            out[name] = DataPlan(name=name, file=str(path), format=fmt,  # type: ignore[arg-type]
+                                 order=spec.order, columns=columns_of(rows), rows=len(rows))
+        return out
+
+    def phases(self) -> list[PhasePlan]:
+        out: list[PhasePlan] = []
+        seen: dict[str, int] = {}
+        base_seed = self.doc.data.get("seed", 1)
+        base_seed = base_seed if isinstance(base_seed, int) else 1
+        for index, raw in enumerate(self.section("phases", list)):
+            loc = ("phases", index)
+            spec = self.validate(PhaseSpec, loc, raw, PhaseSpec)
+            if spec is None:
+                continue
+            try:
+                plans = expand(spec, index, base_seed)
+            except ValueError as exc:
+                self.error((*loc, "ramp_to"), str(exc))
+                continue
+            for plan in plans:
+                if plan.name in seen:
+                    self.error((*loc, "name") if spec.name else loc,
+                               f"phase name {plan.name!r} is used twice (first by phase "
+                               f"{seen[plan.name] + 1})", key=not spec.name)
+                seen[plan.name] = index
+                out.append(plan)
+        return out
+
+    def requests(self, targets: dict[str, TargetPlan],
+                 data: dict[str, DataPlan]) -> list[RequestPlan]:
+        out: list[RequestPlan] = []
+        declared_targets = set(self.section("targets", dict))
+        declared_data = set(self.section("data", dict))
+        names: set[str] = set()
+        for index, raw in enumerate(self.section("requests", list)):
+            loc = ("requests", index)
+            spec = self.validate(RequestSpec, loc, raw, RequestSpec)
+            if spec is None:
+                continue
+            if spec.name in names:
+                self.error((*loc, "name"), f"request name {spec.name!r} is used twice")
+            names.add(spec.name)
+            if spec.target not in declared_targets:
+                self.error((*loc, "target"), f"unknown target {spec.target!r}"
+                           f"{did_you_mean(spec.target, declared_targets)}; declared: "
+                           f"{one_of(declared_targets)}")
+            if spec.data is not None and spec.data not in declared_data:
+                self.error((*loc, "data"), f"unknown data {spec.data!r}"
+                           f"{did_you_mean(spec.data, declared_data)}; declared: "
+                           f"{one_of(declared_data)}")
+            target = targets.get(spec.target)
+            plugin = self.catalog.plugins[target.plugin].obj if target else None
+            columns = data[spec.data].columns if spec.data in data else (
+                () if spec.data else None)
+            steps = self.steps(spec, raw, loc, plugin, columns)
+            if steps is not None and target is not None:
+                out.append(RequestPlan(name=spec.name, target=spec.target, weight=spec.weight,
+                                       data=spec.data, stream=spec.stream, timeout=spec.timeout,
+                                       steps=tuple(steps), expect=spec.expect))
+        return out
+
+    def steps(self, spec: RequestSpec, raw: dict[str, Any], loc: Loc, plugin: Any,
+              columns: tuple[str, ...] | None) -> list[StepPlan] | None:
+        """A single call is a flow of one step; each step's plugin keys are checked."""
+        extras = {k: v for k, v in raw.items() if k not in REQUEST_COMMON_KEYS}
+        if spec.steps is None:
+            raw_steps: list[tuple[Loc, dict[str, Any], StepSpec | None]] = [
+                (loc, extras, StepSpec(name=spec.name, expect=spec.expect))]
+        else:
+            if extras:
+                key = sorted(extras)[0]
+                self.error((*loc, key), f"{key!r} belongs inside a step when the request has "
+                                        "`steps:`", key=True)
+            raw_steps = [((*loc, "steps", i), {k: v for k, v in step.items()
+                                               if k not in STEP_COMMON_KEYS},
+                          spec.steps[i]) for i, step in enumerate(raw["steps"])]
+        plans: list[StepPlan] = []
+        captured: set[str] = set()
+        ok = plugin is not None
+        for i, (step_loc, payload, step) in enumerate(raw_steps):
+            if plugin is not None:
+                model = plugin.request_options
+                if self.validate(model, step_loc, payload, model) is None:
+                    ok = False
+            for sub, text in templates.walk_strings(payload):
+                if templates.is_template(text):
+                    for message in templates.check(self.env, text, captured, columns):
+                        self.error((*step_loc, *sub), message)
+            assert step is not None
+            captured |= set(step.capture)
+            think = step.think or (0.0, 0.0)
+            plans.append(StepPlan(name=step.name or f"step{i + 1}", payload=payload,
+                                  capture=step.capture, think_min=think[0], think_max=think[1],
+                                  expect=step.expect))
+        return plans if ok else None
+
+    def slos(self, phases: list[PhasePlan], requests: list[RequestPlan],
+             targets: dict[str, TargetPlan]) -> list[SLOPlan]:
+        out: list[SLOPlan] = []
+        phase_names = {p.name for p in phases} | {p.sweep for p in phases if p.sweep}
+        request_names = {r.name for r in requests}
+        scopes = {"phase": phase_names, "request": request_names, "target": set(targets)}
+        for index, raw in enumerate(self.section("slos", list)):
+            loc: Loc = ("slos", index)
+            item = self.validate(str | SLOSpec, loc, raw, SLOSpec) if not isinstance(raw, str) \
+                else raw
+            if item is None:
+                continue
+            text = item if isinstance(item, str) else item.assert_
+            text_loc = loc if isinstance(item, str) else (*loc, "assert")
+            try:
+                expr = parse_slo(text)
+            except SLOSyntaxError as exc:
+                self.error(text_loc, str(exc), offset=exc.column)
+                continue
+            scope: dict[str, Any] = {}
+            if isinstance(item, SLOSpec):
+                for key, known in scopes.items():
+                    value = getattr(item, key)
+                    if value is not None and value not in known:
+                        self.error((*loc, key), f"unknown {key} {value!r}"
+                                   f"{did_you_mean(value, known)}; known: {one_of(known)}")
+                    scope[key] = value
+                scope["window"] = item.window
+            where = self.doc.diagnostic(text_loc, "")
+            out.append(SLOPlan(text=text, metric=expr.metric, stat=expr.stat, op=expr.op,
+                               threshold=expr.threshold, where=f"{where.file}:{where.line}:"
+                                                                f"{where.col}", **scope))
+        return out
+
+    def goodput(self) -> list[GoodputObjective]:
+        raw = self.doc.data.get("goodput")
+        if not isinstance(raw, dict):
+            return []
+        for metric in raw:
+            if metric not in GOODPUT_METRICS:
+                self.error(("goodput", metric), f"goodput objectives take per-request "
+                           f"durations; {metric!r} is not one{did_you_mean(metric, GOODPUT_METRICS)}"
+                           f" (choose from {', '.join(GOODPUT_METRICS)})", key=True)
+        values = self.validate(Scenario.model_fields["goodput"].annotation, ("goodput",), raw,
+                               Scenario)
+        return [GoodputObjective(metric=m, threshold=v) for m, v in (values or {}).items()
+                if m in GOODPUT_METRICS]

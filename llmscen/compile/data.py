@@ -1,0 +1,64 @@
+"""Data files (CSV, JSONL): rows for templates as `{{ row.<column> }}`."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be read; the message names the file and line."""
+
+
+def detect_format(path: str | Path, declared: str | None) -> str:
+    if declared:
+        return declared
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    raise DataFileError(f"cannot tell the format of {Path(path).name}: name it .csv or .jsonl, "
+                        "or set `format:`")
+
+
+def read_rows(path: str | Path, fmt: str) -> list[dict[str, Any]]:
+    """All rows; data files are small next to the traffic they drive."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DataFileError(f"cannot read data file {p}: {reason}") from None
+    rows: list[dict[str, Any]] = []
+    if fmt == "jsonl":
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise DataFileError(f"{p}:{number}: invalid JSON: {exc}") from None
+            if not isinstance(row, dict):
+                raise DataFileError(f"{p}:{number}: each line must be a JSON object")
+            rows.append(row)
+    else:
+        delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
+        reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+        for row in reader:
+            if None in row:
+                raise DataFileError(f"{p}:{reader.line_num}: more fields than the header has")
+            rows.append(dict(row))
+    if not rows:
+        raise DataFileError(f"data file {p} has no rows")
+    return rows
+
+
+def columns_of(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    return tuple(seen)

@@ -1,0 +1,80 @@
+"""Phases → PhasePlans: sweeps expanded, seeds derived, request counts estimated."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+from llmscen.compile.plan import PhasePlan
+from llmscen.spec.models import PhaseSpec
+from llmscen.spec.units import format_rate, parse_rate
+
+
+def derive_seed(base: int, *parts: object) -> int:
+    """A stable per-phase seed from the scenario seed, so runs repeat exactly."""
+    digest = hashlib.blake2b(repr((base, *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def phase_name(spec: PhaseSpec, index: int) -> str:
+    return spec.name or f"phase-{index + 1}"
+
+
+def expand(spec: PhaseSpec, index: int, base_seed: int) -> list[PhasePlan]:
+    """One plan per phase; a sweep gives one per value, named `<name>-<value>`."""
+    name = phase_name(spec, index)
+    seed = spec.seed if spec.seed is not None else derive_seed(base_seed, index, name)
+    common = {"warmup": spec.warmup, "max_requests": spec.requests, "duration": spec.duration}
+    if spec.pause is not None:
+        return [PhasePlan(name=name, kind="pause", duration=spec.pause, seed=seed,
+                          warmup=spec.warmup)]
+    if spec.sweep is not None:
+        steps: list[PhasePlan] = []
+        if spec.sweep.users is not None:
+            for i, users in enumerate(spec.sweep.users):
+                steps.append(_closed(f"{name}-{users}", spec, users, None, seed + i, name,
+                                     **common))
+        else:
+            for i, rate in enumerate(spec.sweep.arrival_rate or []):
+                label = format_rate(rate).removesuffix("/s")
+                steps.append(_open(f"{name}-{label}", spec, rate, None, seed + i, name, **common))
+        return steps
+    if spec.arrival_rate is not None:
+        ramp = parse_rate(spec.ramp_to) if spec.ramp_to is not None else None
+        return [_open(name, spec, spec.arrival_rate, ramp, seed, None, **common)]
+    assert spec.users is not None
+    ramp_users = None
+    if spec.ramp_to is not None:
+        ramp_users = int(float(spec.ramp_to))
+        if ramp_users != float(spec.ramp_to) or ramp_users < 1:
+            raise ValueError(f"ramp_to for a closed phase is a number of users, "
+                             f"got {spec.ramp_to!r}")
+    return [_closed(name, spec, spec.users, ramp_users, seed, None, **common)]
+
+
+def _open(name: str, spec: PhaseSpec, rate: float, ramp_to: float | None, seed: int,
+          sweep: str | None, **common: object) -> PhasePlan:
+    arrival = spec.arrival or "constant"
+    plan = PhasePlan(name=name, kind="open", rate=rate, ramp_to=ramp_to, arrival=arrival,
+                     burstiness=spec.burstiness or 1.0, max_in_flight=spec.max_in_flight,
+                     seed=seed, sweep=sweep, **common)  # type: ignore[arg-type]
+    return plan.model_copy(update={"expected_requests": expected_open(plan)})
+
+
+def _closed(name: str, spec: PhaseSpec, users: int, ramp_to: int | None, seed: int,
+            sweep: str | None, **common: object) -> PhasePlan:
+    think = spec.think or (0.0, 0.0)
+    return PhasePlan(name=name, kind="closed", users=users, users_ramp_to=ramp_to,
+                     spawn_rate=spec.spawn_rate, think_min=think[0], think_max=think[1],
+                     seed=seed, sweep=sweep, expected_requests=spec.requests,
+                     **common)  # type: ignore[arg-type]
+
+
+def expected_open(plan: PhasePlan) -> int | None:
+    """Arrivals the schedule makes: the integral of the (linearly ramped) rate."""
+    if plan.duration is None:
+        return plan.max_requests
+    start = plan.rate or 0.0
+    end = plan.ramp_to if plan.ramp_to is not None else start
+    arrivals = math.ceil((start + end) / 2 * plan.duration - 1e-9)
+    return min(arrivals, plan.max_requests) if plan.max_requests else arrivals

@@ -1,0 +1,245 @@
+"""The SLO grammar of SPEC §6: `METRIC[.STAT] OP VALUE[UNIT]`.
+
+A hand-written scanner over one short line; the BNF is in docs/slo.md. Every
+check against the metric catalog happens here, before any traffic, and each
+error carries the 0-based column of the part it is about so the loader can
+point at FILE:LINE:COL.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from llmscen.spec.metrics import CATALOG, HISTOGRAM_KINDS, PLAIN_STATS, STAT_RE, Metric
+from llmscen.spec.units import DURATION_UNITS, RATE_UNITS
+
+Op = Literal["<", "<=", ">", ">=", "=="]
+OPS: tuple[str, ...] = ("<=", ">=", "==", "<", ">")  # two-character ones first
+
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_STAT_TOKEN_RE = re.compile(r"[A-Za-z0-9_.]+")
+_NUMBER_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_UNIT_RE = re.compile(r"%|/[A-Za-z]*|[A-Za-zµ]+")
+_SPACE_RE = re.compile(r"\s*")
+
+# Unit suffix → factor to the base unit, per kind; "" is the bare number. `%` divides
+# by 100 instead (see _to_base), as units.parse_percent does: 7 * 0.01 != 7 / 100.
+_UNITS: dict[str, dict[str, float]] = {
+    "duration": {"": 1.0, **DURATION_UNITS},
+    "amount": {"": 1.0},
+    "rate": {"": 1.0, **RATE_UNITS},
+    "ratio": {"": 1.0, "%": 100.0},
+}
+_EXAMPLES = {"duration": "5s or 500ms", "amount": "a plain number such as 100",
+             "rate": "50/s or 300/min", "ratio": "1% or 0.01"}
+# Units format_slo may write, preferred first when two texts are equally short.
+_FORMAT_UNITS = {"duration": ("s", "ms", "us", "min", "h"), "amount": ("",),
+                 "rate": ("/s", "/min", "/h"), "ratio": ("%", "")}
+
+
+class SLOSyntaxError(ValueError):
+    """A bad SLO expression; `column` is the 0-based offset of the offending part."""
+
+    def __init__(self, message: str, column: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.column = column
+
+
+@dataclass(frozen=True, slots=True)
+class SLOExpr:
+    """A parsed SLO; the fields match `compile.plan.SLOPlan`."""
+
+    metric: str
+    stat: str | None
+    op: Op
+    threshold: float    # base units: seconds, per second, fraction, count
+
+
+def parse_slo(text: str) -> SLOExpr:
+    """Parse and check one SLO expression, e.g. `latency.p95 < 5s`."""
+    return _Parser(text).parse()
+
+
+def format_slo(expr: SLOExpr) -> str:
+    """The canonical text of `expr`; `parse_slo(format_slo(e)) == e`."""
+    left = expr.metric if expr.stat is None else f"{expr.metric}.{expr.stat}"
+    return f"{left} {expr.op} {_format_threshold(expr.threshold, _value_kind(expr))}"
+
+
+def stats_for(metric: Metric) -> str:
+    """The stats a metric accepts, as shown to users ("" for none)."""
+    if metric.kind not in HISTOGRAM_KINDS:
+        return ""
+    return " ".join(PLAIN_STATS) + " pNN (p50 p90 p95 p99 p99.9 …)"
+
+
+def catalog_markdown() -> str:
+    """The metric table of docs/slo.md, generated from the catalog."""
+    units = {"duration": "`us` `ms` `s` `m` `min` `h`; bare number = seconds",
+             "amount": "none: a plain number",
+             "rate": "`/s` `/min` `/h`; bare number = per second",
+             "ratio": "`%`, or a fraction in [0, 1]"}
+    rows = ["| metric | kind | stats | units | definition |", "|---|---|---|---|---|"]
+    for m in CATALOG.values():
+        histogram = m.kind in HISTOGRAM_KINDS
+        stats = " ".join(f"`{s}`" for s in (*PLAIN_STATS, "pNN")) if histogram else "none"
+        rows.append(f"| `{m.name}` | {m.kind} | {stats} | {units[m.kind]} | {m.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def _value_kind(expr: SLOExpr) -> str:
+    # `count` counts samples whatever the metric measures.
+    return "amount" if expr.stat == "count" else CATALOG[expr.metric].kind
+
+
+def _to_base(number: float, kind: str, unit: str) -> float:
+    factor = _UNITS[kind][unit]
+    return number / factor if unit == "%" else number * factor
+
+
+def _format_threshold(value: float, kind: str) -> str:
+    """The shortest plain-decimal text that parses back to exactly `value`."""
+    best: str | None = None
+    for unit in _FORMAT_UNITS[kind]:
+        factor = _UNITS[kind][unit]
+        amount = value * factor if unit == "%" else value / factor
+        for places in range(21):
+            text = f"{amount:.{places}f}"
+            text = text.rstrip("0").rstrip(".") if "." in text else text
+            if _to_base(float(text), kind, unit) == value:
+                if best is None or len(text + unit) < len(best):
+                    best = text + unit
+                break
+    return best if best is not None else repr(value)  # bare: every kind's base unit
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def parse(self) -> SLOExpr:
+        if not isinstance(self.text, str):
+            raise SLOSyntaxError(f"an SLO must be a string such as 'latency.p95 < 5s', "
+                                 f"got {type(self.text).__name__}", 0)
+        self._skip_space()
+        if self.pos == len(self.text):
+            raise SLOSyntaxError("empty SLO; write it like 'latency.p95 < 5s'", 0)
+        metric, metric_col = self._metric()
+        stat, stat_col = self._stat()
+        self._check_stat(metric, metric_col, stat, stat_col)
+        self._skip_space()
+        op = self._op()
+        self._skip_space()
+        kind = "amount" if stat == "count" else metric.kind
+        threshold = self._value(metric, kind)
+        self._skip_space()
+        if self.pos < len(self.text):
+            raise SLOSyntaxError(f"unexpected {self.text[self.pos:]!r} after the threshold",
+                                 self.pos)
+        return SLOExpr(metric.name, stat, op, threshold)
+
+    def _skip_space(self) -> None:
+        m = _SPACE_RE.match(self.text, self.pos)
+        self.pos = m.end() if m else self.pos
+
+    def _metric(self) -> tuple[Metric, int]:
+        start = self.pos
+        m = _NAME_RE.match(self.text, start)
+        if m is None:
+            raise SLOSyntaxError(f"expected a metric name such as latency, got "
+                                 f"{self.text[start:start + 10]!r}", start)
+        name = m.group()
+        if name not in CATALOG:
+            near = difflib.get_close_matches(name.lower(), CATALOG, n=1)
+            hint = f"did you mean {near[0]}?" if near else f"known: {', '.join(CATALOG)}"
+            raise SLOSyntaxError(f"unknown metric {name!r}; {hint}", start)
+        self.pos = m.end()
+        return CATALOG[name], start
+
+    def _stat(self) -> tuple[str | None, int]:
+        if not self.text.startswith(".", self.pos):
+            return None, self.pos
+        start = self.pos + 1
+        m = _STAT_TOKEN_RE.match(self.text, start)
+        if m is None:
+            raise SLOSyntaxError("expected a statistic after '.', e.g. p95", start)
+        self.pos = m.end()
+        return m.group(), start
+
+    def _check_stat(self, metric: Metric, metric_col: int, stat: str | None,
+                    stat_col: int) -> None:
+        histogram = metric.kind in HISTOGRAM_KINDS
+        if histogram and stat is None:
+            raise SLOSyntaxError(f"{metric.name} is a distribution: add a statistic, "
+                                 f"e.g. {metric.name}.p95", metric_col)
+        if not histogram and stat is not None:
+            raise SLOSyntaxError(f"{metric.name} is a {metric.kind} over the scope and takes no "
+                                 f"statistic; write e.g. '{metric.name} "
+                                 f"{'<' if metric.kind == 'ratio' else '>'} "
+                                 f"{_EXAMPLES[metric.kind].split(' or ')[0]}'", stat_col - 1)
+        if stat is not None and not STAT_RE.match(stat):
+            raise SLOSyntaxError(f"unknown statistic {stat!r} for {metric.name}; valid: "
+                                 f"{stats_for(metric)}", stat_col)
+
+    def _op(self) -> Op:
+        for op in OPS:
+            if self.text.startswith(op, self.pos):
+                self.pos += len(op)
+                return cast(Op, op)
+        rest = self.text[self.pos:]
+        if rest.startswith("="):
+            hint = "; use == for equality"
+        elif rest.startswith(("!=", "<>")):
+            hint = "; 'not equal' is not supported"
+        else:
+            hint = ""
+        got = repr(rest[:10]) if rest else "the end of the SLO"
+        raise SLOSyntaxError(f"expected a comparison (< <= > >= ==), got {got}{hint}", self.pos)
+
+    def _value(self, metric: Metric, kind: str) -> float:
+        start = self.pos
+        m = _NUMBER_RE.match(self.text, start)
+        if m is None:
+            got = repr(self.text[start:start + 10]) if start < len(self.text) else "nothing"
+            raise SLOSyntaxError(f"expected a threshold such as {_EXAMPLES[kind]}, got {got}",
+                                 start)
+        number = float(m.group())
+        self.pos = m.end()
+        self._skip_space()
+        unit_col = self.pos
+        u = _UNIT_RE.match(self.text, self.pos)
+        unit = u.group() if u else ""
+        factors = _UNITS[kind]
+        if unit not in factors:
+            raise SLOSyntaxError(self._unit_message(metric, kind, unit), unit_col)
+        if u is None:
+            self.pos = m.end()   # leave the spaces for the trailing-text check
+        else:
+            self.pos = u.end()
+        value = _to_base(number, kind, unit)
+        if not math.isfinite(value):
+            raise SLOSyntaxError(f"threshold {m.group()!r} is too large", start)
+        if kind == "ratio" and value > 1.0:
+            hint = f"; did you mean {m.group()}%?" if unit == "" and number <= 100 else ""
+            raise SLOSyntaxError(f"{metric.name} is a fraction between 0 and 1 "
+                                 f"(0% to 100%){hint}", start)
+        return value
+
+    @staticmethod
+    def _unit_message(metric: Metric, kind: str, unit: str) -> str:
+        allowed = [u for u in _UNITS[kind] if u]
+        what = {"duration": "a duration", "amount": "a count", "rate": "a rate",
+                "ratio": "a fraction"}[kind]
+        subject = f"{metric.name}.count" if kind != metric.kind else metric.name
+        if not allowed:
+            return f"{subject} is {what} and takes no unit, got {unit!r}"
+        if unit in {u for units in _UNITS.values() for u in units}:
+            return (f"unit {unit!r} does not fit {subject}, which is {what}; "
+                    f"use {' '.join(allowed)} (e.g. {_EXAMPLES[kind]})")
+        return f"unknown unit {unit!r} for {subject}; use {' '.join(allowed)}"

@@ -1,0 +1,150 @@
+"""One request of the mix, from intended start to its events: render, send, check, capture.
+
+A single call is a flow of one step. Every step is one Exchange and one
+`Completed` event; a flow stops at its first failed step, since later steps
+depend on what it should have returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from llmscen.assertions.expect import build_checker
+from llmscen.compile.plan import GoodputObjective, RequestPlan, StepPlan
+from llmscen.compile.templates import Renderer
+from llmscen.engine.capture import compile_capture, is_missing
+from llmscen.engine.events import Completed, Handler
+from llmscen.engine.feed import Feeder
+from llmscen.engine.protocol import Call, Exchange, Runner
+
+
+@dataclass
+class Step:
+    name: str                      # metric name of the step: request, or request.step
+    renderer: Renderer
+    checker: Any                   # assertions.expect.Checker or None
+    expects_error: bool
+    captures: list[tuple[str, Callable[[Exchange], Any]]]
+    think: tuple[float, float]
+
+
+def _goodput_check(objectives: tuple[GoodputObjective, ...]) -> Callable[[Exchange], bool]:
+    """A per-request test that every goodput objective was met."""
+    limits = [(o.metric, int(o.threshold * 1e9)) for o in objectives]
+
+    def met(ex: Exchange) -> bool:
+        if ex.error is not None:
+            return False
+        for metric, limit in limits:
+            if metric == "latency":
+                value = ex.end_ns - ex.intended_ns
+            elif metric == "latency_sent":
+                value = ex.end_ns - ex.sent_ns
+            elif metric in ("ttft", "ttft_sent"):
+                if not ex.first_content_ns:
+                    return False
+                start = ex.intended_ns if metric == "ttft" else ex.sent_ns
+                value = ex.first_content_ns - start
+            else:  # tpot
+                tokens = ex.output_tokens or 0
+                if tokens < 2 or not ex.first_content_ns:
+                    continue
+                value = (ex.end_ns - ex.first_content_ns) // (tokens - 1)
+            if value > limit:
+                return False
+        return True
+    return met
+
+
+class Flow:
+    """A request plan made ready to execute many times."""
+
+    def __init__(self, plan: RequestPlan, runner: Runner, feeder: Feeder | None,
+                 goodput: tuple[GoodputObjective, ...], handler: Handler,
+                 clock_origin_ns: int) -> None:
+        self.plan = plan
+        self.target = plan.target
+        self.runner = runner
+        self.feeder = feeder
+        self.handler = handler
+        self.origin = clock_origin_ns
+        self.goodput = _goodput_check(goodput)
+        multi = len(plan.steps) > 1
+        self.steps = [self._prepare(s, f"{plan.name}.{s.name}" if multi else plan.name)
+                      for s in plan.steps]
+
+    def _prepare(self, step: StepPlan, name: str) -> Step:
+        expect = step.expect
+        return Step(name=name, renderer=Renderer(step.payload),
+                    checker=build_checker(expect) if expect is not None else None,
+                    expects_error=getattr(expect, "error", None) is not None,
+                    captures=[(k, compile_capture(v)) for k, v in step.capture.items()],
+                    think=(step.think_min, step.think_max))
+
+    async def execute(self, phase: str, intended_ns: int, context: dict[str, Any],
+                      rng: random.Random) -> None:
+        """Run every step; the first starts at `intended_ns`, later ones when due."""
+        ctx = context
+        if self.feeder is not None:
+            ctx = {**context, "row": self.feeder.next()}
+        for index, step in enumerate(self.steps):
+            if index:
+                ctx = dict(ctx)
+            exchange = Exchange(intended_ns=intended_ns)
+            failures: list[tuple[str, str]] = []
+            try:
+                payload = step.renderer.render(ctx)
+            except Exception as exc:  # a template can raise anything on a bad row
+                exchange.sent_ns = exchange.end_ns = time.perf_counter_ns()
+                exchange.fail("client", f"template failed: {type(exc).__name__}: {exc}")
+            else:
+                call = Call(request=step.name, payload=payload, stream=self.plan.stream,
+                            timeout=self.plan.timeout)
+                try:
+                    await self.runner.send(call, exchange)
+                except asyncio.CancelledError:
+                    # the run is stopping: record what this request saw, then let go
+                    exchange.end_ns = exchange.end_ns or time.perf_counter_ns()
+                    exchange.sent_ns = exchange.sent_ns or exchange.end_ns
+                    exchange.fail("cancelled", "the run stopped while the request was in flight")
+                    self._emit(phase, step, exchange, [])
+                    raise
+                failures = self._check(step, exchange)
+                for var, extract in step.captures:
+                    value = extract(exchange)
+                    if is_missing(value):
+                        failures.append(("capture", f"capture {var!r} found nothing"))
+                        exchange.fail("check", f"capture {var!r} found nothing")
+                    else:
+                        ctx[var] = value
+            self._emit(phase, step, exchange, failures)
+            if exchange.error is not None:
+                return
+            low, high = step.think
+            if high > 0 and index + 1 < len(self.steps):
+                await asyncio.sleep(rng.uniform(low, high))
+            intended_ns = time.perf_counter_ns()
+
+    def _emit(self, phase: str, step: Step, exchange: Exchange,
+              failures: list[tuple[str, str]]) -> None:
+        now = (time.perf_counter_ns() - self.origin) / 1e9
+        self.handler.completed(Completed(phase, step.name, self.target, exchange, failures,
+                                         self.goodput(exchange), now))
+
+    @staticmethod
+    def _check(step: Step, exchange: Exchange) -> list[tuple[str, str]]:
+        if step.checker is None:
+            return []
+        failures = [(f.check, f.message) for f in step.checker.check(exchange)]
+        if step.expects_error and exchange.error in ("http", "protocol") and not failures:
+            # a negative test got the error it expected: the request passed
+            exchange.error = None
+            exchange.error_message = ""
+        elif failures:
+            exchange.fail("check", failures[0][1])
+        return failures

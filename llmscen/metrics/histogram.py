@@ -1,0 +1,188 @@
+"""A thin wrapper over `hdrhistogram`: integer values, out-of-range counting, exact merge.
+
+Durations are microseconds in 1 µs .. 1 h; amounts (tokens, chunks, bytes) are
+counts in 0 .. 10^10. The encoded form is the library's compressed base64 V2
+histoblob, so other HdrHistogram tools can read it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from hdrh.histogram import HdrHistogram
+
+from llmscen.spec.metrics import DEFAULT_PERCENTILES, percentile_of
+
+HistogramKind = Literal["duration", "amount"]
+
+DURATION_MAX_US = 3_600_000_000      # 1 hour
+AMOUNT_MAX = 10_000_000_000          # large enough for the bytes of a batch of images
+DIGITS = 3                           # significant digits of the per-scope histograms
+SERIES_DIGITS = 2                    # significant digits of the per-second histograms
+
+_HIGHEST: dict[str, int] = {"duration": DURATION_MAX_US, "amount": AMOUNT_MAX}
+
+
+class Histogram:
+    """One metric's distribution. Allocates its counters on the first record.
+
+    `compact()` swaps the counters (~190 KB at 3 digits) for their encoding;
+    the next `record` or `merge` decodes them again.
+    """
+
+    __slots__ = ("_count", "_encoded", "_h", "digits", "highest", "kind", "out_of_range")
+
+    def __init__(self, kind: HistogramKind = "duration", digits: int = DIGITS) -> None:
+        self.kind: HistogramKind = kind
+        self.digits = digits
+        self.highest = _HIGHEST[kind]
+        self.out_of_range = 0
+        self._h: HdrHistogram | None = None
+        self._encoded: str | None = None
+        self._count = 0
+
+    # -- recording -----------------------------------------------------------------
+
+    def record(self, value: int) -> bool:
+        """Record one value; False (and counted in `out_of_range`) when it does not fit."""
+        h = self._h if self._h is not None else self._live()
+        if value < 1:
+            if value < 0 and self.kind == "amount":
+                self.out_of_range += 1
+                return False
+            if self.kind == "duration":
+                value = 1   # zero gaps are real (two chunks in one read); keep them
+        if h.record_value(value):
+            return True
+        self.out_of_range += 1
+        return False
+
+    def record_many(self, values: Iterable[int]) -> int:
+        """Record several values (e.g. every ITL gap of a response); returns how many fit."""
+        h = self._h if self._h is not None else self._live()
+        add = h.record_value
+        duration = self.kind == "duration"
+        missed = 0
+        n = 0
+        for value in values:
+            n += 1
+            if value < 1:
+                if duration:
+                    value = 1
+                elif value < 0:
+                    missed += 1
+                    continue
+            if not add(value):
+                missed += 1
+        self.out_of_range += missed
+        return n - missed
+
+    def merge(self, other: Histogram) -> None:
+        """Add `other`'s values; the result equals recording both sets into one histogram."""
+        if (other.kind, other.digits) != (self.kind, self.digits):
+            raise ValueError(f"cannot merge a {other.kind} histogram at {other.digits} digits "
+                             f"into a {self.kind} histogram at {self.digits} digits")
+        self.out_of_range += other.out_of_range
+        if other.count == 0:
+            return  # hdrh's add() would set our minimum to 0 for an empty operand
+        theirs = other._h if other._h is not None else HdrHistogram.decode(other._encoded)
+        mine = self._h if self._h is not None else self._live()
+        mine.add(theirs)
+
+    def _live(self) -> HdrHistogram:
+        if self._encoded is not None:
+            h = HdrHistogram.decode(self._encoded)
+            self._encoded = None
+        else:
+            h = HdrHistogram(1, self.highest, self.digits)
+        self._h = h
+        return h
+
+    def compact(self) -> None:
+        """Free the counters, keeping the encoding; recording later decodes it again."""
+        if self._h is not None:
+            self._count = self._h.get_total_count()
+            self._encoded = self._h.encode().decode("ascii") if self._count else None
+            self._h = None
+
+    # -- reading -------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        if self._h is not None:
+            return int(self._h.get_total_count())
+        return self._count if self._encoded is not None else 0
+
+    def _reader(self) -> HdrHistogram | None:
+        if self.count == 0:
+            return None
+        return self._h if self._h is not None else self._live()
+
+    def percentile(self, p: float) -> int | None:
+        h = self._reader()
+        return None if h is None else int(h.get_value_at_percentile(p))
+
+    def stat(self, name: str) -> float | None:
+        """`min max mean stdev count` or `pNN.N`, in recorded units; None when empty."""
+        p = percentile_of(name)   # raises ValueError on a malformed stat
+        if name == "count":
+            return float(self.count)
+        h = self._reader()
+        if h is None:
+            return None
+        if p is not None:
+            return float(h.get_value_at_percentile(p))
+        if name == "min":
+            return float(h.get_min_value())
+        if name == "max":
+            return float(h.get_max_value())
+        if name == "mean":
+            return float(h.get_mean_value())
+        return float(h.get_stddev())
+
+    def stats(self, percentiles: Iterable[float] = DEFAULT_PERCENTILES) -> dict[str, float | None]:
+        """min max mean stdev count and the given percentiles (keys `p50`, `p99.9`)."""
+        percentiles = tuple(percentiles)
+        keys = [f"p{p:g}" for p in percentiles]
+        h = self._reader()
+        if h is None:
+            return {"min": None, "max": None, "mean": None, "stdev": None, "count": 0.0,
+                    **dict.fromkeys(keys)}
+        by_p = h.get_percentile_to_value_dict(list(percentiles))
+        out: dict[str, float | None] = {
+            "min": float(h.get_min_value()), "max": float(h.get_max_value()),
+            "mean": float(h.get_mean_value()), "stdev": float(h.get_stddev()),
+            "count": float(h.get_total_count()),
+        }
+        for key, p in zip(keys, percentiles, strict=True):
+            out[key] = float(by_p[p])
+        return out
+
+    # -- encoding ------------------------------------------------------------------
+
+    def encode(self) -> str:
+        """The library's compressed base64 histoblob (out_of_range is not part of it)."""
+        if self._h is not None:
+            return str(self._h.encode().decode("ascii"))
+        if self._encoded is not None:
+            return self._encoded
+        return str(HdrHistogram(1, self.highest, self.digits).encode().decode("ascii"))
+
+    @classmethod
+    def decode(cls, text: str, out_of_range: int = 0) -> Histogram:
+        """Rebuild a histogram from `encode()`; kind and digits come from the encoding."""
+        h = HdrHistogram.decode(text)
+        highest = int(h.highest_trackable_value)
+        kinds = [k for k, v in _HIGHEST.items() if v == highest]
+        if not kinds or h.lowest_trackable_value != 1:
+            raise ValueError(f"not an llmscen histogram (range {h.lowest_trackable_value}"
+                             f"..{highest})")
+        out = cls(kinds[0], int(h.significant_figures))  # type: ignore[arg-type]
+        out._h = h
+        out.out_of_range = out_of_range
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Histogram({self.kind!r}, digits={self.digits}, count={self.count}, "
+                f"out_of_range={self.out_of_range})")

@@ -1,0 +1,209 @@
+"""Reading saved results: merged aggregates over scopes and over time windows.
+
+`Aggregate.value(metric, stat)` answers any catalog metric in base units:
+durations in seconds, rates per second, ratios as fractions, amounts and
+`count` as plain numbers; None when there is nothing to measure.
+
+Scope filters: a `phase` matches a phase's name or the sweep it came from;
+with no `phase`, warmup phases are left out unless `include_warmup`, and pause
+phases add no wall time (nothing is sent in them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from llmscen.metrics.histogram import DIGITS, SERIES_DIGITS, Histogram
+from llmscen.metrics.merge import merge_encoded
+from llmscen.metrics.results import Counters, PhaseInfo, RunResults, SeriesPoint
+from llmscen.spec.metrics import CATALOG, DEFAULT_PERCENTILES, HISTOGRAM_KINDS
+
+# What the per-second series can answer, hence what a `window` SLO may ask for.
+WINDOW_METRICS: frozenset[str] = frozenset({
+    "latency", "ttft", "throughput", "output_token_throughput", "goodput",
+    "error_rate", "check_failure_rate", "success_rate",
+})
+SERIES_RESOLUTION = 1   # seconds per series point; windows are whole multiples
+
+
+class Aggregate:
+    """Counters and histograms merged over some scopes, with the wall time they cover."""
+
+    def __init__(self, counters: Counters, encoded: dict[str, list[str]], wall_seconds: float,
+                 *, out_of_range: dict[str, int] | None = None, scopes: int = 0,
+                 digits: int = DIGITS, metrics: frozenset[str] | None = None) -> None:
+        self.counters = counters
+        self.wall_seconds = wall_seconds
+        self.out_of_range = out_of_range or {}
+        self.scopes = scopes               # how many scopes (or series points) were merged
+        self.digits = digits
+        self.metrics = metrics             # None: every catalog metric is available
+        self._encoded = encoded
+        self._merged: dict[str, Histogram | None] = {}
+
+    def histogram(self, metric: str) -> Histogram | None:
+        """The merged histogram of `metric` (decoded on first use), None if nothing recorded."""
+        if metric not in self._merged:
+            texts = self._encoded.get(metric)
+            self._merged[metric] = Histogram.decode(merge_encoded(texts)) if texts else None
+        return self._merged[metric]
+
+    def value(self, metric: str, stat: str | None = None) -> float | None:
+        """Any catalog metric in base units; None when unmeasurable (no data, no time)."""
+        info = CATALOG.get(metric)
+        if info is None:
+            raise ValueError(f"unknown metric {metric!r}")
+        if info.kind in HISTOGRAM_KINDS:
+            if stat is None:
+                raise ValueError(f"{metric} is a histogram: name a stat (e.g. {metric}.p95)")
+        elif stat is not None:
+            raise ValueError(f"{metric} is a {info.kind}: it takes no stat")
+        if self.metrics is not None and metric not in self.metrics:
+            return None
+        if stat is not None:
+            h = self.histogram(metric)
+            if h is None:
+                return 0.0 if stat == "count" else None
+            v = h.stat(stat)
+            if v is None or stat == "count" or info.kind != "duration":
+                return v
+            return v / 1e6
+        c = self.counters
+        if info.kind == "ratio":
+            if c.requests == 0:
+                return None
+            part = {"error_rate": c.error_total, "check_failure_rate": c.check_failures,
+                    "success_rate": c.ok}[metric]
+            return part / c.requests
+        if self.wall_seconds <= 0:
+            return None
+        amount = {"throughput": c.ok, "output_token_throughput": c.output_tokens,
+                  "images_per_second": c.images, "goodput": c.goodput_met}[metric]
+        return amount / self.wall_seconds
+
+    def stats(self, metric: str, percentiles: tuple[float, ...] = DEFAULT_PERCENTILES,
+              ) -> dict[str, float | None]:
+        """`min max mean stdev count pNN` of a histogram metric; durations in seconds."""
+        h = self.histogram(metric) if self.metrics is None or metric in self.metrics else None
+        raw = (h or Histogram(CATALOG[metric].kind, self.digits)).stats(  # type: ignore[arg-type]
+            percentiles)
+        if CATALOG[metric].kind != "duration":
+            return raw
+        return {k: (v if v is None or k == "count" else v / 1e6) for k, v in raw.items()}
+
+
+@dataclass(frozen=True)
+class Window:
+    start: float              # seconds since run start
+    end: float
+    aggregate: Aggregate
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """Which scopes count, and which phases' wall time counts."""
+
+    phases: frozenset[str] | None      # named phases; None: every phase not excluded
+    excluded: frozenset[str]           # warmup phases left out
+    request: str | None
+    target: str | None
+    timed: tuple[PhaseInfo, ...]
+
+    def matches(self, key: tuple[str, str, str]) -> bool:
+        phase, request, target = key
+        if self.phases is not None and phase not in self.phases:
+            return False
+        return (phase not in self.excluded and self.request in (None, request)
+                and self.target in (None, target))
+
+
+def _select(results: RunResults, phase: str | None, request: str | None, target: str | None,
+            include_warmup: bool) -> _Selection:
+    if phase is not None:
+        named = tuple(p for p in results.phases if phase in (p.name, p.sweep))
+        return _Selection(frozenset({phase, *(p.name for p in named)}), frozenset(), request,
+                          target, named)
+    excluded = frozenset(p.name for p in results.phases if p.warmup and not include_warmup)
+    timed = tuple(p for p in results.phases if p.name not in excluded and p.kind != "pause")
+    return _Selection(None, excluded, request, target, timed)
+
+
+def aggregate(results: RunResults, phase: str | None = None, request: str | None = None,
+              target: str | None = None, include_warmup: bool = False) -> Aggregate:
+    """Merge the scopes matching the filters (None matches all)."""
+    selection = _select(results, phase, request, target, include_warmup)
+    counters = Counters()
+    encoded: dict[str, list[str]] = {}
+    out_of_range: dict[str, int] = {}
+    n = 0
+    for scope in results.scopes:
+        if not selection.matches(scope.key):
+            continue
+        n += 1
+        counters.add(scope.counters)
+        for metric, text in scope.histograms.items():
+            encoded.setdefault(metric, []).append(text)
+        for metric, k in scope.out_of_range.items():
+            out_of_range[metric] = out_of_range.get(metric, 0) + k
+    return Aggregate(counters, encoded, sum(p.wall for p in selection.timed),
+                     out_of_range=out_of_range, scopes=n)
+
+
+def windows(results: RunResults, seconds: float, phase: str | None = None,
+            request: str | None = None, target: str | None = None,
+            include_warmup: bool = False) -> Iterator[Window]:
+    """Consecutive `seconds`-long windows over the matching scopes' per-second series.
+
+    Windows start at the first included phase (rounded down to a whole second)
+    and run until the last completion; each one's wall time is its overlap with
+    the included phases (the last extended to the last completion), so rates
+    in a partial window are not diluted. Windows with no wall time and no
+    requests (e.g. a pause between included phases) are skipped; others with
+    no requests are yielded, and their ratios are None.
+    """
+    if seconds < SERIES_RESOLUTION or seconds % SERIES_RESOLUTION:
+        raise ValueError(f"a window must be a whole number of seconds >= 1, not {seconds}")
+    step = int(seconds)
+    selection = _select(results, phase, request, target, include_warmup)
+    by_t: dict[int, list[SeriesPoint]] = {}
+    for scope in results.series.scopes:
+        if selection.matches(scope.key):
+            for point in scope.points:
+                by_t.setdefault(point.t, []).append(point)
+    if not selection.timed and not by_t:
+        return
+    intervals = sorted((p.started, p.ended) for p in selection.timed)
+    first = min([s for s, _ in intervals] + ([min(by_t)] if not intervals else []))
+    last = max([e for _, e in intervals] + ([max(by_t) + 1] if by_t else []))
+    if intervals:   # stragglers finish after the phase: give them the tail
+        intervals[-1] = (intervals[-1][0], last)
+    else:
+        intervals = [(first, last)]
+    for start in range(math.floor(first), math.ceil(last), step):
+        end = start + step
+        wall = sum(max(0.0, min(end, e) - max(start, s)) for s, e in intervals)
+        points = [p for t in range(start, end) for p in by_t.get(t, ())]
+        if wall <= 0 and not points:
+            continue
+        yield Window(start, end, _window_aggregate(points, wall))
+
+
+def _window_aggregate(points: list[SeriesPoint], wall: float) -> Aggregate:
+    counters = Counters()
+    encoded: dict[str, list[str]] = {"latency": [], "ttft": []}
+    for p in points:
+        counters.requests += p.requests
+        counters.ok += p.ok
+        counters.check_failures += p.check_failures
+        counters.output_tokens += p.output_tokens
+        counters.goodput_met += p.goodput_met
+        for error, n in p.errors.items():
+            counters.errors[error] = counters.errors.get(error, 0) + n
+        if p.latency:
+            encoded["latency"].append(p.latency)
+        if p.ttft:
+            encoded["ttft"].append(p.ttft)
+    return Aggregate(counters, encoded, wall, scopes=len(points), digits=SERIES_DIGITS,
+                     metrics=WINDOW_METRICS)

@@ -1,0 +1,316 @@
+"""The versioned results model: what `results.json` holds and what reporters read.
+
+Nothing here is live: histograms are encoded strings, times are seconds since
+the run started (phases, series) or UTC datetimes (meta). Bump
+`SCHEMA_VERSION` on any change an older reader would misread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+import llmscen
+
+SCHEMA_VERSION = 1
+MAX_SAMPLES = 5          # sample messages kept per error class / expectation
+MAX_MESSAGE = 500        # characters kept of one sample message
+MAX_EXCERPT = 300        # characters kept of an output excerpt
+
+_SECRET_PARAM = re.compile(r"key|token|secret|password|passwd|auth|signature|sig", re.I)
+
+
+class ResultsError(Exception):
+    """A results file could not be read."""
+
+
+class ResultsVersionError(ResultsError):
+    """A results file written by a newer llmscen."""
+
+
+def excerpt(text: str, limit: int = MAX_EXCERPT) -> str:
+    """`text` cut to `limit` characters, marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def public_url(url: str | None) -> str | None:
+    """`url` without user:password and with secret-looking query values redacted."""
+    if not url or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = urlencode([(k, "REDACTED" if _SECRET_PARAM.search(k) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- meta ----------------------------------------------------------------------------
+
+
+class PluginInfo(Model):
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+
+
+class TargetInfo(Model):
+    name: str
+    plugin: str
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, url: str | None) -> str | None:
+        return public_url(url)
+
+
+class Meta(Model):
+    scenario: str
+    file: str | None = None
+    description: str = ""
+    seed: int | None = None
+    started_at: dt.datetime | None = None     # UTC
+    ended_at: dt.datetime | None = None
+    llmscen_version: str = llmscen.__version__
+    plugins: list[PluginInfo] = Field(default_factory=list)
+    targets: list[TargetInfo] = Field(default_factory=list)
+    command_line: list[str] = Field(default_factory=list)
+    interrupted: bool = False
+    workers: int = 1
+    notes: list[str] = Field(default_factory=list)   # e.g. "load generator saturated"
+
+    @field_validator("started_at", "ended_at")
+    @classmethod
+    def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("must carry a timezone (use datetime.now(timezone.utc))")
+        return value.astimezone(dt.timezone.utc)
+
+
+class PhaseInfo(Model):
+    name: str
+    kind: str                         # open | closed | pause
+    warmup: bool = False
+    started: float                    # seconds since run start
+    ended: float
+    planned_duration: float | None = None
+    sweep: str | None = None          # the sweep phase this step came from
+
+    @property
+    def wall(self) -> float:
+        return max(0.0, self.ended - self.started)
+
+
+# -- measurements --------------------------------------------------------------------
+
+
+class Counters(Model):
+    requests: int = 0
+    ok: int = 0                       # no error and no failed check
+    errors: dict[str, int] = Field(default_factory=dict)   # by class, `check` excluded
+    check_failures: int = 0
+    output_tokens: int = 0
+    input_tokens: int = 0
+    tokens_estimated: int = 0         # requests whose token counts were estimated
+    images: int = 0
+    bytes_received: int = 0
+    goodput_met: int = 0              # ok requests that met every goodput objective
+
+    @property
+    def error_total(self) -> int:
+        return sum(self.errors.values())
+
+    def add(self, other: Counters) -> None:
+        for name in ("requests", "ok", "check_failures", "output_tokens", "input_tokens",
+                     "tokens_estimated", "images", "bytes_received", "goodput_met"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for error, n in other.errors.items():
+            self.errors[error] = self.errors.get(error, 0) + n
+
+
+class Scope(Model):
+    """Everything recorded for one (phase, request, target)."""
+
+    phase: str
+    request: str
+    target: str
+    counters: Counters = Field(default_factory=Counters)
+    histograms: dict[str, str] = Field(default_factory=dict)   # metric → encoded HDR
+    out_of_range: dict[str, int] = Field(default_factory=dict)  # metric → values not recorded
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.phase, self.request, self.target)
+
+
+class SeriesPoint(Model):
+    """One scope's completions during second `t` (since run start)."""
+
+    t: int
+    requests: int = 0
+    ok: int = 0
+    errors: dict[str, int] = Field(default_factory=dict)
+    check_failures: int = 0
+    output_tokens: int = 0
+    goodput_met: int = 0
+    latency: str | None = None        # encoded 2-digit HDR, µs
+    ttft: str | None = None
+
+
+class ScopeSeries(Model):
+    phase: str
+    request: str
+    target: str
+    points: list[SeriesPoint] = Field(default_factory=list)   # sorted by t, sparse
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.phase, self.request, self.target)
+
+
+class InFlightSeries(Model):
+    phase: str | None = None
+    points: list[tuple[int, int]] = Field(default_factory=list)   # (second, max in flight)
+
+
+class Series(Model):
+    scopes: list[ScopeSeries] = Field(default_factory=list)
+    in_flight: list[InFlightSeries] = Field(default_factory=list)
+
+
+# -- slots filled by other layers ----------------------------------------------------
+
+
+class SloResult(Model):
+    text: str
+    metric: str | None = None
+    stat: str | None = None
+    scope: dict[str, Any] = Field(default_factory=dict)   # phase/request/target/window
+    measured: float | None = None     # base units: seconds, per second, fraction, count
+    threshold: float | None = None
+    passed: bool
+    message: str = ""
+
+
+class Sample(Model):
+    message: str
+    output: str = ""                  # an excerpt of the model output, when relevant
+
+    @field_validator("message")
+    @classmethod
+    def _short_message(cls, value: str) -> str:
+        return excerpt(value, MAX_MESSAGE)
+
+    @field_validator("output")
+    @classmethod
+    def _short_output(cls, value: str) -> str:
+        return excerpt(value, MAX_EXCERPT)
+
+
+class CheckSummary(Model):
+    request: str
+    expectation: str                  # e.g. `contains`, `python_syntax`
+    passed: int = 0
+    failed: int = 0
+    samples: list[Sample] = Field(default_factory=list)   # at most MAX_SAMPLES
+
+    @field_validator("samples")
+    @classmethod
+    def _bounded(cls, samples: list[Sample]) -> list[Sample]:
+        return samples[:MAX_SAMPLES]
+
+
+class ErrorSummary(Model):
+    request: str
+    error: str                        # one of engine.protocol.ERROR_CLASSES
+    count: int = 0
+    samples: list[Sample] = Field(default_factory=list)   # at most MAX_SAMPLES
+
+    @field_validator("samples")
+    @classmethod
+    def _bounded(cls, samples: list[Sample]) -> list[Sample]:
+        return samples[:MAX_SAMPLES]
+
+
+class ServerMetrics(Model):
+    phase: str
+    target: str | None = None
+    before: dict[str, float] = Field(default_factory=dict)
+    after: dict[str, float] = Field(default_factory=dict)
+    delta: dict[str, float] = Field(default_factory=dict)
+
+
+# -- the file ------------------------------------------------------------------------
+
+
+class RunResults(Model):
+    schema_version: int = SCHEMA_VERSION
+    meta: Meta
+    phases: list[PhaseInfo] = Field(default_factory=list)
+    scopes: list[Scope] = Field(default_factory=list)
+    series: Series = Field(default_factory=Series)
+    slos: list[SloResult] = Field(default_factory=list)
+    checks: list[CheckSummary] = Field(default_factory=list)
+    errors: list[ErrorSummary] = Field(default_factory=list)
+    server_metrics: list[ServerMetrics] = Field(default_factory=list)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _readable(cls, version: int) -> int:
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"schema {version} is newer than this llmscen reads "
+                             f"({SCHEMA_VERSION}); upgrade llmscen")
+        return version
+
+    def phase(self, name: str) -> PhaseInfo | None:
+        return next((p for p in self.phases if p.name == name), None)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically, so a reader never sees half a file."""
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(self.to_json())
+        tmp.replace(target)
+
+    @classmethod
+    def from_json(cls, data: bytes | str, source: str = "results") -> RunResults:
+        try:
+            raw = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise ResultsError(f"{source}: not valid JSON: {e}") from None
+        version = raw.get("schema_version") if isinstance(raw, dict) else None
+        if not isinstance(version, int):
+            raise ResultsError(f"{source}: not an llmscen results file (no schema_version)")
+        if version > SCHEMA_VERSION:
+            raise ResultsVersionError(
+                f"{source}: written with results schema {version} (llmscen "
+                f"{raw.get('meta', {}).get('llmscen_version', '?')}); this llmscen "
+                f"({llmscen.__version__}) reads schema {SCHEMA_VERSION} — upgrade llmscen")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            raise ResultsError(f"{source}: invalid results file:\n{e}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RunResults:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise ResultsError(f"{path}: {e.strerror or e}") from None
+        return cls.from_json(data, str(path))

@@ -1,0 +1,288 @@
+"""The live side: `MetricStore` turns each finished `Exchange` into histograms and counters.
+
+`record` runs for every request, thousands of times a second, so each scope's
+histograms and counters live in one slotted object found with a single dict
+lookup, and the per-second series buffers plain ints between seals.
+
+Failed requests are counted but not timed: the latency, TTFT, ITL, TPOT and
+amount histograms take complete responses only (no error, or a failed check),
+so a burst of fast 503s cannot make latency look good. `schedule_lag` takes
+every request that was sent, since it measures the load generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from llmscen.metrics.histogram import Histogram
+from llmscen.metrics.merge import merge_error_summaries
+from llmscen.metrics.results import (
+    MAX_SAMPLES,
+    CheckSummary,
+    Counters,
+    ErrorSummary,
+    InFlightSeries,
+    Meta,
+    PhaseInfo,
+    RunResults,
+    Sample,
+    Scope,
+    ScopeSeries,
+    Series,
+    SeriesPoint,
+    ServerMetrics,
+    SloResult,
+)
+from llmscen.metrics.series import InFlight, Second, SecondClock
+
+if TYPE_CHECKING:
+    from llmscen.engine.protocol import Exchange
+
+Key = tuple[str, str, str]   # (phase, request, target)
+
+
+def _us(ns: int) -> int:
+    return (ns + 500) // 1000
+
+
+class ScopeStats:
+    """Live histograms, counters and series of one (phase, request, target)."""
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sum",
+        "check_failures",
+        "chunks",
+        "error_samples",
+        "errors",
+        "goodput_met",
+        "images",
+        "input_tokens",
+        "input_tokens_sum",
+        "itl",
+        "latency",
+        "latency_sent",
+        "ok",
+        "output_tokens",
+        "output_tokens_sum",
+        "requests",
+        "schedule_lag",
+        "second",
+        "seconds",
+        "tokens_estimated",
+        "tpot",
+        "ttft",
+        "ttft_sent",
+    )
+
+    def __init__(self) -> None:
+        self.latency = Histogram("duration")
+        self.latency_sent = Histogram("duration")
+        self.ttft = Histogram("duration")
+        self.ttft_sent = Histogram("duration")
+        self.itl = Histogram("duration")
+        self.tpot = Histogram("duration")
+        self.schedule_lag = Histogram("duration")
+        self.output_tokens = Histogram("amount")
+        self.input_tokens = Histogram("amount")
+        self.chunks = Histogram("amount")
+        self.bytes_received = Histogram("amount")
+        self.requests = 0
+        self.ok = 0
+        self.errors: dict[str, int] = {}
+        self.error_samples: dict[str, list[str]] = {}
+        self.check_failures = 0
+        self.output_tokens_sum = 0
+        self.input_tokens_sum = 0
+        self.tokens_estimated = 0
+        self.images = 0
+        self.bytes_sum = 0
+        self.goodput_met = 0
+        self.seconds: dict[int, Second] = {}
+        self.second = Second(-1)   # the last second written; a sentinel at first
+
+    def histograms(self) -> dict[str, Histogram]:
+        """Metric name (catalog spelling) → histogram."""
+        return {name: getattr(self, name) for name in _HISTOGRAM_SLOTS}
+
+    def compact(self) -> None:
+        for name in _HISTOGRAM_SLOTS:
+            getattr(self, name).compact()
+
+
+_HISTOGRAM_SLOTS: tuple[str, ...] = (
+    "latency", "latency_sent", "ttft", "ttft_sent", "itl", "tpot", "schedule_lag",
+    "output_tokens", "input_tokens", "chunks", "bytes_received",
+)
+
+
+class MetricStore:
+    """Aggregates one process's exchanges per (phase, request, target)."""
+
+    def __init__(self) -> None:
+        self._scopes: dict[Key, ScopeStats] = {}
+        self._clock = SecondClock()
+        self._in_flight = InFlight()
+        self._phases: dict[str, PhaseInfo] = {}
+
+    def scope(self, phase: str, request: str, target: str) -> ScopeStats:
+        """The live stats of one key, created on first use (the engine may pre-create)."""
+        key = (phase, request, target)
+        stats = self._scopes.get(key)
+        if stats is None:
+            stats = self._scopes[key] = ScopeStats()
+        return stats
+
+    def record(self, phase: str, request: str, target: str, exchange: Exchange, *,
+               goodput_met: bool, now: float) -> None:
+        """Account one finished exchange; `now` is seconds since run start."""
+        s = self._scopes.get((phase, request, target))
+        if s is None:
+            s = self.scope(phase, request, target)
+        t = int(now) if now > 0 else 0
+        second = s.second
+        if second.t != t:
+            found = s.seconds.get(t)
+            if found is None:
+                found = s.seconds[t] = Second(t)
+            s.second = second = found
+            if t > self._clock.now:
+                self._clock.advance(t)
+        s.requests += 1
+        second.requests += 1
+        error = exchange.error
+        if error is None:
+            s.ok += 1
+            second.ok += 1
+            if goodput_met:
+                s.goodput_met += 1
+                second.goodput_met += 1
+        elif error == "check":
+            s.check_failures += 1
+            second.check_failures += 1
+        else:
+            s.errors[error] = s.errors.get(error, 0) + 1
+            second.add_error(error)
+            samples = s.error_samples.setdefault(error, [])
+            if len(samples) < MAX_SAMPLES:
+                samples.append(exchange.error_message)
+        output_tokens = exchange.output_tokens
+        if output_tokens is not None:
+            s.output_tokens_sum += output_tokens
+            second.output_tokens += output_tokens
+        if exchange.input_tokens is not None:
+            s.input_tokens_sum += exchange.input_tokens
+        if exchange.tokens_estimated:
+            s.tokens_estimated += 1
+        s.images += exchange.images
+        s.bytes_sum += exchange.bytes_received
+
+        intended = exchange.intended_ns
+        sent = exchange.sent_ns
+        if sent:
+            s.schedule_lag.record(_us(sent - intended))
+        end = exchange.end_ns
+        if not end or (error is not None and error != "check"):
+            return
+        latency = _us(end - intended)
+        s.latency.record(latency)
+        second.latency_us.append(latency)
+        if sent:
+            s.latency_sent.record(_us(end - sent))
+        first = exchange.first_content_ns
+        if first:
+            ttft = _us(first - intended)
+            s.ttft.record(ttft)
+            second.ttft_us.append(ttft)
+            if sent:
+                s.ttft_sent.record(_us(first - sent))
+            if output_tokens is not None and output_tokens > 1:
+                s.tpot.record(_us((end - first) // (output_tokens - 1)))
+        if not second.open:
+            self._clock.opened(second)
+        if exchange.itl_us:
+            s.itl.record_many(exchange.itl_us)
+        if exchange.chunks:
+            s.chunks.record(exchange.chunks)
+        if output_tokens is not None:
+            s.output_tokens.record(output_tokens)
+        if exchange.input_tokens is not None:
+            s.input_tokens.record(exchange.input_tokens)
+        s.bytes_received.record(exchange.bytes_received)
+
+    def note_in_flight(self, now: float, n: int, *, phase: str | None = None) -> None:
+        """Note `n` requests in flight at `now`; the series keeps each second's maximum."""
+        self._in_flight.note(now, n, phase)
+
+    def mark_phase(self, name: str, start: float, end: float, kind: str, warmup: bool, *,
+                   planned_duration: float | None = None, sweep: str | None = None) -> None:
+        """Record a finished phase's wall time (seconds since run start).
+
+        Phases that ended before this one started are drained by now, so their
+        histograms are compacted to bound memory over long sweeps; a straggler
+        decodes them again.
+        """
+        for info in self._phases.values():
+            if info.ended <= start:
+                self.compact(info.name)
+        self._phases[name] = PhaseInfo(name=name, kind=kind, warmup=warmup, started=start,
+                                       ended=end, planned_duration=planned_duration,
+                                       sweep=sweep)
+
+    def compact(self, phase: str) -> None:
+        """Encode the live histograms of `phase`'s scopes."""
+        for (scope_phase, _, _), stats in self._scopes.items():
+            if scope_phase == phase:
+                stats.compact()
+
+    def keys(self) -> list[Key]:
+        return list(self._scopes)
+
+    def to_results(self, meta: Meta, phases: Iterable[PhaseInfo] | None = None, *,
+                   slos: Iterable[SloResult] = (), checks: Iterable[CheckSummary] = (),
+                   server_metrics: Iterable[ServerMetrics] = ()) -> RunResults:
+        """Freeze everything recorded into a `RunResults`; `phases` defaults to the marked ones."""
+        self._clock.seal_all()
+        scopes: list[Scope] = []
+        series: list[ScopeSeries] = []
+        errors: list[ErrorSummary] = []
+        for (phase, request, target), s in self._scopes.items():
+            scopes.append(Scope(
+                phase=phase, request=request, target=target,
+                counters=Counters(
+                    requests=s.requests, ok=s.ok, errors=dict(s.errors),
+                    check_failures=s.check_failures, output_tokens=s.output_tokens_sum,
+                    input_tokens=s.input_tokens_sum, tokens_estimated=s.tokens_estimated,
+                    images=s.images, bytes_received=s.bytes_sum, goodput_met=s.goodput_met),
+                histograms={name: h.encode() for name, h in s.histograms().items() if h.count},
+                out_of_range={name: h.out_of_range for name, h in s.histograms().items()
+                              if h.out_of_range},
+            ))
+            series.append(ScopeSeries(phase=phase, request=request, target=target, points=[
+                _point(second) for _, second in sorted(s.seconds.items())]))
+            errors.extend(_error_summaries(request, s))
+        in_flight = [InFlightSeries(phase=phase, points=sorted(seconds.items()))
+                     for phase, seconds in self._in_flight.by_phase.items()]
+        return RunResults(
+            meta=meta,
+            phases=list(phases) if phases is not None else list(self._phases.values()),
+            scopes=scopes,
+            series=Series(scopes=series, in_flight=in_flight),
+            slos=list(slos), checks=list(checks), errors=merge_error_summaries(errors),
+            server_metrics=list(server_metrics),
+        )
+
+
+def _point(second: Second) -> SeriesPoint:
+    return SeriesPoint(t=second.t, requests=second.requests, ok=second.ok,
+                       errors=dict(second.errors or {}), check_failures=second.check_failures,
+                       output_tokens=second.output_tokens, goodput_met=second.goodput_met,
+                       latency=second.latency, ttft=second.ttft)
+
+
+def _error_summaries(request: str, s: ScopeStats) -> list[ErrorSummary]:
+    return [ErrorSummary(request=request, error=error, count=n,
+                         samples=[Sample(message=m) for m in s.error_samples.get(error, [])])
+            for error, n in s.errors.items()]
+

@@ -1,0 +1,418 @@
+"""The `openai` plugin: OpenAI-compatible HTTP APIs over aiohttp.
+
+One `ClientSession` per runner with keep-alive. Request bodies are serialised
+with orjson and cached per payload object (the template renderer hands back
+the same object for a payload without templates). Streams are split at the
+bytes level (sse.py) and each event is decoded once; one timestamp is taken
+per socket read.
+
+A reused keep-alive connection that the server already closed (llama.cpp does
+this after every streamed reply) fails before any response byte; such a
+request is sent once more on a new connection and counted in `reconnects`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from llmscen import __version__ as _llmscen_version
+from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
+from llmscen.runners.openai_responses import (
+    StreamProblem,
+    StreamState,
+    excerpt,
+    parse_error_body,
+    read_body,
+)
+from llmscen.runners.sse import SSEParser
+from llmscen.spec.units import Duration
+
+if TYPE_CHECKING:
+    from llmscen.compile.plan import TargetPlan
+
+Api = Literal["chat", "completions", "embeddings", "models"]
+API_PATHS: dict[str, str] = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+    "models": "/models",
+}
+METRICS = frozenset({
+    "latency", "latency_sent", "ttft", "ttft_sent", "itl", "tpot", "schedule_lag",
+    "output_tokens", "input_tokens", "chunks", "bytes_received", "throughput",
+    "output_token_throughput", "goodput", "error_rate", "check_failure_rate", "success_rate",
+})
+
+
+class OpenAITargetOptions(BaseModel):
+    """Target keys of the `openai` plugin."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="model name sent in every request body that has none")
+    api_key: SecretStr | None = Field(None, description="sent as `Authorization: Bearer`; "
+                                                        "empty means none")
+    api: Api = Field("chat", description="default API for this target's requests")
+    timeout: Duration = Field(60.0, description="per-request timeout")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    verify_tls: bool = True
+    max_connections: int = Field(0, ge=0, description="connection pool size; 0 = unlimited")
+    include_usage: bool = Field(True, description="ask streams for `stream_options.include_usage`")
+    reuse_connections: bool = Field(True, description="HTTP keep-alive")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+
+class OpenAIRequestOptions(BaseModel):
+    """Request (or step) keys of the `openai` plugin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api: Api | None = Field(None, description="overrides the target's `api`")
+    body: dict[str, Any] = Field(default_factory=dict,
+                                 description="JSON body; any keys pass through; `model` and "
+                                             "`stream` are filled in when absent")
+    path: str | None = Field(None, description="path from the server root (or a full URL) "
+                                               "instead of the API's own")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+
+
+class TargetUnavailable(ConnectionError):
+    """The target did not become ready (vllm `/health`) or is misconfigured."""
+
+
+# Set by the connector while a request picks its connection: was it a pooled one?
+_REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("llmscen_reused", default=False)
+
+
+class _ReuseTrackingConnector(aiohttp.TCPConnector):
+    """Tells `send` whether its connection came from the keep-alive pool."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._used: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        conn = await super().connect(req, traces, timeout)
+        proto = conn.protocol
+        used = self._used
+        if proto in used:
+            _REUSED.set(True)
+        else:
+            used.add(proto)
+        return conn
+
+
+def split_base_url(url: str) -> tuple[str, str]:
+    """(server root, API base) from `http://h:p`, `http://h:p/` or `http://h:p/v1`."""
+    base = url.rstrip("/")
+    if base.endswith("/v1"):
+        return base[:-3], base
+    return base, base + "/v1"
+
+
+class OpenAIRunner:
+    """Runner for one OpenAI-compatible target; build it with `OpenAIPlugin.create_runner`."""
+
+    options_model: ClassVar[type[OpenAITargetOptions]] = OpenAITargetOptions
+
+    def __init__(self, target: TargetPlan) -> None:
+        options = target.options
+        if not isinstance(options, self.options_model):
+            raw = options.model_dump() if isinstance(options, BaseModel) else options
+            options = self.options_model.model_validate(raw)
+        self.target = target
+        self.options = options
+        self.reconnects = 0     # requests sent again after a pooled connection turned out closed
+        self._session: aiohttp.ClientSession | None = None
+        self._fresh_session: aiohttp.ClientSession | None = None
+        self._bodies: dict[int, tuple[Any, bool, bytes]] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._secret = options.api_key.get_secret_value() if options.api_key else ""
+        self.root = self.api_base = ""
+        self._urls: dict[str, str] = {}
+        if target.url:
+            self._set_url(target.url)
+
+    def _set_url(self, url: str) -> None:
+        self.root, self.api_base = split_base_url(url)
+        self._urls = {api: self.api_base + path for api, path in API_PATHS.items()}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self._urls:
+            raise TargetUnavailable(f"target {self.target.name!r} has no URL "
+                                    "(give `url:` or a `service:`)")
+        if self._session is None:
+            self._session = self._new_session(force_close=not self.options.reuse_connections)
+
+    async def stop(self) -> None:
+        for session in (self._session, self._fresh_session):
+            if session is not None:
+                await session.close()
+        self._session = self._fresh_session = None
+
+    async def server_metrics(self) -> dict[str, float]:
+        return {}
+
+    def _new_session(self, force_close: bool) -> aiohttp.ClientSession:
+        options = self.options
+        headers = {"User-Agent": f"llmscen/{_llmscen_version}",
+                   "Content-Type": "application/json"}
+        if self._secret:
+            headers["Authorization"] = f"Bearer {self._secret}"
+        headers.update(options.headers)
+        connector = _ReuseTrackingConnector(limit=options.max_connections, limit_per_host=0,
+                                            force_close=force_close,
+                                            ssl=options.verify_tls)
+        return aiohttp.ClientSession(connector=connector, headers=headers,
+                                     timeout=aiohttp.ClientTimeout(total=None),
+                                     cookie_jar=aiohttp.DummyCookieJar())
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("runner used before start()")
+        return self._session
+
+    # -- preflight -------------------------------------------------------------------------
+
+    async def preflight(self, calls: Sequence[Call]) -> list[str]:
+        """Checks that `/v1/models` lists the target's model and every model a request names."""
+        name, url = self.target.name, self._urls["models"]
+        try:
+            async with self.session.get(url, timeout=self._timeout(None)) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return [self._scrub(f"target {name!r}: cannot list models at {url}: "
+                                f"{describe(exc)}")]
+        if status == 404:
+            return []       # the server does not list models; nothing to check against
+        if not 200 <= status < 300:
+            _, message = parse_error_body(raw)
+            hint = " (check api_key)" if status in (401, 403) else ""
+            return [self._scrub(f"target {name!r}: GET {url} answered HTTP {status}{hint}: "
+                                f"{message}")]
+        try:
+            listed = orjson.loads(raw)["data"]
+            served = [str(m["id"]) for m in listed]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            return [f"target {name!r}: GET {url} did not return a model list ({exc})"]
+        wanted: dict[str, list[str]] = {self.options.model: []}
+        for call in calls:
+            body = call.payload.get("body")
+            api = call.payload.get("api") or self.options.api
+            if api != "models" and isinstance(body, dict) and isinstance(body.get("model"), str):
+                wanted.setdefault(body["model"], []).append(call.request)
+        problems = []
+        for model, requests in wanted.items():
+            if model not in served:
+                used_by = f" (request {', '.join(map(repr, sorted(set(requests))))})" \
+                    if requests else ""
+                problems.append(f"target {name!r}: model {model!r}{used_by} is not served by "
+                                f"{self.api_base}; it serves: {', '.join(served) or 'none'}")
+        return problems
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send(self, call: Call, exchange: Exchange) -> None:
+        try:
+            await self._send(call, exchange)
+        except asyncio.CancelledError:
+            exchange.end_ns = exchange.end_ns or time.perf_counter_ns()
+            exchange.fail("cancelled", "the run stopped while the request was in flight")
+            raise
+        except Exception as exc:  # classified, never raised: a bad server must not stop the run
+            exchange.end_ns = time.perf_counter_ns()
+            error, message = self._classify(exc, exchange, call)
+            exchange.fail(error, self._scrub(message))
+
+    async def _send(self, call: Call, ex: Exchange) -> None:
+        payload = call.payload
+        api = payload.get("api") or self.options.api
+        path = payload.get("path")
+        url = self._urls[api] if path is None else self._url_for(path)
+        stream = False
+        data: bytes | None = None
+        if api != "models":
+            body = payload.get("body") or {}
+            stream = api in ("chat", "completions") and (call.stream or body.get("stream") is True)
+            try:
+                data = self._encode(body, stream)
+            except (orjson.JSONEncodeError, TypeError) as exc:
+                ex.fail("client", f"request body cannot be encoded as JSON: {exc}")
+                return
+        method = "GET" if data is None else "POST"
+        headers = payload.get("headers") or None
+        timeout = self._timeout(call.timeout)
+        session = self.session
+        ex.sent_ns = time.perf_counter_ns()
+        for attempt in (0, 1):
+            _REUSED.set(False)
+            try:
+                async with session.request(method, url, data=data, headers=headers,
+                                           timeout=timeout) as resp:
+                    ex.first_byte_ns = time.perf_counter_ns()
+                    ex.status = status = resp.status
+                    if not 200 <= status < 300:
+                        await self._read_error(resp, ex)
+                    elif stream:
+                        await self._read_stream(resp, ex, api == "chat")
+                    else:
+                        await self._read_json(resp, ex, api)
+                    return
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if attempt or ex.first_byte_ns or not _REUSED.get() \
+                        or isinstance(exc, aiohttp.ClientConnectorError):
+                    raise
+                self.reconnects += 1
+                session = self._fresh()
+
+    def _fresh(self) -> aiohttp.ClientSession:
+        """A session that never reuses connections, for the one retry."""
+        if self._fresh_session is None:
+            self._fresh_session = self._new_session(force_close=True)
+        return self._fresh_session
+
+    def _encode(self, body: dict[str, Any], stream: bool) -> bytes:
+        """The request bytes, cached per body object (payloads are not mutated after render)."""
+        key = id(body)
+        hit = self._bodies.get(key)
+        if hit is not None and hit[0] is body and hit[1] is stream:
+            return hit[2]
+        full = body if "model" in body else {"model": self.options.model, **body}
+        if stream:
+            full = {**full, "stream": True}
+            if self.options.include_usage and "stream_options" not in full:
+                full["stream_options"] = {"include_usage": True}
+        data = orjson.dumps(full)
+        if len(self._bodies) >= 4096:   # templated bodies are new objects each call
+            self._bodies.clear()
+        self._bodies[key] = (body, stream, data)
+        return data
+
+    def _url_for(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return self.root + (path if path.startswith("/") else "/" + path)
+
+    def _timeout(self, seconds: float | None) -> aiohttp.ClientTimeout:
+        value = self.options.timeout if seconds is None else seconds
+        timeout = self._timeouts.get(value)
+        if timeout is None:
+            timeout = self._timeouts[value] = aiohttp.ClientTimeout(total=value or None)
+        return timeout
+
+    async def _read_json(self, resp: aiohttp.ClientResponse, ex: Exchange, api: str) -> None:
+        raw = await resp.read()
+        ex.end_ns = time.perf_counter_ns()
+        ex.bytes_received = len(raw)
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            ex.fail("protocol", f"response is not JSON ({exc}): {excerpt(raw)!r}")
+            return
+        problem = read_body(api, obj, ex)
+        if problem is not None:
+            ex.fail("protocol", self._scrub(problem))
+
+    async def _read_stream(self, resp: aiohttp.ClientResponse, ex: Exchange, chat: bool) -> None:
+        if resp.content_type == "application/json":
+            await self._read_json(resp, ex, "chat" if chat else "completions")
+            ex.fail("protocol", "asked for a stream but the server answered with one JSON body")
+            return
+        parser = SSEParser()
+        feed = parser.feed
+        state = StreamState(chat, ex.itl_us)
+        account = state.event
+        received = 0
+        now = 0
+        try:
+            async for buf in resp.content.iter_any():
+                now = time.perf_counter_ns()    # one stamp per read: its events arrived together
+                received += len(buf)
+                for data in feed(buf):
+                    account(data, now)
+            now = time.perf_counter_ns()
+            for data in parser.close():
+                account(data, now)
+        except StreamProblem as problem:
+            ex.end_ns = now
+            state.fill(ex, complete=False)
+            ex.fail(problem.error, self._scrub(problem.message))
+            return
+        except BaseException:
+            state.fill(ex, complete=False)     # keep what arrived before the failure
+            raise
+        finally:
+            ex.bytes_received = received
+        ex.end_ns = now
+        state.fill(ex)
+
+    async def _read_error(self, resp: aiohttp.ClientResponse, ex: Exchange) -> None:
+        raw = await resp.read()
+        ex.end_ns = time.perf_counter_ns()
+        ex.bytes_received = len(raw)
+        body, message = parse_error_body(raw)
+        ex.body = body
+        reason = f" {resp.reason}" if resp.reason else ""
+        ex.fail("http", self._scrub(f"HTTP {resp.status}{reason}: {message}"))
+
+    def _classify(self, exc: Exception, ex: Exchange, call: Call) -> tuple[str, str]:
+        if isinstance(exc, asyncio.TimeoutError):
+            limit = self.options.timeout if call.timeout is None else call.timeout
+            stage = "no response" if not ex.first_byte_ns else "response not complete"
+            return "timeout", f"{stage} within {limit:g}s"
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return "connect", describe(exc)
+        if isinstance(exc, aiohttp.InvalidURL):
+            return "client", f"invalid URL: {exc}"
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            return "protocol", f"response cut off: {describe(exc)}"
+        if isinstance(exc, aiohttp.ClientError):
+            if ex.first_byte_ns:
+                return "protocol", f"connection lost during the response: {describe(exc)}"
+            return "connect", f"connection lost before a response: {describe(exc)}"
+        return "client", f"internal error in the {self.target.plugin} runner: {describe(exc)}"
+
+    def _scrub(self, message: str) -> str:
+        """Never let the API key reach a message, even when a server echoes it back."""
+        return message.replace(self._secret, "***") if self._secret else message
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class OpenAIPlugin:
+    """Entry point `openai` in `llmscen.plugins`."""
+
+    name: ClassVar[str] = "openai"
+    api_version: ClassVar[int] = PLUGIN_API_VERSION
+    description: ClassVar[str] = ("OpenAI-compatible chat, completions, embeddings and models "
+                                  "APIs over HTTP, streaming with SSE")
+    target_options: type[BaseModel] = OpenAITargetOptions
+    request_options: type[BaseModel] = OpenAIRequestOptions
+    metrics: frozenset[str] = METRICS
+    runner_class: ClassVar[type[OpenAIRunner]] = OpenAIRunner
+
+    def create_runner(self, target: TargetPlan) -> OpenAIRunner:
+        return self.runner_class(target)
+
+
+plugin = OpenAIPlugin()

@@ -1,0 +1,140 @@
+"""The `vllm` plugin: `openai` plus vLLM's `/health` readiness and `/metrics` scraping.
+
+vLLM's sampling extras (`ignore_eos`, `min_tokens`, ...) are plain body keys
+and pass through like any other; the server's token counts come from `usage`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import ClassVar
+
+import aiohttp
+from pydantic import BaseModel, Field
+
+from llmscen.runners.openai import (
+    OpenAIPlugin,
+    OpenAIRunner,
+    OpenAITargetOptions,
+    TargetUnavailable,
+    describe,
+)
+from llmscen.spec.units import Duration
+
+_POLL_INTERVAL = 0.2
+_SCRAPE_TIMEOUT = 10.0
+
+
+class VLLMTargetOptions(OpenAITargetOptions):
+    """Target keys of the `vllm` plugin: those of `openai` and these."""
+
+    health_path: str = Field("/health", description="polled by start() until it answers 200")
+    ready_timeout: Duration = Field(60.0, description="how long start() waits for health")
+    metrics_path: str = Field("/metrics", description="Prometheus endpoint")
+    metrics_prefix: str = Field("vllm:", description="metric names kept from the scrape")
+
+
+class VLLMRunner(OpenAIRunner):
+    options_model: ClassVar[type[OpenAITargetOptions]] = VLLMTargetOptions
+    options: VLLMTargetOptions
+
+    async def start(self) -> None:
+        await super().start()
+        await self.wait_ready()
+
+    async def wait_ready(self) -> None:
+        """Poll the health path until it answers 200 or `ready_timeout` passes."""
+        url = self._url_for(self.options.health_path)
+        deadline = time.monotonic() + self.options.ready_timeout
+        last = "no answer yet"
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                timeout = aiohttp.ClientTimeout(total=max(min(left, 5.0), 0.1))
+                async with self.session.get(url, timeout=timeout) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        return
+                    last = f"HTTP {resp.status}"
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                last = describe(exc)
+            if time.monotonic() >= deadline:
+                raise TargetUnavailable(
+                    self._scrub(f"target {self.target.name!r}: {url} did not answer 200 within "
+                                f"{self.options.ready_timeout:g}s (last: {last})"))
+            await asyncio.sleep(min(_POLL_INTERVAL, max(deadline - time.monotonic(), 0.0)))
+
+    async def server_metrics(self) -> dict[str, float]:
+        """Counters and gauges named `metrics_prefix*`, summed over label sets; {} on failure."""
+        url = self._url_for(self.options.metrics_path)
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(
+                    total=_SCRAPE_TIMEOUT)) as resp:
+                if resp.status != 200:
+                    return {}
+                text = await resp.text(errors="replace")
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return {}
+        return parse_prometheus(text, self.options.metrics_prefix)
+
+
+def parse_prometheus(text: str, prefix: str = "") -> dict[str, float]:
+    """Prometheus text exposition → {name: value}, summed across label sets.
+
+    Keeps counters, gauges and untyped samples, plus the `_sum` and `_count` of
+    histograms and summaries; drops buckets, quantiles and `_created` stamps,
+    whose sums mean nothing.
+    """
+    types: dict[str, str] = {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line[0] == "#":
+            parts = line.split(None, 3)
+            if len(parts) >= 4 and parts[1] == "TYPE":
+                types[parts[2]] = parts[3].strip()
+            continue
+        if not line.startswith(prefix):
+            continue
+        brace = line.find("{")
+        if brace >= 0:
+            name, rest = line[:brace], line[line.rfind("}") + 1:]
+        else:
+            name, _, rest = line.partition(" ")
+        fields = rest.split()
+        if not fields or name.endswith("_created"):
+            continue
+        if _is_distribution_part(name, types):
+            continue
+        try:
+            value = float(fields[0])
+        except ValueError:
+            continue
+        if math.isnan(value):
+            continue
+        out[name] = out.get(name, 0.0) + value
+    return out
+
+
+def _is_distribution_part(name: str, types: dict[str, str]) -> bool:
+    """A bucket or quantile sample of a histogram/summary (its `_sum`/`_count` are kept)."""
+    if name.endswith("_bucket") and types.get(name[:-7]) in ("histogram", "gaugehistogram"):
+        return True
+    return types.get(name) in ("histogram", "summary", "gaugehistogram")
+
+
+class VLLMPlugin(OpenAIPlugin):
+    """Entry point `vllm` in `llmscen.plugins`."""
+
+    name: ClassVar[str] = "vllm"
+    description: ClassVar[str] = ("vLLM's OpenAI-compatible server: openai plus /health "
+                                  "readiness and /metrics scraping")
+    target_options: type[BaseModel] = VLLMTargetOptions
+    runner_class: ClassVar[type[OpenAIRunner]] = VLLMRunner
+
+
+plugin = VLLMPlugin()

@@ -1,0 +1,53 @@
+"""`command:` services: any process, e.g. `vllm serve ... --port {port}`."""
+
+from __future__ import annotations
+
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmscen.engine.protocol import Endpoint
+from llmscen.services.process import free_port, spawn, wait_ready
+from llmscen.spec.models import ReadySpec
+from llmscen.spec.units import Duration
+
+
+class CommandOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    command: str | list[str]
+    ready: ReadySpec | None = None
+    startup_timeout: Duration = 60.0
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str = Field("http://127.0.0.1:{port}", description="where the process listens")
+
+
+class CommandService:
+    name = "command"
+    description = "any process; {port} in the command is replaced by a free port"
+    options = CommandOptions
+
+    @asynccontextmanager
+    async def launch(self, plan: Any, log_dir: str | None) -> AsyncIterator[Endpoint]:
+        opts: CommandOptions = plan.options
+        port = str(free_port())
+        env = {k: v.replace("{port}", port) for k, v in opts.env.items()}
+        if isinstance(opts.command, str):
+            argv, shell = [opts.command.replace("{port}", port)], True
+        else:
+            argv, shell = [a.replace("{port}", port) for a in opts.command], False
+        url = opts.url.replace("{port}", port)
+        ready = opts.ready or ReadySpec(tcp=True)
+        async with spawn(plan.name, argv, log_dir=log_dir, env=env, cwd=opts.cwd,
+                         shell=shell) as child:
+            await wait_ready(child, url, http_path=ready.http if not ready.tcp else None,
+                             timeout=opts.startup_timeout)
+            yield Endpoint(url=url, urls={"http": url})
+
+
+service = CommandService()
+

@@ -1,0 +1,464 @@
+"""openai-sim's endpoints: parse a request, decide what to answer, answer it on time.
+
+All mutable state of one simulator lives in a `SimState` stored on its
+application, so two simulators in one process never share anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from aiohttp import web
+
+from llmscen.services.openai_sim_stream import (
+    DONE,
+    MALFORMED,
+    ChunkEncoder,
+    StallWindow,
+    write_paced,
+)
+from llmscen.services.openai_sim_text import (
+    chat_prompt,
+    completion_prompt,
+    count_words,
+    embedding,
+    embedding_base64,
+    embedding_inputs,
+    encode_tokens,
+    prompt_rng,
+    pseudo_tokens,
+    split_tokens,
+)
+from llmscen.services.openai_sim_timer import Waker, now
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from llmscen.services.openai_sim import OpenAISimOptions
+
+Fault = Literal["error", "malformed", "cut"] | None
+
+_ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
+                404: "NotFoundError", 408: "RequestTimeoutError", 422: "UnprocessableEntityError",
+                429: "RateLimitError", 500: "InternalServerError", 502: "BadGatewayError",
+                503: "ServiceUnavailableError", 504: "GatewayTimeoutError"}
+
+
+class BadRequest(Exception):
+    """A request the simulator refuses with an OpenAI-style error body."""
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.param = param
+
+
+@dataclass
+class SimState:
+    """Counters, random source and stall clock of one simulator."""
+
+    options: OpenAISimOptions
+    rng: random.Random
+    stall: StallWindow
+    slots: asyncio.Semaphore | None
+    reply_tokens: list[str] | None
+    waker: Waker | None = None   # set while the app runs (on_startup .. on_cleanup)
+    started: int = field(default_factory=lambda: int(time.time()))
+    requests: int = 0
+    running: int = 0
+    waiting: int = 0
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    finished: dict[str, int] = field(default_factory=lambda: {"stop": 0, "length": 0, "abort": 0})
+    injected: dict[str, int] = field(default_factory=lambda: {"error": 0, "malformed": 0, "cut": 0})
+
+    @classmethod
+    def create(cls, options: OpenAISimOptions) -> SimState:
+        return cls(options=options, rng=random.Random(options.seed),
+                   stall=StallWindow(options.stall_after, options.stall_for),
+                   slots=(asyncio.Semaphore(options.max_concurrency)
+                          if options.max_concurrency else None),
+                   reply_tokens=split_tokens(options.reply) if options.reply is not None else None)
+
+    def draw_fault(self) -> Fault:
+        o = self.options
+        if not (o.error_rate or o.malformed_rate or o.cut_rate):
+            return None
+        u = self.rng.random()
+        fault: Fault = None
+        if u < o.error_rate:
+            fault = "error"
+        elif u < o.error_rate + o.malformed_rate:
+            fault = "malformed"
+        elif u < o.error_rate + o.malformed_rate + o.cut_rate:
+            fault = "cut"
+        if fault is not None:
+            self.injected[fault] += 1
+        return fault
+
+    def next_id(self, prefix: str) -> str:
+        self.requests += 1
+        return f"{prefix}-sim{self.options.seed & 0xFFFF:04x}{self.requests:010d}"
+
+    def count_token(self) -> None:
+        self.generation_tokens += 1
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Sleep until `now()` reaches `deadline`, precisely when the app runs."""
+        if self.waker is not None:
+            await self.waker.sleep_until(deadline)
+        elif deadline > now():
+            await asyncio.sleep(deadline - now())
+
+    async def hold(self) -> float:
+        """Wait out the stall window if it is open; the time afterwards."""
+        t = now()
+        until = self.stall.release(t)
+        if until > t:
+            await self.sleep_until(until)
+            return until
+        return t
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """A place among `max_concurrency` running requests (queueing when full)."""
+        if self.slots is None:
+            self.running += 1
+            try:
+                yield
+            finally:
+                self.running -= 1
+            return
+        self.waiting += 1
+        try:
+            await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self.slots.release()
+
+
+STATE = web.AppKey("openai_sim_state", SimState)
+
+
+async def start_waker(app: web.Application) -> None:
+    app[STATE].waker = Waker(asyncio.get_running_loop())
+
+
+async def stop_waker(app: web.Application) -> None:
+    state = app[STATE]
+    if state.waker is not None:
+        state.waker.close()
+        state.waker = None
+
+
+def error_response(status: int, message: str, param: str | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": _ERROR_TYPES.get(status, "APIError"),
+                      "param": param, "code": status}}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def json_response(obj: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), content_type="application/json")
+
+
+@dataclass(slots=True)
+class Generation:
+    """What one completion request will produce."""
+
+    kind: Literal["chat", "text"]
+    request_id: str
+    model: str
+    prompt_tokens: int
+    tokens: list[str]
+    finish_reason: str
+    stream: bool
+    include_usage: bool
+
+
+async def _read_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+def _check_model(state: SimState, body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        return state.options.model
+    if model != state.options.model:
+        raise BadRequest(f"The model `{model}` does not exist.", 404, "model")
+    return state.options.model
+
+
+def _int_param(body: dict[str, Any], name: str, minimum: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise BadRequest(f"'{name}' must be an integer >= {minimum}, got {value!r}", param=name)
+    return value
+
+
+def plan_generation(state: SimState, body: dict[str, Any], kind: Literal["chat", "text"]
+                    ) -> Generation:
+    """Validate a completion request and decide its tokens and finish reason."""
+    o = state.options
+    model = _check_model(state, body)
+    try:
+        if kind == "chat":
+            prompt, last_user = chat_prompt(body.get("messages"))
+            prompt_tokens = count_words(prompt)
+        else:
+            prompt, prompt_tokens = completion_prompt(body.get("prompt"))
+            last_user = prompt
+    except ValueError as exc:
+        raise BadRequest(str(exc), param="messages" if kind == "chat" else "prompt") from None
+    if body.get("n", 1) != 1:
+        raise BadRequest("openai-sim answers with one choice: 'n' must be 1", param="n")
+    max_tokens = _int_param(body, "max_completion_tokens", 1) if kind == "chat" else None
+    if max_tokens is None:
+        max_tokens = _int_param(body, "max_tokens", 1)
+    min_tokens = _int_param(body, "min_tokens", 0) or 0
+    if max_tokens is not None and min_tokens > max_tokens:
+        raise BadRequest(f"min_tokens ({min_tokens}) must be <= max_tokens ({max_tokens})",
+                         param="min_tokens")
+    if max_tokens is not None and prompt_tokens + max_tokens > o.max_model_len:
+        raise BadRequest(f"This model's maximum context length is {o.max_model_len} tokens. "
+                         f"However, you requested {prompt_tokens + max_tokens} tokens "
+                         f"({prompt_tokens} in the messages, {max_tokens} in the completion).",
+                         param="max_tokens")
+    ignore_eos = body.get("ignore_eos") is True
+    stream = body.get("stream") is True
+    options = body.get("stream_options")
+    include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+
+    rng = prompt_rng(prompt, o.seed)
+    if state.reply_tokens is not None:
+        tokens = list(state.reply_tokens)
+    elif o.echo_prompt:
+        tokens = split_tokens(last_user)
+    else:
+        spread = rng.randint(-o.output_tokens_spread, o.output_tokens_spread)
+        tokens = pseudo_tokens(rng, max(o.output_tokens + spread, 0), first=True)
+    count = len(tokens)
+    if ignore_eos and max_tokens is not None:
+        count = max_tokens
+    count = max(count, min_tokens)
+    if max_tokens is not None:
+        count = min(count, max_tokens)
+    if count > len(tokens):
+        tokens += pseudo_tokens(rng, count - len(tokens), first=not tokens)
+    del tokens[count:]
+    finish = "length" if max_tokens is not None and count >= max_tokens else "stop"
+    return Generation(kind, state.next_id("chatcmpl" if kind == "chat" else "cmpl"), model,
+                      prompt_tokens, tokens, finish, stream, include_usage)
+
+
+async def completions(request: web.Request, kind: Literal["chat", "text"]) -> web.StreamResponse:
+    state = request.app[STATE]
+    state.stall.note_request(now())
+    await state.hold()
+    try:
+        gen = plan_generation(state, await _read_object(request), kind)
+    except BadRequest as exc:
+        return error_response(exc.status, str(exc), exc.param)
+    async with state.slot():
+        start = await state.hold()
+        fault = state.draw_fault()
+        if fault == "error":
+            return error_response(state.options.error_status,
+                                  "openai-sim: injected error (error_rate)")
+        state.prompt_tokens += gen.prompt_tokens
+        if gen.stream:
+            return await _stream(request, state, gen, start, fault)
+        return await _respond(request, state, gen, start, fault)
+
+
+async def _stream(request: web.Request, state: SimState, gen: Generation, start: float,
+                  fault: Fault) -> web.StreamResponse:
+    o = state.options
+    encoder = ChunkEncoder(gen.kind, gen.request_id,
+                           int(time.time()), gen.model)
+    n = len(gen.tokens)
+    chunks = encoder.tokens(encode_tokens(gen.tokens), gen.finish_reason)
+    if gen.include_usage:
+        chunks[-1] += encoder.usage(gen.prompt_tokens, n)
+    chunks[-1] += DONE
+    if fault == "malformed":
+        middle = len(chunks) // 2
+        chunks[middle] = MALFORMED + chunks[middle]
+    elif fault == "cut":
+        del chunks[max(1, n // 2):]
+    held_from, held_for = state.stall.hold(start + o.ttft, n, o.itl)
+
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                           "Cache-Control": "no-cache"})
+    try:
+        await response.prepare(request)
+        if encoder.chat:  # the role arrives at once, content only after the TTFT
+            await response.write(encoder.role())
+    except ConnectionError:
+        state.finished["abort"] += 1
+        return response
+    sent = await write_paced(response, chunks, start + o.ttft, o.itl, held_from, held_for,
+                             state.sleep_until, state.count_token)
+    if sent < len(chunks):
+        state.finished["abort"] += 1
+    elif fault == "cut" and o.cut_mode == "reset":
+        if request.transport is not None:
+            request.transport.close()
+    elif fault is None:
+        state.finished[gen.finish_reason] += 1
+    return response
+
+
+async def _respond(request: web.Request, state: SimState, gen: Generation, start: float,
+                   fault: Fault) -> web.StreamResponse:
+    o = state.options
+    n = len(gen.tokens)
+    first_due = start + o.ttft
+    _, held_for = state.stall.hold(first_due, max(n, 1), o.itl)
+    await state.sleep_until(first_due + max(n - 1, 0) * o.itl + held_for)
+    text = "".join(gen.tokens)
+    if gen.kind == "chat":
+        choice: dict[str, Any] = {"index": 0,
+                                  "message": {"role": "assistant", "content": text,
+                                              "tool_calls": []}}
+        obj = "chat.completion"
+    else:
+        choice = {"index": 0, "text": text}
+        obj = "text_completion"
+    choice.update(logprobs=None, finish_reason=gen.finish_reason, stop_reason=None)
+    body = orjson.dumps({"id": gen.request_id, "object": obj, "created": int(time.time()),
+                         "model": gen.model, "choices": [choice],
+                         "usage": {"prompt_tokens": gen.prompt_tokens,
+                                   "total_tokens": gen.prompt_tokens + n,
+                                   "completion_tokens": n}})
+    state.generation_tokens += n
+    if fault == "malformed":
+        return web.Response(body=body[: len(body) // 2], content_type="application/json")
+    if fault == "cut":  # promise the whole body, send half, hang up
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+        try:
+            await response.prepare(request)
+            await response.write(body[: len(body) // 2])
+        except ConnectionError:
+            return response
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    state.finished[gen.finish_reason] += 1
+    return web.Response(body=body, content_type="application/json")
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await completions(request, "chat")
+
+
+async def text_completions(request: web.Request) -> web.StreamResponse:
+    return await completions(request, "text")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    state.stall.note_request(now())
+    await state.hold()
+    try:
+        body = await _read_object(request)
+        model = _check_model(state, body)
+        try:
+            inputs = embedding_inputs(body.get("input"))
+        except ValueError as exc:
+            raise BadRequest(str(exc), param="input") from None
+        dimensions = _int_param(body, "dimensions", 1) or state.options.embedding_dimensions
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise BadRequest("'encoding_format' must be 'float' or 'base64'",
+                             param="encoding_format")
+    except BadRequest as exc:
+        return error_response(exc.status, str(exc), exc.param)
+    async with state.slot():
+        start = await state.hold()
+        if state.draw_fault() == "error":
+            return error_response(state.options.error_status,
+                                  "openai-sim: injected error (error_rate)")
+        data = []
+        for index, (text, _) in enumerate(inputs):
+            vector = embedding(text, state.options.seed, dimensions)
+            data.append({"object": "embedding", "index": index,
+                         "embedding": embedding_base64(vector) if encoding == "base64" else vector})
+        tokens = sum(count for _, count in inputs)
+        state.prompt_tokens += tokens
+        await state.sleep_until(state.stall.release(start + state.options.ttft))
+        state.finished["stop"] += 1
+        return json_response({"id": state.next_id("embd"), "object": "list",
+                              "created": int(time.time()), "model": model, "data": data,
+                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens,
+                                        "completion_tokens": 0}})
+
+
+async def models(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    await state.hold()
+    o = state.options
+    return json_response({"object": "list", "data": [
+        {"id": o.model, "object": "model", "created": state.started, "owned_by": "llmscen",
+         "root": o.model, "parent": None, "max_model_len": o.max_model_len}]})
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    await request.app[STATE].hold()
+    return web.Response(status=200)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    await state.hold()
+    return web.Response(body=prometheus_text(state).encode(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def prometheus_text(state: SimState) -> str:
+    """vLLM-named metrics in Prometheus' text format."""
+    label = 'model_name="' + state.options.model.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str,
+               samples: list[tuple[str, float]]) -> None:
+        base = name.removesuffix("_total") if kind == "counter" else name
+        lines.append(f"# HELP {base} {help_text}")
+        lines.append(f"# TYPE {base} {kind}")
+        for labels, value in samples:
+            lines.append(f"{name}{{{labels}}} {float(value)!r}")
+
+    metric("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.",
+           [(label, state.running)])
+    metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.",
+           [(label, state.waiting)])
+    metric("vllm:request_success_total", "counter", "Count of successfully processed requests.",
+           [(f'finished_reason="{reason}",{label}', state.finished[reason])
+            for reason in ("stop", "length", "abort")])
+    metric("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.",
+           [(label, state.prompt_tokens)])
+    metric("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
+           [(label, state.generation_tokens)])
+    metric("openai_sim:injected_faults_total", "counter", "Faults injected by openai-sim.",
+           [(f'kind="{kind}",{label}', count) for kind, count in state.injected.items()])
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,149 @@
+"""openai-sim's hot path: SSE chunks as byte templates, paced against absolute deadlines.
+
+Token i of a response is due at `start + ttft + i * itl` on the monotonic
+clock; the writer sleeps until each deadline (never for a relative interval), so
+scheduling error does not accumulate over a long stream. Every chunk is built
+before the first one is due: per token only the token's JSON string literal is
+spliced between two constant byte strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import orjson
+from aiohttp import web
+
+from llmscen.services.openai_sim_timer import now
+
+DONE = b"data: [DONE]\n\n"
+# An SSE event whose data is not JSON, for malformed-stream injection.
+MALFORMED = b'data: {"id": "malformed", "choices": [{"delta": {"content": "\n\n'
+
+
+class StallWindow:
+    """A span in which the simulated server is frozen.
+
+    It opens `after` seconds after the first inference request and lasts
+    `length` seconds. Anything due inside it (a response to a request that
+    arrived then, or a chunk of a stream in flight) is held until it closes.
+    """
+
+    __slots__ = ("after", "end", "length", "start")
+
+    def __init__(self, after: float | None, length: float) -> None:
+        self.after = after
+        self.length = length
+        self.start: float | None = None
+        self.end: float | None = None
+
+    def note_request(self, now: float) -> None:
+        """Start the clock at the first inference request."""
+        if self.start is None and self.after is not None and self.length > 0:
+            self.start = now + self.after
+            self.end = self.start + self.length
+
+    def release(self, t: float) -> float:
+        """When something due at `t` may go out."""
+        if self.start is not None and self.end is not None and self.start <= t < self.end:
+            return self.end
+        return t
+
+    def hold(self, first_due: float, count: int, itl: float) -> tuple[int, float]:
+        """For `count` tokens due at `first_due + i * itl`: the first token the window
+        holds and how long; tokens after it keep their spacing behind it.
+
+        (count, 0.0) when the window holds none of them.
+        """
+        if self.start is None or self.end is None or count <= 0:
+            return count, 0.0
+        if first_due >= self.start:
+            index = 0
+        elif itl > 0:
+            index = math.ceil((self.start - first_due) / itl)
+        else:
+            return count, 0.0
+        if index >= count:
+            return count, 0.0
+        due = first_due + index * itl
+        if due >= self.end:
+            return count, 0.0
+        return index, self.end - due
+
+
+class ChunkEncoder:
+    """The SSE events of one streamed response, for chat or text completions."""
+
+    __slots__ = ("_close", "_final", "_head", "_open", "chat")
+
+    def __init__(self, kind: Literal["chat", "text"], request_id: str, created: int,
+                 model: str) -> None:
+        self.chat = kind == "chat"
+        obj = b"chat.completion.chunk" if self.chat else b"text_completion"
+        self._head = (b'data: {"id":' + orjson.dumps(request_id) + b',"object":"' + obj
+                      + b'","created":' + str(created).encode() + b',"model":'
+                      + orjson.dumps(model) + b',"choices":')
+        if self.chat:
+            self._open = self._head + b'[{"index":0,"delta":{"content":'
+            self._close = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+            self._final = b'},"logprobs":null,"finish_reason":"%s","stop_reason":null}]}\n\n'
+        else:
+            self._open = self._head + b'[{"index":0,"text":'
+            self._close = b',"logprobs":null,"finish_reason":null,"stop_reason":null}]}\n\n'
+            self._final = b',"logprobs":null,"finish_reason":"%s","stop_reason":null}]}\n\n'
+
+    def role(self) -> bytes:
+        """The opening chat chunk: the assistant role and empty content."""
+        return (self._head + b'[{"index":0,"delta":{"role":"assistant","content":""},'
+                b'"logprobs":null,"finish_reason":null}]}\n\n')
+
+    def tokens(self, encoded: list[bytes], finish_reason: str | None) -> list[bytes]:
+        """One event per token; the last carries `finish_reason` unless it is None."""
+        opening, closing = self._open, self._close
+        chunks = [opening + token + closing for token in encoded]
+        if finish_reason is not None:
+            last = encoded[-1] if encoded else b'""'
+            final = opening + last + self._final % finish_reason.encode()
+            if chunks:
+                chunks[-1] = final
+            else:
+                chunks.append(final)
+        return chunks
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """The closing event of `stream_options.include_usage`: no choices, only usage."""
+        usage = orjson.dumps({"prompt_tokens": prompt_tokens,
+                              "total_tokens": prompt_tokens + completion_tokens,
+                              "completion_tokens": completion_tokens})
+        return self._head + b'[],"usage":' + usage + b"}\n\n"
+
+
+async def write_paced(response: web.StreamResponse, chunks: list[bytes], first_due: float,
+                      itl: float, held_from: int, held_for: float,
+                      sleep_until: Callable[[float], Awaitable[None]],
+                      on_chunk: Callable[[], None]) -> int:
+    """Write `chunks[i]` at `first_due + i * itl` (plus `held_for` from `held_from` on).
+
+    Returns how many chunks went out; stops early (without raising) when the
+    client has gone away.
+    """
+    write = response.write
+    sent = 0
+    for i, chunk in enumerate(chunks):
+        due = first_due + i * itl
+        if i >= held_from:
+            due += held_for
+        if due > now():
+            await sleep_until(due)
+        else:
+            await asyncio.sleep(0)  # behind schedule: still let other streams run
+        try:
+            await write(chunk)
+        except ConnectionError:
+            return sent
+        sent += 1
+        on_chunk()
+    return sent

@@ -1,0 +1,220 @@
+"""The scenario format of SPEC §1–§6 as pydantic models.
+
+Targets, services and requests carry plugin-specific keys; those are kept here
+(`extra="allow"`) and validated by the compiler against each plugin's own
+options model, so one mistake gets one message whichever layer finds it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    StringConstraints,
+    model_validator,
+)
+
+from llmscen.spec.expect import Expect
+from llmscen.spec.units import Duration, Rate, parse_duration
+
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
+
+
+def parse_think(value: Any) -> tuple[float, float]:
+    """`1s`, `1s..3s`, `[1s, 3s]` or `{min: 1s, max: 3s}` → (min, max) seconds."""
+    if isinstance(value, dict) and set(value) <= {"min", "max"} and value:
+        low, high = value.get("min", 0), value.get("max", value.get("min", 0))
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        low, high = value
+    elif isinstance(value, str) and ".." in value:
+        low, high = value.split("..", 1)
+    else:
+        low = high = value
+    lo, hi = parse_duration(low), parse_duration(high)
+    if lo > hi:
+        raise ValueError(f"think range {value!r} runs backwards: the minimum is above the maximum")
+    return lo, hi
+
+
+Think = Annotated[tuple[float, float], BeforeValidator(parse_think)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Open(BaseModel):
+    """Keeps plugin keys for the compiler to check."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class ReadySpec(Strict):
+    http: str | None = Field(None, description="a path polled until it answers 2xx, e.g. /health")
+    tcp: bool = Field(False, description="wait until the port accepts connections")
+
+
+class ServiceSpec(Strict):
+    builtin: str | None = Field(None, description="a bundled service: openai-sim, triton-sim")
+    command: str | list[str] | None = Field(None, description="a process to run; {port} is "
+                                                              "replaced by a free port")
+    options: dict[str, Any] = Field(default_factory=dict)
+    ready: ReadySpec | None = None
+    startup_timeout: Duration = 60.0
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = Field(None, description="where a command listens; default "
+                                              "http://127.0.0.1:{port}")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ServiceSpec:
+        if (self.builtin is None) == (self.command is None):
+            raise ValueError("a service takes exactly one of `builtin:` or `command:`")
+        if self.builtin is not None and (self.ready or self.env or self.cwd or self.url):
+            raise ValueError("`ready`, `env`, `cwd` and `url` apply to `command:` services only")
+        if self.command is not None and self.options:
+            raise ValueError("`options` apply to `builtin:` services; put a command's options "
+                             "on its command line")
+        return self
+
+
+class TargetSpec(Open):
+    plugin: str
+    service: Name | None = None
+    url: str | None = None
+    base_url: str | None = None
+
+    @model_validator(mode="after")
+    def _one_url(self) -> TargetSpec:
+        if self.url is not None and self.base_url is not None:
+            raise ValueError("give `url` or `base_url`, not both")
+        return self
+
+
+class DataSpec(Strict):
+    file: str
+    order: Literal["sequential", "random", "once"] = "sequential"
+    format: Literal["csv", "jsonl"] | None = None
+
+
+class SweepSpec(Strict):
+    users: list[PositiveInt] | None = None
+    arrival_rate: list[Rate] | None = None
+
+    @model_validator(mode="after")
+    def _one_axis(self) -> SweepSpec:
+        if (self.users is None) == (self.arrival_rate is None):
+            raise ValueError("a sweep varies exactly one of `users:` or `arrival_rate:`")
+        values = self.users if self.users is not None else self.arrival_rate
+        if not values:
+            raise ValueError("a sweep needs at least one value")
+        return self
+
+
+_OPEN_KEYS = ("ramp_to", "arrival", "burstiness", "max_in_flight")
+_CLOSED_KEYS = ("spawn_rate", "think")
+_MODELS = ("arrival_rate", "users", "pause", "sweep")
+
+
+class PhaseSpec(Strict):
+    name: Name | None = None
+    duration: Duration | None = None
+    requests: PositiveInt | None = None
+    warmup: bool = False
+    seed: int | None = None
+    # open model
+    arrival_rate: Rate | None = None
+    ramp_to: float | str | None = Field(None, description="final rate (open) or users (closed)")
+    arrival: Literal["constant", "poisson", "gamma"] | None = None
+    burstiness: PositiveFloat | None = Field(None, description="gamma shape; below 1 is burstier")
+    max_in_flight: PositiveInt | None = None
+    # closed model
+    users: PositiveInt | None = None
+    spawn_rate: Rate | None = Field(None, description="users started per second")
+    think: Think | None = None
+    # others
+    pause: Duration | None = None
+    sweep: SweepSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_model(self) -> PhaseSpec:
+        given = [k for k in _MODELS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a phase is exactly one of: `arrival_rate` (open model), `users` "
+                             "(closed model), `pause`, or `sweep`" +
+                             (f"; this one has {', '.join(given)}" if given else ""))
+        kind = given[0]
+        swept = None
+        if self.sweep is not None:
+            swept = "users" if self.sweep.users is not None else "arrival_rate"
+        is_open = kind == "arrival_rate" or swept == "arrival_rate"
+        is_closed = kind == "users" or swept == "users"
+        misplaced = [k for k in _OPEN_KEYS if getattr(self, k) is not None and not is_open
+                     and not (k == "ramp_to" and kind == "users")]
+        misplaced += [k for k in _CLOSED_KEYS if getattr(self, k) is not None and not is_closed]
+        if misplaced:
+            raise ValueError(f"{', '.join(misplaced)} do not apply to a {kind} phase")
+        if kind == "pause":
+            if self.duration is not None or self.requests is not None:
+                raise ValueError("a pause phase takes its length from `pause:`; drop `duration`"
+                                 " and `requests`")
+        elif self.duration is None and self.requests is None:
+            raise ValueError("the phase needs `duration` and/or `requests` to know when to stop")
+        if self.arrival == "gamma" and self.burstiness is None:
+            self.burstiness = 1.0
+        if self.burstiness is not None and self.arrival not in (None, "gamma"):
+            raise ValueError("`burstiness` applies to `arrival: gamma`")
+        return self
+
+
+class StepSpec(Open):
+    name: Name | None = None
+    capture: dict[str, str] = Field(default_factory=dict)
+    think: Think | None = None
+    expect: Expect | None = None
+
+
+class RequestSpec(Open):
+    name: Name
+    target: Name
+    weight: PositiveFloat = 1.0
+    data: Name | None = None
+    stream: bool = False
+    timeout: Duration | None = None
+    expect: Expect | None = None
+    steps: list[StepSpec] | None = None
+
+
+class SLOSpec(Strict):
+    assert_: str = Field(alias="assert")
+    phase: str | None = None
+    request: str | None = None
+    target: str | None = None
+    window: Duration | None = None
+
+
+class Scenario(Strict):
+    version: Literal[1] = 1
+    name: Name | None = None
+    description: str = ""
+    seed: int = Field(1, description="base seed: phases derive theirs from it unless given")
+    services: dict[Name, ServiceSpec] = Field(default_factory=dict)
+    targets: dict[Name, TargetSpec] = Field(min_length=1)
+    data: dict[Name, DataSpec] = Field(default_factory=dict)
+    phases: list[PhaseSpec] = Field(min_length=1)
+    requests: list[RequestSpec] = Field(min_length=1)
+    slos: list[str | SLOSpec] = Field(default_factory=list)
+    goodput: dict[str, Duration] = Field(default_factory=dict,
+                                         description="per-request objectives, e.g. ttft: 500ms")
+
+
+# Keys a request or step takes whatever its plugin; the rest belong to the plugin.
+REQUEST_COMMON_KEYS = frozenset(RequestSpec.model_fields)
+STEP_COMMON_KEYS = frozenset(StepSpec.model_fields)
+TARGET_COMMON_KEYS = frozenset(TargetSpec.model_fields)

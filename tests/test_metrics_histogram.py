@@ -1,0 +1,151 @@
+"""The HDR wrapper: exact merge, encode/decode, out-of-range accounting."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmscen.metrics.histogram import AMOUNT_MAX, DURATION_MAX_US, Histogram
+
+PERCENTILES = (0.0, 1.0, 25.0, 50.0, 90.0, 99.0, 99.9, 100.0)
+durations = st.lists(st.integers(min_value=0, max_value=DURATION_MAX_US), max_size=200)
+amounts = st.lists(st.integers(min_value=0, max_value=AMOUNT_MAX), max_size=200)
+
+
+def recorded(values: list[int], kind: str = "duration", digits: int = 3) -> Histogram:
+    h = Histogram(kind, digits)  # type: ignore[arg-type]
+    for v in values:
+        assert h.record(v)
+    return h
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(durations, min_size=1, max_size=5), st.sampled_from([2, 3]))
+def test_merging_parts_equals_recording_everything(parts: list[list[int]], digits: int) -> None:
+    whole = recorded([v for part in parts for v in part], digits=digits)
+    merged = Histogram("duration", digits)
+    for part in parts:
+        merged.merge(recorded(part, digits=digits))
+    assert merged.count == whole.count == sum(len(p) for p in parts)
+    assert merged.stats(PERCENTILES) == whole.stats(PERCENTILES)
+    assert merged.encode() == whole.encode()
+
+
+@settings(max_examples=40, deadline=None)
+@given(amounts, amounts)
+def test_amount_merge_keeps_zeros_min_and_max(a: list[int], b: list[int]) -> None:
+    whole = recorded(a + b, "amount")
+    merged = recorded(a, "amount")
+    merged.merge(recorded(b, "amount"))
+    assert merged.stats(PERCENTILES) == whole.stats(PERCENTILES)
+    if a + b:
+        assert merged.stat("min") == whole.stat("min") <= min(a + b)
+
+
+@settings(max_examples=60, deadline=None)
+@given(durations)
+def test_encode_decode_round_trips(values: list[int]) -> None:
+    h = recorded(values)
+    text = h.encode()
+    assert text.isascii()
+    back = Histogram.decode(text)
+    assert back.kind == "duration" and back.digits == 3
+    assert back.stats(PERCENTILES) == h.stats(PERCENTILES)
+    assert back.encode() == text
+
+
+@settings(max_examples=30, deadline=None)
+@given(durations, durations)
+def test_compacted_histogram_keeps_recording(first: list[int], then: list[int]) -> None:
+    h = recorded(first)
+    h.compact()
+    assert h.count == len(first)
+    for v in then:
+        h.record(v)
+    assert h.stats(PERCENTILES) == recorded(first + then).stats(PERCENTILES)
+
+
+def test_merging_an_empty_histogram_keeps_the_minimum() -> None:
+    # hdrh's own add() would lower the minimum to 0 here.
+    h = recorded([500, 900])
+    h.merge(Histogram())
+    h.merge(Histogram.decode(Histogram().encode()))
+    assert h.stat("min") == 500
+    empty = Histogram()
+    empty.merge(Histogram())
+    empty.record(700)
+    assert empty.stat("min") == 700
+
+
+def test_out_of_range_values_are_counted_not_dropped_silently() -> None:
+    h = Histogram("duration")
+    assert h.record(DURATION_MAX_US * 2) is False
+    assert h.record(1500)
+    assert h.record_many([3, DURATION_MAX_US * 2, 4]) == 2
+    assert h.out_of_range == 2
+    assert h.count == 3
+    assert h.stat("max") == 1500
+    a = Histogram("amount")
+    assert a.record(-1) is False
+    assert a.out_of_range == 1 and a.count == 0
+
+
+def test_out_of_range_counts_survive_merge() -> None:
+    a, b = Histogram(), Histogram()
+    a.record(DURATION_MAX_US * 5)
+    b.record(DURATION_MAX_US * 5)
+    b.record(10)
+    a.merge(b)
+    assert a.out_of_range == 2 and a.count == 1
+
+
+def test_zero_and_negative_durations_record_as_one_microsecond() -> None:
+    h = recorded([0, -5, 2])
+    assert h.count == 3
+    assert h.stat("min") == 1
+    assert h.percentile(50) == 1
+
+
+def test_amounts_keep_zero() -> None:
+    h = recorded([0, 0, 7], "amount")
+    assert h.stat("min") == 0
+    assert h.stat("p50") == 0
+    assert h.stat("max") == 7
+
+
+def test_stats_names_and_empty_histogram() -> None:
+    h = recorded([1000] * 99 + [2000])
+    stats = h.stats()
+    assert set(stats) == {"min", "max", "mean", "stdev", "count", "p50", "p90", "p95", "p99",
+                          "p99.9"}
+    assert stats["p50"] == 1000 and stats["p99.9"] == 2000 and stats["count"] == 100
+    assert h.stat("p99.9") == 2000
+    assert h.stat("p100") == 2000
+    empty = Histogram().stats()
+    assert empty["count"] == 0 and empty["p50"] is None and empty["mean"] is None
+    assert Histogram().stat("p99") is None
+    assert Histogram().stat("count") == 0
+
+
+def test_malformed_stat_raises() -> None:
+    with pytest.raises(ValueError):
+        recorded([1]).stat("p999.5")
+    with pytest.raises(ValueError):
+        recorded([1]).stat("median")
+
+
+def test_merging_different_kinds_or_precisions_raises() -> None:
+    with pytest.raises(ValueError, match="amount"):
+        Histogram("duration").merge(recorded([1], "amount"))
+    with pytest.raises(ValueError, match="digits"):
+        Histogram("duration", 3).merge(recorded([1], digits=2))
+
+
+def test_decode_rejects_foreign_ranges() -> None:
+    from hdrh.histogram import HdrHistogram
+
+    foreign = HdrHistogram(1, 60_000, 2)
+    foreign.record_value(5)
+    with pytest.raises(ValueError, match="not an llmscen histogram"):
+        Histogram.decode(foreign.encode().decode())
