@@ -40,7 +40,8 @@ def test_amount_merge_keeps_zeros_min_and_max(a: list[int], b: list[int]) -> Non
     merged.merge(recorded(b, "amount"))
     assert merged.stats(PERCENTILES) == whole.stats(PERCENTILES)
     if a + b:
-        assert merged.stat("min") == whole.stat("min") <= min(a + b)
+        low = merged.stat("min")
+        assert low is not None and low == whole.stat("min") and low <= min(a + b)
 
 
 @settings(max_examples=60, deadline=None)
@@ -149,3 +150,14 @@ def test_decode_rejects_foreign_ranges() -> None:
     foreign.record_value(5)
     with pytest.raises(ValueError, match="not an llmscen histogram"):
         Histogram.decode(foreign.encode().decode())
+
+
+@settings(max_examples=12, deadline=None)   # hdrh's own mean/stdev are slow
+@given(st.lists(st.integers(min_value=0, max_value=50_000_000), min_size=1, max_size=50),
+       st.sampled_from(["duration", "amount"]))
+def test_mean_and_stdev_match_hdrh(values: list[int], kind: str) -> None:
+    h = recorded(values, kind)
+    lib = h._h
+    assert lib is not None
+    assert h.stat("mean") == lib.get_mean_value()
+    assert h.stat("stdev") == lib.get_stddev()

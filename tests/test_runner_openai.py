@@ -25,6 +25,7 @@ from llmscen.engine.protocol import Call, Exchange
 from llmscen.engine.registry import Registry, check_plugin
 from llmscen.runners import openai, vllm
 from llmscen.runners.openai import OpenAIRunner, OpenAITargetOptions, split_base_url
+from llmscen.runners.openai_responses import StreamProblem, StreamState
 from llmscen.runners.vllm import VLLMTargetOptions, parse_prometheus
 
 MODEL = "test-model"
@@ -230,9 +231,9 @@ def test_options_hide_the_key_and_empty_key_is_none():
     assert options.timeout == 1.5
     assert OpenAITargetOptions(model="m", api_key="").api_key is None
     with pytest.raises(ValueError):
-        OpenAITargetOptions(model="m", unknown=1)
+        OpenAITargetOptions.model_validate({"model": "m", "unknown": 1})
     with pytest.raises(ValueError):
-        openai.OpenAIRequestOptions(api="chat", bodyy={})
+        openai.OpenAIRequestOptions.model_validate({"api": "chat", "bodyy": {}})
     assert openai.OpenAIRequestOptions(body={"ignore_eos": True, "min_tokens": 5}).body
 
 
@@ -259,6 +260,75 @@ def test_prometheus_parse_sums_label_sets_and_skips_buckets():
                    "vllm:e2e_request_latency_seconds_sum": 2.5,
                    "vllm:e2e_request_latency_seconds_count": 4.0}
     assert parse_prometheus('x{a="} 1"} 5 1700000000\n')["x"] == 5.0
+
+
+# -- stream accounting ---------------------------------------------------------------------
+
+
+def account(chat: bool, *reads: list[bytes]) -> Exchange:
+    """Feed each read's events (stamped 1 ms apart) and fill an Exchange."""
+    ex = Exchange(intended_ns=0)
+    state = StreamState(chat, ex.itl_us)
+    try:
+        for i, events in enumerate(reads):
+            state.events(events, (i + 1) * 1_000_000)
+    except StreamProblem as problem:
+        state.fill(ex, complete=False)
+        ex.fail(problem.error, problem.message)
+        return ex
+    state.fill(ex)
+    return ex
+
+
+def data(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def delta(**fields: Any) -> bytes:
+    return data({"choices": [{"index": 0, "delta": fields, "finish_reason": None}]})
+
+
+def test_reasoning_and_tool_calls_are_content_role_and_usage_are_not():
+    ex = account(True, [delta(role="assistant", content="")],
+                 [delta(reasoning_content="hmm")],
+                 [delta(tool_calls=[{"index": 0}]), delta(content="A")],
+                 [data({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+                  data({"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}}),
+                  b"[DONE]"])
+    assert ex.error is None and ex.text == "A" and ex.chunks == 3
+    assert ex.first_content_ns == 2_000_000 and ex.itl_us == [1000, 0]
+    assert (ex.output_tokens, ex.input_tokens, ex.finish_reason) == (3, 2, "stop")
+
+
+def test_only_the_first_choice_makes_the_text_and_usage_last_wins():
+    two = data({"choices": [{"index": 0, "delta": {"content": "a"}},
+                            {"index": 1, "delta": {"content": "b"}}],
+                "usage": {"completion_tokens": 1}})
+    ex = account(True, [two], [delta(content="c")],
+                 [data({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+                        "usage": {"completion_tokens": 4}})])
+    assert ex.error is None and ex.text == "ac" and ex.output_tokens == 4
+    assert ex.finish_reason == "length"
+
+
+@pytest.mark.parametrize(("events", "error", "words"), [
+    ([data({"error": {"message": "engine died", "code": 500}})], "http", "engine died"),
+    ([b"[1, 2]"], "protocol", "unexpected stream event"),
+    ([b'{"choices": [{"delta": '], "protocol", "malformed stream event"),
+    ([data({"choices": "nope"})], "protocol", "unexpected stream event"),
+    ([delta(content="x")], "protocol", "ended before [DONE]"),
+])
+def test_bad_events(events, error, words):
+    ex = account(True, [delta(content="ok")], events)
+    assert ex.error == error and words in ex.error_message
+    assert ex.chunks >= 1 and ex.first_content_ns == 1_000_000
+
+
+def test_keepalive_and_done_events_are_not_content():
+    ex = account(False, [b"", b"  "], [data({"choices": [{"index": 0, "text": "x",
+                                                          "finish_reason": None}]})],
+                 [b" [DONE]"])
+    assert ex.error is None and ex.chunks == 1 and ex.tokens_estimated and ex.output_tokens == 1
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -328,7 +398,7 @@ def test_stream_without_usage_is_estimated_and_burst_gaps_are_zero():
 def test_cached_body_bytes_follow_the_stream_flag():
     async def body() -> None:
         async with local_server() as (url, app), started(plan(url)) as runner:
-            shared = {"messages": []}
+            shared: dict[str, Any] = {"messages": []}
             await send(runner, shared, stream=True)
             await send(runner, shared, stream=False)
             await send(runner, shared, stream=True)
@@ -627,3 +697,55 @@ def test_xpyd_sim_ttft_is_timed_at_content(xpyd_url):
             assert ex.first_content_ns - ex.sent_ns >= 90_000_000
             assert isinstance(await runner.server_metrics(), dict)
     run(body())
+
+
+@pytest.mark.slow
+@pytest.mark.realserver
+@pytest.mark.parametrize(("fault", "error"), [
+    ("truncate=1.0", "protocol"), ("disconnect=1.0", "protocol"), ("malformed=1.0", "protocol"),
+])
+def test_llmock_stream_faults(fault, error):
+    realservers = pytest.importorskip("realservers")
+    try:
+        paths = realservers.real_server_paths(require=["llmock"])
+    except realservers.RealServersMissing as exc:
+        pytest.skip(str(exc))
+
+    async def body(url: Any) -> list[Exchange]:
+        async with started(plan(url, model=url.model)) as runner:
+            chat = {"messages": [{"role": "user", "content": "hi"}]}
+            return [await send(runner, chat, stream=True), await send(runner, chat)]
+
+    with realservers.start_llmock(paths=paths, stream_fault=[fault]) as url:
+        streamed, plain = run(body(url))
+    assert streamed.error == error, streamed.error_message
+    assert plain.error is None and plain.text
+
+
+@pytest.mark.slow
+@pytest.mark.realserver
+def test_llama_server_closed_keepalive_is_retried():
+    """llama-server closes a kept-alive connection after a streamed reply."""
+    realservers = pytest.importorskip("realservers")
+    try:
+        paths = realservers.real_server_paths(require=["llama_server", "gguf"])
+    except realservers.RealServersMissing as exc:
+        pytest.skip(str(exc))
+
+    async def body(url: Any) -> tuple[list[Exchange], int]:
+        async with started(plan(url, model=url.model)) as runner:
+            chat = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}
+
+            async def one(stream: bool) -> Exchange:
+                return await send(runner, chat, stream=stream)
+            results = []
+            for _ in range(4):   # streams then plain requests on the same pool, in parallel
+                results += await asyncio.gather(*(one(i % 2 == 0) for i in range(8)))
+            return results, runner.reconnects
+
+    with realservers.start_llama_server(paths=paths) as url:
+        results, reconnects = run(body(url))
+    errors = [(ex.error, ex.error_message) for ex in results if ex.error]
+    assert errors == [], f"{errors[:3]} (reconnects: {reconnects})"
+    streamed = [ex for ex in results if ex.chunks]
+    assert streamed and all(not ex.tokens_estimated for ex in streamed)

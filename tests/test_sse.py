@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from llmscen.runners.sse import SSEParser, event_data
 
 # Line text never holds a line ending; non-ASCII checks splits inside UTF-8 sequences.
-line_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
-                                           blacklist_characters="\r\n"), max_size=20)
+line_text = st.text(alphabet=st.characters(exclude_categories=["Cs"],
+                                           exclude_characters="\r\n"), max_size=20)
 field_line = st.one_of(
     st.tuples(st.just("data"), line_text),
     st.tuples(st.just("comment"), line_text),

@@ -32,7 +32,10 @@ Check = Callable[[Exchange, list[CheckFailure]], None]
 
 
 class Checker:
-    """The compiled expectations of one request (or flow step)."""
+    """The compiled expectations of one request (or flow step).
+
+    Holds closures, so it does not pickle: build it where it runs (each worker).
+    """
 
     __slots__ = ("_checks", "_error_check")
 

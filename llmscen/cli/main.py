@@ -13,7 +13,7 @@ from llmscen.cli import exitcodes
 from llmscen.compile.compiler import compile_document
 from llmscen.compile.plan import Plan
 from llmscen.engine.registry import Registry
-from llmscen.spec.diagnostics import ScenarioError
+from llmscen.spec.diagnostics import Diagnostic, ScenarioError
 from llmscen.spec.loader import load_file
 
 
@@ -22,7 +22,8 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
-        self.exit_code = code
+        # click declares exit_code on the class and reads it from the instance
+        vars(self)["exit_code"] = code
 
     def show(self, file: object = None) -> None:
         click.echo(f"llmscen: {self.message}", err=True)
@@ -64,17 +65,17 @@ def cli() -> None:
 def validate(scenarios: tuple[str, ...]) -> None:
     """Load and compile SCENARIOS; send nothing."""
     registry = Registry.discover()
-    problems: list[str] = []
+    problems: list[Diagnostic] = []
     for path in scenarios:
         try:
             plan = compile_document(load_file(path), registry)
         except ScenarioError as exc:
-            problems.append(str(exc))
+            problems += exc.diagnostics
             continue
         click.echo(f"ok  {path}  ({len(plan.phases)} phases, {len(plan.requests)} requests, "
                    f"{len(plan.slos)} SLOs)")
     if problems:
-        raise Failure("\n".join(problems), exitcodes.INVALID_INPUT)
+        raise invalid(ScenarioError(problems))
 
 
 @cli.command()

@@ -75,12 +75,13 @@ def render_plan(plan: Plan) -> str:
     if plan.slos:
         lines.append("")
         lines.append("SLOs:")
-        for s in plan.slos:
-            scope = ", ".join(f"{k} {v}" for k, v in (("phase", s.phase), ("request", s.request),
-                                                        ("target", s.target)) if v)
-            if s.window:
-                scope += (", " if scope else "") + f"every {format_duration(s.window)} window"
-            lines.append(f"  {s.text}" + (f"  [{scope}]" if scope else ""))
+        for slo in plan.slos:
+            scope = ", ".join(f"{k} {v}" for k, v in (("phase", slo.phase),
+                                                        ("request", slo.request),
+                                                        ("target", slo.target)) if v)
+            if slo.window:
+                scope += (", " if scope else "") + f"every {format_duration(slo.window)} window"
+            lines.append(f"  {slo.text}" + (f"  [{scope}]" if scope else ""))
     if plan.goodput:
         lines.append("goodput objectives: " + ", ".join(
             f"{g.metric} ≤ {format_duration(g.threshold)}" for g in plan.goodput))

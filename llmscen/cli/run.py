@@ -106,24 +106,31 @@ def execute(plan: Plan, registry: Registry, handlers: list[Handler], recorder: R
 
 
 def write_outputs(results: RunResults, out_dir: Path, json_path: str | None,
-                  junit_path: str | None, html_path: str | None) -> list[Path]:
+                  junit_path: str | None, html_path: str | None) -> tuple[list[Path], list[str]]:
+    """results.json first (it is what everything else is made from), then the reports.
+
+    A report that fails to render is reported, never at the cost of the others.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
     results_file = Path(json_path) if json_path else out_dir / "results.json"
     results.save(results_file)
-    written.append(results_file)
-    junit_file = Path(junit_path) if junit_path else out_dir / "junit.xml"
-    write_junit(results, junit_file)
-    written.append(junit_file)
+    written, failed = [results_file], []
+    writers: list[tuple[Path, Callable[[RunResults, Path], None]]] = [
+        (Path(junit_path) if junit_path else out_dir / "junit.xml", write_junit)]
     try:
         from llmscen.report.html import write_html
     except ImportError:
-        write_html = None  # type: ignore[assignment]
-    if write_html is not None:
-        html_file = Path(html_path) if html_path else out_dir / "report.html"
-        write_html(results, html_file)
-        written.append(html_file)
-    return written
+        pass
+    else:
+        writers.append((Path(html_path) if html_path else out_dir / "report.html", write_html))
+    for path, writer in writers:
+        try:
+            writer(results, path)
+        except Exception as exc:  # a broken reporter must not lose the run's results
+            failed.append(f"could not write {path}: {type(exc).__name__}: {exc}")
+        else:
+            written.append(path)
+    return written, failed
 
 
 def run_command(plan: Plan, registry: Registry, *, out: str | None, json_path: str | None,
@@ -137,7 +144,7 @@ def run_command(plan: Plan, registry: Registry, *, out: str | None, json_path: s
     if problem is not None:
         results.meta.notes.append(f"could not run: {problem}")
     results.slos = evaluate(plan.slos, results)
-    written = write_outputs(results, out_dir, json_path, junit_path, html_path)
+    written, failed = write_outputs(results, out_dir, json_path, junit_path, html_path)
     passed, line = verdict(results)
     if problem is not None:
         passed, line = False, f"COULD NOT RUN: {problem}"
@@ -147,10 +154,12 @@ def run_command(plan: Plan, registry: Registry, *, out: str | None, json_path: s
     click.echo(line)
     for path in written:
         click.echo(f"  wrote {path}")
+    for message in failed:
+        click.echo(f"llmscen: {message}", err=True)
     if summary_path:
         from llmscen.report.markdown import write_summary
 
         write_summary(results, line, summary_path)
-    if problem is not None or results.meta.interrupted:
+    if problem is not None or results.meta.interrupted or failed:
         return exitcodes.COULD_NOT_RUN
     return exitcodes.OK if passed else exitcodes.ASSERTIONS_FAILED

@@ -51,9 +51,17 @@ GOODPUT_METRICS = ("ttft", "ttft_sent", "tpot", "latency", "latency_sent")
 class Catalog(Protocol):
     """What the compiler needs of a registry (engine.registry.Registry has it)."""
 
-    plugins: Mapping[str, Any]    # name → entry with .obj (a Plugin)
-    services: Mapping[str, Any]   # name → entry with .obj (a ServiceKind)
-    broken: Mapping[str, Any]     # name → a readable reason
+    @property
+    def plugins(self) -> Mapping[str, Any]:
+        """name → entry with `.obj` (a Plugin)"""
+
+    @property
+    def services(self) -> Mapping[str, Any]:
+        """name → entry with `.obj` (a ServiceKind)"""
+
+    @property
+    def broken(self) -> Mapping[str, Any]:
+        """name → a readable reason it cannot be used"""
 
 
 def compile_document(doc: Document, catalog: Catalog,
@@ -122,8 +130,8 @@ class _Compiler:
             entry = self.catalog.services.get(kind)
             if entry is None:
                 self.error((*loc, "builtin"), f"unknown service {kind!r}"
-                           f"{did_you_mean(kind, self.catalog.services)}; available: "
-                           f"{one_of(k for k in self.catalog.services if k != 'command')}")
+                           f"{did_you_mean(kind, self.catalog.services)} (available: "
+                           f"{one_of(k for k in self.catalog.services if k != 'command')})")
                 continue
             model = entry.obj.options
             fields = spec.options if spec.builtin else {
@@ -145,16 +153,17 @@ class _Compiler:
             plugin = self.plugin(spec.plugin, (*loc, "plugin"))
             if spec.service is not None and spec.service not in declared_services:
                 self.error((*loc, "service"), f"unknown service {spec.service!r}"
-                           f"{did_you_mean(spec.service, declared_services)}; declared: "
-                           f"{one_of(declared_services)}")
+                           f"{did_you_mean(spec.service, declared_services)} (declared: "
+                           f"{one_of(declared_services)})")
             url = self.target_urls.get(name, spec.url or spec.base_url)
             service = None if name in self.target_urls else spec.service
             if url is None and service is None:
                 self.error(loc, f"target {name!r} needs `url:` or `service:` "
                                 f"(or --target {name}=URL)", key=True)
-            if plugin is None:
-                continue
             extras = {k: v for k, v in raw.items() if k not in TARGET_COMMON_KEYS}
+            if plugin is None:
+                self.unknown_keys(loc, extras, TARGET_COMMON_KEYS, "target_options")
+                continue
             options = self.validate(plugin.target_options, loc, extras, plugin.target_options)
             if options is not None:
                 out[name] = TargetPlan(name=name, plugin=spec.plugin, service=service,
@@ -166,6 +175,17 @@ class _Compiler:
                                             f"{did_you_mean(name, self.section('targets', dict))}"))
         return out
 
+    def unknown_keys(self, loc: Loc, extras: dict[str, Any], common: frozenset[str],
+                     model_attr: str) -> None:
+        """Keys no installed plugin takes, when the plugin in use is not known."""
+        known = set(common)
+        for entry in self.catalog.plugins.values():
+            known |= set(getattr(entry.obj, model_attr).model_fields)
+        for key in extras:
+            if key not in known:
+                self.error((*loc, key), f"unknown key {key!r}{did_you_mean(key, known)}",
+                           key=True)
+
     def plugin(self, name: str, loc: Loc) -> Any:
         entry = self.catalog.plugins.get(name)
         if entry is not None:
@@ -174,8 +194,8 @@ class _Compiler:
             self.error(loc, f"plugin {name!r} is installed but unusable: "
                             f"{self.catalog.broken[name]}")
         else:
-            self.error(loc, f"unknown plugin {name!r}{did_you_mean(name, self.catalog.plugins)};"
-                            f" installed: {one_of(self.catalog.plugins)}")
+            self.error(loc, f"unknown plugin {name!r}{did_you_mean(name, self.catalog.plugins)}"
+                            f" (installed: {one_of(self.catalog.plugins)})")
         return None
 
     def data(self) -> dict[str, DataPlan]:
@@ -192,7 +212,7 @@ class _Compiler:
             except DataFileError as exc:
                 self.error((*loc, "file"), str(exc))
                 continue
-            out[name] = DataPlan(name=name, file=str(path), format=fmt,  # type: ignore[arg-type]
+            out[name] = DataPlan(name=name, file=str(path), format=fmt,
                                  order=spec.order, columns=columns_of(rows), rows=len(rows))
         return out
 
@@ -230,20 +250,21 @@ class _Compiler:
             loc = ("requests", index)
             spec = self.validate(RequestSpec, loc, raw, RequestSpec)
             if spec is None:
+                self.request_extras(raw, loc, targets)
                 continue
             if spec.name in names:
                 self.error((*loc, "name"), f"request name {spec.name!r} is used twice")
             names.add(spec.name)
             if spec.target not in declared_targets:
                 self.error((*loc, "target"), f"unknown target {spec.target!r}"
-                           f"{did_you_mean(spec.target, declared_targets)}; declared: "
-                           f"{one_of(declared_targets)}")
+                           f"{did_you_mean(spec.target, declared_targets)} (declared: "
+                           f"{one_of(declared_targets)})")
             if spec.data is not None and spec.data not in declared_data:
                 self.error((*loc, "data"), f"unknown data {spec.data!r}"
-                           f"{did_you_mean(spec.data, declared_data)}; declared: "
-                           f"{one_of(declared_data)}")
+                           f"{did_you_mean(spec.data, declared_data)} (declared: "
+                           f"{one_of(declared_data)})")
             target = targets.get(spec.target)
-            plugin = self.catalog.plugins[target.plugin].obj if target else None
+            plugin = self.plugin_of(spec.target)
             columns = data[spec.data].columns if spec.data in data else (
                 () if spec.data else None)
             steps = self.steps(spec, raw, loc, plugin, columns)
@@ -252,6 +273,24 @@ class _Compiler:
                                        data=spec.data, stream=spec.stream, timeout=spec.timeout,
                                        steps=tuple(steps), expect=spec.expect))
         return out
+
+    def request_extras(self, raw: Any, loc: Loc, targets: dict[str, TargetPlan]) -> None:
+        """Check a broken request's plugin keys too, so one pass reports them all."""
+        if not isinstance(raw, dict) or "steps" in raw:
+            return
+        plugin = self.plugin_of(raw.get("target"))
+        extras = {k: v for k, v in raw.items() if k not in REQUEST_COMMON_KEYS}
+        if plugin is None:
+            self.unknown_keys(loc, extras, REQUEST_COMMON_KEYS, "request_options")
+        else:
+            self.validate(plugin.request_options, loc, extras, plugin.request_options)
+
+    def plugin_of(self, target: Any) -> Any:
+        """The plugin a target names, read from the raw target even if it is invalid."""
+        raw = self.section("targets", dict).get(target) if isinstance(target, str) else None
+        name = raw.get("plugin") if isinstance(raw, dict) else None
+        entry = self.catalog.plugins.get(name) if isinstance(name, str) else None
+        return entry.obj if entry is not None else None
 
     def steps(self, spec: RequestSpec, raw: dict[str, Any], loc: Loc, plugin: Any,
               columns: tuple[str, ...] | None) -> list[StepPlan] | None:
@@ -271,11 +310,14 @@ class _Compiler:
         plans: list[StepPlan] = []
         captured: set[str] = set()
         ok = plugin is not None
+        common = STEP_COMMON_KEYS if spec.steps is not None else REQUEST_COMMON_KEYS
         for i, (step_loc, payload, step) in enumerate(raw_steps):
             if plugin is not None:
                 model = plugin.request_options
                 if self.validate(model, step_loc, payload, model) is None:
                     ok = False
+            else:
+                self.unknown_keys(step_loc, payload, common, "request_options")
             for sub, text in templates.walk_strings(payload):
                 if templates.is_template(text):
                     for message in templates.check(self.env, text, captured, columns):
@@ -291,9 +333,18 @@ class _Compiler:
     def slos(self, phases: list[PhasePlan], requests: list[RequestPlan],
              targets: dict[str, TargetPlan]) -> list[SLOPlan]:
         out: list[SLOPlan] = []
-        phase_names = {p.name for p in phases} | {p.sweep for p in phases if p.sweep}
-        request_names = {r.name for r in requests}
-        scopes = {"phase": phase_names, "request": request_names, "target": set(targets)}
+        # names as written, so a broken phase doesn't also make its SLOs "unknown"
+        raw_phases = [p for p in self.section("phases", list) if isinstance(p, dict)]
+        phase_names = {p.name for p in phases} | {p.sweep for p in phases if p.sweep} | {
+            str(p["name"]) for p in raw_phases if p.get("name") is not None}
+        request_names = {r.name for r in requests} | {
+            str(r["name"]) for r in self.section("requests", list)
+            if isinstance(r, dict) and r.get("name") is not None}
+        for r in requests:
+            if len(r.steps) > 1:
+                request_names |= {f"{r.name}.{step.name}" for step in r.steps}
+        scopes = {"phase": phase_names, "request": request_names,
+                  "target": set(self.section("targets", dict))}
         for index, raw in enumerate(self.section("slos", list)):
             loc: Loc = ("slos", index)
             item = self.validate(str | SLOSpec, loc, raw, SLOSpec) if not isinstance(raw, str) \
@@ -313,7 +364,7 @@ class _Compiler:
                     value = getattr(item, key)
                     if value is not None and value not in known:
                         self.error((*loc, key), f"unknown {key} {value!r}"
-                                   f"{did_you_mean(value, known)}; known: {one_of(known)}")
+                                   f"{did_you_mean(value, known)} (known: {one_of(known)})")
                     scope[key] = value
                 scope["window"] = item.window
             where = self.doc.diagnostic(text_loc, "")

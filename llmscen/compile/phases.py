@@ -57,7 +57,7 @@ def _open(name: str, spec: PhaseSpec, rate: float, ramp_to: float | None, seed: 
     arrival = spec.arrival or "constant"
     plan = PhasePlan(name=name, kind="open", rate=rate, ramp_to=ramp_to, arrival=arrival,
                      burstiness=spec.burstiness or 1.0, max_in_flight=spec.max_in_flight,
-                     seed=seed, sweep=sweep, **common)  # type: ignore[arg-type]
+                     seed=seed, sweep=sweep, **common)
     return plan.model_copy(update={"expected_requests": expected_open(plan)})
 
 
@@ -67,7 +67,7 @@ def _closed(name: str, spec: PhaseSpec, users: int, ramp_to: int | None, seed: i
     return PhasePlan(name=name, kind="closed", users=users, users_ramp_to=ramp_to,
                      spawn_rate=spec.spawn_rate, think_min=think[0], think_max=think[1],
                      seed=seed, sweep=sweep, expected_requests=spec.requests,
-                     **common)  # type: ignore[arg-type]
+                     **common)
 
 
 def expected_open(plan: PhasePlan) -> int | None:

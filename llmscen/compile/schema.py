@@ -27,10 +27,14 @@ def scenario_model(catalog: Catalog) -> type[BaseModel]:
         options = entry.obj.target_options
         members.append(create_model(
             f"{name.title().replace('-', '')}Target", __config__=ConfigDict(extra="forbid"),
-            plugin=(Literal[name], Field(description=entry.obj.description or name)),
+            plugin=(Literal[name], Field(description=entry.obj.description or name)),  # type: ignore[arg-type]
             **common_target, **_fields(options)))
-    target: Any = Annotated[Union[tuple(members)], Field(discriminator="plugin")] \
-        if len(members) > 1 else (members[0] if members else TargetSpec)
+    # a union built at run time from the installed plugins: `X | Y` cannot express that
+    target: Any = TargetSpec
+    if len(members) == 1:
+        target = members[0]
+    elif members:
+        target = Annotated[Union[tuple(members)], Field(discriminator="plugin")]  # noqa: UP007
 
     plugin_request_fields: dict[str, Any] = {}
     for entry in catalog.plugins.values():
@@ -38,13 +42,13 @@ def scenario_model(catalog: Catalog) -> type[BaseModel]:
     step = create_model("Step", __config__=ConfigDict(extra="forbid"),
                         **_fields(StepSpec), **plugin_request_fields)
     request_fields = _fields(RequestSpec)
-    request_fields["steps"] = (list[step] | None, Field(None))  # type: ignore[valid-type]
+    request_fields["steps"] = (list[step] | None, Field(None))
     request = create_model("Request", __config__=ConfigDict(extra="forbid"),
                            **request_fields, **plugin_request_fields)
 
     scenario_fields = _fields(Scenario)
     scenario_fields["targets"] = (dict[str, target], Field(min_length=1))
-    scenario_fields["requests"] = (list[request], Field(min_length=1))  # type: ignore[valid-type]
+    scenario_fields["requests"] = (list[request], Field(min_length=1))
     scenario_fields["services"] = (dict[str, ServiceSpec], Field(default_factory=dict))
     return create_model("Scenario", __config__=ConfigDict(extra="forbid", populate_by_name=True),
                         **scenario_fields)

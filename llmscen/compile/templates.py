@@ -45,15 +45,15 @@ def check(env: ImmutableSandboxedEnvironment, source: str, allowed: Iterable[str
             continue
         hint = " (the request has no `data:`)" if name == "row" else ""
         problems.append(f"template uses unknown variable {name!r}{hint}"
-                        f"{did_you_mean(name, allowed)}; available: {', '.join(sorted(allowed))}")
+                        f"{did_you_mean(name, allowed)} (available: {', '.join(sorted(allowed))})")
     if columns is not None:
         cols = set(columns)
         for node in ast.find_all(nodes.Getattr):
             if isinstance(node.node, nodes.Name) and node.node.name == "row" \
                     and node.attr not in cols:
                 problems.append(f"the data has no column {node.attr!r}"
-                                f"{did_you_mean(node.attr, cols)}; columns: "
-                                f"{', '.join(sorted(cols))}")
+                                f"{did_you_mean(node.attr, cols)} (columns: "
+                                f"{', '.join(sorted(cols))})")
     return problems
 
 

@@ -66,7 +66,7 @@ class Flow:
 
     def __init__(self, plan: RequestPlan, runner: Runner, feeder: Feeder | None,
                  goodput: tuple[GoodputObjective, ...], handler: Handler,
-                 clock_origin_ns: int) -> None:
+                 clock_origin_ns: int, base_dir: str | None = None) -> None:
         self.plan = plan
         self.target = plan.target
         self.runner = runner
@@ -74,6 +74,7 @@ class Flow:
         self.handler = handler
         self.origin = clock_origin_ns
         self.goodput = _goodput_check(goodput)
+        self.base_dir = base_dir
         multi = len(plan.steps) > 1
         self.steps = [self._prepare(s, f"{plan.name}.{s.name}" if multi else plan.name)
                       for s in plan.steps]
@@ -81,7 +82,8 @@ class Flow:
     def _prepare(self, step: StepPlan, name: str) -> Step:
         expect = step.expect
         return Step(name=name, renderer=Renderer(step.payload),
-                    checker=build_checker(expect) if expect is not None else None,
+                    checker=build_checker(expect, self.base_dir) if expect is not None
+                    else None,
                     expects_error=getattr(expect, "error", None) is not None,
                     captures=[(k, compile_capture(v)) for k, v in step.capture.items()],
                     think=(step.think_min, step.think_max))

@@ -9,6 +9,7 @@ a late client or a slow server cannot hide delay (coordinated omission).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import time
@@ -32,6 +33,14 @@ class PhaseState:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     exhausted: str | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep for `seconds`, or less if `stop` is set meanwhile."""
+    if seconds <= 0 or stop.is_set():
+        return
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 class Mix:
@@ -77,10 +86,7 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int) -> None:
         intended = start_ns + int(offset * 1e9)
         delay = (intended - time.perf_counter_ns()) / 1e9
         if delay > 0:
-            try:
-                await asyncio.wait_for(state.stop.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
+            await pause(state.stop, delay)
         if state.stop.is_set():
             break
         lag = time.perf_counter_ns() - intended
@@ -97,10 +103,7 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int) -> None:
     if phase.duration is not None and not state.stop.is_set():
         remaining = (start_ns + int(phase.duration * 1e9) - time.perf_counter_ns()) / 1e9
         if remaining > 0:
-            try:
-                await asyncio.wait_for(state.stop.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
+            await pause(state.stop, remaining)
 
 
 async def run_closed(state: PhaseState, mix: Mix, start_ns: int) -> None:
@@ -126,11 +129,7 @@ async def run_closed(state: PhaseState, mix: Mix, start_ns: int) -> None:
                        {"phase": phase.name, "seq": seq, "user": uid, "iteration": iteration,
                         "request": flow.plan.name}, user_rng, None)
             if phase.think_max > 0 and not state.stop.is_set():
-                try:
-                    await asyncio.wait_for(state.stop.wait(),
-                                           user_rng.uniform(phase.think_min, phase.think_max))
-                except asyncio.TimeoutError:
-                    pass
+                await pause(state.stop, user_rng.uniform(phase.think_min, phase.think_max))
 
     loop = asyncio.get_running_loop()
     total = max(users, final)
@@ -141,10 +140,7 @@ async def run_closed(state: PhaseState, mix: Mix, start_ns: int) -> None:
             at = max(at, duration * (uid - users + 1) / (final - users + 1))
         delay = (start_ns + int(at * 1e9) - time.perf_counter_ns()) / 1e9
         if delay > 0:
-            try:
-                await asyncio.wait_for(state.stop.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
+            await pause(state.stop, delay)
         if state.stop.is_set():
             break
         task = loop.create_task(user(uid, random.Random(rng.getrandbits(64))))
@@ -155,8 +151,5 @@ async def run_closed(state: PhaseState, mix: Mix, start_ns: int) -> None:
     if remaining is None:
         await asyncio.gather(*list(state.tasks), return_exceptions=True)
     elif remaining > 0:
-        try:
-            await asyncio.wait_for(state.stop.wait(), remaining)
-        except asyncio.TimeoutError:
-            pass
+        await pause(state.stop, remaining)
     state.stop.set()    # users finish their current request and leave

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -104,9 +104,9 @@ class Runner(Protocol):
 class Plugin(Protocol):
     """What an entry point in `llmscen.plugins` resolves to."""
 
-    name: ClassVar[str] | str
-    api_version: ClassVar[int] | int
-    description: ClassVar[str] | str
+    name: str
+    api_version: int
+    description: str
     target_options: type[BaseModel]   # target keys besides `plugin` and `service`
     request_options: type[BaseModel]  # request keys besides the common ones
     metrics: frozenset[str]           # SPEC §5 metrics it can produce

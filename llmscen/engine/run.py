@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 from llmscen.compile.plan import PhasePlan, Plan
 from llmscen.engine.events import Handler
 from llmscen.engine.feed import Feeder
 from llmscen.engine.flow import Flow
-from llmscen.engine.load import Mix, PhaseState, run_closed, run_open
+from llmscen.engine.load import Mix, PhaseState, pause, run_closed, run_open
 from llmscen.engine.protocol import Call, Runner, ServiceError
 
 SATURATION_LAG_S = 0.05     # requests starting this late mean the client, not the server, lags
@@ -91,6 +92,7 @@ class Engine:
             entry = self.registry.plugins[target.plugin]
             url = target.url
             if url is None:
+                assert target.service is not None, "the compiler requires url or service"
                 scheme = str(getattr(target.options, "protocol", "http"))
                 url = endpoints[target.service].url_for(scheme)
             resolved = target.model_copy(update={"url": url})
@@ -119,8 +121,9 @@ class Engine:
 
     def _flows(self, runners: dict[str, Runner]) -> list[Flow]:
         feeders = {d.name: Feeder(d, self.plan.seed, *self.worker) for d in self.plan.data}
+        base_dir = str(Path(self.plan.file).parent)
         return [Flow(r, runners[r.target], feeders.get(r.data) if r.data else None,
-                     self.plan.goodput, self.handler, self.origin_ns)
+                     self.plan.goodput, self.handler, self.origin_ns, base_dir)
                 for r in self.plan.requests]
 
     async def _phase(self, phase: PhasePlan, flows: list[Flow],
@@ -133,10 +136,7 @@ class Engine:
         supervisor = asyncio.create_task(self._supervise(state))
         try:
             if phase.kind == "pause":
-                try:
-                    await asyncio.wait_for(self.stop.wait(), phase.duration or 0.0)
-                except asyncio.TimeoutError:
-                    pass
+                await pause(self.stop, phase.duration or 0.0)
             elif phase.kind == "open":
                 await run_open(state, Mix(flows), start_ns)
             else:

@@ -7,6 +7,7 @@ histoblob, so other HdrHistogram tools can read it too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Literal
 
@@ -22,6 +23,26 @@ DIGITS = 3                           # significant digits of the per-scope histo
 SERIES_DIGITS = 2                    # significant digits of the per-second histograms
 
 _HIGHEST: dict[str, int] = {"duration": DURATION_MAX_US, "amount": AMOUNT_MAX}
+
+
+def _moments(h: HdrHistogram) -> tuple[float, float]:
+    """Mean and stdev exactly as hdrh computes them (bucket midpoints, same order).
+
+    hdrh's own get_mean_value/get_stddev walk an iterator object per bucket and
+    take 60-150 ms on a wide histogram; slicing the counts array is ~100x faster.
+    """
+    total = h.get_total_count()
+    if not total:
+        return 0.0, 0.0
+    limit = h.get_counts_array_index(h.max_value) + 1
+    buckets = [(h._hdr_median_equiv_value(h.get_value_from_index(i)), c)
+               for i, c in enumerate(h.counts[:limit]) if c]
+    mean = float(sum(m * c for m, c in buckets)) / total
+    dev = 0.0
+    for m, c in buckets:
+        d = m * 1.0 - mean
+        dev += (d * d) * c
+    return mean, math.sqrt(dev / total)
 
 
 class Histogram:
@@ -91,6 +112,8 @@ class Histogram:
         mine.add(theirs)
 
     def _live(self) -> HdrHistogram:
+        if self._h is not None:
+            return self._h
         if self._encoded is not None:
             h = HdrHistogram.decode(self._encoded)
             self._encoded = None
@@ -137,9 +160,8 @@ class Histogram:
             return float(h.get_min_value())
         if name == "max":
             return float(h.get_max_value())
-        if name == "mean":
-            return float(h.get_mean_value())
-        return float(h.get_stddev())
+        mean, stdev = _moments(h)
+        return mean if name == "mean" else stdev
 
     def stats(self, percentiles: Iterable[float] = DEFAULT_PERCENTILES) -> dict[str, float | None]:
         """min max mean stdev count and the given percentiles (keys `p50`, `p99.9`)."""
@@ -150,10 +172,10 @@ class Histogram:
             return {"min": None, "max": None, "mean": None, "stdev": None, "count": 0.0,
                     **dict.fromkeys(keys)}
         by_p = h.get_percentile_to_value_dict(list(percentiles))
+        mean, stdev = _moments(h)
         out: dict[str, float | None] = {
             "min": float(h.get_min_value()), "max": float(h.get_max_value()),
-            "mean": float(h.get_mean_value()), "stdev": float(h.get_stddev()),
-            "count": float(h.get_total_count()),
+            "mean": mean, "stdev": stdev, "count": float(h.get_total_count()),
         }
         for key, p in zip(keys, percentiles, strict=True):
             out[key] = float(by_p[p])

@@ -158,8 +158,8 @@ def windows(results: RunResults, seconds: float, phase: str | None = None,
 
     Windows start at the first included phase (rounded down to a whole second)
     and run until the last completion; each one's wall time is its overlap with
-    the included phases (the last extended to the last completion), so rates
-    in a partial window are not diluted. Windows with no wall time and no
+    the included phases (each extended to its last completion), so rates in a
+    partial window are not diluted. Windows with no wall time and no
     requests (e.g. a pause between included phases) are skipped; others with
     no requests are yielded, and their ratios are None.
     """
@@ -168,26 +168,36 @@ def windows(results: RunResults, seconds: float, phase: str | None = None,
     step = int(seconds)
     selection = _select(results, phase, request, target, include_warmup)
     by_t: dict[int, list[SeriesPoint]] = {}
+    last_t: dict[str, int] = {}     # phase → its last completion second
     for scope in results.series.scopes:
-        if selection.matches(scope.key):
+        if selection.matches(scope.key) and scope.points:
             for point in scope.points:
                 by_t.setdefault(point.t, []).append(point)
-    if not selection.timed and not by_t:
+            last_t[scope.phase] = max(last_t.get(scope.phase, -1), scope.points[-1].t)
+    # A phase's stragglers complete after it ends: its time runs to its last completion.
+    spans = [(p.started, max(p.ended, last_t.get(p.name, -1) + 1.0)) for p in selection.timed]
+    if not spans and by_t:
+        spans = [(float(min(by_t)), float(max(by_t) + 1))]
+    intervals = _union(spans)
+    if not intervals:
         return
-    intervals = sorted((p.started, p.ended) for p in selection.timed)
-    first = min([s for s, _ in intervals] + ([min(by_t)] if not intervals else []))
-    last = max([e for _, e in intervals] + ([max(by_t) + 1] if by_t else []))
-    if intervals:   # stragglers finish after the phase: give them the tail
-        intervals[-1] = (intervals[-1][0], last)
-    else:
-        intervals = [(first, last)]
-    for start in range(math.floor(first), math.ceil(last), step):
+    for start in range(math.floor(intervals[0][0]), math.ceil(intervals[-1][1]), step):
         end = start + step
         wall = sum(max(0.0, min(end, e) - max(start, s)) for s, e in intervals)
         points = [p for t in range(start, end) for p in by_t.get(t, ())]
         if wall <= 0 and not points:
             continue
         yield Window(start, end, _window_aggregate(points, wall))
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def _window_aggregate(points: list[SeriesPoint], wall: float) -> Aggregate:

@@ -32,7 +32,7 @@ def summary(results: RunResults) -> str:
     rows.append(_row("all (no warmup)", aggregate(results)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                       enumerate(zip(r, widths))) for r in rows]
+                       enumerate(zip(r, widths, strict=True))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     out = ["", *lines]
     if results.slos:

@@ -14,9 +14,7 @@ request is sent once more on a new connection and counted in `reconnects`.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -26,6 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from llmscen import __version__ as _llmscen_version
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
+from llmscen.runners.keepalive import (
+    STALE_CONNECTION_ERRORS,
+    ReuseTrackingConnector,
+    forget_reuse,
+    is_stale_connection,
+    was_reused,
+)
 from llmscen.runners.openai_responses import (
     StreamProblem,
     StreamState,
@@ -93,28 +98,6 @@ class TargetUnavailable(ConnectionError):
     """The target did not become ready (vllm `/health`) or is misconfigured."""
 
 
-# Set by the connector while a request picks its connection: was it a pooled one?
-_REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("llmscen_reused", default=False)
-
-
-class _ReuseTrackingConnector(aiohttp.TCPConnector):
-    """Tells `send` whether its connection came from the keep-alive pool."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._used: weakref.WeakSet[Any] = weakref.WeakSet()
-
-    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        conn = await super().connect(req, traces, timeout)
-        proto = conn.protocol
-        used = self._used
-        if proto in used:
-            _REUSED.set(True)
-        else:
-            used.add(proto)
-        return conn
-
-
 def split_base_url(url: str) -> tuple[str, str]:
     """(server root, API base) from `http://h:p`, `http://h:p/` or `http://h:p/v1`."""
     base = url.rstrip("/")
@@ -175,9 +158,9 @@ class OpenAIRunner:
         if self._secret:
             headers["Authorization"] = f"Bearer {self._secret}"
         headers.update(options.headers)
-        connector = _ReuseTrackingConnector(limit=options.max_connections, limit_per_host=0,
-                                            force_close=force_close,
-                                            ssl=options.verify_tls)
+        connector = ReuseTrackingConnector(limit=options.max_connections, limit_per_host=0,
+                                           force_close=force_close,
+                                           ssl=options.verify_tls)
         return aiohttp.ClientSession(connector=connector, headers=headers,
                                      timeout=aiohttp.ClientTimeout(total=None),
                                      cookie_jar=aiohttp.DummyCookieJar())
@@ -262,7 +245,7 @@ class OpenAIRunner:
         session = self.session
         ex.sent_ns = time.perf_counter_ns()
         for attempt in (0, 1):
-            _REUSED.set(False)
+            forget_reuse()
             try:
                 async with session.request(method, url, data=data, headers=headers,
                                            timeout=timeout) as resp:
@@ -275,9 +258,9 @@ class OpenAIRunner:
                     else:
                         await self._read_json(resp, ex, api)
                     return
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if attempt or ex.first_byte_ns or not _REUSED.get() \
-                        or isinstance(exc, aiohttp.ClientConnectorError):
+            except STALE_CONNECTION_ERRORS as exc:
+                # Retry only what never reached the server: no response byte, pooled connection.
+                if attempt or ex.first_byte_ns or not was_reused() or not is_stale_connection(exc):
                     raise
                 self.reconnects += 1
                 session = self._fresh()
@@ -300,7 +283,7 @@ class OpenAIRunner:
             if self.options.include_usage and "stream_options" not in full:
                 full["stream_options"] = {"include_usage": True}
         data = orjson.dumps(full)
-        if len(self._bodies) >= 4096:   # templated bodies are new objects each call
+        if len(self._bodies) >= 256:    # templated bodies are new objects each call
             self._bodies.clear()
         self._bodies[key] = (body, stream, data)
         return data
@@ -338,18 +321,18 @@ class OpenAIRunner:
         parser = SSEParser()
         feed = parser.feed
         state = StreamState(chat, ex.itl_us)
-        account = state.event
+        account = state.events
         received = 0
         now = 0
         try:
             async for buf in resp.content.iter_any():
                 now = time.perf_counter_ns()    # one stamp per read: its events arrived together
                 received += len(buf)
-                for data in feed(buf):
-                    account(data, now)
+                events = feed(buf)
+                if events:
+                    account(events, now)
             now = time.perf_counter_ns()
-            for data in parser.close():
-                account(data, now)
+            account(parser.close(), now)
         except StreamProblem as problem:
             ex.end_ns = now
             state.fill(ex, complete=False)

@@ -60,74 +60,72 @@ class StreamState:
 
         Raises StreamProblem for a malformed or error event; the events before it count.
         """
+        loads = orjson.loads
+        chat = self.chat
+        parts = self.parts
         content = 0
         try:
             for data in batch:
-                if self._is_content(data):
+                if data[:1] != b"{":
+                    stripped = data.strip()
+                    if stripped == b"[DONE]":
+                        self.done = True
+                        continue
+                    if not stripped:        # an empty keep-alive event
+                        continue
+                try:
+                    obj = loads(data)
+                except orjson.JSONDecodeError as exc:
+                    raise StreamProblem("protocol", f"malformed stream event ({exc}): "
+                                                    f"{excerpt(data)!r}") from None
+                try:
+                    usage = obj.get("usage")
+                    if usage:
+                        self.usage = usage
+                    choices = obj.get("choices")
+                    if not choices:
+                        if obj.get("error") is not None:
+                            raise StreamProblem("http", "error event in stream: "
+                                                        + error_text(obj)[:MESSAGE_LIMIT])
+                        continue
+                    is_content = False
+                    for choice in choices:
+                        first = choice.get("index", 0) == 0
+                        if chat:
+                            delta = choice.get("delta")
+                            if delta:
+                                piece = delta.get("content")
+                                if piece:
+                                    is_content = True
+                                    if first:
+                                        parts.append(piece)
+                                elif (delta.get("reasoning_content") or delta.get("reasoning")
+                                      or delta.get("tool_calls")):
+                                    is_content = True
+                        else:
+                            piece = choice.get("text")
+                            if piece:
+                                is_content = True
+                                if first:
+                                    parts.append(piece)
+                        reason = choice.get("finish_reason")
+                        if reason is not None and first:
+                            self.finish_reason = reason
+                except (AttributeError, TypeError) as exc:
+                    raise StreamProblem("protocol", f"unexpected stream event ({exc}): "
+                                                    f"{excerpt(data)!r}") from None
+                if is_content:
                     content += 1
         finally:
             if content:
                 if self.last_ns:
                     self.itl_us.append((now_ns - self.last_ns) // 1000)
-                    content_gaps = content - 1
                 else:
                     self.first_ns = now_ns
-                    content_gaps = content - 1
-                if content_gaps:
-                    self.itl_us.extend([0] * content_gaps)
+                if content > 1:
+                    self.itl_us.extend([0] * (content - 1))
                 self.last_ns = now_ns
                 self.chunks += content
-
-    def _is_content(self, data: bytes) -> bool:
-        if data[:1] != b"{":
-            stripped = data.strip()
-            if stripped == b"[DONE]":
-                self.done = True
-                return False
-            if not stripped:            # an empty keep-alive event
-                return False
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise StreamProblem("protocol", f"malformed stream event ({exc}): "
-                                            f"{excerpt(data)!r}") from None
-        try:
-            usage = obj.get("usage")
-            if usage:
-                self.usage = usage
-            choices = obj.get("choices")
-            if not choices:
-                if obj.get("error") is not None:
-                    raise StreamProblem("http", "error event in stream: "
-                                                + error_text(obj)[:MESSAGE_LIMIT])
-                return False
-            content = False
-            for choice in choices:
-                first = choice.get("index", 0) == 0
-                if self.chat:
-                    delta = choice.get("delta")
-                    if delta:
-                        piece = delta.get("content")
-                        if piece:
-                            content = True
-                            if first:
-                                self.parts.append(piece)
-                        elif (delta.get("reasoning_content") or delta.get("reasoning")
-                              or delta.get("tool_calls")):
-                            content = True
-                else:
-                    piece = choice.get("text")
-                    if piece:
-                        content = True
-                        if first:
-                            self.parts.append(piece)
-                reason = choice.get("finish_reason")
-                if reason is not None and first:
-                    self.finish_reason = reason
-        except (AttributeError, TypeError) as exc:
-            raise StreamProblem("protocol", f"unexpected stream event ({exc}): "
-                                            f"{excerpt(data)!r}") from None
-        return content
 
     def fill(self, ex: Exchange, complete: bool = True) -> None:
         """Copy the totals into `ex`; a stream that ended without `[DONE]` or a finish_reason

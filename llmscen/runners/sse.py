@@ -14,7 +14,10 @@ everything in `data`).
 
 from __future__ import annotations
 
+import re
+
 _EMPTY: list[bytes] = []
+_SIMPLE_EVENT = re.compile(rb"data: ([^\n]*)\n\n")
 
 
 class SSEParser:
@@ -36,21 +39,26 @@ class SSEParser:
                 data = data[:-1]
                 held = b"\r"
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n\n" not in data:
+        cut = data.rfind(b"\n\n") + 2
+        if cut == 1:
             self._pending = data + held if held else data
             return _EMPTY
-        blocks = data.split(b"\n\n")
-        tail = blocks.pop()
-        self._pending = tail + held if held else tail
+        if cut == len(data):
+            complete = data
+            self._pending = held
+        else:
+            complete = data[:cut]
+            self._pending = data[cut:] + held if held else data[cut:]
+        # The common case: nothing but one-line `data: ` events. The matches tile
+        # `complete` exactly only then; anything else takes the general path.
+        found = _SIMPLE_EVENT.findall(complete)
+        if sum(map(len, found)) + 8 * len(found) == len(complete):
+            return found
         events = []
-        for block in blocks:
-            # The common case, one `data: ...` line, without splitting lines.
-            if block[:6] == b"data: " and b"\n" not in block:
-                events.append(block[6:])
-            else:
-                value = event_data(block)
-                if value is not None:
-                    events.append(value)
+        for block in complete.split(b"\n\n"):
+            value = event_data(block)
+            if value is not None:
+                events.append(value)
         return events
 
     def close(self) -> list[bytes]:

@@ -68,6 +68,8 @@ class VLLMRunner(OpenAIRunner):
 
     async def server_metrics(self) -> dict[str, float]:
         """Counters and gauges named `metrics_prefix*`, summed over label sets; {} on failure."""
+        if self._session is None:
+            return {}
         url = self._url_for(self.options.metrics_path)
         try:
             async with self.session.get(url, timeout=aiohttp.ClientTimeout(

@@ -24,12 +24,19 @@ stream sends the role-only chunk at once and the first content chunk at
 `ttft`, so a client timing TTFT at the first byte instead of the first content
 measures about zero. A stall shifts the rest of a stream in flight: the held
 chunk goes out when the stall ends and the following ones keep their spacing.
+
+Modules: this one (options, app, entry points); `openai_sim_handlers` (the
+endpoints); `openai_sim_state` (counters, faults, queue, /metrics);
+`openai_sim_stream` (SSE byte templates, pacing, stall window);
+`openai_sim_text` (tokens, pseudo-words, embeddings); `openai_sim_timer`
+(sub-millisecond sleeps).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import difflib
 import signal
 import sys
@@ -42,6 +49,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmscen.services import openai_sim_handlers as handlers
+from llmscen.services import openai_sim_state as state
 from llmscen.spec.units import Duration, Percent
 
 __all__ = ["OpenAISimOptions", "create_app", "main", "parse_options", "running_sim"]
@@ -90,9 +98,9 @@ class OpenAISimOptions(BaseModel):
 def create_app(options: OpenAISimOptions) -> web.Application:
     """A fresh simulator application; its state lives on the app, nowhere else."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[handlers.STATE] = handlers.SimState.create(options)
-    app.on_startup.append(handlers.start_waker)
-    app.on_cleanup.append(handlers.stop_waker)
+    app[state.STATE] = state.SimState.create(options)
+    app.on_startup.append(state.start_waker)
+    app.on_cleanup.append(state.stop_waker)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/completions", handlers.text_completions)
@@ -157,11 +165,9 @@ async def _serve(options: OpenAISimOptions, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: no handlers
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
-            pass
-    async with running_sim(options, host, port) as base_url:
+    async with running_sim(options, host, port, shutdown_timeout=0.1) as base_url:
         print(f"LISTENING {base_url}", flush=True)
         await stop.wait()
 

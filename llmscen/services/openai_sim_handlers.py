@@ -1,28 +1,16 @@
-"""openai-sim's endpoints: parse a request, decide what to answer, answer it on time.
-
-All mutable state of one simulator lives in a `SimState` stored on its
-application, so two simulators in one process never share anything.
-"""
+"""openai-sim's endpoints: parse a request, decide what to answer, answer it on time."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
-from llmscen.services.openai_sim_stream import (
-    DONE,
-    MALFORMED,
-    ChunkEncoder,
-    StallWindow,
-    write_paced,
-)
+from llmscen.services.openai_sim_state import STATE, Fault, SimState, prometheus_text
+from llmscen.services.openai_sim_stream import DONE, MALFORMED, ChunkEncoder, write_paced
 from llmscen.services.openai_sim_text import (
     chat_prompt,
     completion_prompt,
@@ -35,14 +23,7 @@ from llmscen.services.openai_sim_text import (
     pseudo_tokens,
     split_tokens,
 )
-from llmscen.services.openai_sim_timer import Waker, now
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
-    from llmscen.services.openai_sim import OpenAISimOptions
-
-Fault = Literal["error", "malformed", "cut"] | None
+from llmscen.services.openai_sim_timer import now
 
 _ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                 404: "NotFoundError", 408: "RequestTimeoutError", 422: "UnprocessableEntityError",
@@ -57,109 +38,6 @@ class BadRequest(Exception):
         super().__init__(message)
         self.status = status
         self.param = param
-
-
-@dataclass
-class SimState:
-    """Counters, random source and stall clock of one simulator."""
-
-    options: OpenAISimOptions
-    rng: random.Random
-    stall: StallWindow
-    slots: asyncio.Semaphore | None
-    reply_tokens: list[str] | None
-    waker: Waker | None = None   # set while the app runs (on_startup .. on_cleanup)
-    started: int = field(default_factory=lambda: int(time.time()))
-    requests: int = 0
-    running: int = 0
-    waiting: int = 0
-    prompt_tokens: int = 0
-    generation_tokens: int = 0
-    finished: dict[str, int] = field(default_factory=lambda: {"stop": 0, "length": 0, "abort": 0})
-    injected: dict[str, int] = field(default_factory=lambda: {"error": 0, "malformed": 0, "cut": 0})
-
-    @classmethod
-    def create(cls, options: OpenAISimOptions) -> SimState:
-        return cls(options=options, rng=random.Random(options.seed),
-                   stall=StallWindow(options.stall_after, options.stall_for),
-                   slots=(asyncio.Semaphore(options.max_concurrency)
-                          if options.max_concurrency else None),
-                   reply_tokens=split_tokens(options.reply) if options.reply is not None else None)
-
-    def draw_fault(self) -> Fault:
-        o = self.options
-        if not (o.error_rate or o.malformed_rate or o.cut_rate):
-            return None
-        u = self.rng.random()
-        fault: Fault = None
-        if u < o.error_rate:
-            fault = "error"
-        elif u < o.error_rate + o.malformed_rate:
-            fault = "malformed"
-        elif u < o.error_rate + o.malformed_rate + o.cut_rate:
-            fault = "cut"
-        if fault is not None:
-            self.injected[fault] += 1
-        return fault
-
-    def next_id(self, prefix: str) -> str:
-        self.requests += 1
-        return f"{prefix}-sim{self.options.seed & 0xFFFF:04x}{self.requests:010d}"
-
-    def count_token(self) -> None:
-        self.generation_tokens += 1
-
-    async def sleep_until(self, deadline: float) -> None:
-        """Sleep until `now()` reaches `deadline`, precisely when the app runs."""
-        if self.waker is not None:
-            await self.waker.sleep_until(deadline)
-        elif deadline > now():
-            await asyncio.sleep(deadline - now())
-
-    async def hold(self) -> float:
-        """Wait out the stall window if it is open; the time afterwards."""
-        t = now()
-        until = self.stall.release(t)
-        if until > t:
-            await self.sleep_until(until)
-            return until
-        return t
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """A place among `max_concurrency` running requests (queueing when full)."""
-        if self.slots is None:
-            self.running += 1
-            try:
-                yield
-            finally:
-                self.running -= 1
-            return
-        self.waiting += 1
-        try:
-            await self.slots.acquire()
-        finally:
-            self.waiting -= 1
-        self.running += 1
-        try:
-            yield
-        finally:
-            self.running -= 1
-            self.slots.release()
-
-
-STATE = web.AppKey("openai_sim_state", SimState)
-
-
-async def start_waker(app: web.Application) -> None:
-    app[STATE].waker = Waker(asyncio.get_running_loop())
-
-
-async def stop_waker(app: web.Application) -> None:
-    state = app[STATE]
-    if state.waker is not None:
-        state.waker.close()
-        state.waker = None
 
 
 def error_response(status: int, message: str, param: str | None = None) -> web.Response:
@@ -229,7 +107,7 @@ def plan_generation(state: SimState, body: dict[str, Any], kind: Literal["chat",
             last_user = prompt
     except ValueError as exc:
         raise BadRequest(str(exc), param="messages" if kind == "chat" else "prompt") from None
-    if body.get("n", 1) != 1:
+    if body.get("n") not in (None, 1):
         raise BadRequest("openai-sim answers with one choice: 'n' must be 1", param="n")
     max_tokens = _int_param(body, "max_completion_tokens", 1) if kind == "chat" else None
     if max_tokens is None:
@@ -273,13 +151,12 @@ def plan_generation(state: SimState, body: dict[str, Any], kind: Literal["chat",
 async def completions(request: web.Request, kind: Literal["chat", "text"]) -> web.StreamResponse:
     state = request.app[STATE]
     state.stall.note_request(now())
-    await state.hold()
+    arrival = await state.hold()  # the origin of this request's deadlines
     try:
         gen = plan_generation(state, await _read_object(request), kind)
     except BadRequest as exc:
         return error_response(exc.status, str(exc), exc.param)
-    async with state.slot():
-        start = await state.hold()
+    async with state.slot(arrival) as start:
         fault = state.draw_fault()
         if fault == "error":
             return error_response(state.options.error_status,
@@ -293,8 +170,7 @@ async def completions(request: web.Request, kind: Literal["chat", "text"]) -> we
 async def _stream(request: web.Request, state: SimState, gen: Generation, start: float,
                   fault: Fault) -> web.StreamResponse:
     o = state.options
-    encoder = ChunkEncoder(gen.kind, gen.request_id,
-                           int(time.time()), gen.model)
+    encoder = ChunkEncoder(gen.kind, gen.request_id, int(time.time()), gen.model)
     n = len(gen.tokens)
     chunks = encoder.tokens(encode_tokens(gen.tokens), gen.finish_reason)
     if gen.include_usage:
@@ -304,7 +180,7 @@ async def _stream(request: web.Request, state: SimState, gen: Generation, start:
         middle = len(chunks) // 2
         chunks[middle] = MALFORMED + chunks[middle]
     elif fault == "cut":
-        del chunks[max(1, n // 2):]
+        del chunks[n // 2:]
     held_from, held_for = state.stall.hold(start + o.ttft, n, o.itl)
 
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
@@ -351,6 +227,13 @@ async def _respond(request: web.Request, state: SimState, gen: Generation, start
                                    "total_tokens": gen.prompt_tokens + n,
                                    "completion_tokens": n}})
     state.generation_tokens += n
+    if fault is None:
+        state.finished[gen.finish_reason] += 1
+    return await _deliver(request, body, fault)
+
+
+async def _deliver(request: web.Request, body: bytes, fault: Fault) -> web.StreamResponse:
+    """A JSON body as is, truncated (malformed), or half-sent before hanging up (cut)."""
     if fault == "malformed":
         return web.Response(body=body[: len(body) // 2], content_type="application/json")
     if fault == "cut":  # promise the whole body, send half, hang up
@@ -364,7 +247,6 @@ async def _respond(request: web.Request, state: SimState, gen: Generation, start
         if request.transport is not None:
             request.transport.close()
         return response
-    state.finished[gen.finish_reason] += 1
     return web.Response(body=body, content_type="application/json")
 
 
@@ -379,7 +261,7 @@ async def text_completions(request: web.Request) -> web.StreamResponse:
 async def embeddings(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     state.stall.note_request(now())
-    await state.hold()
+    arrival = await state.hold()
     try:
         body = await _read_object(request)
         model = _check_model(state, body)
@@ -394,9 +276,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
                              param="encoding_format")
     except BadRequest as exc:
         return error_response(exc.status, str(exc), exc.param)
-    async with state.slot():
-        start = await state.hold()
-        if state.draw_fault() == "error":
+    async with state.slot(arrival) as start:
+        fault = state.draw_fault()
+        if fault == "error":
             return error_response(state.options.error_status,
                                   "openai-sim: injected error (error_rate)")
         data = []
@@ -407,11 +289,13 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         tokens = sum(count for _, count in inputs)
         state.prompt_tokens += tokens
         await state.sleep_until(state.stall.release(start + state.options.ttft))
-        state.finished["stop"] += 1
-        return json_response({"id": state.next_id("embd"), "object": "list",
-                              "created": int(time.time()), "model": model, "data": data,
-                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens,
-                                        "completion_tokens": 0}})
+        if fault is None:
+            state.finished["stop"] += 1
+        return await _deliver(request, orjson.dumps({
+            "id": state.next_id("embd"), "object": "list", "created": int(time.time()),
+            "model": model, "data": data,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}}),
+            fault)
 
 
 async def models(request: web.Request) -> web.StreamResponse:
@@ -433,32 +317,3 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     await state.hold()
     return web.Response(body=prometheus_text(state).encode(),
                         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-
-
-def prometheus_text(state: SimState) -> str:
-    """vLLM-named metrics in Prometheus' text format."""
-    label = 'model_name="' + state.options.model.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str,
-               samples: list[tuple[str, float]]) -> None:
-        base = name.removesuffix("_total") if kind == "counter" else name
-        lines.append(f"# HELP {base} {help_text}")
-        lines.append(f"# TYPE {base} {kind}")
-        for labels, value in samples:
-            lines.append(f"{name}{{{labels}}} {float(value)!r}")
-
-    metric("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.",
-           [(label, state.running)])
-    metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.",
-           [(label, state.waiting)])
-    metric("vllm:request_success_total", "counter", "Count of successfully processed requests.",
-           [(f'finished_reason="{reason}",{label}', state.finished[reason])
-            for reason in ("stop", "length", "abort")])
-    metric("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.",
-           [(label, state.prompt_tokens)])
-    metric("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
-           [(label, state.generation_tokens)])
-    metric("openai_sim:injected_faults_total", "counter", "Faults injected by openai-sim.",
-           [(f'kind="{kind}",{label}', count) for kind, count in state.injected.items()])
-    return "\n".join(lines) + "\n"

@@ -24,13 +24,16 @@ import orjson
 _TOKEN_RE = re.compile(r"'(?:[sdmt]|ll|ve|re)| ?[^\W\d]+| ?\d+| ?[^\s\w]+|\s+(?!\S)|\s+")
 
 _WORDS = (
-    "the of and to in is that for it as with was on be by this are or from at an which have "
-    "not but all can they one were there their has more when will would other about into "
-    "model token server request stream latency batch cache prompt output input queue "
-    "engine kernel memory tensor layer weight sample decode prefill chunk reply time "
-    "fast slow small large first last next every each many few some most long short "
-    "data value result system signal window metric report check test load rate peak"
-).split()
+    "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "with", "was", "on", "be",
+    "by", "this", "are", "or", "from", "at", "an", "which", "have", "not", "but", "all", "can",
+    "they", "one", "were", "there", "their", "has", "more", "when", "will", "would", "other",
+    "about", "into", "model", "token", "server", "request", "stream", "latency", "batch",
+    "cache", "prompt", "output", "input", "queue", "engine", "kernel", "memory", "tensor",
+    "layer", "weight", "sample", "decode", "prefill", "chunk", "reply", "time", "fast", "slow",
+    "small", "large", "first", "last", "next", "every", "each", "many", "few", "some", "most",
+    "long", "short", "data", "value", "result", "system", "signal", "window", "metric",
+    "report", "check", "test", "load", "rate", "peak",
+)
 # Pseudo-text tokens: words with their leading space, plus a little punctuation.
 _PSEUDO_TOKENS: tuple[str, ...] = (*(" " + w for w in _WORDS), ",", ",", ".", ".")
 _ENCODED: dict[str, bytes] = {t: orjson.dumps(t) for t in (*_PSEUDO_TOKENS, *_WORDS)}

@@ -4,7 +4,7 @@ Event loops wake for timers through epoll/libuv, whose timeouts are whole
 milliseconds: every wake is up to 1 ms late (0.5 ms on average), which is a
 quarter of the TTFT accuracy the simulator promises. On Linux a `Waker` arms
 one timerfd per event loop at the earliest pending deadline (absolute
-CLOCK_MONOTONIC, nanosecond resolution) and resolves every sleep that is due
+CLOCK_MONOTONIC, nanosecond resolution, through libc) and resolves every sleep that is due
 when it fires. Elsewhere it falls back to the loop's own timers.
 
 The clock is `time.monotonic()` (CLOCK_MONOTONIC), not `loop.time()`: uvloop
@@ -42,27 +42,19 @@ class _Itimerspec(ctypes.Structure):
 
 
 class _TimerFd:
-    """A non-blocking CLOCK_MONOTONIC timerfd, through `os` (3.13+) or libc."""
+    """A non-blocking CLOCK_MONOTONIC timerfd, through libc."""
 
     def __init__(self) -> None:
-        self._libc: ctypes.CDLL | None = None
-        if hasattr(os, "timerfd_create"):
-            self.fd: int = os.timerfd_create(time.CLOCK_MONOTONIC,
-                                             flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC)
-            return
         libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), "timerfd_create failed")
         self._libc = libc
-        self.fd = fd
+        self.fd: int = fd
 
     def arm(self, deadline: float) -> None:
         """Fire once at `deadline` (seconds on CLOCK_MONOTONIC); re-arming replaces it."""
         deadline = max(deadline, 1e-9)  # a zero time would disarm the timer
-        if self._libc is None:
-            os.timerfd_settime(self.fd, flags=os.TFD_TIMER_ABSTIME, initial=deadline)
-            return
         seconds = int(deadline)
         spec = _Itimerspec(_Timespec(0, 0),
                            _Timespec(seconds, int((deadline - seconds) * 1e9)))

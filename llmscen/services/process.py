@@ -8,6 +8,7 @@ lines are quoted when the process fails to come up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -62,17 +63,13 @@ class Child:
         try:
             await asyncio.wait_for(self.proc.wait(), grace)
         except asyncio.TimeoutError:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             await self.proc.wait()
         else:
             # the leader is gone; make sure nothing it started lingers
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @asynccontextmanager

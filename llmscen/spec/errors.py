@@ -59,9 +59,9 @@ def _where(raw_loc: Loc, node: Any) -> Loc:
     member or tag names pydantic adds."""
     kept: list[str | int] = []
     for part in raw_loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             node = node[part]
         else:
             continue
@@ -102,8 +102,10 @@ def diagnostics_from(exc: ValidationError, doc: Document, model: type[BaseModel]
         elif kind == "literal_error":
             expected = (err.get("ctx") or {}).get("expected", "")
             choices = [c.strip().strip("'") for c in str(expected).replace(" or ", ",").split(",")]
-            msg = f"invalid value {err['input']!r}{did_you_mean(str(err['input']), choices)}; " \
-                  f"expected one of: {one_of(c for c in choices if c)}"
+            msg = f"invalid value {err['input']!r}{did_you_mean(str(err['input']), choices)} " \
+                  f"(expected one of: {one_of(c for c in choices if c)})"
+        elif kind in ("bool_parsing", "bool_type"):
+            msg = f"expected true or false, got {err['input']!r}"
         elif kind == "value_error":
             msg = msg.removeprefix("Value error, ")
         elif kind == "string_pattern_mismatch":

@@ -186,6 +186,12 @@ def apply_overrides(doc: Document, overrides: Sequence[str]) -> None:
         node = doc.data
         for i, part in enumerate(parts[:-1]):
             nxt = node[part] if _has(node, part) else None
+            if isinstance(node, list) and nxt is None:
+                where = ".".join(str(p) for p in parts[:i])
+                problems.append(Diagnostic(label, 1, 1, f"{where} has {len(node)} items; "
+                                                        f"index {part} is out of range"))
+                node = None
+                break
             if not isinstance(nxt, (dict, list)):
                 where = ".".join(str(p) for p in parts[:i + 1])
                 problems.append(Diagnostic(label, 1, 1, f"{where} is not a section of the "

@@ -17,6 +17,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -42,7 +43,13 @@ def parse_think(value: Any) -> tuple[float, float]:
     return lo, hi
 
 
-Think = Annotated[tuple[float, float], BeforeValidator(parse_think)]
+Think = Annotated[tuple[float, float], BeforeValidator(parse_think), WithJsonSchema({
+    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string"},
+              {"type": "array", "items": {"type": ["number", "string"]}, "minItems": 2,
+               "maxItems": 2},
+              {"type": "object", "properties": {"min": {}, "max": {}},
+               "additionalProperties": False}],
+    "description": "think time: 1s, a range 1s..3s, [1s, 3s] or {min: 1s, max: 3s}"})]
 
 
 class Strict(BaseModel):
@@ -159,7 +166,11 @@ class PhaseSpec(Strict):
                      and not (k == "ramp_to" and kind == "users")]
         misplaced += [k for k in _CLOSED_KEYS if getattr(self, k) is not None and not is_closed]
         if misplaced:
-            raise ValueError(f"{', '.join(misplaced)} do not apply to a {kind} phase")
+            model = {"arrival_rate": "an open (arrival_rate)", "users": "a closed (users)",
+                     "pause": "a pause", "sweep": "this sweep"}[kind]
+            names = ", ".join(f"`{k}`" for k in misplaced)
+            raise ValueError(f"{names} {'does' if len(misplaced) == 1 else 'do'} not apply to "
+                             f"{model} phase")
         if kind == "pause":
             if self.duration is not None or self.requests is not None:
                 raise ValueError("a pause phase takes its length from `pause:`; drop `duration`"

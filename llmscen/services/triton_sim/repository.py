@@ -140,6 +140,7 @@ def llm_stream_config(options: TritonSimOptions) -> str:
         _io("output", [_input("text_output", "TYPE_STRING", "1")]),
         'instance_group [ { count: 1 kind: KIND_CPU } ]',
         _params(ttft=repr(options.ttft), itl=repr(options.itl),
-                output_tokens=options.output_tokens, max_prompt_chars=options.max_prompt_chars),
+                output_tokens=options.output_tokens, max_prompt_chars=options.max_prompt_chars,
+                sender_threads=2),
         "",
     ])

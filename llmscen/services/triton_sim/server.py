@@ -12,6 +12,7 @@ Only the wheel's files are used; pytriton itself is never imported.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import importlib.metadata
 import importlib.util
@@ -296,11 +297,14 @@ def _wait_ready(proc: subprocess.Popen[bytes], options: TritonSimOptions,
 
 
 def start_triton_sim(options: TritonSimOptions | Mapping[str, Any] | None = None, *,
-                     log_file: str | os.PathLike[str] | None = None) -> TritonSim:
+                     log_file: str | os.PathLike[str] | None = None,
+                     die_with_parent: bool = False) -> TritonSim:
     """Start tritonserver with the simulated models; return once it is ready.
 
     `log_file` keeps the server's output there (appended); by default it goes to
-    the temp dir and is removed by `stop()`. Raises `TritonSimError`.
+    the temp dir and is removed by `stop()`. `die_with_parent` has the kernel
+    SIGTERM the server when the calling *thread* ends (for a process whose main
+    thread owns the server, like this package's CLI). Raises `TritonSimError`.
     """
     if options is None:
         options = TritonSimOptions()
@@ -311,7 +315,7 @@ def start_triton_sim(options: TritonSimOptions | Mapping[str, Any] | None = None
     auto_ports = not (options.grpc_port or options.http_port or options.metrics_port)
     for attempt in range(_PORT_RETRIES):
         try:
-            return _start_once(dist, options, log_file)
+            return _start_once(dist, options, log_file, die_with_parent)
         except _PortTaken:
             if not auto_ports or attempt == _PORT_RETRIES - 1:
                 raise TritonSimError("tritonserver could not bind its ports: "
@@ -320,12 +324,17 @@ def start_triton_sim(options: TritonSimOptions | Mapping[str, Any] | None = None
     raise AssertionError("unreachable")
 
 
+def _sigterm_on_parent_death() -> None:
+    """Runs in the child before exec: PR_SET_PDEATHSIG(SIGTERM) (Linux)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 class _PortTaken(TritonSimError):
     pass
 
 
 def _start_once(dist: TritonDist, options: TritonSimOptions,
-                log_file: str | os.PathLike[str] | None) -> TritonSim:
+                log_file: str | os.PathLike[str] | None, die_with_parent: bool) -> TritonSim:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="llmscen-triton-sim-"))
     proc: subprocess.Popen[bytes] | None = None
@@ -340,7 +349,8 @@ def _start_once(dist: TritonDist, options: TritonSimOptions,
         log_path = Path(log_file) if log_file else workdir / "tritonserver.log"
         log = open(log_path, "ab")  # noqa: SIM115 - owned by the returned handle
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir)
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir,
+                                preexec_fn=_sigterm_on_parent_death if die_with_parent else None)
         try:
             _wait_ready(proc, options, ports, log_path)
         except TritonSimError as exc:

@@ -16,6 +16,7 @@ an INVALID_ARG error whose message names the input.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -65,10 +66,8 @@ class TritonPythonModel:
         except Exception as exc:
             response = pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(f"flux: {type(exc).__name__}: {exc}"))
-        try:
+        with contextlib.suppress(Exception):  # the client went away; nothing left to tell it
             sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        except Exception:
-            pass  # the client went away; nothing left to tell it
 
     def _generate(self, request: Any) -> np.ndarray:
         prompts = pb_utils.get_input_tensor_by_name(request, "prompt").as_numpy().reshape(-1)

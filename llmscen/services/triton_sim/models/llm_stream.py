@@ -10,13 +10,16 @@ whole text, sent when the last token would have been.
 
 A reply has `output_tokens` tokens, capped by max_tokens (exactly max_tokens
 with ignore_eos, at least min_length). Token k is due at
-arrival + ttft + k × itl, an absolute deadline: one scheduler thread keeps a
-heap of due times and sleeps until the earliest, so lateness never
-accumulates and thousands of streams cost one thread.
+arrival + ttft + k × itl, an absolute deadline, so lateness never accumulates.
+Each of a few sender threads keeps a heap of due times and sleeps until the
+earliest; the next response is built ahead of its deadline, the send starts
+early by the typical time a send takes, and cancellation is checked after a
+send, so the work left on the critical path is the send itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
@@ -31,13 +34,15 @@ try:
 except ImportError:  # outside Triton's Python backend stub
     pb_utils = None
 
+MAX_LEAD = 0.002   # never send more than this ahead of a deadline
+
 
 class InvalidInput(ValueError):
     """A client mistake; answered with INVALID_ARG."""
 
 
 class _Reply:
-    __slots__ = ("arrival", "next", "request", "sender", "stream", "tokens")
+    __slots__ = ("arrival", "next", "pending", "request", "sender", "stream", "tokens")
 
     def __init__(self, request: Any, tokens: list[str], stream: bool, arrival: float) -> None:
         self.request = request
@@ -46,6 +51,76 @@ class _Reply:
         self.stream = stream
         self.arrival = arrival
         self.next = 0 if stream else len(tokens) - 1   # index of the next token due
+        self.pending: Any = None                        # its response, built in advance
+
+    def build(self) -> None:
+        token = self.tokens[self.next] if self.stream else "".join(self.tokens)
+        out = pb_utils.Tensor("text_output", np.array([token.encode()], dtype=np.object_))
+        self.pending = pb_utils.InferenceResponse([out])
+
+
+class _Lane:
+    """One sender thread and the heap of replies it owns."""
+
+    def __init__(self, model: TritonPythonModel, index: int) -> None:
+        self.model = model
+        self.due: list[tuple[float, int, _Reply]] = []
+        self.order = itertools.count()
+        self.wake = threading.Condition()
+        self.stopping = False
+        self.lead = 0.0   # moving average of how long a send takes
+        self.thread = threading.Thread(target=self.run, name=f"llm_stream-{index}", daemon=True)
+        self.thread.start()
+
+    def schedule(self, reply: _Reply) -> None:
+        entry = (self.model.due_time(reply), next(self.order), reply)
+        with self.wake:
+            heapq.heappush(self.due, entry)
+            if self.due[0] is entry:
+                self.wake.notify()
+
+    def stop(self) -> None:
+        with self.wake:
+            self.stopping = True
+            self.wake.notify()
+
+    def run(self) -> None:
+        while True:
+            with self.wake:
+                while True:
+                    if self.stopping:
+                        return
+                    if not self.due:
+                        self.wake.wait()
+                        continue
+                    delay = self.due[0][0] - self.lead - time.monotonic()
+                    if delay <= 0:
+                        break
+                    self.wake.wait(delay)
+                reply = heapq.heappop(self.due)[2]
+            if self.emit(reply):
+                self.schedule(reply)
+
+    def emit(self, reply: _Reply) -> bool:
+        """Send the token that is due; True when more follow."""
+        reply.next += 1
+        last = reply.next >= len(reply.tokens)
+        started = time.monotonic()
+        try:
+            reply.sender.send(reply.pending,
+                              flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if last else 0)
+        except Exception:
+            return False  # the client went away
+        took = time.monotonic() - started
+        self.lead = min(MAX_LEAD, 0.9 * self.lead + 0.1 * took)
+        if last:
+            return False
+        if reply.request.is_cancelled():
+            _send_error(reply.sender, "llm_stream: request cancelled",
+                        pb_utils.TritonError.CANCELLED)
+            return False
+        reply.build()
+        return True
 
 
 class TritonPythonModel:
@@ -56,15 +131,8 @@ class TritonPythonModel:
         self.itl = float(params["itl"])
         self.output_tokens = int(params["output_tokens"])
         self.max_chars = int(params["max_prompt_chars"])
-        self._due: list[tuple[float, int, _Reply]] = []
-        self._order = itertools.count()
-        self._wake = threading.Condition()
-        self._stopping = False
-        import sys, os
-        if os.environ.get("SWI"): sys.setswitchinterval(float(os.environ["SWI"]))
-        self._nocancel = bool(os.environ.get("NOCANCEL"))
-        self._thread = threading.Thread(target=self._run, name="llm_stream", daemon=True)
-        self._thread.start()
+        self.lanes = [_Lane(self, i) for i in range(int(params["sender_threads"]))]
+        self.turn = itertools.cycle(self.lanes)
 
     def execute(self, requests: list[Any]) -> None:
         arrival = time.monotonic()
@@ -75,16 +143,18 @@ class TritonPythonModel:
                 _send_error(request.get_response_sender(), f"llm_stream: {exc}")
                 continue
             reply = _Reply(request, tokens, stream, arrival)
-            self._schedule(reply)
+            reply.build()
+            next(self.turn).schedule(reply)
         return None
 
     def finalize(self) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        self._thread.join(timeout=2)
+        for lane in self.lanes:
+            lane.stop()
+        for lane in self.lanes:
+            lane.thread.join(timeout=2)
 
-    # -- inputs ------------------------------------------------------------------------------
+    def due_time(self, reply: _Reply) -> float:
+        return reply.arrival + self.ttft + reply.next * self.itl
 
     def _parse(self, request: Any) -> tuple[list[str], bool]:
         text = _scalar(request, "text_input")
@@ -119,59 +189,6 @@ class TritonPythonModel:
         tokens = [words[0]] + [" " + words[k % len(words)] for k in range(1, n)]
         return tokens, True if stream is None else bool(stream)
 
-    # -- the scheduler -----------------------------------------------------------------------
-
-    def _due_time(self, reply: _Reply) -> float:
-        return reply.arrival + self.ttft + reply.next * self.itl
-
-    def _schedule(self, reply: _Reply) -> None:
-        with self._wake:
-            entry = (self._due_time(reply), next(self._order), reply)
-            heapq.heappush(self._due, entry)
-            if self._due[0] is entry:
-                self._wake.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while True:
-                    if self._stopping:
-                        return
-                    if not self._due:
-                        self._wake.wait()
-                        continue
-                    delay = self._due[0][0] - time.monotonic()
-                    if delay <= 0:
-                        break
-                    self._wake.wait(delay)
-                reply = heapq.heappop(self._due)[2]
-            late = time.monotonic() - self._due_time(reply)
-            t1 = time.monotonic()
-            try:
-                more = self._emit(reply)
-            except Exception:
-                more = False  # the client went away
-            with open("/tmp/probe/late.txt", "a") as f:
-                f.write(f"{late*1000:.3f} {(time.monotonic()-t1)*1000:.3f} {reply.next}\n")
-            if more:
-                self._schedule(reply)
-
-    def _emit(self, reply: _Reply) -> bool:
-        """Send the token that is due; True when more follow."""
-        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-        if not self._nocancel and reply.request.is_cancelled():
-            _send_error(reply.sender, "llm_stream: request cancelled", pb_utils.TritonError.CANCELLED)
-            return False
-        if reply.stream:
-            token = reply.tokens[reply.next]
-        else:
-            token = "".join(reply.tokens)
-        reply.next += 1
-        last = reply.next >= len(reply.tokens)
-        out = pb_utils.Tensor("text_output", np.array([token.encode()], dtype=np.object_))
-        reply.sender.send(pb_utils.InferenceResponse([out]), flags=final if last else 0)
-        return not last
-
 
 def _scalar(request: Any, name: str) -> Any:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -183,8 +200,6 @@ def _scalar(request: Any, name: str) -> Any:
 
 def _send_error(sender: Any, message: str, code: Any = None) -> None:
     error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG if code is None else code)
-    try:
+    with contextlib.suppress(Exception):  # the client went away
         sender.send(pb_utils.InferenceResponse(error=error),
                     flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-    except Exception:
-        pass

@@ -1,0 +1,190 @@
+"""`llmscen report` and `llmscen compare`: work on saved results files, offline."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import ValidationError
+
+from llmscen.assertions.slo import evaluate
+from llmscen.cli import exitcodes
+from llmscen.compile.plan import SLOPlan
+from llmscen.compile.slo import SLOSyntaxError, parse_slo
+from llmscen.metrics.results import ResultsError, RunResults
+from llmscen.spec.diagnostics import Diagnostic, ScenarioError, did_you_mean, one_of
+from llmscen.spec.errors import diagnostics_from
+from llmscen.spec.loader import parse_yaml
+from llmscen.spec.models import SLOSpec
+from llmscen.spec.units import parse_percent
+
+
+def fail(message: str, code: int = exitcodes.INVALID_INPUT) -> NoReturn:
+    from llmscen.cli.main import Failure   # here: main imports this module at its end
+
+    raise Failure(message, code)
+
+
+def load_results(path: str) -> RunResults:
+    try:
+        return RunResults.load(path)
+    except ResultsError as exc:
+        fail(str(exc))
+
+
+def scope_names(results: RunResults) -> dict[str, set[str]]:
+    """The phases, requests and targets an SLO may name for these results."""
+    return {
+        "phase": {p.name for p in results.phases} | {p.sweep for p in results.phases if p.sweep},
+        "request": {s.request for s in results.scopes},
+        "target": {t.name for t in results.meta.targets} | {s.target for s in results.scopes},
+    }
+
+
+def load_slos(path: str, results: RunResults) -> list[SLOPlan]:
+    """The `slos:` list of a YAML file (a scenario will do), checked against `results`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ScenarioError([Diagnostic(path, 1, 1, f"cannot read the SLO file: {reason}")]) \
+            from None
+    doc = parse_yaml(text, path)
+    raw = doc.data.get("slos") if isinstance(doc.data, dict) else None
+    if not isinstance(raw, list):
+        where = ("slos",) if isinstance(doc.data, dict) and "slos" in doc.data else ()
+        raise ScenarioError([doc.diagnostic(where, "expected an `slos:` list, e.g.\n"
+                                                   "slos:\n  - latency.p95 < 5s")])
+    known = scope_names(results)
+    problems: list[Diagnostic] = []
+    plans = []
+    for index, item in enumerate(raw):
+        loc: tuple[str | int, ...] = ("slos", index)
+        spec: SLOSpec | None = None
+        if isinstance(item, dict):
+            try:
+                spec = SLOSpec.model_validate(item)
+            except ValidationError as exc:
+                problems += diagnostics_from(exc, doc, SLOSpec, prefix=loc)
+                continue
+        elif not isinstance(item, str):
+            problems.append(doc.diagnostic(loc, "an SLO is a line such as 'latency.p95 < 5s' "
+                                                "or a mapping with assert: and scopes"))
+            continue
+        expression = spec.assert_ if spec else str(item)
+        text_loc = (*loc, "assert") if spec else loc
+        try:
+            expr = parse_slo(expression)
+        except SLOSyntaxError as exc:
+            problems.append(doc.diagnostic(text_loc, exc.message, offset=exc.column))
+            continue
+        scope: dict[str, Any] = {}
+        if spec is not None:
+            for key, names in known.items():
+                value = getattr(spec, key)
+                if value is not None and value not in names:
+                    problems.append(doc.diagnostic(
+                        (*loc, key), f"unknown {key} {value!r}{did_you_mean(value, names)}; "
+                                     f"these results have: {one_of(names)}"))
+                scope[key] = value
+            scope["window"] = spec.window
+        where = doc.diagnostic(text_loc, "")
+        plans.append(SLOPlan(text=expression, metric=expr.metric, stat=expr.stat, op=expr.op,
+                             threshold=expr.threshold,
+                             where=f"{where.file}:{where.line}:{where.col}", **scope))
+    if problems:
+        raise ScenarioError(problems)
+    return plans
+
+
+@click.command()
+@click.argument("results_path", metavar="RESULTS.json", type=click.Path(dir_okay=False))
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="HTML report path [default: report.html next to RESULTS.json when no "
+                   "output is named]")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="JUnit XML path")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+              help="Append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+@click.option("--slos", "slos_path", type=click.Path(dir_okay=False),
+              help="Judge with the `slos:` list of this YAML file (a scenario will do) "
+                   "instead of the saved verdicts")
+def report(results_path: str, html_path: str | None, junit_path: str | None,
+           summary_path: str | None, slos_path: str | None) -> None:
+    """Re-render reports from a saved RESULTS.json, offline.
+
+    Exits 1 when an SLO or expectation failed, 2 on invalid input, else 0.
+    """
+    from llmscen.report.html import write_html
+    from llmscen.report.junit import write_junit
+    from llmscen.report.markdown import write_summary
+    from llmscen.report.terminal import summary, verdict
+
+    results = load_results(results_path)
+    if slos_path is not None:
+        try:
+            results.slos = evaluate(load_slos(slos_path, results), results)
+        except ScenarioError as exc:
+            count = len(exc.diagnostics)
+            fail(f"{exc}\n{count} problem{'s' if count != 1 else ''} in the SLO file")
+    if not (html_path or junit_path or summary_path):
+        html_path = str(Path(results_path).with_name("report.html"))
+    _, line = verdict(results)
+    written = []
+    try:
+        for path, write in ((html_path, write_html), (junit_path, write_junit)):
+            if path:
+                write(results, path)
+                written.append(path)
+        if summary_path:
+            write_summary(results, line, summary_path)
+            written.append(summary_path)
+    except OSError as exc:
+        fail(f"cannot write {exc.filename}: {exc.strerror}", exitcodes.COULD_NOT_RUN)
+    click.echo(summary(results))
+    click.echo("")
+    click.echo(line)
+    for path in written:
+        click.echo(f"  wrote {path}")
+    failed = any(not s.passed for s in results.slos) or any(c.failed for c in results.checks)
+    sys.exit(exitcodes.ASSERTIONS_FAILED if failed else exitcodes.OK)
+
+
+def _bound(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    try:
+        return parse_percent(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@click.argument("base_path", metavar="BASE.json", type=click.Path(dir_okay=False))
+@click.argument("new_path", metavar="NEW.json", type=click.Path(dir_okay=False))
+@click.option("--max-regression", default="10%", show_default=True, callback=_bound,
+              help="Largest change for the worse allowed, relative to BASE (10% or 0.1)")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Also write the comparison as HTML")
+def compare(base_path: str, new_path: str, max_regression: float,
+            html_path: str | None) -> None:
+    """Compare NEW.json with BASE.json: latency, TTFT, ITL, TPOT, throughput, errors.
+
+    Overall, per phase and per request. Higher latency or error rate and lower
+    throughput are worse. Exits 1 when any got worse by more than
+    --max-regression, 2 on invalid input, else 0.
+    """
+    from llmscen.report.compare import compare as compare_runs
+    from llmscen.report.compare import terminal_table, verdict_line, write_compare_html
+
+    base, new = load_results(base_path), load_results(new_path)
+    comparison = compare_runs(base, new, max_regression)
+    click.echo(terminal_table(comparison))
+    click.echo("")
+    click.echo(verdict_line(comparison))
+    if html_path:
+        try:
+            write_compare_html(comparison, html_path)
+        except OSError as exc:
+            fail(f"cannot write {exc.filename}: {exc.strerror}", exitcodes.COULD_NOT_RUN)
+        click.echo(f"  wrote {html_path}")
+    sys.exit(exitcodes.ASSERTIONS_FAILED if comparison.regressions else exitcodes.OK)

@@ -1,0 +1,116 @@
+"""A short Markdown summary for CI pages (GitHub's `$GITHUB_STEP_SUMMARY` and the like).
+
+Model output and error messages are untrusted: in tables and prose they are
+HTML-escaped (GitHub renders inline HTML) and kept to one line; outputs go in
+fenced blocks whose fence is longer than any backtick run inside them.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+from llmscen.assertions.slo import show
+from llmscen.metrics.query import Aggregate, aggregate
+from llmscen.metrics.results import RunResults
+from llmscen.report.view import run_duration, slo_rows
+
+ICONS = {"PASSED": "✅", "FAILED": "❌", "INTERRUPTED": "⚠️", "COULD NOT RUN": "❌"}
+PHASE_COLUMNS = (("latency", "p50"), ("latency", "p95"), ("latency", "p99"), ("ttft", "p50"),
+                 ("ttft", "p99"), ("itl", "p50"))
+MAX_FAILED_CHECKS = 10     # a summary, not the report: the rest are in report.html
+
+
+def cell(text: object) -> str:
+    """Safe inside a table cell or a line of prose."""
+    one_line = re.sub(r"\s+", " ", str(text)).strip()
+    return html.escape(one_line, quote=False).replace("|", "\\|").replace("`", "&#96;")
+
+
+def code(text: str) -> str:
+    """An inline code span when `text` allows one (code spans show `<` as is)."""
+    if "`" in text or "\n" in text or "|" in text:
+        return cell(text)
+    return f"`{text}`"
+
+
+def fenced(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _table(header: list[str], rows: list[list[str]], right: range | tuple[int, ...] = ()
+           ) -> list[str]:
+    """A Markdown table; the columns at indexes `right` are right-aligned (numbers)."""
+    align = ["--:" if i in right else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def summary_markdown(results: RunResults, verdict_line: str) -> str:
+    meta = results.meta
+    word, _, detail = verdict_line.partition(": ")
+    icon = ICONS.get(word, "")
+    total = aggregate(results).counters
+    title = f"{icon} {cell(word)}" if icon else cell(word)
+    out = [f"## {title}: {cell(meta.scenario)}", ""]
+    facts = [cell(detail)] if detail else []
+    facts += [f"{total.requests:,} requests in {run_duration(results)}",
+              f"llmscen {cell(meta.llmscen_version)}"]
+    out += [" · ".join(facts), ""]
+    for note in meta.notes:
+        out += [f"> **Note:** {cell(note)}", ""]
+    if results.slos:
+        rows = [["✅" if s.passed else "❌", code(s.text), cell(s.scope), cell(s.measured),
+                 cell(s.threshold)] for s in slo_rows(results)]
+        out += ["### SLOs", "", *_table(["", "SLO", "scope", "measured", "threshold"], rows, (3, 4)),
+                ""]
+    out += ["### Phases", ""]
+    header = ["phase", "requests", "error rate", "throughput",
+              *(f"{m} {s}" for m, s in PHASE_COLUMNS)]
+    rows = []
+    for phase in results.phases:
+        if phase.kind == "pause":
+            continue
+        agg = aggregate(results, phase=phase.name)
+        warmup = phase.warmup and "warmup" not in phase.name
+        label = cell(phase.name) + (" (warmup)" if warmup else "")
+        rows.append(_phase_row(label, agg))
+    rows.append(_phase_row("**whole run**", aggregate(results)))
+    out += [*_table(header, rows, range(1, len(header))), ""]
+    failed = [c for c in results.checks if c.failed]
+    if failed:
+        out += ["### Failed expectations", ""]
+        for check in failed[:MAX_FAILED_CHECKS]:
+            out.append(f"**{cell(check.request)} · {cell(check.expectation)}**: "
+                       f"{check.failed:,} of {check.passed + check.failed:,} responses failed")
+            if check.samples:
+                sample = check.samples[0]
+                out += ["", f"- {cell(sample.message)}"]
+                if sample.output:
+                    out += ["", fenced(sample.output)]
+            out.append("")
+        if len(failed) > MAX_FAILED_CHECKS:
+            out += [f"…and {len(failed) - MAX_FAILED_CHECKS} more in the HTML report.", ""]
+    if results.errors:
+        rows = [[cell(e.request), cell(e.error), f"{e.count:,}",
+                 cell(e.samples[0].message) if e.samples else ""]
+                for e in sorted(results.errors, key=lambda e: -e.count)]
+        out += ["### Errors", "", *_table(["request", "class", "count", "example"], rows, (2,)),
+                ""]
+    return "\n".join(out)
+
+
+def _phase_row(label: str, agg: Aggregate) -> list[str]:
+    return [label, f"{agg.counters.requests:,}", show("error_rate", agg.value("error_rate")),
+            show("throughput", agg.value("throughput")),
+            *(show(m, agg.value(m, s)) for m, s in PHASE_COLUMNS)]
+
+
+def write_summary(results: RunResults, verdict_line: str, path: str | Path) -> None:
+    """Append the summary: CI step-summary files collect what each command adds."""
+    with Path(path).open("a", encoding="utf-8") as f:
+        f.write(summary_markdown(results, verdict_line) + "\n")

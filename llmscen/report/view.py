@@ -1,0 +1,224 @@
+"""What the HTML and Markdown reports show, computed from saved results only.
+
+Values are formatted here (with `assertions.slo.show`, so units match the
+terminal and SLO messages); templates only lay them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llmscen.assertions.slo import show
+from llmscen.metrics.query import Aggregate, aggregate
+from llmscen.metrics.results import PhaseInfo, RunResults, SloResult
+from llmscen.report.svg import format_clock
+from llmscen.report.terminal import verdict
+from llmscen.spec.metrics import CATALOG, HISTOGRAM_METRICS
+from llmscen.spec.units import format_duration
+
+KEY_METRICS = ("latency", "ttft", "itl", "tpot")
+STATS = ("p50", "p90", "p95", "p99", "p99.9", "max", "mean")
+COUNTER_COLUMNS = ("Requests", "OK", "Errors", "Failed checks", "Error rate", "Throughput",
+                   "Output tokens/s")
+METRIC_TITLES = {
+    "latency": "Latency", "latency_sent": "Latency from send", "ttft": "Time to first token",
+    "ttft_sent": "TTFT from send", "itl": "Inter-token latency", "tpot": "Time per output token",
+    "schedule_lag": "Schedule lag", "output_tokens": "Output tokens", "input_tokens":
+    "Input tokens", "chunks": "Chunks", "bytes_received": "Bytes received",
+}
+NOT_RUN = "could not run: "
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str        # passed | failed | interrupted | error (a CSS class too)
+    word: str          # PASSED, FAILED, INTERRUPTED, COULD NOT RUN
+    detail: str
+
+
+def verdict_of(results: RunResults) -> Verdict:
+    passed, line = verdict(results)
+    problem = next((n for n in results.meta.notes if n.startswith(NOT_RUN)), None)
+    if problem is not None:
+        return Verdict("error", "COULD NOT RUN", problem[len(NOT_RUN):])
+    if results.meta.interrupted:
+        return Verdict("interrupted", "INTERRUPTED",
+                       "the run was stopped early; these are partial results")
+    word, _, detail = line.partition(": ")
+    return Verdict("passed" if passed else "failed", word, detail)
+
+
+@dataclass(frozen=True)
+class Scoped:
+    """A row label and the aggregate behind it."""
+
+    label: str
+    group: str                 # phase | total | request | target
+    agg: Aggregate
+    phase: PhaseInfo | None = None
+    note: str = ""             # e.g. warmup
+
+
+def scopes(results: RunResults) -> list[Scoped]:
+    """Each non-pause phase, the whole run (warmup excluded), each request, each target."""
+    rows = [Scoped(p.name, "phase", aggregate(results, phase=p.name), p,
+                   "warmup" if p.warmup else "")
+            for p in results.phases if p.kind != "pause"]
+    rows.append(Scoped("whole run", "total", aggregate(results),
+                       note="warmup excluded" if any(p.warmup for p in results.phases) else ""))
+    requests = list(dict.fromkeys(s.request for s in results.scopes))
+    rows += [Scoped(r, "request", aggregate(results, request=r)) for r in requests]
+    targets = list(dict.fromkeys(s.target for s in results.scopes))
+    if len(targets) > 1:
+        rows += [Scoped(t, "target", aggregate(results, target=t)) for t in targets]
+    return rows
+
+
+def counter_cells(agg: Aggregate) -> list[str]:
+    c = agg.counters
+    return [f"{c.requests:,}", f"{c.ok:,}", f"{c.error_total:,}", f"{c.check_failures:,}",
+            show("error_rate", agg.value("error_rate")), show("throughput", agg.value("throughput")),
+            show("output_token_throughput", agg.value("output_token_throughput"))]
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Scoped, list[str]]]
+    description: str = ""
+    notes: list[str] = field(default_factory=list)
+    key: str = ""
+
+
+def phase_timing(phase: PhaseInfo | None) -> list[str]:
+    if phase is None:
+        return ["", "", ""]
+    planned = phase.planned_duration
+    took = f"{phase.wall:.1f}s"
+    if planned is not None and abs(planned - phase.wall) >= 0.5:
+        took += f" (planned {format_duration(planned)})"
+    return [phase.kind, format_clock(phase.started), took]
+
+
+def counters_table(rows: list[Scoped]) -> Table:
+    out = [(r, (phase_timing(r.phase) if r.group in ("phase", "total") else ["", "", ""])
+            + counter_cells(r.agg)) for r in rows]
+    estimated = max((r.agg.counters.tokens_estimated for r in rows if r.group == "total"),
+                    default=0)
+    notes = [f"token counts were estimated (no usage from the server) for {estimated} "
+             f"requests"] if estimated else []
+    return Table("Counters and rates", ("Kind", "Start", "Took", *COUNTER_COLUMNS), out,
+                 notes=notes)
+
+
+def metric_tables(rows: list[Scoped]) -> list[Table]:
+    """One table per histogram metric that has data, rows per scope."""
+    tables = []
+    for metric in HISTOGRAM_METRICS:
+        if not any(r.agg.histogram(metric) for r in rows):
+            continue
+        out = []
+        for r in rows:
+            stats = r.agg.stats(metric)
+            count = int(stats["count"] or 0)
+            out.append((r, [show(metric, stats[s]) if count else "–" for s in STATS]
+                        + [f"{count:,}"]))
+        missed = max((r.agg.out_of_range.get(metric, 0) for r in rows), default=0)
+        notes = [f"{missed} values were outside the histogram's range and not recorded"] \
+            if missed else []
+        tables.append(Table(METRIC_TITLES.get(metric, metric), (*STATS, "count"), out,
+                            CATALOG[metric].description, notes, metric))
+    return tables
+
+
+@dataclass(frozen=True)
+class SloRow:
+    passed: bool
+    text: str
+    scope: str
+    measured: str
+    threshold: str
+    message: str
+
+
+def slo_scope(slo: SloResult) -> str:
+    parts = [f"{k} {v}" for k, v in slo.scope.items() if v is not None and k != "window"]
+    window = slo.scope.get("window")
+    if window:
+        parts.append(f"every {format_duration(float(window))} window")
+    return ", ".join(parts) or "whole run"
+
+
+def slo_rows(results: RunResults) -> list[SloRow]:
+    rows = []
+    for slo in results.slos:
+        metric = slo.metric or ""
+        stat = slo.stat
+        unit_metric = "amount" if stat == "count" else metric
+        written = ""
+        for op in ("<=", ">=", "==", "<", ">"):
+            if op in slo.text:
+                written = f"{op} {slo.text.split(op, 1)[1].strip()}"
+                break
+        if slo.measured is not None:
+            measured = show(unit_metric, slo.measured)
+        else:   # a window SLO that held keeps no single value
+            measured = "every window" if slo.passed and slo.scope.get("window") else "–"
+        rows.append(SloRow(slo.passed, slo.text, slo_scope(slo), measured,
+                           written or show(unit_metric, slo.threshold), slo.message))
+    return rows
+
+
+def key_figures(results: RunResults) -> list[tuple[str, str, str]]:
+    """(label, value, detail) for the summary strip; the whole run, warmup excluded."""
+    agg = aggregate(results)
+    c = agg.counters
+    figures = [
+        ("Requests", f"{c.requests:,}", f"{c.ok:,} ok"),
+        ("Success rate", show("success_rate", agg.value("success_rate")),
+         f"{c.error_total:,} errors · {c.check_failures:,} failed checks"),
+        ("Throughput", show("throughput", agg.value("throughput")),
+         show("output_token_throughput", agg.value("output_token_throughput")) + " tokens"),
+        ("Latency p50", show("latency", agg.value("latency", "p50")),
+         "p99 " + show("latency", agg.value("latency", "p99"))),
+        ("TTFT p50", show("ttft", agg.value("ttft", "p50")),
+         "p99 " + show("ttft", agg.value("ttft", "p99"))),
+    ]
+    if agg.histogram("itl") is not None:
+        figures.append(("ITL p50", show("itl", agg.value("itl", "p50")),
+                        "p99 " + show("itl", agg.value("itl", "p99"))))
+    return figures
+
+
+def run_duration(results: RunResults) -> str:
+    meta = results.meta
+    if meta.started_at and meta.ended_at:
+        return f"{(meta.ended_at - meta.started_at).total_seconds():.1f}s"
+    return f"{max((p.ended for p in results.phases), default=0.0):.1f}s"
+
+
+def is_counter(name: str) -> bool:
+    """Prometheus counters end so; their change is what a phase did (gauges: their end value)."""
+    return name.endswith(("_total", "_sum", "_count", "_created"))
+
+
+def server_tables(results: RunResults) -> list[tuple[str, list[str], list[tuple[str, list[str]]]]]:
+    """Per target: (target, phase columns, rows of (metric, value per phase))."""
+    out = []
+    targets = list(dict.fromkeys(m.target for m in results.server_metrics))
+    for target in targets:
+        entries = [m for m in results.server_metrics if m.target == target]
+        phases = [m.phase for m in entries]
+        names = sorted({k for m in entries for k in (*m.delta, *m.after)},
+                       key=lambda n: (not is_counter(n), n))
+        rows = [(name, [_number((m.delta if is_counter(name) else m.after).get(name))
+                        for m in entries]) for name in names]
+        out.append((target or "", phases, rows))
+    return out
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.4g}"

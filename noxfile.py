@@ -1,0 +1,39 @@
+"""nox sessions: lint, types, tests, bench. `nox -l` lists them.
+
+Sessions reuse the project's `.venv` when run with `nox --no-venv` (as CI does
+through the README's command); on their own they build fresh environments.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "types", "tests"]
+nox.options.default_venv_backend = "venv"
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "llmscen", "tests", "benchmarks", "plugins")
+
+
+@nox.session
+def types(session: nox.Session) -> None:
+    session.install("-e", ".[dev,triton]")
+    session.run("mypy")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[dev,triton]")
+    session.run("bash", "scripts/install-test-deps.sh", external=True)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Side-by-side load-generator benchmark against nginx (see benchmarks/README.md)."""
+    session.install("-e", ".")
+    session.run("bash", "benchmarks/install-peers.sh", external=True)
+    session.run("python", "benchmarks/compare.py", *session.posargs)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# What the test suite needs beyond `pip install -e '.[dev,triton]'`:
+# real third-party OpenAI-compatible servers (cached under ~/.cache/llmscen) and
+# Debian's Chromium for the report's browser test. Idempotent; safe to re-run.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "install-test-deps: chromium and chromium-driver are missing; run as root or" \
+         "apt-get install them (the browser test will fail without them)" >&2
+  fi
+fi
+
+bash "$here/install-real-servers.sh"

@@ -1,0 +1,90 @@
+"""Keeps the layer rules of ARCHITECTURE.md true by reading every module's imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "llmscen"
+
+# layer → llmscen modules (prefixes) it may import
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "spec": ("llmscen.spec",),
+    "compile": ("llmscen.spec", "llmscen.compile"),
+    "engine": ("llmscen.spec", "llmscen.compile", "llmscen.engine", "llmscen.assertions"),
+    "assertions": ("llmscen.spec", "llmscen.compile", "llmscen.engine.protocol",
+                   "llmscen.metrics", "llmscen.assertions"),
+    "metrics": ("llmscen.spec", "llmscen.compile", "llmscen.engine.protocol",
+                "llmscen.engine.events", "llmscen.metrics"),
+    "runners": ("llmscen.spec", "llmscen.compile.plan", "llmscen.engine.protocol",
+                "llmscen.runners"),
+    "services": ("llmscen.spec", "llmscen.compile.plan", "llmscen.engine.protocol",
+                 "llmscen.services"),
+    "report": ("llmscen.spec", "llmscen.metrics", "llmscen.assertions", "llmscen.report",
+               "llmscen.compile.slo", "llmscen.compile.plan", "llmscen.cli.exitcodes"),
+}
+ROOT_MODULES = ("llmscen",)
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_layer_imports(layer: str) -> None:
+    bad = []
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
+        for line, name in _imports(path):
+            if not name.startswith("llmscen.") or name in ROOT_MODULES:
+                continue
+            if not name.startswith(ALLOWED[layer]):
+                bad.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_only_cli_exits() -> None:
+    bad = []
+    for path in _modules():
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in ("cli",) or rel.name == "__main__.py":
+            continue
+        text = path.read_text()
+        if "sys.exit(" in text and "def main(" not in text:
+            bad.append(str(rel))
+    assert not bad, f"sys.exit outside cli/: {bad}"
+
+
+def test_tritonclient_is_imported_lazily() -> None:
+    bad = []
+    for path in _modules():
+        rel = path.relative_to(PACKAGE)
+        if (rel.parts[0] == "services" and "triton_sim" in rel.parts) or \
+                rel.name.startswith("triton"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in tree.body:   # module level only
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.startswith(("tritonclient", "pytriton")) for n in names):
+                bad.append(str(rel))
+    assert not bad, f"module-level tritonclient imports: {bad}"
+
+
+def test_architecture_doc_names_every_layer() -> None:
+    doc = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    layers = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+    for layer in layers:
+        assert f"`{layer}/`" in doc, layer

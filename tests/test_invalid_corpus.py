@@ -1,0 +1,41 @@
+"""Each invalid scenario yields exactly the messages in its .expected file, at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llmscen.cli import exitcodes
+from llmscen.cli.main import cli
+from llmscen.engine.registry import Registry
+
+CORPUS = sorted((Path(__file__).parent / "scenarios" / "invalid").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_invalid_scenario_messages(path: Path, in_root: Path, registry: Registry) -> None:
+    relative = path.relative_to(in_root)
+    result = CliRunner().invoke(cli, ["validate", str(relative)],
+                                env={"LLMSCEN_TEST_SURELY_UNSET_URL": None})
+    assert result.exit_code == exitcodes.INVALID_INPUT
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("llmscen: ")
+    lines[0] = lines[0].removeprefix("llmscen: ")
+    assert lines[-1].endswith("found; nothing was sent")
+    # the installed plugins vary by environment; the rest of each message is exact
+    installed = ", ".join(sorted(registry.plugins))
+    expected = path.with_suffix(".expected").read_text().replace("{plugins}", installed)
+    expected = expected.strip().splitlines()
+    assert lines[:-1] == expected
+
+
+def test_corpus_covers_the_must_show_case() -> None:
+    text = (Path(__file__).parent / "scenarios/invalid/several-mistakes.expected").read_text()
+    for fragment in ("unknown key 'modle'; did you mean 'model'?",
+                     "unknown target 'chta'; did you mean 'chat'?",
+                     "invalid duration '10 seconds'",
+                     "unknown metric 'latncy'"):
+        assert fragment in text
