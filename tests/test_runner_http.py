@@ -314,6 +314,47 @@ def test_cancel_marks_cancelled_and_reraises():
     assert ex.error == "cancelled" and ex.end_ns > 0
 
 
+@contextlib.asynccontextmanager
+async def closing_keepalive_server() -> AsyncIterator[tuple[str, list[int]]]:
+    """Answers the first request on a connection with keep-alive, then closes the connection
+    when the next one arrives, unanswered. Yields the URL and requests seen per connection."""
+    seen: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(0)
+        index = len(seen) - 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                seen[index] += 1
+                if seen[index] > 1:
+                    break
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_post_on_a_closed_keepalive_connection_is_sent_again_once():
+    async def body() -> None:
+        async with closing_keepalive_server() as (url, seen), started(url) as runner:
+            for _ in range(3):
+                ex = await send(runner, post="/login", json={"a": 1})
+                assert ex.error is None and ex.text == "ok", ex.error_message
+            # the second met the closed connection and went out again on a new one
+            assert runner.reconnects == 1 and seen == [2, 1, 1]
+    run(body())
+
+
 def test_preflight_checks_the_port_only():
     async def body() -> tuple[list[str], list[str], int]:
         async with running() as (url, state), started(url) as runner:
@@ -330,6 +371,6 @@ def test_preflight_checks_the_port_only():
 def test_start_without_url_is_an_error():
     async def body() -> None:
         runner = http.plugin.create_runner(target(None))
-        with pytest.raises(http.TargetUnavailable, match="has no URL"):
+        with pytest.raises(ConnectionError, match="has no URL"):
             await runner.start()
     run(body())

@@ -154,6 +154,12 @@ def plugins() -> None:
         click.echo(f"  BROKEN {broken}", err=True)
 
 
+from llmscen.cli.report_cmds import compare, report  # noqa: E402  (needs `Failure` above)
+
+cli.add_command(report)
+cli.add_command(compare)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="llmscen", standalone_mode=True)

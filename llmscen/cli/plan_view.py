@@ -16,7 +16,7 @@ def _load(phase: PhasePlan) -> str:
         cap = f", ≤{phase.max_in_flight} in flight" if phase.max_in_flight else ""
         return rate + extra + cap
     if phase.kind == "closed":
-        users = f"{phase.users} users"
+        users = f"{phase.users} user" + ("s" if phase.users != 1 else "")
         if phase.users_ramp_to is not None:
             users += f" → {phase.users_ramp_to}"
         if phase.spawn_rate:

@@ -18,7 +18,6 @@ from llmscen.spec.diagnostics import Diagnostic, ScenarioError, did_you_mean, on
 from llmscen.spec.errors import diagnostics_from
 from llmscen.spec.loader import parse_yaml
 from llmscen.spec.models import SLOSpec
-from llmscen.spec.units import parse_percent
 
 
 def fail(message: str, code: int = exitcodes.INVALID_INPUT) -> NoReturn:
@@ -86,8 +85,8 @@ def load_slos(path: str, results: RunResults) -> list[SLOPlan]:
                 value = getattr(spec, key)
                 if value is not None and value not in names:
                     problems.append(doc.diagnostic(
-                        (*loc, key), f"unknown {key} {value!r}{did_you_mean(value, names)}; "
-                                     f"these results have: {one_of(names)}"))
+                        (*loc, key), f"unknown {key} {value!r}{did_you_mean(value, names)} "
+                                     f"(these results have: {one_of(names)})"))
                 scope[key] = value
             scope["window"] = spec.window
         where = doc.diagnostic(text_loc, "")
@@ -141,7 +140,7 @@ def report(results_path: str, html_path: str | None, junit_path: str | None,
             write_summary(results, line, summary_path)
             written.append(summary_path)
     except OSError as exc:
-        fail(f"cannot write {exc.filename}: {exc.strerror}", exitcodes.COULD_NOT_RUN)
+        fail(f"cannot write {exc.filename}: {exc.strerror}")
     click.echo(summary(results))
     click.echo("")
     click.echo(line)
@@ -152,10 +151,16 @@ def report(results_path: str, html_path: str | None, junit_path: str | None,
 
 
 def _bound(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """`10%` or `0.1`; above 100% is allowed (`200%`: up to three times worse)."""
+    text = value.strip()
     try:
-        return parse_percent(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        bound = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise click.BadParameter(f"expected a percentage such as 10% or 0.1, got {value!r}") \
+            from None
+    if not bound >= 0 or bound == float("inf"):
+        raise click.BadParameter(f"must be a finite percentage >= 0, got {value!r}")
+    return bound
 
 
 @click.command()
@@ -185,6 +190,6 @@ def compare(base_path: str, new_path: str, max_regression: float,
         try:
             write_compare_html(comparison, html_path)
         except OSError as exc:
-            fail(f"cannot write {exc.filename}: {exc.strerror}", exitcodes.COULD_NOT_RUN)
+            fail(f"cannot write {exc.filename}: {exc.strerror}")
         click.echo(f"  wrote {html_path}")
     sys.exit(exitcodes.ASSERTIONS_FAILED if comparison.regressions else exitcodes.OK)

@@ -1,18 +1,15 @@
 """The `http` plugin: plain HTTP steps (health checks, logins, REST calls) over aiohttp.
 
-A step names one method and a path (`get: /health`, `post: /api/auth/login`);
-the path is appended to the target's URL, a full URL is used as it is. One
-`ClientSession` per runner with keep-alive; a request that finds its pooled
-connection closed by the server is sent once more on a new connection
-(counted in `reconnects`), as in the openai runner. Redirects are followed here, not
-by aiohttp, so each hop sends and stores the right cookies and a credential
-header never follows a redirect to another origin.
+A step names one method and a path (`get: /health`), appended to the target's
+URL (a full URL is used as it is). One keep-alive session per runner; a request
+that finds its pooled connection closed is sent once more on a new one, as in
+the openai runner. Redirects are followed here, not by aiohttp, so each hop
+sends and stores the right cookies and credentials never go to another origin.
 
-Cookies live in one jar per asyncio task: the engine runs every open-model
-arrival (one flow iteration) in its own task, and every closed-model virtual
-user in its own task, so a login's session cookie reaches the flow's later
-steps and no other flow — but a closed-model user keeps its cookies across its
-iterations, as a browser would.
+Cookies live in one jar per asyncio task. The engine runs each open-model
+arrival (one flow iteration) and each closed-model virtual user in its own
+task: a login's cookie reaches its flow's later steps and no other flow, and a
+closed-model user keeps its cookies across iterations, as a browser would.
 """
 
 from __future__ import annotations
@@ -118,10 +115,6 @@ class HttpRequestOptions(BaseModel):
         return self
 
 
-class TargetUnavailable(ConnectionError):
-    """The target has no URL."""
-
-
 class HttpRunner:
     """Runner for one HTTP target; build it with `HttpPlugin.create_runner`."""
 
@@ -146,7 +139,7 @@ class HttpRunner:
 
     async def start(self) -> None:
         if not self.base:
-            raise TargetUnavailable(f"target {self.target.name!r} has no URL "
+            raise ConnectionError(f"target {self.target.name!r} has no URL "
                                     "(give `url:` or a `service:`)")
         if self._session is None:
             self._session = self._new_session(force_close=False)
@@ -295,17 +288,11 @@ class HttpRunner:
             url = URL(path)
         else:
             url = URL(self.base + (path if path.startswith("/") or not path else "/" + path))
-        if query:
-            if not isinstance(query, dict):
-                raise ValueError(f"`query` must be a mapping, got {type(query).__name__}")
-            url = url.extend_query(list(param_pairs(query)))
-        return url
+        return url.extend_query(list(param_pairs(query))) if query else url
 
     def _jar(self) -> aiohttp.CookieJar | None:
-        if not self.options.cookies or self._jars is None:
-            return None
         task = asyncio.current_task()
-        if task is None:
+        if not self.options.cookies or self._jars is None or task is None:
             return None
         jar = self._jars.get(task)
         if jar is None:
@@ -339,9 +326,8 @@ class HttpRunner:
         for key in ("json", "form", "query"):
             secrets.update(secret_values(payload.get(key)))
         task = asyncio.current_task()
-        jar = self._jars.get(task) if self._jars is not None and task is not None else None
-        if jar is not None:
-            secrets.update(str(cookie.value) for cookie in jar)
+        if self._jars is not None and task is not None and task in self._jars:
+            secrets.update(str(cookie.value) for cookie in self._jars[task])
         for secret in sorted(secrets, key=len, reverse=True):
             if len(secret) >= _MIN_SECRET:
                 message = message.replace(secret, "***")
@@ -440,11 +426,13 @@ def describe(exc: BaseException) -> str:
 
 
 def _credential_parts(value: str) -> list[str]:
-    """`Bearer abc` → [`Bearer abc`, `abc`]: servers often echo only the credential."""
+    """`Bearer abc` → [`Bearer abc`, `abc`], `a=1; b=2` → [..., `1`, `2`]: servers often
+    echo only the credential."""
     parts = [value.strip()]
-    scheme, _, credential = value.strip().partition(" ")
+    scheme, _, credential = parts[0].partition(" ")
     if credential and scheme.isalpha():
         parts.append(credential.strip())
+    parts += [pair.partition("=")[2].strip() for pair in value.split(";") if "=" in pair]
     return parts
 
 

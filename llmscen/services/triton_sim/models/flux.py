@@ -154,7 +154,9 @@ class TritonPythonModel:
 def decode(lat: np.ndarray, height: int, width: int) -> np.ndarray:
     """The "VAE": nearest-neighbour upsampling of [N, 3, L, L] latents to [N, 3, H, W]."""
     side = lat.shape[-1]
-    rows = (np.arange(height) * side) // height
-    cols = (np.arange(width) * side) // width
-    out = lat[:, :, rows[:, None], cols[None, :]]
-    return np.ascontiguousarray(out, dtype=np.float32)
+    # output row r shows latent row r*L//H: repeat latent row i once per such r
+    rows: Any = height // side if height % side == 0 else \
+        np.bincount((np.arange(height) * side) // height, minlength=side)
+    cols: Any = width // side if width % side == 0 else \
+        np.bincount((np.arange(width) * side) // width, minlength=side)
+    return np.ascontiguousarray(lat.repeat(rows, axis=2).repeat(cols, axis=3), dtype=np.float32)
