@@ -425,6 +425,7 @@ def main() -> None:
     parser.add_argument("--keep-logs", type=Path, help="keep client stdout/stderr here")
     args = parser.parse_args()
 
+    signal.signal(signal.SIGTERM, lambda signum, _f: sys.exit(128 + signum))  # clean up
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
         if m not in ("json", "sse"):

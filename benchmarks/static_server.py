@@ -242,12 +242,17 @@ def _check(target: StaticTarget) -> None:
     print(f"stub_status: {target.status()}")
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", default="0", help="core to pin nginx to, or 'none'")
     parser.add_argument("--check", action="store_true", help="fetch each endpoint, then stop")
     args = parser.parse_args()
     cpu = None if args.cpu == "none" else int(args.cpu)
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # so `kill` stops nginx too
     with static_target(cpu=cpu) as target:
         if args.check:
             _check(target)

@@ -217,7 +217,7 @@ verify_llama() {
   grep -q '^data: \[DONE\]' <<<"$body" || { echo "$body" | tail -n 5 >&2; die "no [DONE] in stream"; }
   grep -q '"usage":{' <<<"$body" || { echo "$body" | tail -n 5 >&2; die "no usage in stream"; }
   local chunks; chunks="$(grep -c '^data: {' <<<"$body")"
-  log "llama-server OK: streamed $chunks chunks with usage: $(grep -o '"usage":{[^}]*}' <<<"$body" | tail -n1)"
+  log "llama-server OK: $chunks chunks streamed, usage in the stream: $(grep -o '"completion_tokens":[0-9]*' <<<"$body" | tail -n1)"
 }
 
 verify_sims() {

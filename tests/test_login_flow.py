@@ -201,3 +201,9 @@ slos:
         assert scopes[(phase, "session.echo")]["ok"] == scopes[(phase, "session.set")]["requests"]
         assert scopes[(phase, "refused")]["ok"] == scopes[(phase, "refused")]["requests"] > 0
     assert state.login_failures > 0 and state.logins == 0
+
+
+def test_the_data_file_lists_accounts_the_api_knows() -> None:
+    with (ROOT / "scenarios" / "data" / "users.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(USERS.get(r["email"]) == r["password"] for r in rows)

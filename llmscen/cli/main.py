@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -109,12 +110,12 @@ def plan(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], as_json
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="HTML report path")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Local worker processes sharing the load")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Local worker processes sharing the load [default: one per core]")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress line")
 def run(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], out: str | None,
         json_path: str | None, junit_path: str | None, html_path: str | None,
-        summary_path: str | None, workers: int, quiet: bool) -> None:
+        summary_path: str | None, workers: int | None, quiet: bool) -> None:
     """Run SCENARIO: send its traffic, check every response, judge its SLOs."""
     from llmscen.cli.run import run_command
 
@@ -122,7 +123,7 @@ def run(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], out: str
     compiled = load_plan(registry, scenario, sets, targets)
     code = run_command(compiled, registry, out=out, json_path=json_path, junit_path=junit_path,
                        html_path=html_path, summary_path=summary_path, quiet=quiet,
-                       workers=workers)
+                       workers=workers or os.cpu_count() or 1)
     sys.exit(code)
 
 

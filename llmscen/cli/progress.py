@@ -48,6 +48,10 @@ class Progress(BaseHandler):
         else:
             self.errors += 1
 
+    def set_counts(self, done: int, ok: int, errors: int, checks: int) -> None:
+        """Totals from worker processes, which count on the parent's behalf."""
+        self.done, self.ok, self.errors, self.checks = done, ok, errors, checks
+
     def in_flight(self, now: float, count: int) -> None:
         self.ticks += 1
         t = time.monotonic()

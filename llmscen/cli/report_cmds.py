@@ -21,7 +21,7 @@ from llmscen.spec.models import SLOSpec
 
 
 def fail(message: str, code: int = exitcodes.INVALID_INPUT) -> NoReturn:
-    from llmscen.cli.main import Failure   # here: main imports this module at its end
+    from llmscen.cli.main import Failure  # here: main imports this module at its end
 
     raise Failure(message, code)
 
@@ -53,8 +53,9 @@ def load_slos(path: str, results: RunResults) -> list[SLOPlan]:
     doc = parse_yaml(text, path)
     raw = doc.data.get("slos") if isinstance(doc.data, dict) else None
     if not isinstance(raw, list):
-        where = ("slos",) if isinstance(doc.data, dict) and "slos" in doc.data else ()
-        raise ScenarioError([doc.diagnostic(where, "expected an `slos:` list, e.g.\n"
+        at: tuple[str, ...] = ("slos",) if isinstance(doc.data, dict) and "slos" in doc.data \
+            else ()
+        raise ScenarioError([doc.diagnostic(at, "expected an `slos:` list, e.g.\n"
                                                    "slos:\n  - latency.p95 < 5s")])
     known = scope_names(results)
     problems: list[Diagnostic] = []

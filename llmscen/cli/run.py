@@ -19,7 +19,9 @@ from llmscen.cli.progress import Progress
 from llmscen.compile.plan import Plan
 from llmscen.engine.events import Fanout, Handler
 from llmscen.engine.registry import Registry
-from llmscen.engine.run import Engine, RunError
+from llmscen.engine.run import Engine, RunError, start_services
+from llmscen.engine.workers import Pool
+from llmscen.metrics.merge import merge
 from llmscen.metrics.recorder import Recorder
 from llmscen.metrics.results import Meta, PluginInfo, RunResults, TargetInfo
 from llmscen.report.junit import write_junit
@@ -65,44 +67,78 @@ def make_meta(plan: Plan, registry: Registry, workers: int) -> Meta:
                 command_line=redact_argv(["llmscen", *sys.argv[1:]]), workers=workers)
 
 
-def execute(plan: Plan, registry: Registry, handlers: list[Handler], recorder: Recorder,
-            log_dir: Path) -> str | None:
-    """Run the plan; returns why it could not be carried out, or None."""
+def _on_interrupt(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    presses = 0
+
+    def handle() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            click.echo("\nstopping: finishing in-flight requests (Ctrl-C again to abandon "
+                       "them)", err=True)
+            first()
+        else:
+            second()
+    return handle
+
+
+def execute(plan: Plan, registry: Registry, handlers: list[Handler], meta: Meta,
+            log_dir: Path, workers: int) -> tuple[RunResults, str | None]:
+    """Run the plan in this process or in `workers` processes.
+
+    Returns what was measured (also when the run was cut short) and why the run
+    could not be carried out, or None.
+    """
     problem: str | None = None
+    recorder = Recorder(meta)
+    pool: Pool | None = None
 
     async def main() -> None:
-        nonlocal problem
-        engine = Engine(plan, registry, Fanout([recorder, *handlers]), log_dir=str(log_dir))
+        nonlocal problem, pool
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        presses = 0
-
-        def on_signal() -> None:
-            nonlocal presses
-            presses += 1
-            if presses == 1:
-                click.echo("\nstopping: finishing in-flight requests (Ctrl-C again to "
-                           "abandon them)", err=True)
-                engine.interrupt()
-            elif task is not None:
-                task.cancel()
-
+        stop = asyncio.Event()
+        if workers == 1:
+            engine = Engine(plan, registry, Fanout([recorder, *handlers]), log_dir=str(log_dir))
+            first = engine.interrupt
+        else:
+            first = stop.set
+        handle = _on_interrupt(first, lambda: task.cancel() if task else None)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, handle)
         try:
-            await engine.run()
+            if workers == 1:
+                await engine.run()
+                meta.interrupted = meta.interrupted or engine.interrupted
+            else:
+                async with start_services(plan, registry, str(log_dir)) as resolved:
+                    pool = Pool(resolved, workers, Fanout(list(handlers)), str(log_dir))
+                    await pool.run(stop)
+                meta.interrupted = stop.is_set()
         except RunError as exc:
             problem = str(exc)
         except asyncio.CancelledError:
-            recorder.meta.interrupted = True
+            meta.interrupted = True
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-        if engine.interrupted:
-            recorder.meta.interrupted = True
 
     run_async(main)
-    return problem
+    if pool is None:
+        return recorder.results(), problem
+    parts = [RunResults.from_json(data) for _, data in sorted(pool.results.items())]
+    if pool.errors and problem is None:
+        problem = "; ".join(pool.errors)
+    if not parts:
+        return recorder.results(), problem
+    merged = merge(parts)
+    meta.notes = [*merged.meta.notes, *meta.notes]
+    meta.started_at, meta.ended_at = merged.meta.started_at, merged.meta.ended_at
+    meta.workers = workers
+    merged.meta = meta
+    for handler in handlers:
+        handler.run_ended(max((p.ended for p in merged.phases), default=0.0), meta.interrupted)
+    return merged, problem
 
 
 def write_outputs(results: RunResults, out_dir: Path, json_path: str | None,
@@ -138,9 +174,8 @@ def run_command(plan: Plan, registry: Registry, *, out: str | None, json_path: s
                 quiet: bool, workers: int) -> int:
     out_dir = Path(out) if out else default_out_dir(plan)
     out_dir.mkdir(parents=True, exist_ok=True)
-    recorder = Recorder(make_meta(plan, registry, workers))
-    problem = execute(plan, registry, [Progress(quiet=quiet)], recorder, out_dir)
-    results = recorder.results()
+    meta = make_meta(plan, registry, workers)
+    results, problem = execute(plan, registry, [Progress(quiet=quiet)], meta, out_dir, workers)
     if problem is not None:
         results.meta.notes.append(f"could not run: {problem}")
     results.slos = evaluate(plan.slos, results)

@@ -17,16 +17,18 @@ class Feeder:
     """Rows in `sequential` (cycling), `random` (seeded) or `once` order.
 
     With several workers, worker `index` of `count` takes every count-th row, so
-    `once` never hands a row to two workers.
+    `once` never hands a row to two workers and `sequential` workers together go
+    through the rows evenly.
     """
 
     def __init__(self, plan: DataPlan, seed: int, index: int = 0, count: int = 1) -> None:
         rows = read_rows(plan.file, plan.format)
         self.name = plan.name
         self.order = plan.order
-        self.rows: list[dict[str, Any]] = rows[index::count] if plan.order == "once" else rows
+        strided = plan.order == "once" or (plan.order == "sequential" and len(rows) >= count)
+        self.rows: list[dict[str, Any]] = rows[index::count] if strided else rows
         self.position = 0
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed + index)
 
     def next(self) -> dict[str, Any]:
         if self.order == "random":

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from llmscen.engine.events import Handler
 from llmscen.engine.feed import Feeder
 from llmscen.engine.flow import Flow
 from llmscen.engine.load import Mix, PhaseState, pause, run_closed, run_open
-from llmscen.engine.protocol import Call, Runner, ServiceError
+from llmscen.engine.protocol import Call, Endpoint, Runner, ServiceError
 
 SATURATION_LAG_S = 0.05     # requests starting this late mean the client, not the server, lags
 SATURATION_SECONDS = 2      # ... for this many consecutive seconds
@@ -29,14 +30,43 @@ class RunError(Exception):
     """The run could not be carried out (service, target or plugin failure)."""
 
 
+@asynccontextmanager
+async def start_services(plan: Plan, registry: Any, log_dir: str | None) -> AsyncIterator[Plan]:
+    """Start the services the targets use; yield the plan with every target's URL filled."""
+    async with AsyncExitStack() as stack:
+        endpoints: dict[str, Endpoint] = {}
+        used = {t.service for t in plan.targets if t.service and not t.url}
+        for service in plan.services:
+            if service.name not in used:
+                continue
+            kind = registry.services[service.kind].obj
+            try:
+                endpoints[service.name] = await stack.enter_async_context(
+                    kind.launch(service, log_dir))
+            except ServiceError as exc:
+                raise RunError(str(exc)) from None
+        targets = []
+        for target in plan.targets:
+            if target.url is None:
+                assert target.service is not None, "the compiler requires url or service"
+                scheme = str(getattr(target.options, "protocol", "http"))
+                target = target.model_copy(update={
+                    "url": endpoints[target.service].url_for(scheme)})
+            targets.append(target)
+        yield plan.model_copy(update={"targets": tuple(targets)})
+
+
 class Engine:
     def __init__(self, plan: Plan, registry: Any, handler: Handler, *,
-                 log_dir: str | None = None, worker: tuple[int, int] = (0, 1)) -> None:
+                 log_dir: str | None = None, worker: tuple[int, int] = (0, 1),
+                 start_gate: Callable[[], Awaitable[int]] | None = None) -> None:
         self.plan = plan
         self.registry = registry
         self.handler = handler
         self.log_dir = log_dir
         self.worker = worker
+        # workers wait at the gate for one shared start (perf_counter is system-wide)
+        self.start_gate = start_gate
         self.stop = asyncio.Event()
         self.interrupted = False
         self.origin_ns = time.perf_counter_ns()
@@ -62,7 +92,15 @@ class Engine:
         async with AsyncExitStack() as stack:
             runners = await self._start(stack)
             flows = self._flows(runners)
-            self.origin_ns = time.perf_counter_ns()
+            start_ns = time.perf_counter_ns()
+            if self.start_gate is not None:
+                start_ns = await self.start_gate()
+                wait = (start_ns - time.perf_counter_ns()) / 1e9
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                elif wait < -0.1:
+                    self.note(f"worker {self.worker[0]} started {-wait:.2f}s after the others")
+            self.origin_ns = start_ns
             for flow in flows:
                 flow.origin = self.origin_ns
             self.handler.run_started(self.plan)
@@ -76,29 +114,15 @@ class Engine:
                 self.handler.run_ended(self.now(), self.interrupted)
 
     async def _start(self, stack: AsyncExitStack) -> dict[str, Runner]:
-        endpoints = {}
-        used = {t.service for t in self.plan.targets if t.service}
-        for service in self.plan.services:
-            if service.name not in used:
-                continue
-            kind = self.registry.services[service.kind].obj
-            try:
-                endpoints[service.name] = await stack.enter_async_context(
-                    kind.launch(service, self.log_dir))
-            except ServiceError as exc:
-                raise RunError(str(exc)) from None
+        self.plan = await stack.enter_async_context(
+            start_services(self.plan, self.registry, self.log_dir))
         runners: dict[str, Runner] = {}
         for target in self.plan.targets:
             entry = self.registry.plugins[target.plugin]
             url = target.url
-            if url is None:
-                assert target.service is not None, "the compiler requires url or service"
-                scheme = str(getattr(target.options, "protocol", "http"))
-                url = endpoints[target.service].url_for(scheme)
-            resolved = target.model_copy(update={"url": url})
             where = f"plugin {target.plugin!r} ({entry.origin})"
             try:
-                runner = entry.obj.create_runner(resolved)
+                runner = entry.obj.create_runner(target)
                 stack.push_async_callback(runner.stop)
                 await runner.start()
             except Exception as exc:  # a plugin may raise anything; say whose it was

@@ -72,7 +72,8 @@ def delta(scope: str, metric: str, stat: str | None, base: float | None, new: fl
           bound: float) -> Delta:
     change = relative_change(base, new)
     worse = change is not None and (change < 0 if metric in HIGHER_IS_BETTER else change > 0)
-    regression = worse and change is not None and abs(change) > bound
+    # a hair of slack so 1.0 → 1.1 is not "more than 10%" by float rounding
+    regression = worse and change is not None and abs(change) > bound + 1e-9
     return Delta(scope, metric, stat, base, new, change, worse, regression)
 
 
@@ -86,14 +87,16 @@ def compare(base: RunResults, new: RunResults, max_regression: float) -> Compari
     out = Comparison(base.meta, new.meta, max_regression)
     base_phases, base_requests = _names(base)
     new_phases, new_requests = _names(new)
-    scopes: list[tuple[str, dict[str, str]]] = [("overall", {})]
+    scopes: list[tuple[str, str | None, str | None]] = [("overall", None, None)]
+    scopes += [(f"phase {n}", n, None) for n in base_phases if n in new_phases]
+    scopes += [(f"request {n}", None, n) for n in base_requests if n in new_requests]
     for kind, mine, theirs in (("phase", base_phases, new_phases),
                                ("request", base_requests, new_requests)):
-        scopes += [(f"{kind} {n}", {kind: n}) for n in mine if n in theirs]
         out.only_base += [f"{kind} {n}" for n in mine if n not in theirs]
         out.only_new += [f"{kind} {n}" for n in theirs if n not in mine]
-    for label, where in scopes:
-        a, b = aggregate(base, **where), aggregate(new, **where)
+    for label, phase, request in scopes:
+        a = aggregate(base, phase=phase, request=request)
+        b = aggregate(new, phase=phase, request=request)
         for metric, stat in COMPARED:
             out.deltas.append(delta(label, metric, stat, a.value(metric, stat),
                                     b.value(metric, stat), max_regression))

@@ -96,7 +96,7 @@ _TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10
 
 def format_clock(seconds: float) -> str:
     """`45s`, `2m30s`, `1h05m`: a time offset for axis labels and tooltips."""
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     if s < 3600:

@@ -1,0 +1,156 @@
+"""`llmscen report`: re-render saved results offline, optionally with other SLOs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from junitparser import JUnitXml
+from test_report_samples import build_results, three_slos
+
+from llmscen.cli.main import cli
+from llmscen.metrics.results import RunResults
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    path = tmp_path / "results.json"
+    build_results(slos=three_slos()[:2]).save(path)
+    return path
+
+
+def test_rerenders_every_output(saved: Path, tmp_path: Path) -> None:
+    html, junit, md = tmp_path / "r.html", tmp_path / "j.xml", tmp_path / "s.md"
+    result = invoke("report", str(saved), "--html", str(html), "--junit", str(junit),
+                    "--summary", str(md))
+    assert result.exit_code == 0, result.output
+    assert "PASSED: 2 SLOs, 1 expectations" in result.output
+    assert '<div class="word">PASSED</div>' in html.read_text()
+    assert next(iter(JUnitXml.fromfile(str(junit)))).tests == 3
+    assert md.read_text().startswith("## ✅ PASSED: synthetic")
+
+
+def test_without_outputs_writes_report_html_beside_the_results(saved: Path) -> None:
+    result = invoke("report", str(saved))
+    assert result.exit_code == 0, result.output
+    assert (saved.parent / "report.html").exists()
+    assert f"wrote {saved.parent / 'report.html'}" in result.output
+
+
+def test_saved_failures_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    build_results(slos=three_slos()).save(path)
+    result = invoke("report", str(path), "--html", str(tmp_path / "r.html"))
+    assert result.exit_code == 1
+    assert "FAILED: 1 of 3 SLOs failed" in result.output
+
+
+def test_slos_file_rejudges_the_run(saved: Path, tmp_path: Path) -> None:
+    slos = tmp_path / "slos.yaml"
+    slos.write_text("slos:\n"
+                    "  - latency.p95 < 1s\n"
+                    "  - {assert: 'ttft.p99 < 10ms', phase: steady, request: chat}\n"
+                    "  - {assert: 'error_rate < 1%', window: 2s}\n")
+    junit = tmp_path / "j.xml"
+    result = invoke("report", str(saved), "--slos", str(slos), "--junit", str(junit))
+    assert result.exit_code == 1, result.output
+    assert "FAILED: 1 of 3 SLOs failed" in result.output
+    cases = [c for c in next(iter(JUnitXml.fromfile(str(junit)))) if c.classname.endswith(".slo")]
+    assert [(c.name, c.is_passed) for c in cases] == [
+        ("latency.p95 < 1s", True),
+        ("ttft.p99 < 10ms [phase=steady, request=chat]", False),
+        ("error_rate < 1% [window=2.0]", True)]
+    assert RunResults.load(saved).slos[0].text == "latency.p95 < 5s"   # the file is untouched
+
+
+def test_slos_file_passing_exits_0(saved: Path, tmp_path: Path) -> None:
+    slos = tmp_path / "slos.yaml"
+    slos.write_text("slos: ['latency.p99 < 10s', {assert: 'throughput > 1/s', phase: ramp}]\n")
+    result = invoke("report", str(saved), "--slos", str(slos), "--html",
+                    str(tmp_path / "r.html"))
+    assert result.exit_code == 0, result.output
+
+
+def test_a_scenario_file_works_as_slos_file(tmp_path: Path) -> None:
+    results = build_results(phases=(("warmup", 2.0, True), ("ramp", 2.0, False),
+                                     ("peak", 2.0, False), ("soak", 2.0, False)),
+                            requests=("codegen", "short-answer"))
+    path = tmp_path / "results.json"
+    results.save(path)
+    result = invoke("report", str(path), "--slos", "scenarios/peak.yaml", "--html",
+                    str(tmp_path / "r.html"))
+    assert result.exit_code == 0, result.output
+    assert "PASSED: 6 SLOs" in result.output
+
+
+def test_bad_slos_file_lists_every_problem_with_positions(saved: Path, tmp_path: Path) -> None:
+    slos = tmp_path / "slos.yaml"
+    slos.write_text("slos:\n"
+                    "  - latncy.p95 < 1s\n"
+                    "  - {assert: 'ttft.p99 < 1s', phase: stedy}\n"
+                    "  - {assert: 'itl.p50 < 1s', reqest: chat}\n"
+                    "  - 5\n")
+    result = invoke("report", str(saved), "--slos", str(slos))
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    out = result.output
+    assert f"{slos}:2:5: unknown metric 'latncy'; did you mean latency?" in out
+    assert f"{slos}:3:38: unknown phase 'stedy'; did you mean 'steady'?" in out
+    assert "(these results have: ramp, steady, warmup)" in out
+    assert f"{slos}:4:30: unknown key 'reqest'" in out
+    assert f"{slos}:5:5: an SLO is a line" in out
+    assert "4 problems in the SLO file" in out
+    assert "Traceback" not in out
+    assert not (saved.parent / "report.html").exists()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("latency.p95 < 1s\n", "expected an `slos:` list"),
+    ("slos: {a: 1}\n", "expected an `slos:` list"),
+    ("slos: [\n", "slos.yaml:"),
+])
+def test_slos_file_must_hold_a_list(saved: Path, tmp_path: Path, content: str,
+                                    message: str) -> None:
+    slos = tmp_path / "slos.yaml"
+    slos.write_text(content)
+    result = invoke("report", str(saved), "--slos", str(slos))
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "No such file or directory"),
+    (b"{not json", "not valid JSON"),
+    (b'{"meta": {}}', "not an llmscen results file"),
+    (b'{"schema_version": 99, "meta": {"scenario": "x"}}', "upgrade llmscen"),
+    (b'{"schema_version": 1, "meta": {}}', "invalid results file"),
+])
+def test_unreadable_results_exit_2(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_bytes(content)
+    result = invoke("report", str(path))
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unwritable_output_exits_2(saved: Path, tmp_path: Path) -> None:
+    result = invoke("report", str(saved), "--html", str(tmp_path / "missing" / "r.html"))
+    assert result.exit_code == 2
+    assert "cannot write" in result.output
+
+
+def test_report_runs_as_a_real_subprocess(saved: Path, tmp_path: Path) -> None:
+    html = tmp_path / "r.html"
+    proc = subprocess.run([sys.executable, "-m", "llmscen.cli.main", "report", str(saved),
+                           "--html", str(html)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert html.stat().st_size > 10_000

@@ -1,0 +1,52 @@
+"""JUnit XML as CI tools read it (parsed with junitparser, not our own code)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from junitparser import Failure, JUnitXml
+from test_report_samples import build_results, three_slos
+
+from llmscen.report.junit import write_junit
+
+
+def test_one_failing_and_two_passing_slos(tmp_path: Path) -> None:
+    results = build_results(slos=three_slos())
+    assert [s.passed for s in results.slos] == [True, True, False]
+    path = tmp_path / "junit.xml"
+    write_junit(results, path)
+
+    suites = list(JUnitXml.fromfile(str(path)))
+    assert len(suites) == 1
+    suite = suites[0]
+    assert suite.name == "synthetic"
+    slo_cases = [c for c in suite if c.classname == "synthetic.slo"]
+    assert [c.name for c in slo_cases] == [
+        "latency.p95 < 5s", "error_rate < 1%",
+        "ttft.p99 < 10ms [phase=steady, request=chat]"]
+    assert [c.is_passed for c in slo_cases] == [True, True, False]
+    for case, slo in zip(slo_cases, results.slos, strict=True):
+        if slo.passed:
+            assert case.result == []
+            assert case.system_out == slo.message
+        else:
+            (failure,) = case.result
+            assert isinstance(failure, Failure)
+            assert failure.message == slo.message
+            assert failure.type == "SLO"
+            assert "ttft.p99 = " in failure.message and "expected < 10ms" in failure.message
+            assert "[phase steady, request chat] FAILED" in failure.message
+    # one more case: the passing `status` expectation
+    assert suite.tests == 4 and suite.failures == 1 and suite.errors == 0
+
+
+def test_failed_expectation_carries_its_samples(tmp_path: Path) -> None:
+    results = build_results(failing_check=True)
+    path = tmp_path / "junit.xml"
+    write_junit(results, path)
+    suite = next(iter(JUnitXml.fromfile(str(path))))
+    case = next(c for c in suite if c.name == "contains")
+    (failure,) = case.result
+    assert failure.message.startswith("3 of ")
+    assert "<script>window.__xss=1</script>" in failure.text   # XML-escaped on disk
+    assert b"<script>" not in path.read_bytes()

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llmscen.cli.main import cli
+from llmscen.compile.compiler import compile_document
+from llmscen.engine.registry import Registry
+from llmscen.engine.workers import share
+from llmscen.metrics.query import aggregate
+from llmscen.metrics.results import RunResults
+from llmscen.spec.loader import load_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_share_splits_rates_users_and_counts(registry: Registry) -> None:
+    plan = compile_document(load_file(ROOT / "scenarios/peak.yaml",
+                                      overrides=["phases.0.requests=7"]), registry)
+    parts = [share(plan, i, 3) for i in range(3)]
+    for name in ("warmup", "ramp", "peak", "soak"):
+        original = next(p for p in plan.phases if p.name == name)
+        mine = [next(p for p in part.phases if p.name == name) for part in parts]
+        if original.rate is not None:
+            assert sum(p.rate or 0 for p in mine) == pytest.approx(original.rate)
+        if original.ramp_to is not None:
+            assert sum(p.ramp_to or 0 for p in mine) == pytest.approx(original.ramp_to)
+        if original.users is not None:
+            assert sum(p.users or 0 for p in mine) == original.users
+        if original.max_requests is not None:
+            assert sum(p.max_requests or 0 for p in mine) == original.max_requests
+        assert len({p.seed for p in mine}) == 3   # each worker its own arrivals
+
+
+@pytest.mark.slow
+def test_two_workers_merge_into_one_result(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["run", str(ROOT / "tests/scenarios/engine/timing.yaml"),
+                                      "--workers", "2", "--out", str(tmp_path), "--quiet"])
+    results = RunResults.load(tmp_path / "results.json")
+    agg = aggregate(results)
+    # 20/s for 5 s: the two workers' schedules add up to the whole rate
+    assert 95 <= agg.counters.requests <= 102, result.output
+    assert agg.counters.ok == agg.counters.requests
+    assert results.meta.workers == 2
+    hist = agg.histogram("itl")
+    assert hist is not None and hist.count == 29 * agg.counters.requests
+    assert result.exit_code == 0, result.output
