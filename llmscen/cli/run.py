@@ -103,7 +103,11 @@ def execute(plan: Plan, registry: Registry, handlers: list[Handler], meta: Meta,
             first = engine.interrupt
         else:
             first = stop.set
-        handle = _on_interrupt(first, lambda: task.cancel() if task else None)
+        def abandon() -> None:
+            if task is not None:
+                task.cancel()
+
+        handle = _on_interrupt(first, abandon)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, handle)
         try:
