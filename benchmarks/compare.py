@@ -125,14 +125,18 @@ def builtin_clients(peers: dict[str, str]) -> list[Client]:
                notes={"json": "Go; body read, status checked, not parsed",
                       "sse": "Go; whole stream read as one body, no SSE parsing"}),
         Client("guidellm",
-               f"{peers.get('GUIDELLM', '')} benchmark run --target {{url}} --model bench "
-               "--processor {repo}/benchmarks/clients/guidellm_tokenizer "
-               "--profile concurrent --rate {concurrency} --max-seconds {duration} "
-               "--data prompt_tokens=16,output_tokens=64 --output-path {tmp}/guidellm.json",
+               f"env HF_HUB_OFFLINE=1 {peers.get('GUIDELLM', '')} run "
+               "--backend kind=openai_http,target={url},request_format=/v1/chat/completions "
+               "--profile kind=concurrent,streams={concurrency} "
+               "--data kind=synthetic_text,prompt_tokens=16,output_tokens=64 "
+               f"--tokenizer kind=huggingface_auto,model={peers.get('GUIDELLM_TOKENIZER', '')} "
+               "--constraint kind=max_duration,seconds={duration} "
+               "--output kind=console --output kind=json,path={tmp}/guidellm.json "
+               "--disable-console-interactive",
                modes=frozenset({"sse"}),
                skip_reason="" if peers.get("GUIDELLM") else
                (peers.get("GUIDELLM_SKIP_REASON") or missing),
-               notes={"sse": "streams, per-token timing"}),
+               notes={"sse": "concurrent profile, per-token timing; imports torch"}),
         Client("wrk", f"{peers.get('WRK', '')} -t1 -c{{concurrency}} -d{{duration}}s "
                "-s benchmarks/clients/wrk_post.lua {url}/v1/chat/completions",
                skip_reason="" if peers.get("WRK") else "wrk not installed (apt-get install wrk)",
@@ -292,6 +296,7 @@ def run_once(client: Client, mode: str, rep: int, target: StaticTarget, args, wo
             time.sleep(0.1)
             now = target.status()["requests"]
             if now - before > 1:
+                traffic_at = time.monotonic()
                 break
             before = now
             if proc.poll() is not None:
@@ -314,9 +319,10 @@ def run_once(client: Client, mode: str, rep: int, target: StaticTarget, args, wo
         t1 = time.monotonic()
         if proc.poll() is not None:
             result.error = f"client exited ({proc.returncode}) inside the window"
-        # 3. Let the client finish by itself, bounded.
+        # 3. Let the client finish by itself, bounded (its clock starts at most at its
+        #    first request; slow starters such as GuideLLM spend their set-up before it).
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=max(0.0, launched + client_duration + args.exit_grace
+            proc.wait(timeout=max(0.0, traffic_at + client_duration + args.exit_grace
                                   - time.monotonic()))
     finally:
         if proc.poll() is None:

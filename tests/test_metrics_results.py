@@ -82,7 +82,8 @@ def test_merge_of_split_recordings_equals_one_recording(requests: list, workers:
         for metric, stat in [("latency", "p99"), ("itl", "max"), ("throughput", None),
                              ("error_rate", None), ("goodput", None)]:
             assert a.value(metric, stat) == b.value(metric, stat)
-    assert {e.error: e.count for e in merged.errors} == {e.error: e.count for e in expected.errors}
+    assert {(e.request, e.error): e.count for e in merged.errors} == \
+        {(e.request, e.error): e.count for e in expected.errors}
 
 
 @settings(max_examples=15, deadline=None)

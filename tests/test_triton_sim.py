@@ -81,6 +81,20 @@ def test_missing_pytriton_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -
         start_triton_sim({"image_size": 64})
 
 
+@needs_triton
+@pytest.mark.triton
+def test_startup_timeout_quotes_the_log_and_cleans_up() -> None:
+    before = _triton_pids()
+    with pytest.raises(TritonSimError, match=r"not ready after 0\.2 s; last lines of its log"):
+        start_triton_sim({"image_size": 64, "startup_timeout": 0.2})
+    assert _triton_pids() <= before
+
+
+def _triton_pids() -> set[int]:
+    return {int(p) for p in os.listdir("/proc") if p.isdigit() and _comm(int(p)) in
+            ("tritonserver", "triton_python_b") and _state(int(p)) not in ("Z", "gone")}
+
+
 # -- a live server ----------------------------------------------------------------------------
 
 
@@ -177,7 +191,7 @@ def test_flux_metadata_matches_the_spec_example(grpc: Any) -> None:
 def test_flux_grpc_image_shape_range_and_determinism(grpc: Any) -> None:
     image = _images(grpc, ["A cat holding a sign that says hello world"])
     assert image.shape == (1, 3, 64, 64) and image.dtype == np.float32
-    assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0.05
+    assert image.min() >= 0.0 and image.max() <= 1.0 and image.std() > 0.05
     again = _images(grpc, ["A cat holding a sign that says hello world"], steps=[8])
     assert np.array_equal(image, again)
     other_seed = _images(grpc, ["A cat holding a sign that says hello world"],
@@ -197,7 +211,7 @@ def test_flux_batch_of_three_equals_three_singles(grpc: Any) -> None:
     prompts, seeds = ["a red fox", "a castle", "a red fox"], [1, 2, 3]
     batch = _images(grpc, prompts, seed=("INT64", seeds))
     assert batch.shape == (3, 3, 64, 64)
-    for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
+    for i, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True)):
         assert np.array_equal(batch[i], _images(grpc, [prompt], seed=("INT64", [seed]))[0]), i
 
 

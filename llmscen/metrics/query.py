@@ -126,7 +126,7 @@ def _select(results: RunResults, phase: str | None, request: str | None, target:
         return _Selection(frozenset({phase, *(p.name for p in named)}), frozenset(), request,
                           target, named)
     excluded = frozenset(p.name for p in results.phases if p.warmup and not include_warmup)
-    timed = tuple(p for p in results.phases if p.name not in excluded and p.kind != "pause")
+    timed = tuple(p for p in results.phases if p.name not in excluded and True)
     return _Selection(None, excluded, request, target, timed)
 
 

@@ -259,7 +259,9 @@ def _tail(path: Path, lines: int) -> str:
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    # skip the big option/model tables tritonserver prints at startup and shutdown
+    kept = [line for line in text.splitlines() if line.strip() and line[:1] not in "|+"]
+    return "\n".join(kept[-lines:])
 
 
 def _probe_ready(host: str, port: int) -> bool:
@@ -316,11 +318,9 @@ def start_triton_sim(options: TritonSimOptions | Mapping[str, Any] | None = None
     for attempt in range(_PORT_RETRIES):
         try:
             return _start_once(dist, options, log_file, die_with_parent)
-        except _PortTaken:
+        except _PortTaken as exc:
             if not auto_ports or attempt == _PORT_RETRIES - 1:
-                raise TritonSimError("tritonserver could not bind its ports: "
-                                     f"{options.grpc_port}/{options.http_port}/"
-                                     f"{options.metrics_port} (grpc/http/metrics)") from None
+                raise TritonSimError(f"a port is already in use; {exc}") from None
     raise AssertionError("unreachable")
 
 
