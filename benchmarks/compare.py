@@ -78,6 +78,8 @@ class RunResult:
     client_summary: dict | None = None
     error: str = ""
     pids_seen: int = 0
+    server_cores: float = 0.0
+    other_cores: float = 0.0
     killed: bool = False  # still running past its duration + grace: stopped by the driver
 
 
@@ -219,6 +221,14 @@ class TreeCPU:
         return sum(self.last[p] - self.first[p] for p in self.last) / CLK_TCK
 
 
+def _busy_ticks() -> int:
+    """Machine-wide busy CPU ticks (all cores) from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return user + nice + system + irq + softirq + steal
+
+
 # --- one run ------------------------------------------------------------------------------
 
 
@@ -291,14 +301,16 @@ def run_once(client: Client, mode: str, rep: int, target: StaticTarget, args, wo
         proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=fo,
                                 stderr=fe, env=env, start_new_session=True)
     try:
-        # 1. Wait for traffic (each status fetch counts one request itself).
+        # 1. Wait for load, not a probe: at least max(8, concurrency) requests beyond our
+        #    own status fetches (GuideLLM, say, GETs /v1/models then sets up for ~20 s).
+        polls = 0
         while True:
             time.sleep(0.1)
+            polls += 1
             now = target.status()["requests"]
-            if now - before > 1:
+            if now - before - polls >= max(8, args.concurrency):
                 traffic_at = time.monotonic()
                 break
-            before = now
             if proc.poll() is not None:
                 result.error = f"exited ({proc.returncode}) before sending requests"
                 return result
@@ -308,7 +320,10 @@ def run_once(client: Client, mode: str, rep: int, target: StaticTarget, args, wo
         # 2. Warm up, then measure the window.
         time.sleep(args.warmup)
         cpu = TreeCPU(proc.pid)
+        server_cpu = TreeCPU(target.pid)
         cpu.sample(start=True)
+        server_cpu.sample(start=True)
+        busy0 = _busy_ticks()
         t0 = time.monotonic()
         r0 = target.status()["requests"]
         end = t0 + args.duration
@@ -317,6 +332,8 @@ def run_once(client: Client, mode: str, rep: int, target: StaticTarget, args, wo
             cpu.sample()
         r1 = target.status()["requests"]
         t1 = time.monotonic()
+        server_cpu.sample()
+        busy1 = _busy_ticks()
         if proc.poll() is not None:
             result.error = f"client exited ({proc.returncode}) inside the window"
         # 3. Let the client finish by itself, bounded (its clock starts at most at its
@@ -335,13 +352,19 @@ def run_once(client: Client, mode: str, rep: int, target: StaticTarget, args, wo
     result.pids_seen = len(cpu.last)
     result.responses_per_s = result.server_responses / result.window_s
     result.client_cores = result.client_cpu_s / result.window_s
+    result.server_cores = server_cpu.seconds() / result.window_s
+    # Everything else the machine did meanwhile (other users, the driver): a noise gauge.
+    result.other_cores = max(0.0, (busy1 - busy0) / CLK_TCK / result.window_s
+                             - result.client_cores - result.server_cores)
     result.per_client_core = (result.server_responses / result.client_cpu_s
                               if result.client_cpu_s > 0 else 0.0)
     result.client_summary = _last_json_line(out)
-    result.ok = not result.error and result.server_responses > 0
+    if result.server_responses <= 0 and not result.error:
+        result.error = "no responses in the window"
+    result.ok = not result.error
     if result.client_summary and result.client_summary.get("errors"):
         result.error = f"client reported {result.client_summary['errors']} errors"
-    if result.exit_code not in (0, None) and not result.error:
+    if result.exit_code not in (0, None) and not result.error and not result.killed:
         result.error = f"exit code {result.exit_code}: {_tail(err, 3)}"
     return result
 
@@ -358,7 +381,9 @@ def markdown(results: list[RunResult], clients: list[Client], modes: list[str], 
     lines = [
         f"Run {meta['date']} on {meta['machine']}; nginx {meta['nginx']} on core 0, each client "
         f"on core {args.client_cpu}; concurrency {args.concurrency}, window {args.duration:g} s "
-        f"after {args.warmup:g} s warm-up, {args.reps} reps interleaved.",
+        f"after {args.warmup:g} s warm-up, {args.reps} reps interleaved. Load average "
+        f"{meta['loadavg_before'][0]:.1f} before, {meta['loadavg_after'][0]:.1f} after; "
+        "'other load' is what the rest of the machine used during the windows.",
         "",
     ]
     for mode in modes:
@@ -371,8 +396,9 @@ def markdown(results: list[RunResult], clients: list[Client], modes: list[str], 
             f"### {mode.upper()}" + (" (64-chunk SSE)" if mode == "sse" else " (~390 B body)"),
             "",
             "| client | resp/s per client core, median (min–max) | ratio to "
-            f"{BASELINE} | resp/s (median) | client CPU, cores (median) | ok runs | notes |",
-            "|---|---|---|---|---|---|---|",
+            f"{BASELINE} | resp/s (median) | client CPU, cores | nginx CPU, cores | "
+            "other load, cores | ok runs | notes |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for client in clients:
             mine = [r for r in rows if r.client == client.name]
@@ -381,17 +407,22 @@ def markdown(results: list[RunResult], clients: list[Client], modes: list[str], 
             good = [r for r in mine if r.ok]
             errors = sorted({r.error for r in mine if r.error})
             if not good:
-                lines.append(f"| {client.name} | failed | | | | 0/{len(mine)} | "
+                lines.append(f"| {client.name} | failed | | | | | | 0/{len(mine)} | "
                              f"{'; '.join(errors)[:200]} |")
                 continue
             pcc = [r.per_client_core for r in good]
             med = statistics.median(pcc)
             ratio = f"{med / base_med:.2f}×" if base_med else "—"
             note = client.notes.get(mode, "") + (f"; {'; '.join(errors)[:160]}" if errors else "")
+            killed = sum(r.killed for r in mine)
+            if killed:
+                note += f"; stopped by the driver after its duration in {killed} run(s)"
             lines.append(
                 f"| {client.name} | {_k(med)} ({_k(min(pcc))}–{_k(max(pcc))}) | {ratio} | "
                 f"{_k(statistics.median(r.responses_per_s for r in good))} | "
                 f"{statistics.median(r.client_cores for r in good):.2f} | "
+                f"{statistics.median(r.server_cores for r in good):.2f} | "
+                f"{statistics.median(r.other_cores for r in good):.2f} | "
                 f"{len(good)}/{len(mine)} | {note} |")
         lines.append("")
     skipped = [c for c in clients if c.skip_reason]
@@ -420,7 +451,9 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=2.0,
                         help="extra seconds the client runs past the window")
     parser.add_argument("--startup-timeout", type=float, default=60.0)
-    parser.add_argument("--exit-grace", type=float, default=15.0)
+    parser.add_argument("--exit-grace", type=float, default=45.0,
+                        help="seconds a client may take to exit after its duration "
+                             "(GuideLLM builds its report for ~30 s); then it is stopped")
     parser.add_argument("--client", action="append", default=[], metavar="NAME=CMD",
                         help="extra client command template (repeatable)")
     parser.add_argument("--only", default="", help="comma-separated client names to run")
@@ -459,6 +492,7 @@ def main() -> None:
     workdir = args.keep_logs or Path(tempfile.mkdtemp(prefix="llmscen-compare-"))
     workdir.mkdir(parents=True, exist_ok=True)
     meta = {"date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "loadavg_before": os.getloadavg(),
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, "
                        f"Linux {platform.release()}",
             "nginx": _nginx_version(), "argv": sys.argv}
@@ -470,9 +504,11 @@ def main() -> None:
             results.append(r)
             status = "ok" if r.ok else f"FAILED: {r.error}"
             print(f"[{i}/{len(plan)}] {mode} rep {rep} {client.name}: "
-                  f"{r.responses_per_s:,.0f} resp/s, {r.client_cores:.2f} cores, "
-                  f"{r.per_client_core:,.0f} per core — {status}", file=sys.stderr, flush=True)
+                  f"{r.responses_per_s:,.0f} resp/s, {r.client_cores:.2f} client cores, "
+                  f"{r.per_client_core:,.0f} per core (nginx {r.server_cores:.2f}, "
+                  f"other {r.other_cores:.2f} cores) — {status}", file=sys.stderr, flush=True)
             time.sleep(1.0)
+    meta["loadavg_after"] = os.getloadavg()
     if not args.keep_logs:
         import shutil
         shutil.rmtree(workdir, ignore_errors=True)

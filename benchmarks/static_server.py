@@ -38,8 +38,11 @@ NGINX_DIR = HERE / "nginx"
 MODEL = "bench"
 CHUNKS = 64
 CREATED = 1_700_000_000
-WORDS = ("The quick brown fox jumps over the lazy dog while the load generator keeps "
-         "counting every event it receives from the static server").split()
+WORDS = [
+    "The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "the",
+    "load", "generator", "keeps", "counting", "every", "event", "it", "receives", "from",
+    "the", "static", "server",
+]
 
 
 def chat_completion_body() -> bytes:
@@ -167,9 +170,10 @@ def static_target(cpu: int | None = 0, timeout: float = 10.0) -> Iterator[Static
                     str(run / "error.log")]
             if cpu is not None:
                 argv = ["taskset", "-c", str(cpu), *argv]
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=open(run / "stderr.log", "wb"),
-                                    start_new_session=True)
+            with open(run / "stderr.log", "wb") as stderr:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=stderr,
+                                        start_new_session=True)
             target = StaticTarget(
                 json_url=f"http://127.0.0.1:{ports['json']}",
                 sse_url=f"http://127.0.0.1:{ports['sse']}",

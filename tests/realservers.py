@@ -40,7 +40,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -260,7 +260,7 @@ def _child_env() -> dict[str, str]:
 @contextlib.contextmanager
 def _serve(
     name: str,
-    argv_for_port,  # Callable[[int], list[str]]
+    argv_for_port: Callable[[int], list[str]],
     *,
     ready_path: str,
     model: str,

@@ -154,3 +154,12 @@ def test_report_runs_as_a_real_subprocess(saved: Path, tmp_path: Path) -> None:
                            "--html", str(html)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert html.stat().st_size > 10_000
+
+
+def test_slos_may_name_a_flow_by_its_steps_prefix(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    build_results(requests=("login-flow.login", "login-flow.models")).save(path)
+    slos = tmp_path / "slos.yaml"
+    slos.write_text("slos: [{assert: 'latency.p99 < 10s', request: login-flow}]\n")
+    result = invoke("report", str(path), "--slos", str(slos), "--junit", str(tmp_path / "j.xml"))
+    assert result.exit_code == 0, result.output

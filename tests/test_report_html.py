@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from test_report_samples import XSS_OUTPUT, build_results, three_slos
+from test_report_samples import XSS_OUTPUT, build_results, slo, three_slos
 
 from llmscen.metrics.results import Meta, PhaseInfo, RunResults, TargetInfo
 from llmscen.report.html import render_html, write_html
@@ -107,11 +107,11 @@ def test_only_our_script_may_run(failing_html: str) -> None:
 def test_verdict_slos_and_failures_are_shown(failing: RunResults, failing_html: str) -> None:
     assert '<div class="word">FAILED</div>' in failing_html
     assert "2 of 3 SLOs failed" in failing_html
-    rows = re.findall(r'<tr class="(passed|failed)">\s*<td><span class="badge',
+    rows = re.findall(r'<tr class="(passed|failed)"[^>]*>\s*<td><span class="badge',
                       failing_html.split('id="checks"')[0])
     assert rows == ["passed", "failed", "failed"]
-    for slo in failing.slos:
-        assert f"<code>{slo.text.replace('<', '&lt;')}</code>" in failing_html
+    for result in failing.slos:
+        assert f"<code>{result.text.replace('<', '&lt;')}</code>" in failing_html
     assert "phase steady, request chat" in failing_html
     assert "3 of " in failing_html and "responses failed" in failing_html
     assert "load generator saturated" in failing_html
@@ -165,3 +165,10 @@ def test_an_empty_run_renders(tmp_path: Path) -> None:
     html = (tmp_path / "r.html").read_text()
     assert '<div class="word">PASSED</div>' in html
     assert "No SLOs were set" in html and "Nothing was recorded over time" in html
+
+
+def test_a_failed_window_slo_says_where_it_failed() -> None:
+    results = build_results(errors_every=9, slos=(slo("error_rate < 1%", window=2.0),))
+    html = render_html(results)
+    assert '<span class="why">error_rate was ' in html
+    assert "in the window starting at" in html

@@ -309,16 +309,20 @@ def _stream(grpc: Any, text: str, *, request_id: str = "r", **extra: tuple[str, 
 
 @pytest.mark.triton
 def test_llm_stream_emits_output_tokens_with_configured_timing(grpc: Any) -> None:
-    ttfts, gaps = [], []
-    for i in range(5):
+    ttfts, spans = [], []
+    for i in range(7):
         tokens, times, final = _stream(grpc, "hello big world", request_id=f"t{i}")
         assert final and len(tokens) == TOKENS
         assert "".join(tokens) == "hello big world hello big world hello big"
         ttfts.append(times[0])
-        gaps += list(np.diff(times))
-    ttft = statistics.median(ttfts)
-    assert TTFT - 0.001 <= ttft <= TTFT + 0.004, f"median TTFT {ttft * 1000:.2f} ms"
-    assert abs(statistics.mean(gaps) - ITL) < 0.001, f"mean ITL {statistics.mean(gaps) * 1000:.2f}"
+        spans.append(times[-1] - times[0])
+    # A busy machine can only add delay: the best case shows the server's precision.
+    best, typical = min(ttfts) * 1000, statistics.median(ttfts) * 1000
+    assert TTFT * 1000 - 0.5 <= best <= TTFT * 1000 + 3, f"best TTFT {best:.2f} ms"
+    assert typical <= TTFT * 1000 + 10, f"median TTFT {typical:.2f} ms"
+    # Tokens are due at absolute times, so late wake-ups don't add up over a reply.
+    span = statistics.median(spans) * 1000
+    assert abs(span - (TOKENS - 1) * ITL * 1000) <= 3, f"first→last token {span:.2f} ms"
 
 
 @pytest.mark.triton

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import click
 import orjson
+from pydantic import BaseModel
 
 from llmscen import __version__
 from llmscen.cli import exitcodes
@@ -112,10 +113,13 @@ def plan(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], as_json
               help="Also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Local worker processes sharing the load [default: one per core]")
+@click.option("--log-requests", "log_path", type=click.Path(dir_okay=False),
+              help="Also write one JSON line per request (timings, status, errors)")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress line")
 def run(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], out: str | None,
         json_path: str | None, junit_path: str | None, html_path: str | None,
-        summary_path: str | None, workers: int | None, quiet: bool) -> None:
+        summary_path: str | None, workers: int | None, log_path: str | None,
+        quiet: bool) -> None:
     """Run SCENARIO: send its traffic, check every response, judge its SLOs."""
     from llmscen.cli.run import run_command
 
@@ -123,7 +127,7 @@ def run(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], out: str
     compiled = load_plan(registry, scenario, sets, targets)
     code = run_command(compiled, registry, out=out, json_path=json_path, junit_path=junit_path,
                        html_path=html_path, summary_path=summary_path, quiet=quiet,
-                       workers=workers or os.cpu_count() or 1)
+                       workers=workers or os.cpu_count() or 1, log_path=log_path)
     sys.exit(code)
 
 
@@ -143,10 +147,9 @@ def plugins() -> None:
     click.echo("plugins:")
     for name, entry in sorted(registry.plugins.items()):
         obj = entry.obj
-        fields = ", ".join(obj.target_options.model_fields)
         click.echo(f"  {name:<10} {entry.origin:<22} {obj.description}")
-        click.echo(f"  {'':<10} target options: {fields}")
-        click.echo(f"  {'':<10} request options: {', '.join(obj.request_options.model_fields)}")
+        click.echo(f"  {'':<10} target options: {_keys(obj.target_options)}")
+        click.echo(f"  {'':<10} request options: {_keys(obj.request_options)}")
         click.echo(f"  {'':<10} metrics: {', '.join(sorted(obj.metrics))}")
     click.echo("services:")
     for name, entry in sorted(registry.services.items()):
@@ -159,6 +162,11 @@ from llmscen.cli.report_cmds import compare, report  # noqa: E402  (needs `Failu
 
 cli.add_command(report)
 cli.add_command(compare)
+
+
+def _keys(model: type[BaseModel]) -> str:
+    """The keys a user writes (aliases where a field has one)."""
+    return ", ".join(f.alias or name for name, f in model.model_fields.items())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -35,9 +35,12 @@ def load_results(path: str) -> RunResults:
 
 def scope_names(results: RunResults) -> dict[str, set[str]]:
     """The phases, requests and targets an SLO may name for these results."""
+    requests = {s.request for s in results.scopes}
+    # a flow's steps are saved as `flow.step`; naming the flow selects all of them
+    flows = {r.rsplit(".", i)[0] for r in requests for i in range(1, r.count(".") + 1)}
     return {
         "phase": {p.name for p in results.phases} | {p.sweep for p in results.phases if p.sweep},
-        "request": {s.request for s in results.scopes},
+        "request": requests | flows,
         "target": {t.name for t in results.meta.targets} | {s.target for s in results.scopes},
     }
 

@@ -23,6 +23,7 @@ from llmscen.engine.run import Engine, RunError, start_services
 from llmscen.engine.workers import Pool
 from llmscen.metrics.merge import merge
 from llmscen.metrics.recorder import Recorder
+from llmscen.metrics.request_log import RequestLog
 from llmscen.metrics.results import Meta, PluginInfo, RunResults, TargetInfo
 from llmscen.report.junit import write_junit
 from llmscen.report.terminal import summary, verdict
@@ -65,6 +66,11 @@ def make_meta(plan: Plan, registry: Registry, workers: int) -> Meta:
     return Meta(scenario=plan.name, file=plan.file, description=plan.description,
                 seed=plan.seed, plugins=plugins, targets=targets,
                 command_line=redact_argv(["llmscen", *sys.argv[1:]]), workers=workers)
+
+
+def worker_recorder(plan: Plan) -> Recorder:
+    """What each worker process aggregates into (module level, so it pickles)."""
+    return Recorder(Meta(scenario=plan.name))
 
 
 def _on_interrupt(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
@@ -116,7 +122,8 @@ def execute(plan: Plan, registry: Registry, handlers: list[Handler], meta: Meta,
                 meta.interrupted = meta.interrupted or engine.interrupted
             else:
                 async with start_services(plan, registry, str(log_dir)) as resolved:
-                    pool = Pool(resolved, workers, Fanout(list(handlers)), str(log_dir))
+                    pool = Pool(resolved, workers, Fanout(list(handlers)), worker_recorder,
+                                str(log_dir))
                     await pool.run(stop)
                 meta.interrupted = stop.is_set()
         except RunError as exc:
@@ -175,11 +182,18 @@ def write_outputs(results: RunResults, out_dir: Path, json_path: str | None,
 
 def run_command(plan: Plan, registry: Registry, *, out: str | None, json_path: str | None,
                 junit_path: str | None, html_path: str | None, summary_path: str | None,
-                quiet: bool, workers: int) -> int:
+                quiet: bool, workers: int, log_path: str | None = None) -> int:
     out_dir = Path(out) if out else default_out_dir(plan)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = make_meta(plan, registry, workers)
-    results, problem = execute(plan, registry, [Progress(quiet=quiet)], meta, out_dir, workers)
+    handlers: list[Handler] = [Progress(quiet=quiet)]
+    if log_path:
+        if workers > 1:
+            click.echo("llmscen: --log-requests records one process; running with --workers 1",
+                       err=True)
+            workers = meta.workers = 1
+        handlers.append(RequestLog(log_path))
+    results, problem = execute(plan, registry, handlers, meta, out_dir, workers)
     if problem is not None:
         results.meta.notes.append(f"could not run: {problem}")
     results.slos = evaluate(plan.slos, results)

@@ -31,6 +31,7 @@ from llmscen.compile.slo import SLOSyntaxError, parse_slo
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError, did_you_mean, one_of
 from llmscen.spec.errors import diagnostics_from
 from llmscen.spec.loader import Document, Loc
+from llmscen.spec.metrics import WINDOW_METRICS
 from llmscen.spec.models import (
     REQUEST_COMMON_KEYS,
     STEP_COMMON_KEYS,
@@ -180,7 +181,8 @@ class _Compiler:
         """Keys no installed plugin takes, when the plugin in use is not known."""
         known = set(common)
         for entry in self.catalog.plugins.values():
-            known |= set(getattr(entry.obj, model_attr).model_fields)
+            fields = getattr(entry.obj, model_attr).model_fields
+            known |= {f.alias or name for name, f in fields.items()}
         for key in extras:
             if key not in known:
                 self.error((*loc, key), f"unknown key {key!r}{did_you_mean(key, known)}",
@@ -300,6 +302,9 @@ class _Compiler:
             raw_steps: list[tuple[Loc, dict[str, Any], StepSpec | None]] = [
                 (loc, extras, StepSpec(name=spec.name, expect=spec.expect))]
         else:
+            if spec.expect is not None:
+                self.error((*loc, "expect"), "with `steps:`, `expect:` goes inside the step it "
+                                             "checks", key=True)
             if extras:
                 key = sorted(extras)[0]
                 self.error((*loc, key), f"{key!r} belongs inside a step when the request has "
@@ -367,11 +372,21 @@ class _Compiler:
                                    f"{did_you_mean(value, known)} (known: {one_of(known)})")
                     scope[key] = value
                 scope["window"] = item.window
+                if item.window is not None:
+                    self.check_window(loc, expr.metric, item.window)
             where = self.doc.diagnostic(text_loc, "")
             out.append(SLOPlan(text=text, metric=expr.metric, stat=expr.stat, op=expr.op,
                                threshold=expr.threshold, where=f"{where.file}:{where.line}:"
                                                                 f"{where.col}", **scope))
         return out
+
+    def check_window(self, loc: Loc, metric: str, window: float) -> None:
+        if window < 1 or window != int(window):
+            self.error((*loc, "window"), f"a window is a whole number of seconds (1s or more), "
+                                         f"not {window:g}s")
+        if metric not in WINDOW_METRICS:
+            self.error((*loc, "assert"), f"{metric} is not kept per second, so it cannot have a "
+                                         f"window; windows take: {', '.join(sorted(WINDOW_METRICS))}")
 
     def goodput(self) -> list[GoodputObjective]:
         raw = self.doc.data.get("goodput")

@@ -128,7 +128,7 @@ class Flow:
             if exchange.error is not None:
                 return
             low, high = step.think
-            if high > 0 and index + 1 < len(self.steps):
+            if high > 0:   # after every step, the last too: the flow holds its user meanwhile
                 await asyncio.sleep(rng.uniform(low, high))
             intended_ns = time.perf_counter_ns()
 

@@ -110,6 +110,7 @@ class Engine:
                         break
                     await self._phase(phase, flows, runners)
                 await self._drain(self._drain_budget())
+                self._note_reconnects(runners)
             finally:
                 self.handler.run_ended(self.now(), self.interrupted)
 
@@ -197,6 +198,14 @@ class Engine:
                           f"(client CPU {used * 100:.0f}% of a core); latencies still count "
                           "from the intended start, but the offered load was not reached — "
                           "lower the rate or add --workers")
+
+    def _note_reconnects(self, runners: dict[str, Runner]) -> None:
+        for name, runner in runners.items():
+            count = getattr(runner, "reconnects", 0)
+            if count:
+                self.note(f"target {name!r}: {count} requests were sent again on a fresh "
+                          "connection because the server had closed the kept-alive one "
+                          "(before any response byte); their timings start at the first try")
 
     async def _server_metrics(self, runners: dict[str, Runner]) -> dict[str, dict[str, float]]:
         out = {}

@@ -17,6 +17,7 @@ import multiprocessing as mp
 import queue
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,16 +81,18 @@ class Relay(BaseHandler):
 
 
 def worker_main(plan: Plan, index: int, count: int, start_at: Any, log_dir: str | None,
-                out: Any, stop: Any) -> None:
-    """A worker process: run its share, send back results (or why it could not run)."""
+                out: Any, stop: Any, make_recorder: Callable[[Plan], Any]) -> None:
+    """A worker process: run its share, send back results (or why it could not run).
+
+    `make_recorder(plan)` builds the handler that aggregates; its `results()`
+    must have `to_json()`. It is passed in so the engine needn't know metrics.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides when to stop
     from llmscen.engine.events import Fanout
     from llmscen.engine.registry import Registry
     from llmscen.engine.run import Engine, RunError
-    from llmscen.metrics.recorder import Recorder
-    from llmscen.metrics.results import Meta
 
-    recorder = Recorder(Meta(scenario=plan.name))
+    recorder = make_recorder(plan)
     mine = share(plan, index, count)
 
     async def gate() -> int:
@@ -142,6 +145,7 @@ class Pool:
     plan: Plan
     count: int
     handler: Handler
+    make_recorder: Callable[[Plan], Any]
     log_dir: str | None = None
     results: dict[int, bytes] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -152,7 +156,8 @@ class Pool:
         stop = ctx.Event()
         start_at = ctx.Value("q", 0)    # perf_counter_ns of the shared start, 0 until all ready
         procs = [ctx.Process(target=worker_main, name=f"llmscen-worker-{i}", daemon=True,
-                             args=(self.plan, i, self.count, start_at, self.log_dir, out, stop))
+                             args=(self.plan, i, self.count, start_at, self.log_dir, out, stop,
+                                   self.make_recorder))
                  for i in range(self.count)]
         for proc in procs:
             proc.start()

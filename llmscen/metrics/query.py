@@ -18,13 +18,8 @@ from dataclasses import dataclass
 from llmscen.metrics.histogram import DIGITS, SERIES_DIGITS, Histogram
 from llmscen.metrics.merge import merge_encoded
 from llmscen.metrics.results import Counters, PhaseInfo, RunResults, SeriesPoint
-from llmscen.spec.metrics import CATALOG, DEFAULT_PERCENTILES, HISTOGRAM_KINDS
+from llmscen.spec.metrics import CATALOG, DEFAULT_PERCENTILES, HISTOGRAM_KINDS, WINDOW_METRICS
 
-# What the per-second series can answer, hence what a `window` SLO may ask for.
-WINDOW_METRICS: frozenset[str] = frozenset({
-    "latency", "ttft", "throughput", "output_token_throughput", "goodput",
-    "error_rate", "check_failure_rate", "success_rate",
-})
 SERIES_RESOLUTION = 1   # seconds per series point; windows are whole multiples
 
 
@@ -115,8 +110,10 @@ class _Selection:
         phase, request, target = key
         if self.phases is not None and phase not in self.phases:
             return False
-        return (phase not in self.excluded and self.request in (None, request)
-                and self.target in (None, target))
+        # a flow's name also selects its steps (`login-then-models.login`, ...)
+        wanted = self.request
+        request_ok = wanted is None or request == wanted or request.startswith(wanted + ".")
+        return phase not in self.excluded and request_ok and self.target in (None, target)
 
 
 def _select(results: RunResults, phase: str | None, request: str | None, target: str | None,
@@ -126,7 +123,7 @@ def _select(results: RunResults, phase: str | None, request: str | None, target:
         return _Selection(frozenset({phase, *(p.name for p in named)}), frozenset(), request,
                           target, named)
     excluded = frozenset(p.name for p in results.phases if p.warmup and not include_warmup)
-    timed = tuple(p for p in results.phases if p.name not in excluded and True)
+    timed = tuple(p for p in results.phases if p.name not in excluded and p.kind != "pause")
     return _Selection(None, excluded, request, target, timed)
 
 

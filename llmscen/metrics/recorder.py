@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from llmscen.compile.plan import PhasePlan, Plan
@@ -16,6 +17,22 @@ from llmscen.metrics.results import (
     ServerMetrics,
 )
 from llmscen.metrics.store import MetricStore
+
+_SECRET_PATTERNS = (
+    # "access_token": "...", token=..., "api_key": "..."
+    re.compile(r"""(?i)(["']?[\w-]*(?:token|secret|password|api[_-]?key)[\w-]*["']?\s*[:=]\s*["']?)"""
+               r"""([^"'\s,}&]{4,})"""),
+    re.compile(r"(?i)(bearer\s+)([\w.~+/=-]{8,})"),
+    re.compile(r"()(eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{4,})"),          # JWTs
+    re.compile(r"()(sk-[A-Za-z0-9_-]{16,})"),                            # API keys
+)
+
+
+def scrub(text: str) -> str:
+    """Mask secret-looking values in text that goes into results (sample outputs)."""
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + "***", text)
+    return text
 
 
 def expectation_names(expect: Any) -> list[str]:
@@ -70,8 +87,8 @@ class Recorder(BaseHandler):
                 summary.failed += 1
                 if len(summary.samples) < MAX_SAMPLES:
                     message = next(m for c, m in event.failures if c == name)
-                    summary.samples.append(Sample(message=message,
-                                                  output=event.exchange.text))
+                    summary.samples.append(Sample(message=scrub(message),
+                                                  output=scrub(event.exchange.text)))
             else:
                 summary.passed += 1
         for check, message in event.failures:   # e.g. `capture`, not in `expect:`
@@ -80,7 +97,8 @@ class Recorder(BaseHandler):
                     request=event.request, expectation=check))
                 summary.failed += 1
                 if len(summary.samples) < MAX_SAMPLES:
-                    summary.samples.append(Sample(message=message, output=event.exchange.text))
+                    summary.samples.append(Sample(message=scrub(message),
+                                                  output=scrub(event.exchange.text)))
 
     def in_flight(self, now: float, count: int) -> None:
         self.store.note_in_flight(now, count)

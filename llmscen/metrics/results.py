@@ -3,6 +3,13 @@
 Nothing here is live: histograms are encoded strings, times are seconds since
 the run started (phases, series) or UTC datetimes (meta). Bump
 `SCHEMA_VERSION` on any change an older reader would misread.
+
+    {schema_version, meta, phases: [...],
+     scopes: [{phase, request, target, counters, histograms: {metric: hdr}, out_of_range}],
+     series: {scopes: [{phase, request, target, points: [{t, requests, ok, errors, ...,
+                                                          latency, ttft}]}],
+              in_flight: [{phase, points: [[t, max]]}]},
+     slos: [...], checks: [...], errors: [...], server_metrics: [...]}
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def _path(frame: _Frame, line: Line, gap: float | None) -> str:
             continue
         px, py = frame.px(x), frame.py(y)
         if pen_up:
-            parts.append(f"M{px:.1f} {py:.1f}")
+            parts.append(f"M{px:.1f} {py:.1f}h0")   # h0: a lone point still shows as a dot
             pen_up = False
         elif line.step:
             parts.append(f"H{px:.1f}V{py:.1f}")

@@ -95,7 +95,7 @@ def phase_timing(phase: PhaseInfo | None) -> list[str]:
     if phase is None:
         return ["", "", ""]
     planned = phase.planned_duration
-    took = f"{phase.wall:.1f}s"
+    took = f"{phase.wall:.1f}s" if phase.wall < 60 else format_clock(phase.wall)
     if planned is not None and abs(planned - phase.wall) >= 0.5:
         took += f" (planned {format_duration(planned)})"
     return [phase.kind, format_clock(phase.started), took]
@@ -140,6 +140,7 @@ class SloRow:
     measured: str
     threshold: str
     message: str
+    why: str           # the message, when it adds to the columns (windows, nothing measured)
 
 
 def slo_scope(slo: SloResult) -> str:
@@ -165,8 +166,10 @@ def slo_rows(results: RunResults) -> list[SloRow]:
             measured = show(unit_metric, slo.measured)
         else:   # a window SLO that held keeps no single value
             measured = "every window" if slo.passed and slo.scope.get("window") else "–"
+        adds = not slo.passed and (slo.measured is None or bool(slo.scope.get("window")))
         rows.append(SloRow(slo.passed, slo.text, slo_scope(slo), measured,
-                           written or show(unit_metric, slo.threshold), slo.message))
+                           written or show(unit_metric, slo.threshold), slo.message,
+                           slo.message if adds else ""))
     return rows
 
 

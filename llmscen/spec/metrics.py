@@ -62,3 +62,9 @@ def percentile_of(stat: str) -> float | None:
     if m is None:
         raise ValueError(stat)
     return float(m.group(2)) if m.group(2) is not None else None
+
+# What the per-second series keeps, hence what a `window` SLO may ask for.
+WINDOW_METRICS: frozenset[str] = frozenset({
+    "latency", "ttft", "throughput", "output_token_throughput", "goodput",
+    "error_rate", "check_failure_rate", "success_rate",
+})

@@ -1,0 +1,41 @@
+"""`--log-requests FILE`: one JSON line per call, for digging into single requests.
+
+Durations are integer microseconds; model output is left out (it may be long,
+and it is the user's data), only its length is kept. Errors keep their class
+and message; secrets never reach a message (runners scrub them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from llmscen.engine.events import BaseHandler, Completed
+
+
+class RequestLog(BaseHandler):
+    def __init__(self, path: str | Path) -> None:
+        self.file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in run_ended
+
+    def completed(self, event: Completed) -> None:
+        ex = event.exchange
+        sent = ex.sent_ns or ex.intended_ns
+        record = {
+            "t": round(event.now, 6), "phase": event.phase, "request": event.request,
+            "target": event.target, "status": ex.status, "error": ex.error,
+            "message": ex.error_message or None,
+            "schedule_lag_us": (sent - ex.intended_ns) // 1000,
+            "latency_us": (ex.end_ns - ex.intended_ns) // 1000 if ex.end_ns else None,
+            "latency_sent_us": (ex.end_ns - sent) // 1000 if ex.end_ns else None,
+            "ttft_us": (ex.first_content_ns - ex.intended_ns) // 1000
+            if ex.first_content_ns else None,
+            "chunks": ex.chunks, "output_tokens": ex.output_tokens,
+            "input_tokens": ex.input_tokens, "finish_reason": ex.finish_reason,
+            "output_chars": len(ex.text), "failed_checks": [c for c, _ in event.failures],
+        }
+        self.file.write(orjson.dumps(record) + b"\n")
+
+    def run_ended(self, now: float, interrupted: bool) -> None:
+        self.file.close()

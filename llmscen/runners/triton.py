@@ -1,0 +1,366 @@
+"""The `triton` plugin: KServe v2 inference over gRPC (default) or HTTP, with tritonclient.
+
+    targets:
+      flux: {plugin: triton, url: 127.0.0.1:8001, model: flux}        # protocol: grpc
+    requests:
+      - target: flux
+        inputs:
+          prompt: {datatype: BYTES, shape: [1], data: ["{{ row.prompt }}"]}
+        outputs: [images]                                             # optional
+
+tritonclient (`grpc.aio` or `http.aio`) and numpy are imported when a runner
+starts, never at plugin discovery. `start()` waits until the server and the
+model are ready and reads the model's metadata and config; `preflight()`
+checks every request's inputs against them. Input tensors are built once per
+payload object (a payload without templates is the same object every call).
+
+Decoupled models, and any request with `stream: true`, go over a gRPC stream:
+each response with outputs is a content chunk (TTFT, ITL, chunks, text from
+`text_output` or the first BYTES output); the response flagged
+`triton_final_response` ends the call. Unary calls have no separate first byte.
+
+Errors: an error from the server is class `http`, with the server's message and
+`status` as an HTTP code (gRPC codes mapped the grpc-gateway way, e.g.
+INVALID_ARGUMENT → 400, UNAVAILABLE → 503); a deadline is `timeout`; a
+refused or lost connection is `connect`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
+from llmscen.runners.triton_errors import classify, describe
+from llmscen.spec.units import Duration
+
+if TYPE_CHECKING:
+    from llmscen.compile.plan import TargetPlan
+    from llmscen.runners.triton_stream import StreamPool
+    from llmscen.runners.triton_tensors import ModelInfo
+
+INSTALL_HINT = "pip install 'llmscen[triton]'"
+METRICS = frozenset({
+    "latency", "latency_sent", "ttft", "ttft_sent", "itl", "tpot", "schedule_lag",
+    "output_tokens", "chunks", "bytes_received", "throughput", "output_token_throughput",
+    "images_per_second", "goodput", "error_rate", "check_failure_rate", "success_rate",
+})
+Datatype = Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
+                   "INT64", "FP16", "FP32", "FP64", "BF16", "BYTES"]
+
+
+class TritonTargetOptions(BaseModel):
+    """Target keys of the `triton` plugin."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="the model every request of this target calls")
+    protocol: Literal["grpc", "http"] = Field("grpc", description="KServe v2 over gRPC or HTTP")
+    model_version: str = Field("", description="empty: the server's choice")
+    timeout: Duration = Field(60.0, description="per-request timeout")
+    ready_timeout: Duration = Field(30.0, description="how long start() waits for readiness")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    metrics_url: str | None = Field(None, description="Prometheus endpoint scraped for nv_* "
+                                                      "counters, e.g. http://host:8002/metrics")
+
+
+class TensorData(BaseModel):
+    """One input tensor of a request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    datatype: Datatype
+    shape: list[int] = Field(description="without the batch dimension is fine for a batching "
+                                         "model: batch 1 is added")
+    data: list[Any] | str | int | float | bool = Field(description="values, flat or nested; "
+                                                                   "strings parse as numbers")
+
+    @model_validator(mode="after")
+    def _count_matches_shape(self) -> TensorData:
+        if any(d < 0 for d in self.shape):
+            raise ValueError(f"shape {self.shape} must not hold negative sizes")
+        count = 1
+        for d in self.shape:
+            count *= d
+        given = _count(self.data)
+        if given != count:
+            raise ValueError(f"shape {self.shape} holds {count} values but data has {given}")
+        return self
+
+
+def _count(data: Any) -> int:
+    return sum(_count(d) for d in data) if isinstance(data, list) else 1
+
+
+class TritonRequestOptions(BaseModel):
+    """Request (or step) keys of the `triton` plugin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[str, TensorData] = Field(description="input tensors by name")
+    outputs: list[str] | None = Field(None, description="outputs to ask for; default: all")
+    parameters: dict[str, str | int | float | bool] | None = Field(
+        None, description="KServe request parameters, passed through")
+
+
+class TritonUnavailable(ConnectionError):
+    """The server or model did not become ready, or tritonclient is missing."""
+
+
+def _client_module(protocol: str) -> Any:
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc.aio as module
+        else:
+            import tritonclient.http.aio as module
+    except ImportError as exc:
+        raise TritonUnavailable(f"the triton plugin needs tritonclient ({exc}); "
+                                f"{INSTALL_HINT}") from None
+    return module
+
+
+def _address(url: str) -> tuple[str, bool]:
+    """`host:port` for tritonclient from `host:port`, `grpc://…` or `http(s)://…[/]`."""
+    ssl = url.startswith(("https://", "grpcs://"))
+    rest = url.split("://", 1)[-1]
+    return rest.split("/", 1)[0], ssl
+
+
+class TritonRunner:
+    """Runner for one model on one Triton server; build it with `TritonPlugin.create_runner`."""
+
+    def __init__(self, target: TargetPlan) -> None:
+        options = target.options
+        if not isinstance(options, TritonTargetOptions):
+            raw = options.model_dump() if isinstance(options, BaseModel) else options
+            options = TritonTargetOptions.model_validate(raw)
+        self.target = target
+        self.options = options
+        self.address, self.ssl = _address(target.url or "")
+        self.grpc = options.protocol == "grpc"
+        self.info: ModelInfo | None = None
+        self._module: Any = None
+        self._client: Any = None
+        self._built: dict[int, tuple[Any, list[Any], list[Any] | None]] = {}
+        self._text_outputs: dict[int, str | None] = {}
+        self._headers = dict(options.headers) or None
+        self._session: Any = None   # aiohttp, for metrics_url
+        self._streams: StreamPool | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from llmscen.runners.triton_tensors import ModelInfo
+
+        name, model = self.target.name, self.options.model
+        if not self.address:
+            raise TritonUnavailable(f"target {name!r} has no URL (give `url:` or a `service:`)")
+        self._module = _client_module(self.options.protocol)
+        if self.grpc:
+            self._client = self._module.InferenceServerClient(self.address, ssl=self.ssl)
+        else:
+            self._client = self._module.InferenceServerClient(self.address, ssl=self.ssl,
+                                                              conn_timeout=self.options.timeout)
+        await self._wait_ready()
+        version, headers = self.options.model_version, self._headers
+        try:
+            meta = await self._client.get_model_metadata(model, version, headers=headers,
+                                                         **self._as_json())
+            config = await self._client.get_model_config(model, version, headers=headers,
+                                                         **self._as_json())
+        except Exception as exc:
+            raise TritonUnavailable(f"target {name!r}: cannot read model {model!r} at "
+                                    f"{self.address}: {describe(exc)}") from None
+        self.info = ModelInfo.from_json(meta, config)
+
+    def _as_json(self) -> dict[str, bool]:
+        return {"as_json": True} if self.grpc else {}
+
+    async def _wait_ready(self) -> None:
+        model, version = self.options.model, self.options.model_version
+        deadline = time.monotonic() + self.options.ready_timeout
+        last = "no answer yet"
+        while True:
+            try:
+                if not await self._client.is_server_ready(headers=self._headers):
+                    last = "the server is not ready"
+                elif await self._client.is_model_ready(model, version, headers=self._headers):
+                    return
+                else:
+                    last = f"model {model!r} is not ready (is it in the model repository?)"
+            except Exception as exc:
+                last = describe(exc)
+            if time.monotonic() >= deadline:
+                raise TritonUnavailable(
+                    f"target {self.target.name!r}: Triton at {self.address} "
+                    f"({self.options.protocol}) was not ready within "
+                    f"{self.options.ready_timeout:g}s: {last}")
+            await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        if self._streams is not None:
+            self._streams.close()
+            self._streams = None
+        for resource in (self._client, self._session):
+            if resource is not None:
+                await resource.close()
+        self._client = self._session = None
+
+    async def server_metrics(self) -> dict[str, float]:
+        """Triton's `nv_*` Prometheus counters, when `metrics_url` is set; {} otherwise."""
+        if not self.options.metrics_url:
+            return {}
+        import aiohttp
+
+        from llmscen.runners.vllm import parse_prometheus
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        try:
+            async with self._session.get(self.options.metrics_url,
+                                         timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                if resp.status != 200:
+                    return {}
+                text = await resp.text(errors="replace")
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return {}
+        return parse_prometheus(text, "nv_")
+
+    # -- preflight -------------------------------------------------------------------------
+
+    async def preflight(self, calls: Sequence[Call]) -> list[str]:
+        from llmscen.runners.triton_tensors import check_request
+
+        if self.info is None:
+            return [f"target {self.target.name!r}: runner not started"]
+        problems, seen = [], set()
+        for call in calls:
+            if call.request in seen:
+                continue
+            seen.add(call.request)
+            where = f"target {self.target.name!r}, request {call.request!r}"
+            problems += [f"{where}: {p}" for p in check_request(
+                self.info, call.payload, protocol=self.options.protocol, stream=call.stream)]
+        return problems
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send(self, call: Call, exchange: Exchange) -> None:
+        try:
+            await self._send(call, exchange)
+        except asyncio.CancelledError:
+            exchange.end_ns = exchange.end_ns or time.perf_counter_ns()
+            exchange.fail("cancelled", "the run stopped while the request was in flight")
+            raise
+        except Exception as exc:  # classified, never raised: a bad server must not stop the run
+            exchange.end_ns = exchange.end_ns or time.perf_counter_ns()
+            limit = self.options.timeout if call.timeout is None else call.timeout
+            error, status, message = classify(exc, limit, bool(exchange.first_byte_ns))
+            if status is not None:
+                exchange.status = status
+            exchange.fail(error, message)
+
+    async def _send(self, call: Call, ex: Exchange) -> None:
+        if self._client is None or self.info is None:
+            raise RuntimeError("runner used before start()")
+        try:
+            inputs, outputs = self._request(call.payload)
+        except ValueError as exc:
+            ex.fail("client", str(exc))
+            return
+        timeout = self.options.timeout if call.timeout is None else call.timeout
+        if self.grpc and (call.stream or self.info.decoupled):
+            if self._streams is None:
+                from llmscen.runners.triton_stream import StreamPool
+
+                self._streams = StreamPool(self._client, self._headers)
+            request = {"model_name": self.options.model, "inputs": inputs, "outputs": outputs,
+                       "model_version": self.options.model_version,
+                       "parameters": call.payload.get("parameters"),
+                       "enable_empty_final_response": True}
+            await self._streams.call(request, ex, decoupled=self.info.decoupled,
+                                     text_output=self._text_output(call.payload), timeout=timeout)
+            return
+        kwargs = {"model_version": self.options.model_version, "outputs": outputs,
+                  "headers": self._headers, "parameters": call.payload.get("parameters")}
+        ex.sent_ns = time.perf_counter_ns()
+        if self.grpc:
+            result = await self._client.infer(self.options.model, inputs, client_timeout=timeout,
+                                              **kwargs)
+        else:
+            result = await asyncio.wait_for(self._client.infer(self.options.model, inputs,
+                                                               **kwargs), timeout)
+        ex.first_byte_ns = ex.end_ns = time.perf_counter_ns()
+        ex.status = 200
+        response = result.get_response()
+        if self.grpc:
+            names = [o.name for o in response.outputs]
+            ex.bytes_received = response.ByteSize()
+        else:
+            names = [o["name"] for o in response.get("outputs", [])]
+            ex.bytes_received = sum(int((o.get("parameters") or {}).get("binary_data_size", 0))
+                                    for o in response.get("outputs", []))
+        ex.tensors = tensors = {name: result.as_numpy(name) for name in names}
+        images = tensors.get("images")
+        if images is not None and images.ndim:
+            ex.images = int(images.shape[0])
+        text_name = self._text_output(call.payload)
+        if text_name in tensors:
+            from llmscen.runners.triton_stream import decode_text
+
+            ex.text = decode_text(tensors[text_name])
+
+    def _request(self, payload: dict[str, Any]) -> tuple[list[Any], list[Any] | None]:
+        """InferInputs and requested outputs for a payload, built once per payload object."""
+        key = id(payload)
+        hit = self._built.get(key)
+        if hit is not None and hit[0] is payload:
+            return hit[1], hit[2]
+        from llmscen.runners.triton_tensors import TensorDataError, to_array
+
+        assert self.info is not None
+        module, inputs = self._module, []
+        for name, spec in (payload.get("inputs") or {}).items():
+            try:
+                array = to_array(spec["datatype"], spec["shape"], spec["data"])
+            except TensorDataError as exc:
+                raise ValueError(f"inputs.{name}: {exc}") from None
+            array = array.reshape(self.info.wire_shape(name, array.shape))
+            tensor = module.InferInput(name, list(array.shape), spec["datatype"])
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        wanted = payload.get("outputs")
+        outputs = [module.InferRequestedOutput(n) for n in wanted] if wanted else None
+        if len(self._built) >= 256:   # templated payloads are new objects each call
+            self._built.clear()
+            self._text_outputs.clear()
+        self._built[key] = (payload, inputs, outputs)
+        return inputs, outputs
+
+    def _text_output(self, payload: dict[str, Any]) -> str | None:
+        key = id(payload)
+        if key not in self._text_outputs:
+            assert self.info is not None
+            self._text_outputs[key] = self.info.text_output(payload.get("outputs"))
+        return self._text_outputs[key]
+
+class TritonPlugin:
+    """Entry point `triton` in `llmscen.plugins`."""
+
+    name: ClassVar[str] = "triton"
+    api_version: ClassVar[int] = PLUGIN_API_VERSION
+    description: ClassVar[str] = ("Triton / KServe v2 inference over gRPC or HTTP (tritonclient): "
+                                  "typed tensors, batching, decoupled streaming models")
+    target_options: type[BaseModel] = TritonTargetOptions
+    request_options: type[BaseModel] = TritonRequestOptions
+    metrics: frozenset[str] = METRICS
+
+    def create_runner(self, target: TargetPlan) -> TritonRunner:
+        return TritonRunner(target)
+
+
+plugin = TritonPlugin()

@@ -1,0 +1,194 @@
+"""The engine against an in-process fake plugin: scheduling, stops, saturation."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict
+
+from llmscen.compile.compiler import compile_document
+from llmscen.engine.events import BaseHandler, Completed
+from llmscen.engine.protocol import Call, Exchange
+from llmscen.engine.registry import Registry
+from llmscen.engine.run import Engine
+from llmscen.engine.schedule import arrivals
+from llmscen.spec.loader import parse_yaml
+
+
+class FakeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    delay: float = 0.0          # awaited per call (a server's latency)
+    block: float = 0.0          # blocks the event loop per call (a saturated client)
+
+
+class FakeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    say: str = ""
+
+
+class FakeRunner:
+    def __init__(self, target: Any) -> None:
+        self.options: FakeOptions = target.options
+        self.active = 0
+        self.peak = 0
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def preflight(self, calls: Any) -> list[str]:
+        return []
+
+    async def server_metrics(self) -> dict[str, float]:
+        return {}
+
+    async def send(self, call: Call, exchange: Exchange) -> None:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        exchange.sent_ns = time.perf_counter_ns()
+        if self.options.block:
+            time.sleep(self.options.block)
+        await asyncio.sleep(self.options.delay)
+        exchange.text = call.payload.get("say", "")
+        exchange.status = 200
+        exchange.end_ns = time.perf_counter_ns()
+        self.active -= 1
+
+
+class FakePlugin:
+    name = "fake"
+    api_version = 1
+    description = "in-process fake for engine tests"
+    target_options = FakeOptions
+    request_options = FakeRequest
+    metrics = frozenset({"latency"})
+
+    def __init__(self) -> None:
+        self.runners: list[FakeRunner] = []
+
+    def create_runner(self, target: Any) -> FakeRunner:
+        runner = FakeRunner(target)
+        self.runners.append(runner)
+        return runner
+
+
+class Collect(BaseHandler):
+    def __init__(self) -> None:
+        self.events: list[Completed] = []
+        self.notes: list[str] = []
+
+    def completed(self, event: Completed) -> None:
+        self.events.append(event)
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+
+def run(text: str, tmp_path: Path | None = None) -> tuple[Collect, FakePlugin]:
+    registry = Registry.discover()
+    plugin = FakePlugin()
+    registry.add_plugin(plugin)
+    base = str(tmp_path) if tmp_path else "."
+    doc = parse_yaml(text, f"{base}/fake.yaml", {})
+    plan = compile_document(doc, registry)
+    handler = Collect()
+    asyncio.run(Engine(plan, registry, handler).run())
+    return handler, plugin
+
+
+TARGET = "targets: {t: {plugin: fake, url: 'fake://', delay: %s, block: %s}}\n"
+
+
+def test_open_model_sends_on_schedule_and_stops_at_the_request_count() -> None:
+    handler, _ = run(TARGET % (0.01, 0) + """
+phases: [{duration: 10s, arrival_rate: 50, requests: 25}]
+requests: [{name: a, target: t, say: hi}]
+""")
+    assert len(handler.events) == 25
+    lags = [(e.exchange.sent_ns - e.exchange.intended_ns) / 1e9 for e in handler.events]
+    assert max(lags) < 0.05
+    starts = sorted(e.exchange.intended_ns for e in handler.events)
+    gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(starts)]
+    assert all(abs(g - 0.02) < 1e-6 for g in gaps)   # intended starts are exact
+
+
+def test_closed_model_keeps_users_busy_and_no_more() -> None:
+    handler, plugin = run(TARGET % (0.05, 0) + """
+phases: [{duration: 1s, users: 4}]
+requests: [{name: a, target: t}]
+""")
+    assert plugin.runners[0].peak == 4
+    # 4 users × 1 s / 50 ms each ≈ 80 requests
+    assert 60 <= len(handler.events) <= 90
+
+
+def test_weighted_mix_follows_weights() -> None:
+    handler, _ = run(TARGET % (0, 0) + """
+phases: [{duration: 10s, arrival_rate: 2000, requests: 2000, seed: 3}]
+requests: [{name: a, target: t, weight: 3}, {name: b, target: t, weight: 1}]
+""")
+    counts = Counter(e.request for e in handler.events)
+    assert 0.70 < counts["a"] / 2000 < 0.80
+
+
+def test_saturated_client_is_reported() -> None:
+    # each call blocks the loop 20 ms: at most 50/s can start, 150/s are asked for
+    handler, _ = run(TARGET % (0, 0.02) + """
+phases: [{name: hot, duration: 4s, arrival_rate: 150}]
+requests: [{name: a, target: t}]
+""")
+    assert any("load generator saturated in phase 'hot'" in n for n in handler.notes), \
+        handler.notes
+
+
+def test_once_data_stops_the_phase_when_exhausted(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("word\nalpha\nbeta\ngamma\n")
+    handler, _ = run(TARGET % (0, 0) + """
+data: {words: {file: rows.csv, order: once}}
+phases: [{name: p, duration: 5s, arrival_rate: 20}]
+requests: [{name: a, target: t, data: words, say: "{{ row.word }}"}]
+""", tmp_path)
+    assert sorted(e.exchange.text for e in handler.events) == ["alpha", "beta", "gamma"]
+    assert any("has no rows left" in n for n in handler.notes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rate=st.floats(0.5, 500), ramp=st.one_of(st.none(), st.floats(0, 500)),
+       duration=st.floats(0.5, 20), process=st.sampled_from(["constant", "poisson", "gamma"]),
+       shape=st.floats(0.2, 5), seed=st.integers(0, 2**32))
+def test_arrivals_are_ordered_and_inside_the_phase(rate: float, ramp: float | None,
+                                                    duration: float, process: str,
+                                                    shape: float, seed: int) -> None:
+    times = list(arrivals(rate, ramp, duration, process, shape, seed))
+    assert times == sorted(times)
+    assert all(0 <= t < duration for t in times)
+    if process == "constant":
+        expected = (rate + (ramp if ramp is not None else rate)) / 2 * duration
+        assert abs(len(times) - expected) <= 1.5
+
+
+def test_poisson_and_gamma_means_and_burstiness() -> None:
+    poisson = list(arrivals(100, None, 100, "poisson", 1, 1))
+    assert 9500 < len(poisson) < 10500
+    gaps = [b - a for a, b in itertools.pairwise(poisson)]
+    mean = sum(gaps) / len(gaps)
+    cv2 = sum((g - mean) ** 2 for g in gaps) / len(gaps) / mean**2
+    assert 0.9 < cv2 < 1.1
+    bursty = list(arrivals(100, None, 100, "gamma", 0.25, 1))
+    gaps = [b - a for a, b in itertools.pairwise(bursty)]
+    mean = sum(gaps) / len(gaps)
+    cv2 = sum((g - mean) ** 2 for g in gaps) / len(gaps) / mean**2
+    assert 3 < cv2 < 5      # a gamma shape of 1/4 has squared variation 4
+
+
+def test_ramp_rate_grows_linearly() -> None:
+    times = list(arrivals(10, 50, 20, "constant", 1, 0))
+    first = sum(1 for t in times if t < 2)
+    last = sum(1 for t in times if t >= 18)
+    assert first == pytest.approx(22, abs=2) and last == pytest.approx(98, abs=2)
