@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -32,6 +31,7 @@ from llmscen.services.triton_sim import (
 from llmscen.services.triton_sim.repository import flux_config, llm_stream_config
 from llmscen.services.triton_sim.server import group_pids
 
+np = pytest.importorskip("numpy", reason="the triton extra is not installed")
 TTFT, ITL, TOKENS = 0.05, 0.005, 8
 
 
@@ -159,7 +159,7 @@ def http(sim: TritonSim) -> Any:
     client.close()
 
 
-def _images(api: Any, prompts: list[str], **kw: Any) -> np.ndarray:
+def _images(api: Any, prompts: list[str], **kw: Any) -> Any:
     return api.client.infer("flux", _flux_inputs(api.mod, prompts, **kw)).as_numpy("images")
 
 
@@ -225,7 +225,7 @@ def test_flux_other_allowed_size(grpc: Any) -> None:
 def test_flux_concurrent_requests_are_batched(sim: TritonSim) -> None:
     import tritonclient.grpc.aio as grpcaio
 
-    async def burst() -> list[np.ndarray]:
+    async def burst() -> list[Any]:
         client = grpcaio.InferenceServerClient(sim.grpc_url)
         try:
             results = await asyncio.gather(*[
@@ -416,3 +416,270 @@ def _descendants(root: int) -> list[int]:
         found += kids
         todo += kids
     return found
+
+
+# -- the `triton` runner against this server ---------------------------------------------------
+
+FLUX_PAYLOAD: dict[str, Any] = {"inputs": {
+    "prompt": {"datatype": "BYTES", "shape": [1],
+               "data": ["A cat holding a sign that says hello world"]},
+    "num_inference_steps": {"datatype": "INT32", "shape": [1], "data": [4]},
+    "guidance_scale": {"datatype": "FP32", "shape": [1], "data": [0.0]},
+}}
+LLM_PAYLOAD: dict[str, Any] = {"inputs": {
+    "text_input": {"datatype": "BYTES", "shape": [1], "data": ["hello big world"]}}}
+
+
+def _flux(**changes: Any) -> dict[str, Any]:
+    inputs = dict(FLUX_PAYLOAD["inputs"])
+    for name, tensor in changes.items():
+        if tensor is None:
+            inputs.pop(name)
+        else:
+            inputs[name] = tensor
+    return {"inputs": inputs}
+
+
+def _target(url: str, **options: Any) -> Any:
+    from llmscen.compile.plan import TargetPlan
+    from llmscen.runners.triton import TritonTargetOptions
+
+    return TargetPlan(name="t", plugin="triton", url=url,
+                      options=TritonTargetOptions(**{"model": "flux", **options}))
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _started(url: str, **options: Any) -> Any:
+    from llmscen.runners.triton import plugin
+
+    runner = plugin.create_runner(_target(url, **options))
+    await runner.start()
+    return runner
+
+
+async def _send(runner: Any, payload: dict[str, Any], *, stream: bool = False,
+                timeout: float | None = None) -> Any:
+    from llmscen.engine.protocol import Call, Exchange
+
+    ex = Exchange(intended_ns=time.perf_counter_ns())
+    await runner.send(Call(request="r", payload=payload, stream=stream, timeout=timeout), ex)
+    return ex
+
+
+def test_runner_plugin_contract_and_options() -> None:
+    import pickle
+
+    from llmscen.engine.registry import check_plugin
+    from llmscen.runners.triton import TritonRequestOptions, plugin
+
+    assert plugin.name == "triton" and check_plugin(plugin) == []
+    TritonRequestOptions.model_validate(FLUX_PAYLOAD)
+    with pytest.raises(ValidationError, match=r"shape \[2\] holds 2 values but data has 1"):
+        TritonRequestOptions.model_validate(
+            {"inputs": {"x": {"datatype": "FP32", "shape": [2], "data": [1.0]}}})
+    with pytest.raises(ValidationError, match="datatype"):
+        TritonRequestOptions.model_validate(
+            {"inputs": {"x": {"datatype": "FLOAT", "shape": [1], "data": [1]}}})
+    runner = plugin.create_runner(_target("127.0.0.1:8001", protocol="http", timeout="2s"))
+    assert runner.options.timeout == 2.0
+    assert pickle.loads(pickle.dumps(runner)).address == "127.0.0.1:8001"
+
+
+def test_runner_tensor_data_conversion() -> None:
+    from llmscen.runners.triton_tensors import ModelInfo, TensorDataError, TensorSpec, to_array
+
+    assert to_array("INT32", [2], ["4", 5]).tolist() == [4, 5]
+    assert to_array("FP32", [1, 2], [["0.5", 1]]).dtype == np.float32
+    assert to_array("BOOL", [2], ["false", True]).tolist() == [False, True]
+    assert to_array("BYTES", [1], ["héllo"])[0] == "héllo".encode()
+    with pytest.raises(TensorDataError, match="fractions"):
+        to_array("INT32", [1], [4.5])
+    with pytest.raises(TensorDataError, match="not a number"):
+        to_array("INT64", [1], ["four"])
+    batching = ModelInfo("m", {"x": TensorSpec("x", "INT32", (-1, 1))}, {}, max_batch_size=8)
+    assert batching.wire_shape("x", (1,)) == (1, 1)      # perf_analyzer-style: batch 1 added
+    assert batching.wire_shape("x", (3, 1)) == (3, 1)
+
+
+def test_runner_classifies_errors() -> None:
+    pytest.importorskip("tritonclient.utils")
+    from tritonclient.utils import InferenceServerException
+
+    from llmscen.runners.triton_errors import classify
+
+    assert classify(InferenceServerException("bad", status="StatusCode.INVALID_ARGUMENT"),
+                    5, True) == ("http", 400, "INVALID_ARGUMENT: bad")
+    assert classify(InferenceServerException("no", status="404"), 5, True)[:2] == ("http", 404)
+    assert classify(InferenceServerException("failed to connect to all addresses",
+                                             status="StatusCode.UNAVAILABLE"), 5, False)[0] \
+        == "connect"
+    assert classify(InferenceServerException("Deadline Exceeded",
+                                             status="StatusCode.DEADLINE_EXCEEDED"), 5, False) \
+        == ("timeout", None, "no complete response within 5s")
+    assert classify(asyncio.TimeoutError(), 2, True)[0] == "timeout"
+    assert classify(ConnectionRefusedError("refused"), 2, False)[0] == "connect"
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_runner_flux_fills_the_exchange(sim: TritonSim, protocol: str) -> None:
+    url = sim.grpc_url if protocol == "grpc" else sim.http_url
+
+    async def go() -> tuple[Any, Any, list[str]]:
+        runner = await _started(url, protocol=protocol)
+        try:
+            single = await _send(runner, FLUX_PAYLOAD)
+            batch = await _send(runner, _flux(prompt={"datatype": "BYTES", "shape": [3],
+                                                      "data": ["a", "b", "c"]}))
+            return single, batch, await runner.preflight([])
+        finally:
+            await runner.stop()
+
+    single, batch, problems = _run(go())
+    assert problems == []
+    assert single.error is None and single.status == 200, single.error_message
+    assert single.sent_ns <= single.first_byte_ns == single.end_ns
+    assert single.tensors["images"].shape == (1, 3, 64, 64) and single.images == 1
+    assert single.bytes_received >= 3 * 64 * 64 * 4
+    assert batch.images == 3 and batch.tensors["images"].shape == (3, 3, 64, 64)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_runner_server_error_is_http_class_with_the_message(sim: TritonSim,
+                                                             protocol: str) -> None:
+    url = sim.grpc_url if protocol == "grpc" else sim.http_url
+
+    async def go() -> Any:
+        runner = await _started(url, protocol=protocol)
+        try:
+            return await _send(runner, _flux(prompt={"datatype": "BYTES", "shape": [1],
+                                                     "data": [""]}))
+        finally:
+            await runner.stop()
+
+    ex = _run(go())
+    assert (ex.error, ex.status) == ("http", 400)
+    assert "input 'prompt' is empty" in ex.error_message
+
+
+@pytest.mark.triton
+def test_runner_preflight_names_model_and_field(sim: TritonSim) -> None:
+    from llmscen.engine.protocol import Call
+
+    bad = {"inputs": {
+        "promt": {"datatype": "BYTES", "shape": [1], "data": ["x"]},
+        "num_inference_steps": {"datatype": "FP32", "shape": [1], "data": [4]},
+        "guidance_scale": {"datatype": "FP32", "shape": [1, 1], "data": [[0.0]]},
+    }, "outputs": ["image"]}
+
+    async def go() -> tuple[list[str], list[str], list[str]]:
+        grpc_runner = await _started(sim.grpc_url)
+        http_runner = await _started(sim.http_url, protocol="http", model="llm_stream")
+        try:
+            return (await grpc_runner.preflight([Call("good", FLUX_PAYLOAD)]),
+                    await grpc_runner.preflight([Call("bad", bad), Call("bad", bad)]),
+                    await http_runner.preflight([Call("llm", LLM_PAYLOAD, stream=True)]))
+        finally:
+            await grpc_runner.stop()
+            await http_runner.stop()
+
+    good, problems, http_stream = _run(go())
+    assert good == []
+    text = "\n".join(problems)
+    assert len(problems) == 5, text
+    assert all(p.startswith("target 't', request 'bad': ") for p in problems)
+    assert "inputs.promt: model 'flux' has no input 'promt'" in text and \
+        "did you mean 'prompt'?" in text
+    assert "inputs.num_inference_steps.datatype: FP32 but model 'flux' takes INT32" in text
+    assert "inputs.guidance_scale.shape: [1, 1] does not fit [-1] of model 'flux'" in text
+    assert "inputs: model 'flux' needs input 'prompt' (BYTES [-1])" in text
+    assert "outputs: model 'flux' has no output 'image'; it has images" in text
+    assert http_stream == ["target 't', request 'llm': stream: model 'llm_stream' is decoupled "
+                           "(streams its responses), which needs protocol: grpc"]
+
+
+@pytest.mark.triton
+def test_runner_streams_a_decoupled_model(sim: TritonSim) -> None:
+    async def go() -> tuple[list[Any], int]:
+        runner = await _started(sim.grpc_url, model="llm_stream")
+        try:
+            exchanges = [await _send(runner, LLM_PAYLOAD, stream=True) for _ in range(5)]
+            return exchanges, len(runner._streams._idle)
+        finally:
+            await runner.stop()
+
+    exchanges, idle = _run(go())
+    assert idle == 1   # one stream, reused call after call
+    for ex in exchanges:
+        assert ex.error is None and ex.status == 200, ex.error_message
+        assert ex.chunks == ex.output_tokens == TOKENS and ex.tokens_estimated
+        assert ex.text == "hello big world hello big world hello big"
+        assert len(ex.itl_us) == TOKENS - 1
+        assert ex.sent_ns < ex.first_byte_ns == ex.first_content_ns <= ex.end_ns
+        assert ex.bytes_received > 0 and ex.tensors["text_output"].shape == (1,)
+    ttfts = [(ex.first_content_ns - ex.sent_ns) / 1e6 for ex in exchanges]
+    assert TTFT * 1000 - 0.5 <= min(ttfts) <= TTFT * 1000 + 3, ttfts
+    spans = [sum(ex.itl_us) / 1000 for ex in exchanges]
+    assert abs(statistics.median(spans) - (TOKENS - 1) * ITL * 1000) <= 3, spans
+
+
+@pytest.mark.triton
+def test_runner_stream_errors_and_timeouts_leave_the_runner_usable(sim: TritonSim) -> None:
+    bad = {"inputs": {**LLM_PAYLOAD["inputs"],
+                      "max_tokens": {"datatype": "INT32", "shape": [1], "data": [0]}}}
+
+    async def go() -> list[Any]:
+        runner = await _started(sim.grpc_url, model="llm_stream")
+        flux = await _started(sim.grpc_url)
+        flux_http = await _started(sim.http_url, protocol="http")
+        try:
+            return [await _send(runner, bad, stream=True),
+                    await _send(runner, LLM_PAYLOAD, stream=True, timeout=0.02),
+                    await _send(runner, LLM_PAYLOAD, stream=True),
+                    await _send(flux, FLUX_PAYLOAD, timeout=0.0001),
+                    await _send(flux_http, FLUX_PAYLOAD, timeout=0.0001)]
+        finally:
+            for r in (runner, flux, flux_http):
+                await r.stop()
+
+    error, timed_out, fine, unary_timeout, http_timeout = _run(go())
+    assert error.error == "http" and "'max_tokens' is 0" in error.error_message
+    assert timed_out.error == "timeout" and timed_out.chunks == 0
+    assert fine.error is None and fine.chunks == TOKENS
+    assert unary_timeout.error == http_timeout.error == "timeout"
+
+
+@pytest.mark.triton
+def test_runner_start_fails_clearly_when_nothing_listens() -> None:
+    from llmscen.runners.triton import TritonUnavailable
+
+    with pytest.raises(TritonUnavailable, match=r"127\.0\.0\.1:9 \(grpc\) was not ready within "
+                                                r"0\.2s: .*(UNAVAILABLE|connect)"):
+        _run(_started("127.0.0.1:9", ready_timeout=0.2))
+
+
+@pytest.mark.triton
+def test_runner_ttft_under_moderate_load(sim: TritonSim) -> None:
+    """24 streams started 20 ms apart (≈4 in flight): TTFT stays within a few ms."""
+
+    async def go() -> list[Any]:
+        runner = await _started(sim.grpc_url, model="llm_stream")
+        try:
+            await _send(runner, LLM_PAYLOAD, stream=True)   # warm up
+            tasks = []
+            for _ in range(24):
+                tasks.append(asyncio.create_task(_send(runner, LLM_PAYLOAD, stream=True)))
+                await asyncio.sleep(0.02)
+            return list(await asyncio.gather(*tasks))
+        finally:
+            await runner.stop()
+
+    exchanges = _run(go())
+    assert all(ex.error is None for ex in exchanges)
+    ttfts = sorted((ex.first_content_ns - ex.sent_ns) / 1e6 for ex in exchanges)
+    assert ttfts[0] >= TTFT * 1000 - 0.5, ttfts
+    assert statistics.median(ttfts) <= TTFT * 1000 + 3, ttfts

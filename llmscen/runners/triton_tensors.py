@@ -169,10 +169,10 @@ def check_request(info: ModelInfo, payload: Mapping[str, Any], *, protocol: str,
         shape = info.wire_shape(name, tuple(tensor.get("shape") or ()))
         if not _shape_fits(shape, spec.shape):
             problems.append(f"inputs.{name}.shape: {list(tensor.get('shape') or [])} does not "
-                            f"fit {model}'s {list(spec.shape)}")
+                            f"fit {list(spec.shape)} of {model}")
         elif info.max_batch_size and shape and shape[0] > info.max_batch_size:
-            problems.append(f"inputs.{name}.shape: batch {shape[0]} is more than {model}'s "
-                            f"max_batch_size {info.max_batch_size}")
+            problems.append(f"inputs.{name}.shape: batch {shape[0]} is more than the "
+                            f"max_batch_size {info.max_batch_size} of {model}")
     for name, spec in info.inputs.items():
         if name not in inputs and not spec.optional:
             problems.append(f"inputs: {model} needs input {name!r} ({spec.text()})")

@@ -1,0 +1,99 @@
+"""Bundled scenarios against real third-party OpenAI-compatible servers, through the CLI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llmscen.cli.main import cli
+from llmscen.metrics.query import aggregate
+from llmscen.metrics.results import RunResults
+
+sys.path.insert(0, str(Path(__file__).parent))
+import realservers  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.slow, pytest.mark.realserver]
+
+
+def paths(*names: str) -> realservers.RealServerPaths:
+    try:
+        return realservers.real_server_paths(require=names)
+    except realservers.RealServersMissing as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def llama() -> Iterator[str]:
+    with realservers.start_llama_server(paths=paths("llama_server", "gguf")) as url:
+        yield url
+
+
+def run(args: list[str], env: dict[str, str], out: Path) -> tuple[int, str, RunResults]:
+    result = CliRunner().invoke(cli, ["run", *args, "--out", str(out), "--quiet",
+                                      "--workers", "1"], env=env)
+    return result.exit_code, result.output, RunResults.load(out / "results.json")
+
+
+def test_real_model_tokens_usage_checks_and_slos(llama: str, tmp_path: Path) -> None:
+    code, output, results = run([str(ROOT / "tests/scenarios/real/llama.yaml")],
+                                {"LLAMA_URL": llama}, tmp_path)
+    agg = aggregate(results)
+    counters = agg.counters
+    assert counters.requests >= 6, output
+    assert counters.ok == counters.requests, output
+    # usage came from the server, not from counting chunks
+    assert counters.tokens_estimated == 0
+    assert counters.output_tokens > counters.requests
+    assert counters.input_tokens > counters.requests
+    story = aggregate(results, request="story")
+    ttft = story.value("ttft_sent", "p50")
+    assert ttft is not None and 0 < ttft < 3
+    # expectations and SLOs were evaluated on real output
+    assert {c.expectation for c in results.checks} >= {"status", "output_tokens",
+                                                        "finish_reason"}
+    assert all(c.failed == 0 for c in results.checks), output
+    assert len(results.slos) == 4 and all(s.passed for s in results.slos), output
+    # the server's own counters, scraped before and after each phase
+    load = next(m for m in results.server_metrics if m.phase == "load")
+    assert any(v > 0 for k, v in load.delta.items() if "tokens" in k), load.delta
+    assert code == 0, output
+
+
+def test_smoke_scenario_against_xpyd_sim(tmp_path: Path) -> None:
+    with realservers.start_xpyd_sim(paths=paths("xpyd_sim")) as url:
+        code, output, results = run(["scenarios/smoke.yaml", "--target", f"chat={url}"],
+                                    {"LLM_MODEL": url.model}, tmp_path)
+    counters = aggregate(results).counters
+    assert counters.requests == 20 and counters.ok == 20, output
+    assert counters.tokens_estimated == 0
+    ttft = aggregate(results, request="chat").value("ttft_sent", "p50")
+    assert ttft is not None and 0.1 <= ttft < 0.2    # the 100 ms prefill delay
+    assert code == 0, output
+
+
+def test_ttft_waits_for_content_not_the_role_chunk(tmp_path: Path) -> None:
+    """xpyd-sim with --scheduling sends the role chunk at once and every content chunk
+    in one burst after decoding: TTFT must say so rather than report the first byte."""
+    with realservers.start_xpyd_sim(paths=paths("xpyd_sim"), scheduling=True,
+                                    max_num_seqs=8) as url:
+        code, output, results = run(["scenarios/smoke.yaml", "--target", f"chat={url}",
+                                     "--set", "slos=[]"], {"LLM_MODEL": url.model}, tmp_path)
+    chat = aggregate(results, request="chat")
+    ttft, latency = chat.value("ttft_sent", "p50"), chat.value("latency_sent", "p50")
+    assert ttft is not None and latency is not None
+    assert ttft > 0.1 + 0.02 * 20          # after prefill and most of the decode
+    assert latency - ttft < 0.05           # the content came in one burst at the end
+    assert code == 0, output
+
+
+@pytest.fixture(autouse=True)
+def _in_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    os.environ.pop("LLMSCEN_TEST_NOTHING", None)
