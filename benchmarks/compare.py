@@ -80,6 +80,7 @@ class RunResult:
     pids_seen: int = 0
     server_cores: float = 0.0
     other_cores: float = 0.0
+    other_before: float = 0.0  # other load in the second before the client started
     killed: bool = False  # still running past its duration + grace: stopped by the driver
 
 
@@ -276,6 +277,27 @@ def _wait_idle(target: StaticTarget, timeout: float = 10.0) -> None:
         time.sleep(0.1)
 
 
+def wait_quiet(max_other: float, max_wait: float, exclude_pids: list[int]) -> float:
+    """Wait (bounded) until the rest of the machine uses at most `max_other` cores.
+
+    Returns the last reading. Shared machines run other people's jobs; a run that starts
+    while they are busy measures them too. 0 disables the wait.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        trees = [TreeCPU(pid) for pid in exclude_pids]
+        for t in trees:
+            t.sample(start=True)
+        b0, t0 = _busy_ticks(), time.monotonic()
+        time.sleep(1.0)
+        for t in trees:
+            t.sample()
+        other = ((_busy_ticks() - b0) / CLK_TCK - sum(t.seconds() for t in trees)) / (
+            time.monotonic() - t0)
+        if max_other <= 0 or other <= max_other or time.monotonic() >= deadline:
+            return max(0.0, other)
+
+
 def run_once(client: Client, mode: str, rep: int, target: StaticTarget, args, workdir: Path,
              python: str) -> RunResult:
     result = RunResult(client=client.name, mode=mode, rep=rep, ok=False)
@@ -292,6 +314,8 @@ def run_once(client: Client, mode: str, rep: int, target: StaticTarget, args, wo
         argv = ["taskset", "-c", args.client_cpu, *argv]
     out, err = tmp / "stdout.log", tmp / "stderr.log"
     _wait_idle(target)
+    # The driver's tree includes nginx, its child.
+    result.other_before = wait_quiet(args.max_other_load, args.quiet_wait, [os.getpid()])
     before = target.status()["requests"]
     launched = time.monotonic()
     # The driver's own venv comes first on PATH, so `llmscen ...` templates resolve.
@@ -454,9 +478,15 @@ def main() -> None:
     parser.add_argument("--exit-grace", type=float, default=45.0,
                         help="seconds a client may take to exit after its duration "
                              "(GuideLLM builds its report for ~30 s); then it is stopped")
+    parser.add_argument("--max-other-load", type=float, default=0.3, metavar="CORES",
+                        help="before each run, wait until the rest of the machine uses at "
+                             "most this many cores (0: don't wait)")
+    parser.add_argument("--quiet-wait", type=float, default=30.0, metavar="S",
+                        help="longest wait for --max-other-load, then run anyway")
     parser.add_argument("--client", action="append", default=[], metavar="NAME=CMD",
                         help="extra client command template (repeatable)")
-    parser.add_argument("--only", default="", help="comma-separated client names to run")
+    parser.add_argument("--only", default="",
+                        help="comma-separated built-in clients to run (--client ones always run)")
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--client-cpu", default="1", help="core for clients, or 'none'")
     parser.add_argument("--md", type=Path, help="also write the Markdown table here")
@@ -470,21 +500,23 @@ def main() -> None:
         if m not in ("json", "sse"):
             raise SystemExit(f"unknown mode {m!r} (json, sse)")
     peers = read_peers_env()
-    clients = builtin_clients(peers) + [parse_client_option(s) for s in args.client]
+    clients = builtin_clients(peers)
     if args.only:
         wanted = set(args.only.split(","))
         unknown = wanted - {c.name for c in clients}
         if unknown:
-            raise SystemExit(f"--only: unknown clients {sorted(unknown)}")
+            raise SystemExit(f"--only: unknown built-in clients {sorted(unknown)}")
         clients = [c for c in clients if c.name in wanted]
+    clients += [parse_client_option(s) for s in args.client]  # --client ones always run
     runnable = [c for c in clients if not c.skip_reason]
     python = peers.get("AIOHTTP_PYTHON") or sys.executable
 
     plan = [(mode, rep, c) for mode in modes for rep in range(1, args.reps + 1)
             for c in runnable if c.modes is None or mode in c.modes]
-    per_run = args.warmup + args.duration + args.margin + 3
+    per_run = args.warmup + args.duration + args.margin + 4
     print(f"{len(plan)} runs, about {len(plan) * per_run / 60:.1f} min "
-          f"(each ≤ {args.startup_timeout + per_run + args.exit_grace:.0f} s)", file=sys.stderr)
+          f"(each ≤ {args.quiet_wait + args.startup_timeout + per_run + args.exit_grace:.0f} s)",
+          file=sys.stderr)
     if args.server_cpu != "none":
         # The driver shares the server's core so it never steals the client's.
         os.sched_setaffinity(0, {int(args.server_cpu)})

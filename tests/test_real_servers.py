@@ -15,7 +15,7 @@ from llmscen.metrics.query import aggregate
 from llmscen.metrics.results import RunResults
 
 sys.path.insert(0, str(Path(__file__).parent))
-import realservers  # noqa: E402
+import realservers
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.realserver]

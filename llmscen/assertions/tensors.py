@@ -104,10 +104,7 @@ def _value_checks(label: str, spec: TensorExpect, array: np.ndarray,
 def as_image(array: Any) -> np.ndarray:
     """float64, batch dimensions of 1 dropped, channels last, integers scaled to [0, 1]."""
     a = np.asarray(array)
-    if a.dtype.kind in "ui":
-        a = a.astype(np.float64) / np.iinfo(a.dtype).max
-    else:
-        a = a.astype(np.float64)
+    a = a.astype(np.float64) / np.iinfo(a.dtype).max if a.dtype.kind in "ui" else a.astype(np.float64)
     while a.ndim > 2 and a.shape[0] == 1:
         a = a[0]
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):

@@ -7,9 +7,8 @@ import datetime as dt
 import re
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -18,6 +17,7 @@ from llmscen.cli import exitcodes
 from llmscen.cli.progress import Progress
 from llmscen.compile.plan import Plan
 from llmscen.engine.events import Fanout, Handler
+from llmscen.engine.loop import run_loop
 from llmscen.engine.registry import Registry
 from llmscen.engine.run import Engine, RunError, start_services
 from llmscen.engine.workers import Pool
@@ -38,17 +38,6 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
         path, sep, _ = arg.partition("=")
         out.append(f"{path}=***" if sep and _SECRET_SET.search(path) else arg)
     return out
-
-
-def run_async(factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run on uvloop when it is installed, else on asyncio's default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(factory())
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(factory())
 
 
 def default_out_dir(plan: Plan) -> Path:
@@ -134,7 +123,7 @@ def execute(plan: Plan, registry: Registry, handlers: list[Handler], meta: Meta,
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    run_async(main)
+    run_loop(main)
     if pool is None:
         return recorder.results(), problem
     parts = [RunResults.from_json(data) for _, data in sorted(pool.results.items())]

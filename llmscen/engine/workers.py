@@ -89,6 +89,7 @@ def worker_main(plan: Plan, index: int, count: int, start_at: Any, log_dir: str 
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides when to stop
     from llmscen.engine.events import Fanout
+    from llmscen.engine.loop import run_loop
     from llmscen.engine.registry import Registry
     from llmscen.engine.run import Engine, RunError
 
@@ -118,7 +119,7 @@ def worker_main(plan: Plan, index: int, count: int, start_at: Any, log_dir: str 
             watcher.cancel()
 
     try:
-        _run_loop(main)
+        run_loop(main)
     except RunError as exc:
         out.put(("error", index, str(exc)))
         return
@@ -126,16 +127,6 @@ def worker_main(plan: Plan, index: int, count: int, start_at: Any, log_dir: str 
         out.put(("error", index, f"worker {index} failed: {type(exc).__name__}: {exc}"))
         return
     out.put(("results", index, recorder.results().to_json()))
-
-
-def _run_loop(factory: Any) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(factory())
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(factory())
 
 
 @dataclass

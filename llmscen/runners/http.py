@@ -30,6 +30,7 @@ from yarl import URL
 
 from llmscen import __version__ as _llmscen_version
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
+from llmscen.runners.guard import guarded
 from llmscen.runners.keepalive import (
     STALE_CONNECTION_ERRORS,
     ReuseTrackingConnector,
@@ -184,16 +185,11 @@ class HttpRunner:
     # -- sending ---------------------------------------------------------------------------
 
     async def send(self, call: Call, exchange: Exchange) -> None:
-        try:
-            await self._send(call, exchange)
-        except asyncio.CancelledError:
-            exchange.end_ns = exchange.end_ns or time.perf_counter_ns()
-            exchange.fail("cancelled", "the run stopped while the request was in flight")
-            raise
-        except Exception as exc:  # classified, never raised: a bad server must not stop the run
-            exchange.end_ns = time.perf_counter_ns()
+        def classify(exc: Exception) -> tuple[str, str]:
             error, message = self._classify(exc, exchange, call)
-            exchange.fail(error, self._scrub(message, call.payload))
+            return error, self._scrub(message, call.payload)
+
+        await guarded(self._send(call, exchange), exchange, classify)
 
     async def _send(self, call: Call, ex: Exchange) -> None:
         payload = call.payload

@@ -36,11 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
 from llmscen.runners.triton_errors import classify, describe
+from llmscen.runners.triton_stream import StreamPool, decode_text
 from llmscen.spec.units import Duration
 
 if TYPE_CHECKING:
     from llmscen.compile.plan import TargetPlan
-    from llmscen.runners.triton_stream import StreamPool
     from llmscen.runners.triton_tensors import ModelInfo
 
 INSTALL_HINT = "pip install 'llmscen[triton]'"
@@ -275,8 +275,6 @@ class TritonRunner:
         timeout = self.options.timeout if call.timeout is None else call.timeout
         if self.grpc and (call.stream or self.info.decoupled):
             if self._streams is None:
-                from llmscen.runners.triton_stream import StreamPool
-
                 self._streams = StreamPool(self._client, self._headers)
             request = {"model_name": self.options.model, "inputs": inputs, "outputs": outputs,
                        "model_version": self.options.model_version,
@@ -310,8 +308,6 @@ class TritonRunner:
             ex.images = int(images.shape[0])
         text_name = self._text_output(call.payload)
         if text_name in tensors:
-            from llmscen.runners.triton_stream import decode_text
-
             ex.text = decode_text(tensors[text_name])
 
     def _request(self, payload: dict[str, Any]) -> tuple[list[Any], list[Any] | None]:
