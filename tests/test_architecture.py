@@ -88,3 +88,16 @@ def test_architecture_doc_names_every_layer() -> None:
     layers = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
     for layer in layers:
         assert f"`{layer}/`" in doc, layer
+
+
+def test_core_imports_no_optional_dependencies() -> None:
+    """`pip install llmscen` (no extras) must run HTTP scenarios: no numpy, no tritonclient."""
+    import subprocess
+    import sys
+
+    code = ("import sys, llmscen.cli.main, llmscen.cli.run, llmscen.engine.flow, "
+            "llmscen.runners.openai, llmscen.runners.http, llmscen.report.html; "
+            "print(sorted(m for m in ('numpy', 'tritonclient', 'pytriton') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

@@ -27,7 +27,9 @@ def test_invalid_scenario_messages(path: Path, in_root: Path, registry: Registry
     assert lines[-1].endswith("found; nothing was sent")
     # the installed plugins vary by environment; the rest of each message is exact
     installed = ", ".join(sorted(registry.plugins))
+    services = ", ".join(sorted(k for k in registry.services if k != "command"))
     expected = path.with_suffix(".expected").read_text().replace("{plugins}", installed)
+    expected = expected.replace("{services}", services)
     expected = expected.strip().splitlines()
     assert lines[:-1] == expected
 

@@ -34,6 +34,13 @@ def test_share_splits_rates_users_and_counts(registry: Registry) -> None:
         assert len({p.seed for p in mine}) == 3   # each worker its own arrivals
 
 
+def test_closed_phase_requests_follow_users(registry: Registry) -> None:
+    plan = compile_document(load_file(ROOT / "scenarios/flux.yaml"), registry)
+    parts = [share(plan, i, 2) for i in range(2)]
+    checks = [next(p for p in part.phases if p.name == "checks") for part in parts]
+    assert [(p.users, p.max_requests) for p in checks] == [(1, 14), (0, 0)]
+
+
 @pytest.mark.slow
 def test_two_workers_merge_into_one_result(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", str(ROOT / "tests/scenarios/engine/timing.yaml"),

@@ -243,3 +243,36 @@ class _Reference:
         if not score >= low:
             out.append(CheckFailure(check, f"expected {spec.metric.upper()} >= {low}{unit} "
                                            f"against {spec.file}; got {score:.4g}{unit}"))
+
+
+def batch_inconsistencies(batched: dict[str, Any], singles: list[dict[str, Any] | None],
+                          tolerance: float) -> list[str]:
+    """Where item i of a batched answer differs from the same item sent alone."""
+    import numpy as np
+
+    problems = []
+    for index, single in enumerate(singles):
+        if single is None:
+            problems.append(f"item {index} sent alone got no tensors back")
+            continue
+        for name, array in batched.items():
+            alone = single.get(name)
+            if alone is None:
+                problems.append(f"item {index} sent alone has no output {name!r}")
+                continue
+            item = np.asarray(array)[index:index + 1]
+            alone = np.asarray(alone)
+            if item.shape != alone.shape:
+                problems.append(f"{name}[{index}] has shape {list(item.shape)} in the batch but "
+                                f"{list(alone.shape)} alone")
+                continue
+            if item.dtype.kind in "OSU":
+                if not np.array_equal(item, alone):
+                    problems.append(f"{name}[{index}] differs between the batch and alone")
+                continue
+            diff = float(np.max(np.abs(item.astype(np.float64) - alone.astype(np.float64)),
+                                initial=0.0))
+            if not diff <= tolerance:
+                problems.append(f"{name}[{index}] differs by up to {diff:.3g} between the batch "
+                                f"and alone (tolerance {tolerance:g})")
+    return problems

@@ -36,9 +36,12 @@ def scenario_model(catalog: Catalog) -> type[BaseModel]:
     elif members:
         target = Annotated[Union[tuple(members)], Field(discriminator="plugin")]  # noqa: UP007
 
+    # every plugin's request keys, each optional: which are required depends on the target
     plugin_request_fields: dict[str, Any] = {}
     for entry in catalog.plugins.values():
-        plugin_request_fields.update(_fields(entry.obj.request_options))
+        for name, field in entry.obj.request_options.model_fields.items():
+            plugin_request_fields[name] = (field.annotation | None, Field(
+                None, alias=field.alias, description=field.description))
     step = create_model("Step", __config__=ConfigDict(extra="forbid"),
                         **_fields(StepSpec), **plugin_request_fields)
     request_fields = _fields(RequestSpec)
@@ -54,8 +57,27 @@ def scenario_model(catalog: Catalog) -> type[BaseModel]:
                         **scenario_fields)
 
 
+# `${VAR}` / `${VAR:-default}` is replaced before validation, so an editor must accept it
+# wherever a number, boolean or fixed choice goes.
+ENV_PLACEHOLDER = {"type": "string", "pattern": r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}$"}
+_TYPED = {"integer", "number", "boolean"}
+
+
+def _allow_placeholders(node: Any, key: str = "") -> Any:
+    if isinstance(node, list):
+        return [_allow_placeholders(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _allow_placeholders(v, k) for k, v in node.items()}
+    kind = out.get("type")
+    typed = "enum" in out or (isinstance(kind, str) and kind in _TYPED)
+    if typed and key != "plugin" and "const" not in out:
+        return {"anyOf": [out, ENV_PLACEHOLDER]}
+    return out
+
+
 def scenario_schema(catalog: Catalog) -> dict[str, Any]:
-    schema = scenario_model(catalog).model_json_schema(by_alias=True)
+    schema = _allow_placeholders(scenario_model(catalog).model_json_schema(by_alias=True))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "llmscen scenario"
     return schema

@@ -31,6 +31,7 @@ class Step:
     expects_error: bool
     captures: list[tuple[str, Callable[[Exchange], Any]]]
     think: tuple[float, float]
+    batch_tolerance: float | None    # `expect: batch_consistent`, checked with extra calls
 
 
 def _goodput_check(objectives: tuple[GoodputObjective, ...]) -> Callable[[Exchange], bool]:
@@ -86,7 +87,9 @@ class Flow:
                     else None,
                     expects_error=getattr(expect, "error", None) is not None,
                     captures=[(k, compile_capture(v)) for k, v in step.capture.items()],
-                    think=(step.think_min, step.think_max))
+                    think=(step.think_min, step.think_max),
+                    batch_tolerance=getattr(getattr(expect, "batch_consistent", None),
+                                            "tolerance", None))
 
     async def execute(self, phase: str, intended_ns: int, context: dict[str, Any],
                       rng: random.Random) -> None:
@@ -117,6 +120,8 @@ class Flow:
                     self._emit(phase, step, exchange, [])
                     raise
                 failures = self._check(step, exchange)
+                if step.batch_tolerance is not None and exchange.error is None:
+                    failures += await self._batch_consistency(step, call, exchange)
                 for var, extract in step.captures:
                     value = extract(exchange)
                     if is_missing(value):
@@ -138,6 +143,31 @@ class Flow:
         self.handler.completed(Completed(phase, step.name, self.target, exchange, failures,
                                          self.goodput(exchange), now))
 
+    async def _batch_consistency(self, step: Step, call: Call,
+                                 exchange: Exchange) -> list[tuple[str, str]]:
+        """Send each item of a batch alone and compare; these calls are checks, not load,
+        so they are not recorded as requests."""
+        from llmscen.assertions.tensors import batch_inconsistencies  # numpy: triton extra
+
+        unbatch = getattr(self.runner, "unbatch", None)
+        singles = unbatch(call) if unbatch is not None else None
+        if not singles:
+            failure = ("batch_consistent", "the request is not a batch this plugin can split")
+        else:
+            results = []
+            for single in singles:
+                alone = Exchange(intended_ns=time.perf_counter_ns())
+                await self.runner.send(single, alone)
+                results.append(alone.tensors if alone.error is None else None)
+            problems = batch_inconsistencies(exchange.tensors or {}, results,
+                                             step.batch_tolerance or 0.0)
+            if not problems:
+                return []
+            failure = ("batch_consistent", "; ".join(problems[:3]) +
+                       (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
+        exchange.fail("check", failure[1])
+        return [failure]
+
     @staticmethod
     def _check(step: Step, exchange: Exchange) -> list[tuple[str, str]]:
         if step.checker is None:
@@ -147,6 +177,9 @@ class Flow:
             # a negative test got the error it expected: the request passed
             exchange.error = None
             exchange.error_message = ""
+        elif failures and step.expects_error and exchange.error is not None:
+            # the server did refuse, but not the way the test expects: a failed check
+            exchange.error, exchange.error_message = "check", failures[0][1]
         elif failures:
             exchange.fail("check", failures[0][1])
         return failures

@@ -99,6 +99,9 @@ class Runner(Protocol):
     async def server_metrics(self) -> dict[str, float]:
         """The server's own counters (e.g. Prometheus), or {} when it has none."""
 
+    # Optional: `unbatch(call) -> list[Call] | None` splits a batched call into one call
+    # per item, for `expect: batch_consistent`. Runners that cannot batch leave it out.
+
 
 @runtime_checkable
 class Plugin(Protocol):

@@ -49,9 +49,14 @@ async def start_services(plan: Plan, registry: Any, log_dir: str | None) -> Asyn
         for target in plan.targets:
             if target.url is None:
                 assert target.service is not None, "the compiler requires url or service"
+                endpoint = endpoints[target.service]
                 scheme = str(getattr(target.options, "protocol", "http"))
+                # options like `metrics_url` left unset are filled from the service's URLs
+                fill = {f"{name}_url": url for name, url in endpoint.urls.items()
+                        if getattr(target.options, f"{name}_url", "") is None}
                 target = target.model_copy(update={
-                    "url": endpoints[target.service].url_for(scheme)})
+                    "url": endpoint.url_for(scheme),
+                    "options": target.options.model_copy(update=fill)})
             targets.append(target)
         yield plan.model_copy(update={"targets": tuple(targets)})
 

@@ -35,6 +35,18 @@ def _split(total: int | None, index: int, count: int) -> int | None:
     return total // count + (1 if index < total % count else 0)
 
 
+def _split_by(total: int | None, weights: list[int], index: int) -> int | None:
+    """Worker `index`'s part of `total`, in proportion to `weights` (largest remainders)."""
+    if total is None or sum(weights) == 0:
+        return total if index == 0 else (None if total is None else 0)
+    exact = [total * w / sum(weights) for w in weights]
+    parts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in by_remainder[:total - sum(parts)]:
+        parts[i] += 1
+    return parts[index]
+
+
 def share(plan: Plan, index: int, count: int) -> Plan:
     """The part of `plan` worker `index` of `count` runs."""
     phases: list[PhasePlan] = []
@@ -49,9 +61,13 @@ def share(plan: Plan, index: int, count: int) -> Plan:
             if p.max_in_flight:
                 update["max_in_flight"] = max(1, math.ceil(p.max_in_flight / count))
         elif p.kind == "closed":
-            update["users"] = _split(p.users, index, count)
+            users = [_split(p.users, i, count) or 0 for i in range(count)]
+            update["users"] = users[index]
             update["users_ramp_to"] = _split(p.users_ramp_to, index, count)
             update["spawn_rate"] = None if p.spawn_rate is None else p.spawn_rate / count
+            # requests follow the users: a worker with no users sends nothing
+            update["max_requests"] = _split_by(p.max_requests, users, index)
+            update["expected_requests"] = _split_by(p.expected_requests, users, index)
         phases.append(p.model_copy(update=update))
     return plan.model_copy(update={"phases": tuple(phases), "seed": plan.seed + index})
 

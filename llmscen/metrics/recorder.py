@@ -74,11 +74,16 @@ class Recorder(BaseHandler):
     def completed(self, event: Completed) -> None:
         self.store.record(event.phase, event.request, event.target, event.exchange,
                           goodput_met=event.goodput_met, now=event.now)
-        names = self.expectations.get(event.request)
-        if not names or event.exchange.error not in (None, "check"):
+        names = self.expectations.get(event.request) or []
+        if not (names or event.failures) or event.exchange.error not in (None, "check"):
             return
-        failed = {check for check, _ in event.failures}
-        for name in names:
+        # a check may report a detail (`outputs.images.shape`) of its expectation (`outputs`)
+        failed: dict[str, str] = {}
+        for check, message in event.failures:
+            top = check.split(".", 1)[0]
+            detail = f"{check}: {message}" if check != top else message
+            failed.setdefault(top if top in names else check, detail)
+        for name in [*names, *(f for f in failed if f not in names)]:
             summary = self.checks.get((event.request, name))
             if summary is None:
                 summary = self.checks[(event.request, name)] = CheckSummary(
@@ -86,19 +91,10 @@ class Recorder(BaseHandler):
             if name in failed:
                 summary.failed += 1
                 if len(summary.samples) < MAX_SAMPLES:
-                    message = next(m for c, m in event.failures if c == name)
-                    summary.samples.append(Sample(message=scrub(message),
+                    summary.samples.append(Sample(message=scrub(failed[name]),
                                                   output=scrub(event.exchange.text)))
             else:
                 summary.passed += 1
-        for check, message in event.failures:   # e.g. `capture`, not in `expect:`
-            if check not in names:
-                summary = self.checks.setdefault((event.request, check), CheckSummary(
-                    request=event.request, expectation=check))
-                summary.failed += 1
-                if len(summary.samples) < MAX_SAMPLES:
-                    summary.samples.append(Sample(message=scrub(message),
-                                                  output=scrub(event.exchange.text)))
 
     def in_flight(self, now: float, count: int) -> None:
         self.store.note_in_flight(now, count)

@@ -92,6 +92,15 @@ class TensorData(BaseModel):
         return self
 
 
+def _item(data: Any, index: int, batch: int) -> Any:
+    """Item `index` of data whose first dimension is `batch`, flat or nested."""
+    if isinstance(data, list) and len(data) == batch:
+        return [data[index]]
+    flat = data if isinstance(data, list) else [data]
+    per = len(flat) // batch
+    return flat[index * per:(index + 1) * per]
+
+
 def _count(data: Any) -> int:
     return sum(_count(d) for d in data) if isinstance(data, list) else 1
 
@@ -221,7 +230,10 @@ class TritonRunner:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         try:
-            async with self._session.get(self.options.metrics_url,
+            url = self.options.metrics_url
+            if "/" not in url.split("://", 1)[-1]:   # a bare host:port: Triton serves /metrics
+                url = url.rstrip("/") + "/metrics"
+            async with self._session.get(url,
                                          timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 if resp.status != 200:
                     return {}
@@ -263,6 +275,28 @@ class TritonRunner:
             if status is not None:
                 exchange.status = status
             exchange.fail(error, message)
+
+    def unbatch(self, call: Call) -> list[Call] | None:
+        """One call per batch item: inputs whose first dimension is the batch size are
+        sliced, the others (e.g. a step count of shape [1]) are sent as they are."""
+        inputs = call.payload.get("inputs") or {}
+        sizes = {spec["shape"][0] for spec in inputs.values() if spec.get("shape")}
+        batch = max(sizes, default=1)
+        if batch < 2:
+            return None
+        calls = []
+        for i in range(batch):
+            single = {}
+            for name, spec in inputs.items():
+                shape = list(spec["shape"])
+                data = spec["data"]
+                if shape and shape[0] == batch:
+                    data = _item(data, i, batch)
+                    shape[0] = 1
+                single[name] = {**spec, "shape": shape, "data": data}
+            calls.append(Call(request=call.request, payload={**call.payload, "inputs": single},
+                              stream=call.stream, timeout=call.timeout))
+        return calls
 
     async def _send(self, call: Call, ex: Exchange) -> None:
         if self._client is None or self.info is None:
