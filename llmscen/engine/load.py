@@ -82,7 +82,7 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int) -> None:
     loop = asyncio.get_running_loop()
     for seq, offset in enumerate(schedule):
         if phase.max_requests is not None and seq >= phase.max_requests:
-            break
+            return   # whichever comes first: the request count ends the phase now
         intended = start_ns + int(offset * 1e9)
         delay = (intended - time.perf_counter_ns()) / 1e9
         if delay > 0:
