@@ -50,3 +50,33 @@ def test_failed_expectation_carries_its_samples(tmp_path: Path) -> None:
     assert failure.message.startswith("3 of ")
     assert "<script>window.__xss=1</script>" in failure.text   # XML-escaped on disk
     assert b"<script>" not in path.read_bytes()
+
+
+def test_structure_follows_the_common_junit_schema(tmp_path: Path) -> None:
+    """What the Ant-style JUnit XSD (the one CI tools validate against) requires:
+    testsuite with name, tests, failures, errors, time, timestamp (no zone), hostname,
+    id, package; then properties, testcases, system-out, system-err in that order;
+    testcase with name, classname, time; failure with message and type."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    from llmscen.report.junit import write_junit
+
+    results = build_results(slos=three_slos(), failing_check=True)
+    path = tmp_path / "junit.xml"
+    write_junit(results, path)
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert suite is not None
+    for attr in ("name", "tests", "failures", "errors", "time", "timestamp", "hostname", "id",
+                 "package"):
+        assert suite.get(attr) is not None, attr
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", suite.get("timestamp", ""))
+    float(suite.get("time", "x"))
+    order = [child.tag for child in suite]
+    assert order[0] == "properties" and order[-2:] == ["system-out", "system-err"]
+    assert set(order[1:-2]) == {"testcase"}
+    for case in suite.iter("testcase"):
+        assert case.get("name") and case.get("classname")
+        float(case.get("time", "x"))
+        for failure in case.iter("failure"):
+            assert failure.get("message") and failure.get("type")

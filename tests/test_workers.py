@@ -56,3 +56,31 @@ def test_two_workers_merge_into_one_result(tmp_path: Path) -> None:
     hist = agg.histogram("itl")
     assert hist is not None and hist.count == 29 * agg.counters.requests
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.slow
+def test_once_data_is_never_handed_out_twice_across_workers(tmp_path: Path) -> None:
+    rows = [f"row-{i}" for i in range(30)]
+    (tmp_path / "rows.csv").write_text("word\n" + "\n".join(rows) + "\n")
+    (tmp_path / "once.yaml").write_text("""
+version: 1
+services:
+  sim: {builtin: openai-sim, options: {ttft: 1ms, itl: 1ms, output_tokens: 2, echo_prompt: true}}
+targets:
+  chat: {plugin: openai, service: sim, model: sim-model}
+data:
+  words: {file: rows.csv, order: once}
+phases:
+  - {duration: 4s, arrival_rate: 40}
+requests:
+  - name: echo
+    target: chat
+    data: words
+    body: {messages: [{role: user, content: "{{ row.word }}"}], max_tokens: 2}
+""")
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "once.yaml"), "--out",
+                                      str(tmp_path / "out"), "--quiet", "--workers", "2"])
+    results = RunResults.load(tmp_path / "out" / "results.json")
+    # 30 rows between two workers: each row once, then both stop early
+    assert aggregate(results).counters.requests == 30, result.output
+    assert any("has no rows left" in n for n in results.meta.notes)

@@ -15,7 +15,9 @@ from llmscen.metrics.results import RunResults
 def junit_tree(results: RunResults) -> ET.ElementTree:
     name = results.meta.scenario
     suites = ET.Element("testsuites", name="llmscen")
-    suite = ET.SubElement(suites, "testsuite", name=name)
+    # the attributes and elements the common (Ant-style) JUnit schema requires
+    suite = ET.SubElement(suites, "testsuite", name=name, package=name, id="0",
+                          hostname="localhost")
     props = ET.SubElement(suite, "properties")
     meta = results.meta
     for key, value in (("scenario_file", meta.file), ("seed", meta.seed),
@@ -56,13 +58,20 @@ def junit_tree(results: RunResults) -> ET.ElementTree:
             ET.SubElement(case, "failure", message=message, type="expectation").text = body
         else:
             ET.SubElement(case, "system-out").text = f"{total} of {total} responses passed"
+    for case in suite.iter("testcase"):
+        case.set("time", "0.000")      # judged after the run: the cases take no time
+    ET.SubElement(suite, "system-out").text = "\n".join(results.meta.notes)
+    ET.SubElement(suite, "system-err")
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
     suite.set("skipped", "0")
-    if meta.started_at and meta.ended_at:
-        suite.set("timestamp", meta.started_at.replace(tzinfo=None).isoformat(timespec="seconds"))
-        suite.set("time", f"{(meta.ended_at - meta.started_at).total_seconds():.3f}")
+    started = meta.started_at or meta.ended_at
+    suite.set("timestamp", started.replace(tzinfo=None).isoformat(timespec="seconds")
+              if started else "1970-01-01T00:00:00")
+    elapsed = (meta.ended_at - meta.started_at).total_seconds() \
+        if meta.started_at and meta.ended_at else 0.0
+    suite.set("time", f"{elapsed:.3f}")
     suites.set("tests", str(tests))
     suites.set("failures", str(failures))
     ET.indent(suites)
