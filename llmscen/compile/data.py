@@ -25,9 +25,17 @@ def detect_format(path: str | Path, declared: str | None) -> str:
                         "or set `format:`")
 
 
+def _shown(p: Path) -> Path:
+    """Relative to the working directory when under it: shorter, and the same on every machine."""
+    try:
+        return p.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return p
+
+
 def read_rows(path: str | Path, fmt: str) -> list[dict[str, Any]]:
     """All rows; data files are small next to the traffic they drive."""
-    p = Path(path)
+    p = _shown(Path(path))
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
