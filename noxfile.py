@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "types", "tests"]
+nox.options.sessions = ["lint", "types", "tests", "plugin"]
 nox.options.default_venv_backend = "venv"
 
 
@@ -22,6 +22,8 @@ def lint(session: nox.Session) -> None:
 def types(session: nox.Session) -> None:
     session.install("-e", ".[dev,triton]")
     session.run("mypy")
+    session.run("mypy", "plugins/llmscen-ollama/llmscen_ollama",
+                "plugins/broken-examples/broken_plugins.py")
 
 
 @nox.session
@@ -29,6 +31,13 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[dev,triton]")
     session.run("bash", "scripts/install-test-deps.sh", external=True)
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def plugin(session: nox.Session) -> None:
+    """The example third-party plugin, installed as a team would install theirs."""
+    session.install("-e", ".[dev]", "-e", "plugins/llmscen-ollama")
+    session.run("pytest", "plugins/llmscen-ollama/tests", *session.posargs)
 
 
 @nox.session
