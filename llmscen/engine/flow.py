@@ -67,8 +67,10 @@ class Flow:
 
     def __init__(self, plan: RequestPlan, runner: Runner, feeder: Feeder | None,
                  goodput: tuple[GoodputObjective, ...], handler: Handler,
-                 clock_origin_ns: int, base_dir: str | None = None) -> None:
+                 clock_origin_ns: int, base_dir: str | None = None,
+                 plugin: str = "the plugin") -> None:
         self.plan = plan
+        self.plugin = plugin          # who to blame when send() raises
         self.target = plan.target
         self.runner = runner
         self.feeder = feeder
@@ -119,6 +121,13 @@ class Flow:
                     exchange.fail("cancelled", "the run stopped while the request was in flight")
                     self._emit(phase, step, exchange, [])
                     raise
+                except Exception as exc:  # a plugin bug: count it against the request
+                    exchange.end_ns = time.perf_counter_ns()
+                    exchange.sent_ns = exchange.sent_ns or exchange.end_ns
+                    exchange.fail("client", f"{self.plugin} raised from send(): "
+                                            f"{type(exc).__name__}: {exc}")
+                    self._emit(phase, step, exchange, [])
+                    return
                 failures = self._check(step, exchange)
                 if step.batch_tolerance is not None and exchange.error is None:
                     failures += await self._batch_consistency(step, call, exchange)

@@ -94,7 +94,10 @@ class Registry:
 
 
 def _entry_points(group: str) -> Iterable[metadata.EntryPoint]:
-    return sorted(metadata.entry_points(group=group), key=lambda ep: ep.name)
+    # on a name clash our built-in keeps the name, whatever the path order: a package
+    # must not silently replace `openai`; the other one is reported as broken
+    return sorted(metadata.entry_points(group=group),
+                  key=lambda ep: (ep.name, ep.dist is None or ep.dist.name != "llmscen"))
 
 
 def _is_model(obj: Any) -> bool:

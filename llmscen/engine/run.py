@@ -157,8 +157,11 @@ class Engine:
     def _flows(self, runners: dict[str, Runner]) -> list[Flow]:
         feeders = {d.name: Feeder(d, self.plan.seed, *self.worker) for d in self.plan.data}
         base_dir = str(Path(self.plan.file).parent)
+        plugins = {t.name: f"plugin {t.plugin!r} ({self.registry.plugins[t.plugin].origin})"
+                   for t in self.plan.targets}
         return [Flow(r, runners[r.target], feeders.get(r.data) if r.data else None,
-                     self.plan.goodput, self.handler, self.origin_ns, base_dir)
+                     self.plan.goodput, self.handler, self.origin_ns, base_dir,
+                     plugins[r.target])
                 for r in self.plan.requests]
 
     async def _phase(self, phase: PhasePlan, flows: list[Flow],
