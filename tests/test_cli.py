@@ -49,6 +49,31 @@ def test_plan_json_masks_secrets(in_root: Path) -> None:
     plan = json.loads(result.output)
     assert [p["name"] for p in plan["phases"]] == ["warmup", "ramp", "peak", "soak"]
     assert plan["phases"][2]["expected_requests"] == 3000
+    # each plugin's own options are in the plan, the key masked
+    chat = plan["targets"][0]["options"]
+    assert chat["model"] == "sim-model" and chat["api_key"] == "**********"
+
+
+def test_plan_json_masks_secret_headers(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("""\
+version: 1
+targets:
+  api: {plugin: http, url: "http://127.0.0.1:9",
+        headers: {Authorization: "Bearer ${TOK}", Accept: text/plain}}
+  chat: {plugin: openai, url: "http://127.0.0.1:9", model: m, headers: {X-Api-Key: "${TOK}"}}
+phases: [{name: p, duration: 1s, arrival_rate: 1}]
+requests:
+  - {name: h, target: api, get: /health}
+  - {name: c, target: chat, body: {messages: [{role: user, content: hi}]}}
+""")
+    result = CliRunner().invoke(cli, ["plan", str(scenario), "--json"],
+                                env={"TOK": "tok-0123456789"})
+    assert result.exit_code == 0, result.output
+    assert "tok-0123456789" not in result.output
+    options = {t["name"]: t["options"] for t in json.loads(result.output)["targets"]}
+    assert options["api"]["headers"] == {"Authorization": "**********", "Accept": "text/plain"}
+    assert options["chat"]["headers"] == {"X-Api-Key": "**********"}
 
 
 def test_set_and_target_overrides(in_root: Path) -> None:

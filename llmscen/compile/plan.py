@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
 
 class Frozen(BaseModel):
@@ -19,7 +19,7 @@ class Frozen(BaseModel):
 class ServicePlan(Frozen):
     name: str
     kind: str                      # `openai-sim`, `triton-sim`, `command`, or a plugin service
-    options: BaseModel             # the service's own options model
+    options: SerializeAsAny[BaseModel]   # the service's own options model (dumped whole)
 
 
 class TargetPlan(Frozen):
@@ -27,7 +27,7 @@ class TargetPlan(Frozen):
     plugin: str
     service: str | None = None
     url: str | None = None         # filled from the service at run time unless given
-    options: BaseModel             # the plugin's own target options model
+    options: SerializeAsAny[BaseModel]   # the plugin's own target options model (dumped whole)
 
 
 class DataPlan(Frozen):

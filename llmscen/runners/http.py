@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlencode
 
 import aiohttp
 import orjson
@@ -31,6 +29,15 @@ from yarl import URL
 from llmscen import __version__ as _llmscen_version
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
 from llmscen.runners.guard import guarded
+from llmscen.runners.http_request import (
+    METHODS,
+    encode_body,
+    lowered,
+    method_of,
+    param_pairs,
+    redirected,
+    with_cookies,
+)
 from llmscen.runners.keepalive import (
     STALE_CONNECTION_ERRORS,
     ReuseTrackingConnector,
@@ -38,20 +45,17 @@ from llmscen.runners.keepalive import (
     is_stale_connection,
     was_reused,
 )
+from llmscen.runners.secrets import SECRET_NAME, Headers, credential_parts, scrub, secret_values
 from llmscen.spec.units import Duration
 
 if TYPE_CHECKING:
     from llmscen.compile.plan import TargetPlan
 
-METHODS: tuple[str, ...] = ("get", "post", "put", "patch", "delete", "head", "options")
 METRICS = frozenset({"latency", "latency_sent", "schedule_lag", "bytes_received", "throughput",
                      "goodput", "error_rate", "check_failure_rate", "success_rate"})
 MAX_REDIRECTS = 10
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 EXCERPT_CHARS = 200
-# Header, JSON, form and query names whose values are never shown in a message.
-SECRET_NAME = re.compile(r"auth|token|key|secret|passw|cookie|session|credential", re.I)
-_MIN_SECRET = 4     # shorter values would blank out ordinary words in messages
 
 Scalar = str | int | float | bool | None
 Params = dict[str, Scalar | list[Scalar]]
@@ -63,8 +67,7 @@ class HttpTargetOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     timeout: Duration = Field(30.0, description="per-request timeout, redirects included")
-    headers: dict[str, str] = Field(default_factory=dict,
-                                    description="headers sent with every step")
+    headers: Headers = Field(default_factory=dict, description="headers sent with every step")
     verify_tls: bool = True
     max_connections: int = Field(0, ge=0, description="connection pool size; 0 = unlimited")
     follow_redirects: bool = Field(True, description="follow up to 10 redirects; when off, a "
@@ -128,7 +131,7 @@ class HttpRunner:
         self.options = options
         self.base = (target.url or "").rstrip("/")
         self._target_secrets = [s for k, v in options.headers.items() if SECRET_NAME.search(k)
-                                for s in _credential_parts(v)]
+                                for s in credential_parts(v)]
         self.reconnects = 0
         # made in start(): sessions and weak references do not pickle
         self._session: aiohttp.ClientSession | None = None
@@ -318,97 +321,16 @@ class HttpRunner:
         secrets = set(self._target_secrets)
         for name, value in (payload.get("headers") or {}).items():
             if SECRET_NAME.search(name) and isinstance(value, str):
-                secrets.update(_credential_parts(value))
+                secrets.update(credential_parts(value))
         for key in ("json", "form", "query"):
             secrets.update(secret_values(payload.get(key)))
         task = asyncio.current_task()
         if self._jars is not None and task is not None and task in self._jars:
             secrets.update(str(cookie.value) for cookie in self._jars[task])
-        for secret in sorted(secrets, key=len, reverse=True):
-            if len(secret) >= _MIN_SECRET:
-                message = message.replace(secret, "***")
-        return message
-
-
-# -- request building -------------------------------------------------------------------
-
-
-def method_of(payload: dict[str, Any]) -> tuple[str, str]:
-    """(HTTP method, path) of a validated step payload."""
-    for method in METHODS:
-        path = payload.get(method)
-        if path is not None:
-            return method.upper(), str(path)
-    raise ValueError(f"a step takes exactly one method key: {', '.join(METHODS)}")
-
-
-def param_pairs(params: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """Query or form pairs; a list repeats its key, `true`/`false` stay lowercase."""
-    for key, value in params.items():
-        for item in value if isinstance(value, list) else [value]:
-            if item is None:
-                continue
-            yield key, ("true" if item else "false") if isinstance(item, bool) else str(item)
-
-
-def encode_body(payload: dict[str, Any]) -> tuple[dict[str, str], bytes | None]:
-    """The step's headers (with a content type for its body) and body bytes."""
-    headers = dict(payload.get("headers") or {})
-    has_type = any(k.lower() == "content-type" for k in headers)
-    if "json" in payload:
-        data = orjson.dumps(payload["json"])
-        content_type = "application/json"
-    elif payload.get("form") is not None:
-        data = urlencode(list(param_pairs(payload["form"]))).encode()
-        content_type = "application/x-www-form-urlencoded"
-    elif payload.get("body") is not None:
-        data = str(payload["body"]).encode()
-        content_type = "text/plain; charset=utf-8"
-    else:
-        return headers, None
-    if not has_type:
-        headers["Content-Type"] = content_type
-    return headers, data
-
-
-def with_cookies(headers: dict[str, str], jar: aiohttp.CookieJar, url: URL) -> dict[str, str]:
-    """`headers` plus the jar's cookies for `url` (after any Cookie header the step gives)."""
-    found = jar.filter_cookies(url)
-    if not found:
-        return headers
-    cookies = "; ".join(f"{m.key}={m.coded_value}" for m in found.values())
-    out = dict(headers)
-    for name in headers:
-        if name.lower() == "cookie":
-            out[name] = f"{headers[name]}; {cookies}"
-            return out
-    out["Cookie"] = cookies
-    return out
-
-
-def redirected(method: str, data: bytes | None, headers: dict[str, str], status: int,
-               old: URL, new: URL) -> tuple[str, bytes | None, dict[str, str]]:
-    """What the next hop sends: 303 (and 301/302 after a POST) become a GET without body."""
-    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
-        method, data = "GET", None
-        headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-    if old.origin() != new.origin():
-        # like browsers and requests: credentials are for the origin they were given to
-        headers = {k: v for k, v in headers.items()
-                   if k.lower() not in ("authorization", "cookie", "proxy-authorization")}
-    return method, data, headers
+        return scrub(message, secrets)
 
 
 # -- reading and messages ---------------------------------------------------------------
-
-
-def lowered(items: Any) -> dict[str, str]:
-    """Response headers with lowercased names; repeated headers joined with ', '."""
-    out: dict[str, str] = {}
-    for name, value in items:
-        key = name.lower()
-        out[key] = f"{out[key]}, {value}" if key in out else value
-    return out
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -419,29 +341,6 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 def describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _credential_parts(value: str) -> list[str]:
-    """`Bearer abc` → [`Bearer abc`, `abc`], `a=1; b=2` → [..., `1`, `2`]: servers often
-    echo only the credential."""
-    parts = [value.strip()]
-    scheme, _, credential = parts[0].partition(" ")
-    if credential and scheme.isalpha():
-        parts.append(credential.strip())
-    parts += [pair.partition("=")[2].strip() for pair in value.split(";") if "=" in pair]
-    return parts
-
-
-def secret_values(value: Any, secret: bool = False) -> Iterator[str]:
-    """String values under secret-looking keys (password, token, ...) at any depth."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from secret_values(item, secret or bool(SECRET_NAME.search(str(key))))
-    elif isinstance(value, list):
-        for item in value:
-            yield from secret_values(item, secret)
-    elif secret and value is not None and not isinstance(value, bool):
-        yield str(value)
 
 
 class HttpPlugin:

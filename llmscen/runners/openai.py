@@ -39,6 +39,7 @@ from llmscen.runners.openai_responses import (
     parse_error_body,
     read_body,
 )
+from llmscen.runners.secrets import Headers
 from llmscen.runners.sse import SSEParser
 from llmscen.spec.units import Duration
 
@@ -69,7 +70,7 @@ class OpenAITargetOptions(BaseModel):
                                                         "empty means none")
     api: Api = Field("chat", description="default API for this target's requests")
     timeout: Duration = Field(60.0, description="per-request timeout")
-    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    headers: Headers = Field(default_factory=dict, description="extra request headers")
     verify_tls: bool = True
     max_connections: int = Field(0, ge=0, description="connection pool size; 0 = unlimited")
     include_usage: bool = Field(True, description="ask streams for `stream_options.include_usage`")

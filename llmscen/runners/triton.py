@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
+from llmscen.runners.secrets import Headers
 from llmscen.runners.triton_errors import classify, describe
 from llmscen.runners.triton_stream import StreamPool, decode_text
 from llmscen.spec.units import Duration
@@ -63,7 +64,7 @@ class TritonTargetOptions(BaseModel):
     model_version: str = Field("", description="empty: the server's choice")
     timeout: Duration = Field(60.0, description="per-request timeout")
     ready_timeout: Duration = Field(30.0, description="how long start() waits for readiness")
-    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    headers: Headers = Field(default_factory=dict, description="extra request headers")
     metrics_url: str | None = Field(None, description="Prometheus endpoint scraped for nv_* "
                                                       "counters, e.g. http://host:8002/metrics")
 

@@ -30,7 +30,8 @@ _SCRAPE_TIMEOUT = 10.0
 class VLLMTargetOptions(OpenAITargetOptions):
     """Target keys of the `vllm` plugin: those of `openai` and these."""
 
-    health_path: str = Field("/health", description="polled by start() until it answers 200")
+    health_path: str | None = Field("/health", description="polled by start() until it answers "
+                                                          "200; null skips the wait")
     ready_timeout: Duration = Field(60.0, description="how long start() waits for health")
     metrics_path: str = Field("/metrics", description="Prometheus endpoint")
     metrics_prefix: str = Field("vllm:", description="metric names kept from the scrape")
@@ -46,6 +47,8 @@ class VLLMRunner(OpenAIRunner):
 
     async def wait_ready(self) -> None:
         """Poll the health path until it answers 200 or `ready_timeout` passes."""
+        if self.options.health_path is None:
+            return
         url = self._url_for(self.options.health_path)
         deadline = time.monotonic() + self.options.ready_timeout
         last = "no answer yet"
