@@ -91,8 +91,20 @@ def test_startup_timeout_quotes_the_log_and_cleans_up() -> None:
 
 
 def _triton_pids() -> set[int]:
+    """Live Triton processes this test process started (their command lines carry its
+    pid in the shared-memory prefix); the machine is shared, others may run Triton too."""
+    ours = f"llmscen{os.getpid()}_".encode()
     return {int(p) for p in os.listdir("/proc") if p.isdigit() and _comm(int(p)) in
-            ("tritonserver", "triton_python_b") and _state(int(p)) not in ("Z", "gone")}
+            ("tritonserver", "triton_python_b") and _state(int(p)) not in ("Z", "gone")
+            and ours in _cmdline(int(p))}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 # -- a live server ----------------------------------------------------------------------------
