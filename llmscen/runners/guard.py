@@ -26,3 +26,9 @@ async def guarded(attempt: Awaitable[None], exchange: Exchange,
         exchange.end_ns = exchange.end_ns or time.perf_counter_ns()
         error, message = classify(exc)
         exchange.fail(error, message)
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, or the type alone when the exception has no text."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

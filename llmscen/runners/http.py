@@ -28,7 +28,7 @@ from yarl import URL
 
 from llmscen import __version__ as _llmscen_version
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
-from llmscen.runners.guard import guarded
+from llmscen.runners.guard import describe, guarded
 from llmscen.runners.http_request import (
     METHODS,
     encode_body,
@@ -336,11 +336,6 @@ class HttpRunner:
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[:limit] + "…"
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class HttpPlugin:

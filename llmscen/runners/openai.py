@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from llmscen import __version__ as _llmscen_version
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
-from llmscen.runners.guard import guarded
+from llmscen.runners.guard import describe, guarded
 from llmscen.runners.keepalive import (
     STALE_CONNECTION_ERRORS,
     ReuseTrackingConnector,
@@ -372,11 +372,6 @@ class OpenAIRunner:
     def _scrub(self, message: str) -> str:
         """Never let the API key reach a message, even when a server echoes it back."""
         return message.replace(self._secret, "***") if self._secret else message
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class OpenAIPlugin:

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
+from llmscen.runners.guard import describe
 from llmscen.runners.secrets import Headers
-from llmscen.runners.triton_errors import classify, describe
+from llmscen.runners.triton_errors import classify
 from llmscen.runners.triton_stream import StreamPool, decode_text
 from llmscen.spec.units import Duration
 

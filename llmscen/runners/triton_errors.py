@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from llmscen.runners.guard import describe
+
 # gRPC status → HTTP status, as grpc-gateway maps them
 GRPC_TO_HTTP = {
     "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400,
@@ -54,7 +56,3 @@ def _status_of(exc: BaseException) -> tuple[str | None, str]:
         return str(name), str(details() if callable(details) else exc)
     return None, str(exc)
 
-
-def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -14,12 +14,12 @@ from typing import ClassVar
 import aiohttp
 from pydantic import BaseModel, Field
 
+from llmscen.runners.guard import describe
 from llmscen.runners.openai import (
     OpenAIPlugin,
     OpenAIRunner,
     OpenAITargetOptions,
     TargetUnavailable,
-    describe,
 )
 from llmscen.spec.units import Duration
 
