@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from llmscen import __version__ as _llmscen_version
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
 from llmscen.runners.guard import describe, guarded
+from llmscen.runners.http_errors import classify_client_error
 from llmscen.runners.keepalive import (
     STALE_CONNECTION_ERRORS,
     ReuseTrackingConnector,
@@ -353,21 +354,8 @@ class OpenAIRunner:
         ex.fail("http", self._scrub(f"HTTP {resp.status}{reason}: {message}"))
 
     def _classify(self, exc: Exception, ex: Exchange, call: Call) -> tuple[str, str]:
-        if isinstance(exc, asyncio.TimeoutError):
-            limit = self.options.timeout if call.timeout is None else call.timeout
-            stage = "no response" if not ex.first_byte_ns else "response not complete"
-            return "timeout", f"{stage} within {limit:g}s"
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            return "connect", describe(exc)
-        if isinstance(exc, aiohttp.InvalidURL):
-            return "client", f"invalid URL: {exc}"
-        if isinstance(exc, aiohttp.ClientPayloadError):
-            return "protocol", f"response cut off: {describe(exc)}"
-        if isinstance(exc, aiohttp.ClientError):
-            if ex.first_byte_ns:
-                return "protocol", f"connection lost during the response: {describe(exc)}"
-            return "connect", f"connection lost before a response: {describe(exc)}"
-        return "client", f"internal error in the {self.target.plugin} runner: {describe(exc)}"
+        limit = self.options.timeout if call.timeout is None else call.timeout
+        return classify_client_error(exc, ex, limit, self.target.plugin)
 
     def _scrub(self, message: str) -> str:
         """Never let the API key reach a message, even when a server echoes it back."""

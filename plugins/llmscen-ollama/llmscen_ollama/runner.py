@@ -19,6 +19,8 @@ import orjson
 from pydantic import BaseModel
 
 from llmscen.engine.protocol import Call, Exchange
+from llmscen.runners.guard import describe, guarded
+from llmscen.runners.http_errors import classify_client_error
 from llmscen_ollama.options import API_PATHS, OllamaTargetOptions
 from llmscen_ollama.stream import (
     LineSplitter,
@@ -121,16 +123,11 @@ class OllamaRunner:
     # -- sending ---------------------------------------------------------------------------
 
     async def send(self, call: Call, exchange: Exchange) -> None:
-        try:
-            await self._send(call, exchange)
-        except asyncio.CancelledError:
-            exchange.end_ns = exchange.end_ns or time.perf_counter_ns()
-            exchange.fail("cancelled", "the run stopped while the request was in flight")
-            raise
-        except Exception as exc:  # classified, never raised: a bad server must not stop the run
-            exchange.end_ns = time.perf_counter_ns()
+        def classify(exc: Exception) -> tuple[str, str]:
             error, message = self._classify(exc, exchange, call)
-            exchange.fail(error, self._scrub(message))
+            return error, self._scrub(message)
+
+        await guarded(self._send(call, exchange), exchange, classify)
 
     async def _send(self, call: Call, ex: Exchange) -> None:
         payload = call.payload
@@ -227,21 +224,8 @@ class OllamaRunner:
         ex.fail("http", self._scrub(f"HTTP {resp.status}{reason}: {message}"))
 
     def _classify(self, exc: Exception, ex: Exchange, call: Call) -> tuple[str, str]:
-        if isinstance(exc, asyncio.TimeoutError):
-            limit = self.options.timeout if call.timeout is None else call.timeout
-            stage = "no response" if not ex.first_byte_ns else "response not complete"
-            return "timeout", f"{stage} within {limit:g}s"
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            return "connect", describe(exc)
-        if isinstance(exc, aiohttp.InvalidURL):
-            return "client", f"invalid URL: {exc}"
-        if isinstance(exc, aiohttp.ClientPayloadError):
-            return "protocol", f"response cut off: {describe(exc)}"
-        if isinstance(exc, aiohttp.ClientError):
-            if ex.first_byte_ns:
-                return "protocol", f"connection lost during the response: {describe(exc)}"
-            return "connect", f"connection lost before a response: {describe(exc)}"
-        return "client", f"internal error in the ollama runner: {describe(exc)}"
+        limit = self.options.timeout if call.timeout is None else call.timeout
+        return classify_client_error(exc, ex, limit, "ollama")
 
     def _scrub(self, message: str) -> str:
         """Never let the API key reach a message, even when a server echoes it back."""
@@ -251,8 +235,3 @@ class OllamaRunner:
 def full_name(model: str) -> str:
     """Ollama's name for a model: `llama3.2` is `llama3.2:latest`."""
     return model if ":" in model.rsplit("/", 1)[-1] else model + ":latest"
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
