@@ -711,14 +711,23 @@ def test_llmock_stream_faults(fault, error):
     except realservers.RealServersMissing as exc:
         pytest.skip(str(exc))
 
-    async def body(url: Any) -> list[Exchange]:
+    async def body(url: Any) -> tuple[list[Exchange], Exchange]:
         async with started(plan(url, model=url.model)) as runner:
             chat = {"messages": [{"role": "user", "content": "hi"}]}
-            return [await send(runner, chat, stream=True), await send(runner, chat)]
+            streamed = [await send(runner, chat, stream=True) for _ in range(10)]
+            return streamed, await send(runner, chat)
 
     with realservers.start_llmock(paths=paths, stream_fault=[fault]) as url:
         streamed, plain = run(body(url))
-    assert streamed.error == error, streamed.error_message
+    # llmock strikes after a random 1..6 of its 7 events; a truncation after the finish
+    # chunk leaves a complete answer (only [DONE] missing), which must be accepted
+    early = [ex for ex in streamed if ex.finish_reason is None]
+    assert early, "llmock never struck before the finish chunk in 10 streams"
+    for ex in streamed:
+        if fault.startswith("truncate") and ex.finish_reason is not None:
+            assert ex.error is None, ex.error_message
+        else:
+            assert ex.error == error, ex.error_message
     assert plain.error is None and plain.text
 
 
