@@ -71,8 +71,7 @@ def test_tritonclient_is_imported_lazily() -> None:
     bad = []
     for path in _modules():
         rel = path.relative_to(PACKAGE)
-        if (rel.parts[0] == "services" and "triton_sim" in rel.parts) or \
-                rel.name.startswith("triton"):
+        if rel.parts[:2] in (("services", "triton_sim"), ("runners", "triton")):
             continue
         tree = ast.parse(path.read_text())
         for node in tree.body:   # module level only
@@ -101,3 +100,49 @@ def test_core_imports_no_optional_dependencies() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """llmscen module → the llmscen modules it imports (anywhere in the file)."""
+    modules = {}
+    for path in _modules():
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    if full in modules:
+                        graph[name].add(full)
+                    elif node.module in modules:
+                        graph[name].add(node.module)
+            elif isinstance(node, ast.Import):
+                graph[name] |= {a.name for a in node.names if a.name in modules}
+    return graph
+
+
+def test_no_import_cycles() -> None:
+    """Also lazy imports inside functions: a cycle there is a layering mistake all the same."""
+    graph = _module_graph()
+    cycles = []
+    state: dict[str, int] = {}     # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert not cycles, "\n".join(cycles)

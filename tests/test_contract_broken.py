@@ -189,7 +189,7 @@ def test_broken_plugin_passes_the_rules_it_keeps(outcomes, plugin):
 
 def test_the_secret_is_masked_in_the_report(outcomes):
     """The suite's messages show where a secret leaked without printing it."""
-    from llmscen.testing.contract_base import ContractBase
+    from llmscen.testing.contract.base import ContractBase
 
     for tests in outcomes.values():
         for text in tests.values():

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmscen.testing import violations
-from llmscen.testing.contract import RunnerContract
+from llmscen.testing.contract import RunnerContract, violations
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
 

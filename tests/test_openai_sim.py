@@ -32,9 +32,9 @@ from llmscen.services.openai_sim import (
     parse_options,
     running_sim,
 )
-from llmscen.services.openai_sim_stream import StallWindow
-from llmscen.services.openai_sim_text import split_tokens
-from llmscen.services.openai_sim_timer import Waker, now
+from llmscen.services.openai_sim.stream import StallWindow
+from llmscen.services.openai_sim.text import split_tokens
+from llmscen.services.openai_sim.timer import Waker, now
 
 CHAT = "/v1/chat/completions"
 CODE = 'def greet(name):\n    print(f"Hi, {name}!")  # naïve — ok\n\n\tgreet("Jay")\n'

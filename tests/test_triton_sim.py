@@ -501,7 +501,7 @@ def test_runner_plugin_contract_and_options() -> None:
 
 
 def test_runner_tensor_data_conversion() -> None:
-    from llmscen.runners.triton_tensors import ModelInfo, TensorDataError, TensorSpec, to_array
+    from llmscen.runners.triton.tensors import ModelInfo, TensorDataError, TensorSpec, to_array
 
     assert to_array("INT32", [2], ["4", 5]).tolist() == [4, 5]
     assert to_array("FP32", [1, 2], [["0.5", 1]]).dtype == np.float32
@@ -520,7 +520,7 @@ def test_runner_classifies_errors() -> None:
     pytest.importorskip("tritonclient.utils")
     from tritonclient.utils import InferenceServerException
 
-    from llmscen.runners.triton_errors import classify
+    from llmscen.runners.triton.errors import classify
 
     assert classify(InferenceServerException("bad", status="StatusCode.INVALID_ARGUMENT"),
                     5, True) == ("http", 400, "INVALID_ARGUMENT: bad")

@@ -29,8 +29,8 @@ import time
 from typing import Any
 
 from llmscen.engine.protocol import Call, Exchange
-from llmscen.runners import triton_stream
 from llmscen.runners.triton import TritonRunner
+from llmscen.runners.triton import stream as triton_stream
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 

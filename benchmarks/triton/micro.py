@@ -143,7 +143,7 @@ def stream_users(variant: str, url: str, conc: int, closers: list[Any]) -> list[
     import tritonclient.grpc.aio as tc
     from tritonclient.grpc import service_pb2
 
-    from llmscen.runners.triton_stream import decode_text
+    from llmscen.runners.triton.stream import decode_text
 
     if variant == "raw":
         channel = grpc.aio.insecure_channel(url)

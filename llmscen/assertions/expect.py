@@ -12,23 +12,13 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from llmscen.assertions.check import Check, CheckFailure
 from llmscen.engine.protocol import Exchange
 from llmscen.spec.expect import CountRange, ErrorExpect, Expect
-
-
-@dataclass(frozen=True, slots=True)
-class CheckFailure:
-    check: str      # the expectation's name: `contains`, `outputs.images.shape`, ...
-    message: str    # what was expected and what came back
-
-
-# A compiled check appends what it finds wrong to the list it is given.
-Check = Callable[[Exchange, list[CheckFailure]], None]
 
 
 class Checker:

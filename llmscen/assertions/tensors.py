@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from llmscen.assertions.expect import Check, CheckFailure
+from llmscen.assertions.check import Check, CheckFailure
 from llmscen.engine.protocol import Exchange
 from llmscen.spec.expect import Similarity, TensorExpect
 

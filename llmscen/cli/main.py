@@ -12,29 +12,13 @@ from pydantic import BaseModel
 
 from llmscen import __version__
 from llmscen.cli import exitcodes
+from llmscen.cli.failure import Failure, invalid
+from llmscen.cli.report_cmds import compare, report
 from llmscen.compile.compiler import compile_document
 from llmscen.compile.plan import Plan
 from llmscen.engine.registry import Registry
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError
 from llmscen.spec.loader import load_file
-
-
-class Failure(click.ClickException):
-    """An error for the user, with the exit code it maps to."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        # click declares exit_code on the class and reads it from the instance
-        vars(self)["exit_code"] = code
-
-    def show(self, file: object = None) -> None:
-        click.echo(f"llmscen: {self.message}", err=True)
-
-
-def invalid(exc: ScenarioError) -> Failure:
-    count = len(exc.diagnostics)
-    summary = f"{count} problem{'s' if count != 1 else ''} found; nothing was sent"
-    return Failure(f"{exc}\n{summary}", exitcodes.INVALID_INPUT)
 
 
 def parse_targets(items: Sequence[str]) -> dict[str, str]:
@@ -157,8 +141,6 @@ def plugins() -> None:
     for broken in registry.broken.values():
         click.echo(f"  BROKEN {broken}", err=True)
 
-
-from llmscen.cli.report_cmds import compare, report  # noqa: E402  (needs `Failure` above)
 
 cli.add_command(report)
 cli.add_command(compare)

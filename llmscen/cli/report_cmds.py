@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from llmscen.assertions.slo import evaluate
 from llmscen.cli import exitcodes
+from llmscen.cli.failure import Failure
 from llmscen.compile.plan import SLOPlan
 from llmscen.compile.slo import SLOSyntaxError, parse_slo
 from llmscen.metrics.results import ResultsError, RunResults
@@ -21,8 +22,6 @@ from llmscen.spec.models import SLOSpec
 
 
 def fail(message: str, code: int = exitcodes.INVALID_INPUT) -> NoReturn:
-    from llmscen.cli.main import Failure  # here: main imports this module at its end
-
     raise Failure(message, code)
 
 

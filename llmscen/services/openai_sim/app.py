@@ -1,36 +1,4 @@
-"""openai-sim: the bundled OpenAI/vLLM-compatible simulator (SPEC §8).
-
-A deterministic aiohttp server answering `/v1/models`, `/v1/chat/completions`,
-`/v1/completions`, `/v1/embeddings`, `/health` and `/metrics`. Streamed
-responses pace their content chunks against absolute deadlines (`ttft`, then
-one token every `itl`), faults are injected from a seeded random source, and a
-stall window freezes the server to exercise coordinated-omission correction.
-
-In-process, for tests::
-
-    async with running_sim(OpenAISimOptions(ttft="50ms")) as base_url:
-        ...  # base_url is "http://127.0.0.1:PORT" (no /v1)
-
-As a process (what the `openai-sim` service starts)::
-
-    python -m llmscen.services.openai_sim --host 127.0.0.1 --port 0 --options '{"ttft": "50ms"}'
-
-prints one line `LISTENING http://127.0.0.1:PORT`, serves until SIGTERM or
-SIGINT, then exits 0.
-
-Timing notes: the origin of a request's deadlines is the moment its handler
-starts (after any wait for a `max_concurrency` slot and any stall). A chat
-stream sends the role-only chunk at once and the first content chunk at
-`ttft`, so a client timing TTFT at the first byte instead of the first content
-measures about zero. A stall shifts the rest of a stream in flight: the held
-chunk goes out when the stall ends and the following ones keep their spacing.
-
-Modules: this one (options, app, entry points); `openai_sim_handlers` (the
-endpoints); `openai_sim_state` (counters, faults, queue, /metrics);
-`openai_sim_stream` (SSE byte templates, pacing, stall window);
-`openai_sim_text` (tokens, pseudo-words, embeddings); `openai_sim_timer`
-(sub-millisecond sleeps).
-"""
+"""The simulator's application, its in-process runner and its process entry point."""
 
 from __future__ import annotations
 
@@ -42,57 +10,15 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from llmscen.services import openai_sim_handlers as handlers
-from llmscen.services import openai_sim_state as state
-from llmscen.spec.units import Duration, Percent
+from llmscen.services.openai_sim import handlers, state
+from llmscen.services.openai_sim.options import OpenAISimOptions
 
-__all__ = ["OpenAISimOptions", "create_app", "main", "parse_options", "running_sim"]
-
-
-class OpenAISimOptions(BaseModel):
-    """Options of the `openai-sim` service (`services.<name>.options`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field("sim-model", min_length=1, description="the one served model name")
-    ttft: Duration = Field(0.05, description="time to the first content chunk")
-    itl: Duration = Field(0.01, description="time between content chunks")
-    output_tokens: int = Field(128, ge=0, description="tokens per reply (one chunk each), "
-                                                      "capped by the request's max_tokens")
-    output_tokens_spread: int = Field(0, ge=0, description="vary output_tokens uniformly by ± "
-                                                           "this much, fixed per prompt and seed")
-    seed: int = Field(0, description="seeds generated text, embeddings and injected faults")
-    reply: str | None = Field(None, description="answer every request with exactly this text")
-    echo_prompt: bool = Field(False, description="answer with the last user message")
-    error_rate: Percent = Field(0.0, description="share of requests answered with error_status")
-    error_status: int = Field(500, ge=400, le=599, description="HTTP status of injected errors")
-    malformed_rate: Percent = Field(0.0, description="share of responses with one invalid-JSON "
-                                                     "event mid-stream (or a truncated JSON body)")
-    cut_rate: Percent = Field(0.0, description="share of responses cut off half-way, without "
-                                               "finish_reason or [DONE]")
-    cut_mode: Literal["eof", "reset"] = Field(
-        "eof", description="how a cut stream ends: a clean end of body, or a dropped connection")
-    stall_after: Duration | None = Field(None, description="freeze the server this long after "
-                                                           "the first inference request")
-    stall_for: Duration = Field(0.0, description="how long the freeze lasts")
-    max_concurrency: int | None = Field(None, ge=1, description="requests beyond this many in "
-                                                                "flight wait in a queue")
-    embedding_dimensions: int = Field(384, ge=1, description="default length of embeddings")
-    max_model_len: int = Field(32768, ge=1, description="prompt + max_tokens limit, as in vLLM")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> OpenAISimOptions:
-        if self.reply is not None and self.echo_prompt:
-            raise ValueError("set either 'reply' or 'echo_prompt', not both")
-        if self.error_rate + self.malformed_rate + self.cut_rate > 1.0 + 1e-9:
-            raise ValueError("error_rate + malformed_rate + cut_rate must not exceed 100%")
-        return self
+__all__ = ["OptionsError", "create_app", "main", "parse_options", "running_sim"]
 
 
 def create_app(options: OpenAISimOptions) -> web.Application:
@@ -200,7 +126,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"openai-sim: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

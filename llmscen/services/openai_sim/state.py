@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 
-from llmscen.services.openai_sim_stream import StallWindow
-from llmscen.services.openai_sim_text import split_tokens
-from llmscen.services.openai_sim_timer import Waker, now
+from llmscen.services.openai_sim.stream import StallWindow
+from llmscen.services.openai_sim.text import split_tokens
+from llmscen.services.openai_sim.timer import Waker, now
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from llmscen.services.openai_sim import OpenAISimOptions
+    from llmscen.services.openai_sim.options import OpenAISimOptions
 
 Fault = Literal["error", "malformed", "cut"] | None
 

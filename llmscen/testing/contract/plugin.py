@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from llmscen.engine.registry import PLUGIN_GROUP, Registry, check_plugin
 from llmscen.spec.metrics import CATALOG
-from llmscen.testing import violations as rules
-from llmscen.testing.contract_base import ContractBase
-from llmscen.testing.hostile import free_port
-from llmscen.testing.violations import raised
+from llmscen.testing.contract import violations as rules
+from llmscen.testing.contract.base import ContractBase
+from llmscen.testing.contract.hostile import free_port
+from llmscen.testing.contract.violations import raised
 
 UNKNOWN_KEY = "llmscen_contract_unknown_key"
 RUNNER_METHODS = ("start", "preflight", "send", "stop", "server_metrics")

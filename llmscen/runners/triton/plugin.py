@@ -37,13 +37,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
 from llmscen.runners.guard import describe
 from llmscen.runners.secrets import Headers
-from llmscen.runners.triton_errors import classify
-from llmscen.runners.triton_stream import StreamPool, decode_text
+from llmscen.runners.triton.errors import classify
+from llmscen.runners.triton.stream import StreamPool, decode_text
 from llmscen.spec.units import Duration
 
 if TYPE_CHECKING:
     from llmscen.compile.plan import TargetPlan
-    from llmscen.runners.triton_tensors import ModelInfo
+    from llmscen.runners.triton.tensors import ModelInfo
 
 INSTALL_HINT = "pip install 'llmscen[triton]'"
 METRICS = frozenset({
@@ -165,7 +165,7 @@ class TritonRunner:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        from llmscen.runners.triton_tensors import ModelInfo
+        from llmscen.runners.triton.tensors import ModelInfo
 
         name, model = self.target.name, self.options.model
         if not self.address:
@@ -247,7 +247,7 @@ class TritonRunner:
     # -- preflight -------------------------------------------------------------------------
 
     async def preflight(self, calls: Sequence[Call]) -> list[str]:
-        from llmscen.runners.triton_tensors import check_request
+        from llmscen.runners.triton.tensors import check_request
 
         if self.info is None:
             return [f"target {self.target.name!r}: runner not started"]
@@ -352,7 +352,7 @@ class TritonRunner:
         hit = self._built.get(key)
         if hit is not None and hit[0] is payload:
             return hit[1], hit[2]
-        from llmscen.runners.triton_tensors import TensorDataError, to_array
+        from llmscen.runners.triton.tensors import TensorDataError, to_array
 
         assert self.info is not None
         module, inputs = self._module, []

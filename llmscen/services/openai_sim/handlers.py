@@ -9,9 +9,9 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
-from llmscen.services.openai_sim_state import STATE, Fault, SimState, prometheus_text
-from llmscen.services.openai_sim_stream import DONE, MALFORMED, ChunkEncoder, write_paced
-from llmscen.services.openai_sim_text import (
+from llmscen.services.openai_sim.state import STATE, Fault, SimState, prometheus_text
+from llmscen.services.openai_sim.stream import DONE, MALFORMED, ChunkEncoder, write_paced
+from llmscen.services.openai_sim.text import (
     chat_prompt,
     completion_prompt,
     count_words,
@@ -23,7 +23,7 @@ from llmscen.services.openai_sim_text import (
     pseudo_tokens,
     split_tokens,
 )
-from llmscen.services.openai_sim_timer import now
+from llmscen.services.openai_sim.timer import now
 
 _ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                 404: "NotFoundError", 408: "RequestTimeoutError", 422: "UnprocessableEntityError",

@@ -12,9 +12,9 @@ from pydantic import BaseModel, ValidationError
 
 from llmscen.compile.plan import TargetPlan
 from llmscen.engine.protocol import Call, Exchange
-from llmscen.testing import violations as rules
-from llmscen.testing.hostile import DESCRIPTIONS, HostileServer
-from llmscen.testing.violations import Reporter, Sent, raised
+from llmscen.testing.contract import violations as rules
+from llmscen.testing.contract.hostile import DESCRIPTIONS, HostileServer
+from llmscen.testing.contract.violations import Reporter, Sent, raised
 
 T = TypeVar("T")
 

@@ -1,0 +1,49 @@
+"""The options of the `openai-sim` service (`services.<name>.options`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from llmscen.spec.units import Duration, Percent
+
+
+class OpenAISimOptions(BaseModel):
+    """Options of the `openai-sim` service (`services.<name>.options`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("sim-model", min_length=1, description="the one served model name")
+    ttft: Duration = Field(0.05, description="time to the first content chunk")
+    itl: Duration = Field(0.01, description="time between content chunks")
+    output_tokens: int = Field(128, ge=0, description="tokens per reply (one chunk each), "
+                                                      "capped by the request's max_tokens")
+    output_tokens_spread: int = Field(0, ge=0, description="vary output_tokens uniformly by ± "
+                                                           "this much, fixed per prompt and seed")
+    seed: int = Field(0, description="seeds generated text, embeddings and injected faults")
+    reply: str | None = Field(None, description="answer every request with exactly this text")
+    echo_prompt: bool = Field(False, description="answer with the last user message")
+    error_rate: Percent = Field(0.0, description="share of requests answered with error_status")
+    error_status: int = Field(500, ge=400, le=599, description="HTTP status of injected errors")
+    malformed_rate: Percent = Field(0.0, description="share of responses with one invalid-JSON "
+                                                     "event mid-stream (or a truncated JSON body)")
+    cut_rate: Percent = Field(0.0, description="share of responses cut off half-way, without "
+                                               "finish_reason or [DONE]")
+    cut_mode: Literal["eof", "reset"] = Field(
+        "eof", description="how a cut stream ends: a clean end of body, or a dropped connection")
+    stall_after: Duration | None = Field(None, description="freeze the server this long after "
+                                                           "the first inference request")
+    stall_for: Duration = Field(0.0, description="how long the freeze lasts")
+    max_concurrency: int | None = Field(None, ge=1, description="requests beyond this many in "
+                                                                "flight wait in a queue")
+    embedding_dimensions: int = Field(384, ge=1, description="default length of embeddings")
+    max_model_len: int = Field(32768, ge=1, description="prompt + max_tokens limit, as in vLLM")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpenAISimOptions:
+        if self.reply is not None and self.echo_prompt:
+            raise ValueError("set either 'reply' or 'echo_prompt', not both")
+        if self.error_rate + self.malformed_rate + self.cut_rate > 1.0 + 1e-9:
+            raise ValueError("error_rate + malformed_rate + cut_rate must not exceed 100%")
+        return self
