@@ -23,9 +23,15 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "services": ("llmscen.spec", "llmscen.compile.plan", "llmscen.engine.protocol",
                  "llmscen.services"),
     "report": ("llmscen.spec", "llmscen.metrics", "llmscen.assertions", "llmscen.report",
-               "llmscen.compile.slo", "llmscen.compile.plan", "llmscen.cli.exitcodes"),
+               "llmscen.compile.slo", "llmscen.compile.plan"),
+    "driver": ("llmscen.spec", "llmscen.compile", "llmscen.engine", "llmscen.assertions",
+               "llmscen.metrics", "llmscen.runners", "llmscen.services", "llmscen.report",
+               "llmscen.driver"),
+    "testing": ("llmscen.spec", "llmscen.compile", "llmscen.engine", "llmscen.assertions",
+                "llmscen.metrics", "llmscen.runners", "llmscen.services", "llmscen.report",
+                "llmscen.driver", "llmscen.testing"),
 }
-ROOT_MODULES = ("llmscen",)
+ROOT_MODULES = ("llmscen", "llmscen.errors")
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

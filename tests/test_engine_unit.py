@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from llmscen.compile.compiler import compile_document
-from llmscen.engine.events import BaseHandler, Completed
+from llmscen.engine.events import BaseHandler, Completed, Note, NotSent, Tick
 from llmscen.engine.protocol import Call, Exchange
 from llmscen.engine.registry import Registry
 from llmscen.engine.run import Engine
@@ -52,8 +52,10 @@ class FakeRunner:
         self.active += 1
         self.peak = max(self.peak, self.active)
         exchange.sent_ns = time.perf_counter_ns()
-        if self.options.block:
-            time.sleep(self.options.block)
+        if self.options.block:   # busy, as a client out of CPU is
+            until = time.perf_counter() + self.options.block
+            while time.perf_counter() < until:
+                pass
         await asyncio.sleep(self.options.delay)
         exchange.text = call.payload.get("say", "")
         exchange.status = 200
@@ -82,23 +84,47 @@ class Collect(BaseHandler):
     def __init__(self) -> None:
         self.events: list[Completed] = []
         self.notes: list[str] = []
+        self.ticks: list[Tick] = []
+        self.not_sent: list[NotSent] = []
 
-    def completed(self, event: Completed) -> None:
+    def on_completed(self, event: Completed) -> None:
         self.events.append(event)
 
-    def note(self, message: str) -> None:
-        self.notes.append(message)
+    def on_note(self, event: Note) -> None:
+        self.notes.append(event.message)
+
+    def on_tick(self, event: Tick) -> None:
+        self.ticks.append(event)
+
+    def on_not_sent(self, event: NotSent) -> None:
+        self.not_sent.append(event)
 
 
-def run(text: str, tmp_path: Path | None = None) -> tuple[Collect, FakePlugin]:
+def fake_registry() -> tuple[Registry, FakePlugin]:
     registry = Registry.discover()
     plugin = FakePlugin()
     registry.add_plugin(plugin)
+    return registry, plugin
+
+
+def run(text: str, tmp_path: Path | None = None) -> tuple[Collect, FakePlugin]:
+    """Every phase of the scenario, one after another, as the driver runs them."""
+    registry, plugin = fake_registry()
     base = str(tmp_path) if tmp_path else "."
     doc = parse_yaml(text, f"{base}/fake.yaml", {})
     plan = compile_document(doc, registry)
     handler = Collect()
-    asyncio.run(Engine(plan, registry, handler).run())
+
+    async def main() -> None:
+        engine = Engine(plan, registry, handler)
+        await engine.start()
+        try:
+            for phase in plan.phases:
+                await engine.run_phase(phase, time.perf_counter_ns())
+        finally:
+            await engine.close()
+
+    asyncio.run(main())
     return handler, plugin
 
 
@@ -137,14 +163,28 @@ requests: [{name: a, target: t, weight: 3}, {name: b, target: t, weight: 1}]
     assert 0.70 < counts["a"] / 2000 < 0.80
 
 
-def test_saturated_client_is_reported() -> None:
+def test_a_saturated_client_reports_its_lag() -> None:
     # each call blocks the loop 20 ms: at most 50/s can start, 150/s are asked for
     handler, _ = run(TARGET % (0, 0.02) + """
-phases: [{name: hot, duration: 4s, arrival_rate: 150}]
+phases: [{name: hot, duration: 3s, arrival_rate: 150}]
 requests: [{name: a, target: t}]
 """)
-    assert any("load generator saturated in phase 'hot'" in n for n in handler.notes), \
-        handler.notes
+    assert max(t.max_lag for t in handler.ticks) > 0.5
+    assert max(t.cpu for t in handler.ticks) > 0      # its own CPU, however loaded the machine
+    lags = [(e.exchange.sent_ns - e.exchange.intended_ns) / 1e9 for e in handler.events]
+    assert max(lags) > 1.0       # started long after they were due: recorded as lag
+    # every arrival is accounted for, sent or not
+    assert len(handler.events) + sum(n.count for n in handler.not_sent) == 450
+
+
+def test_the_in_flight_limit_drops_arrivals_and_counts_them() -> None:
+    handler, plugin = run(TARGET % (1.5, 0) + """
+phases: [{name: capped, duration: 1s, arrival_rate: 40, max_in_flight: 5}]
+requests: [{name: a, target: t}]
+""")
+    assert plugin.runners[0].peak == 5
+    dropped = sum(n.count for n in handler.not_sent if n.why == "max_in_flight")
+    assert len(handler.events) == 5 and dropped == 35
 
 
 def test_once_data_stops_the_phase_when_exhausted(tmp_path: Path) -> None:

@@ -139,10 +139,10 @@ def test_merge_sums_in_flight_and_checks() -> None:
 
 def test_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
     data = orjson.loads(finish(MetricStore()).to_json())
-    data["schema_version"] = 2
+    data["schema_version"] = 3
     path = tmp_path / "results.json"
     path.write_bytes(orjson.dumps(data))
-    with pytest.raises(ResultsVersionError, match=r"schema 2.*upgrade llmscen"):
+    with pytest.raises(ResultsVersionError, match=r"schema 3.*upgrade llmscen"):
         RunResults.load(path)
 
 

@@ -31,9 +31,10 @@ def test_rerenders_every_output(saved: Path, tmp_path: Path) -> None:
     result = invoke("report", str(saved), "--html", str(html), "--junit", str(junit),
                     "--summary", str(md))
     assert result.exit_code == 0, result.output
-    assert "PASSED: 2 SLOs, 1 expectations" in result.output
+    assert "PASSED: 2 SLOs, 1 expectations, 2 requests" in result.output
     assert '<div class="word">PASSED</div>' in html.read_text()
-    assert next(iter(JUnitXml.fromfile(str(junit)))).tests == 3
+    # the run, two SLOs, two requests and one expectation
+    assert next(iter(JUnitXml.fromfile(str(junit)))).tests == 6
     assert md.read_text().startswith("## ✅ PASSED: synthetic")
 
 

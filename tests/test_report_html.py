@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from test_report_samples import XSS_OUTPUT, build_results, slo, three_slos
 
-from llmscen.metrics.results import Meta, PhaseInfo, RunResults, TargetInfo
+from llmscen.assertions.verdict import conclude
+from llmscen.metrics.results import Meta, PhaseInfo, Reason, RunResults, TargetInfo
 from llmscen.report.html import render_html, write_html
 
 
@@ -147,13 +148,14 @@ def test_names_from_the_scenario_are_escaped_in_charts() -> None:
     assert "&lt;b&gt;hot&lt;/b&gt;" in html
 
 
-@pytest.mark.parametrize(("update", "word"), [
-    ({"interrupted": True}, "INTERRUPTED"),
-    ({"notes": ["could not run: target chat unreachable"]}, "COULD NOT RUN"),
+@pytest.mark.parametrize(("kind", "word"), [
+    ("interrupted", "INTERRUPTED"),
+    ("target_unreachable", "COULD NOT RUN"),
+    ("client_saturated", "INVALID MEASUREMENT"),
 ])
-def test_verdict_words(update: dict[str, object], word: str) -> None:
+def test_verdict_words(kind: str, word: str) -> None:
     results = build_results()
-    results.meta = results.meta.model_copy(update=update)
+    conclude(results, [Reason(kind=kind, message="why")])
     assert f'<div class="word">{word}</div>' in render_html(results)
 
 
@@ -161,6 +163,7 @@ def test_an_empty_run_renders(tmp_path: Path) -> None:
     results = RunResults(meta=Meta(scenario="nothing", targets=[
         TargetInfo(name="t", plugin="openai", url="service:sim")]),
         phases=[PhaseInfo(name="p", kind="pause", started=0, ended=1)])
+    conclude(results)
     write_html(results, tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()
     assert '<div class="word">PASSED</div>' in html

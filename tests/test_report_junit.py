@@ -36,8 +36,11 @@ def test_one_failing_and_two_passing_slos(tmp_path: Path) -> None:
             assert failure.type == "SLO"
             assert "ttft.p99 = " in failure.message and "expected < 10ms" in failure.message
             assert "[phase steady, request chat] FAILED" in failure.message
-    # one more case: the passing `status` expectation
-    assert suite.tests == 4 and suite.failures == 1 and suite.errors == 0
+    # the run, two requests and the passing `status` expectation are cases too
+    kinds = sorted(c.classname for c in suite)
+    assert kinds == ["synthetic.expect.chat", "synthetic.request", "synthetic.request",
+                     "synthetic.run", "synthetic.slo", "synthetic.slo", "synthetic.slo"]
+    assert suite.tests == 7 and suite.failures == 1 and suite.errors == 0
 
 
 def test_failed_expectation_carries_its_samples(tmp_path: Path) -> None:

@@ -7,13 +7,12 @@ from pathlib import Path
 from test_report_samples import XSS_OUTPUT, build_results, three_slos
 
 from llmscen.report.markdown import cell, fenced, summary_markdown, write_summary
-from llmscen.report.terminal import verdict
 
 
 def test_summary_has_verdict_slos_phases_and_failures() -> None:
     results = build_results(errors_every=9, failing_check=True, slos=three_slos(),
                             notes=("load generator saturated",))
-    text = summary_markdown(results, verdict(results)[1])
+    text = summary_markdown(results)
     lines = text.splitlines()
     assert lines[0] == "## ❌ FAILED: synthetic"
     assert "2 of 3 SLOs failed" in lines[2]
@@ -28,7 +27,7 @@ def test_summary_has_verdict_slos_phases_and_failures() -> None:
 
 def test_untrusted_text_cannot_inject_markup_or_break_tables() -> None:
     results = build_results(errors_every=9, failing_check=True)
-    text = summary_markdown(results, verdict(results)[1])
+    text = summary_markdown(results)
     outside_fences = text.split("```")[::2]
     for part in outside_fences:
         assert "<script>" not in part and "<b>" not in part
@@ -46,6 +45,6 @@ def test_write_summary_appends(tmp_path: Path) -> None:
     results = build_results()
     path = tmp_path / "step-summary.md"
     path.write_text("# earlier step\n")
-    write_summary(results, "PASSED: 0 SLOs, 1 expectations", path)
+    write_summary(results, path)
     text = path.read_text()
     assert text.startswith("# earlier step\n## ✅ PASSED: synthetic")

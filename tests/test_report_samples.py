@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 from llmscen.assertions.slo import evaluate
+from llmscen.assertions.verdict import conclude
 from llmscen.compile.plan import SLOPlan
 from llmscen.compile.slo import parse_slo
 from llmscen.engine.protocol import Exchange
@@ -20,9 +21,12 @@ from llmscen.metrics.results import (
     ErrorSummary,
     Meta,
     PluginInfo,
+    Reason,
+    RequestInfo,
     RunResults,
     Sample,
     ServerMetrics,
+    StepInfo,
     TargetInfo,
 )
 
@@ -103,7 +107,13 @@ def build_results(*, itl_ms: float = 12.0, ttft_ms: float = 80.0, tokens: int = 
     if errors_every:   # the XSS payload in an error sample too
         results.errors.append(ErrorSummary(request="chat", error="protocol", count=1, samples=[
             Sample(message="bad SSE line: <script>window.__xss=3</script>")]))
+    results.requests = [RequestInfo(name=r, target="main", steps=[
+        StepInfo(name=r, expectations=["status", "contains"] if r == "chat" and failing_check
+                 else ["status"] if r == "chat" else [])]) for r in requests]
     results.slos = evaluate(slos, results)
+    reasons = [Reason(kind="interrupted", message="the run was interrupted")] if interrupted \
+        else []
+    conclude(results, reasons)
     return results
 
 

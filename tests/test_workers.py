@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from llmscen.cli.main import cli
 from llmscen.compile.compiler import compile_document
+from llmscen.compile.share import share
 from llmscen.engine.registry import Registry
-from llmscen.engine.workers import share
 from llmscen.metrics.query import aggregate
 from llmscen.metrics.results import RunResults
 from llmscen.spec.loader import load_file

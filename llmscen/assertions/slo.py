@@ -12,30 +12,13 @@ from collections.abc import Callable, Iterable
 
 from llmscen.compile.plan import SLOPlan
 from llmscen.metrics.query import WINDOW_METRICS, aggregate, windows
-from llmscen.metrics.results import CheckSummary, RunResults, SloResult
-from llmscen.spec.metrics import CATALOG
-from llmscen.spec.units import format_duration
+from llmscen.metrics.results import RunResults, SloResult
+from llmscen.spec.units import format_duration, show
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
     "==": operator.eq,
 }
-
-
-def show(metric: str, value: float | None) -> str:
-    """A value in the metric's natural unit, for messages and tables."""
-    if value is None:
-        return "n/a"
-    kind = CATALOG[metric].kind if metric in CATALOG else "amount"
-    if kind == "duration":
-        if value >= 1:
-            return f"{value:.3g}s"
-        return f"{value * 1000:.3g}ms" if value >= 1e-3 else f"{value * 1e6:.3g}us"
-    if kind == "ratio":
-        return f"{value * 100:.3g}%"
-    if kind == "rate":
-        return f"{value:.4g}/s"
-    return f"{value:.4g}"
 
 
 def scope_text(slo: SLOPlan) -> str:
@@ -50,16 +33,19 @@ def evaluate(slos: Iterable[SLOPlan], results: RunResults) -> list[SloResult]:
     return [evaluate_one(slo, results) for slo in slos]
 
 
-def evaluate_one(slo: SLOPlan, results: RunResults) -> SloResult:
+def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = None
+                 ) -> SloResult:
+    """Judge one SLO on `results`; `until` (seconds) limits a window SLO to the windows
+    that ended by then (the driver judges `abort: true` SLOs while the run goes on)."""
     test = OPS[slo.op]
     scope = {"phase": slo.phase, "request": slo.request, "target": slo.target,
              "window": slo.window}
-    base = SloResult(text=slo.text, metric=slo.metric, stat=slo.stat, scope=scope,
-                     threshold=slo.threshold, passed=False)
+    base = SloResult(text=slo.text, metric=slo.metric, stat=slo.stat, op=slo.op, scope=scope,
+                     threshold=slo.threshold, passed=False, abort=slo.abort, where=slo.where)
     name = f"{slo.metric}.{slo.stat}" if slo.stat else slo.metric
     # the threshold as the user wrote it (50/min stays 50/min)
     written = slo.text.split(slo.op, 1)[-1].strip() if slo.op in slo.text else ""
-    limit = f"{slo.op} {written or show(slo.metric, slo.threshold)}"
+    limit = f"{slo.op} {written or show(slo.metric, slo.threshold, slo.stat)}"
     if slo.window:
         if slo.metric not in WINDOW_METRICS:
             return base.model_copy(update={"message": f"{slo.metric} is not kept per second; "
@@ -67,6 +53,8 @@ def evaluate_one(slo: SLOPlan, results: RunResults) -> SloResult:
         worst: tuple[float, float] | None = None
         count = 0
         for window in windows(results, slo.window, slo.phase, slo.request, slo.target):
+            if until is not None and window.end > until:
+                break
             value = window.aggregate.value(slo.metric, slo.stat)
             if value is None:
                 continue
@@ -78,7 +66,7 @@ def evaluate_one(slo: SLOPlan, results: RunResults) -> SloResult:
         if worst is not None:
             start, value = worst
             return base.model_copy(update={
-                "measured": value, "message": f"{name} was {show(slo.metric, value)} in the "
+                "measured": value, "message": f"{name} was {show(slo.metric, value, slo.stat)} in the "
                 f"window starting at {start:g}s, expected {limit} in every "
                 f"{format_duration(slo.window)} window ({count} windows)"})
         return base.model_copy(update={"passed": True, "message": f"{name} held {limit} in "
@@ -92,9 +80,8 @@ def evaluate_one(slo: SLOPlan, results: RunResults) -> SloResult:
     verdict = "ok" if passed else "FAILED"
     return base.model_copy(update={
         "measured": value, "passed": passed,
-        "message": f"{name} = {show(slo.metric, value)}, expected {limit} "
+        "message": f"{name} = {show(slo.metric, value, slo.stat)}, expected {limit} "
                    f"[{scope_text(slo)}] {verdict}"})
 
 
-def checks_passed(checks: Iterable[CheckSummary]) -> bool:
-    return all(c.failed == 0 for c in checks)
+__all__ = ["OPS", "evaluate", "evaluate_one", "scope_text", "show"]

@@ -1,6 +1,7 @@
-"""Exit codes are API: CI scripts branch on them (documented in the README)."""
+"""Exit codes are API (documented in the README); they are defined in `llmscen.errors`."""
 
-OK = 0               # everything ran and every SLO and expectation passed
-ASSERTIONS_FAILED = 1  # the run completed but an SLO or expectation failed
-INVALID_INPUT = 2    # the scenario or the command line is invalid (nothing was sent)
-COULD_NOT_RUN = 3    # target unreachable, service failed, interrupted (partial results saved)
+from llmscen.errors import COULD_NOT_RUN, INTERNAL_ERROR, INVALID_INPUT, INVALID_MEASUREMENT, OK
+from llmscen.errors import FAILED as ASSERTIONS_FAILED
+
+__all__ = ["ASSERTIONS_FAILED", "COULD_NOT_RUN", "INTERNAL_ERROR", "INVALID_INPUT",
+           "INVALID_MEASUREMENT", "OK"]

@@ -1,4 +1,9 @@
-"""The live progress line: phase, rate, in flight, errors."""
+"""The live progress line: the whole run (every worker summed), once a second.
+
+On a terminal the line is redrawn in place; elsewhere (CI logs) a line is
+appended every 5 seconds. The counts are the workers' own running totals, the
+same ones results.json ends with; the final line is printed from the results.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,17 @@ import time
 from typing import TextIO
 
 from llmscen.compile.plan import PhasePlan
-from llmscen.engine.events import BaseHandler, Completed
+from llmscen.driver.live import Live
+from llmscen.metrics.results import RunResults
 
 
-class Progress(BaseHandler):
-    """One status line a second (overwritten on a terminal, appended elsewhere every 5 s)."""
-
+class Progress:
     def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.quiet = quiet
-        self.phase = "-"
-        self.done = self.ok = self.errors = self.checks = 0
+        self.phase: PhasePlan | None = None
+        self.phase_at = 0.0
         self.last_done = 0
         self.last_time = time.monotonic()
         self.ticks = 0
@@ -32,40 +36,49 @@ class Progress(BaseHandler):
             self.stream.write(text + "\n")
         self.stream.flush()
 
-    def phase_started(self, phase: PhasePlan, now: float) -> None:
-        self.phase = phase.name
+    def phase_started(self, phase: PhasePlan, live: Live) -> None:
+        self.phase = phase
+        self.phase_at = live.phases[-1].started if live.phases else 0.0
         load = (f"{phase.rate:g}/s" if phase.kind == "open" else
                 f"{phase.users} users" if phase.kind == "closed" else "pause")
-        self._write(f"[{now:7.1f}s] phase {phase.name} ({phase.kind}, {load})", final=True)
+        self._write(f"[{self.phase_at:7.1f}s] phase {phase.name} ({phase.kind}, {load})",
+                    final=True)
 
-    def completed(self, event: Completed) -> None:
-        self.done += 1
-        error = event.exchange.error
-        if error is None:
-            self.ok += 1
-        elif error == "check":
-            self.checks += 1
-        else:
-            self.errors += 1
-
-    def set_counts(self, done: int, ok: int, errors: int, checks: int) -> None:
-        """Totals from worker processes, which count on the parent's behalf."""
-        self.done, self.ok, self.errors, self.checks = done, ok, errors, checks
-
-    def in_flight(self, now: float, count: int) -> None:
+    def progress(self, live: Live) -> None:
         self.ticks += 1
+        counts = live.counts()
         t = time.monotonic()
-        rate = (self.done - self.last_done) / max(t - self.last_time, 1e-9)
-        self.last_done, self.last_time = self.done, t
-        if self.tty or self.ticks % 5 == 0:
-            self._write(f"[{now:7.1f}s] {self.phase:<16} {rate:8.1f} done/s  in flight "
-                        f"{count:<5} ok {self.ok}  errors {self.errors}  check failures "
-                        f"{self.checks}")
+        rate = (counts.requests - self.last_done) / max(t - self.last_time, 1e-9)
+        self.last_done, self.last_time = counts.requests, t
+        if not (self.tty or self.ticks % (5 * max(1, len(live.workers))) == 0):
+            return
+        now = max((v.last.now for v in live.workers.values() if v.last), default=0.0)
+        phase = self.phase
+        name = phase.name if phase else "-"
+        elapsed = now - self.phase_at
+        left = f"/{phase.duration:.0f}s" if phase is not None and phase.duration else ""
+        asked = f" of {phase.rate:g}/s" if phase is not None and phase.kind == "open" else ""
+        errors = sum(counts.errors.values())
+        share = f" ({errors / counts.requests:.1%})" if counts.requests and errors else ""
+        self._write(f"[{now:7.1f}s] {name:<16} {elapsed:5.0f}s{left} {rate:8.1f}/s{asked}  "
+                    f"in flight {live.in_flight():<5} ok {counts.ok}  errors {errors}{share}  "
+                    f"check failures {counts.check_failures}")
 
     def note(self, message: str) -> None:
         self._write(f"note: {message}", final=True)
 
-    def run_ended(self, now: float, interrupted: bool) -> None:
-        state = "interrupted" if interrupted else "finished"
-        self._write(f"[{now:7.1f}s] run {state}: {self.done} requests, {self.ok} ok, "
-                    f"{self.errors} errors, {self.checks} check failures", final=True)
+    def finished(self, results: RunResults) -> None:
+        """The last line, from the saved results: the same counts as the table below it."""
+        requests = ok = errors = checks = not_sent = 0
+        for scope in results.scopes:
+            c = scope.counters
+            requests += c.requests
+            ok += c.ok
+            errors += c.error_total
+            checks += c.check_failures
+            not_sent += c.not_sent
+        end = max((p.ended for p in results.phases), default=0.0)
+        state = results.outcome.status.replace("_", " ") if results.outcome else "finished"
+        extra = f", {not_sent} not sent" if not_sent else ""
+        self._write(f"[{end:7.1f}s] run {state}: {requests} requests, {ok} ok, {errors} errors, "
+                    f"{checks} check failures{extra}", final=True)

@@ -116,8 +116,11 @@ def report(results_path: str, html_path: str | None, junit_path: str | None,
            summary_path: str | None, slos_path: str | None) -> None:
     """Re-render reports from a saved RESULTS.json, offline.
 
-    Exits 1 when an SLO or expectation failed, 2 on invalid input, else 0.
+    Exits with the run's own exit code (0 passed, 1 failed, 3 could not run or
+    interrupted, 4 invalid measurement), re-judged when --slos is given; 2 on
+    invalid input.
     """
+    from llmscen.assertions.verdict import conclude, run_reasons
     from llmscen.report.html import write_html
     from llmscen.report.junit import write_junit
     from llmscen.report.markdown import write_summary
@@ -130,27 +133,26 @@ def report(results_path: str, html_path: str | None, junit_path: str | None,
         except ScenarioError as exc:
             count = len(exc.diagnostics)
             fail(f"{exc}\n{count} problem{'s' if count != 1 else ''} in the SLO file")
+    if slos_path is not None or results.outcome is None:
+        conclude(results, run_reasons(results))
     if not (html_path or junit_path or summary_path):
         html_path = str(Path(results_path).with_name("report.html"))
-    _, line = verdict(results)
     written = []
     try:
-        for path, write in ((html_path, write_html), (junit_path, write_junit)):
+        for path, write in ((html_path, write_html), (junit_path, write_junit),
+                            (summary_path, write_summary)):
             if path:
                 write(results, path)
                 written.append(path)
-        if summary_path:
-            write_summary(results, line, summary_path)
-            written.append(summary_path)
     except OSError as exc:
         fail(f"cannot write {exc.filename}: {exc.strerror}")
     click.echo(summary(results))
     click.echo("")
-    click.echo(line)
+    click.echo(verdict(results)[1])
     for path in written:
         click.echo(f"  wrote {path}")
-    failed = any(not s.passed for s in results.slos) or any(c.failed for c in results.checks)
-    sys.exit(exitcodes.ASSERTIONS_FAILED if failed else exitcodes.OK)
+    assert results.outcome is not None
+    sys.exit(results.outcome.exit_code)
 
 
 def _bound(ctx: click.Context, param: click.Parameter, value: str) -> float:

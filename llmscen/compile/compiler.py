@@ -374,6 +374,10 @@ class _Compiler:
                 scope["window"] = item.window
                 if item.window is not None:
                     self.check_window(loc, expr.metric, item.window)
+                scope["abort"] = item.abort
+                if item.abort and item.window is None:
+                    self.error((*loc, "abort"), "`abort: true` needs a `window:` (e.g. window: "
+                                                "10s): a whole-run value is only known at the end")
             where = self.doc.diagnostic(text_loc, "")
             out.append(SLOPlan(text=text, metric=expr.metric, stat=expr.stat, op=expr.op,
                                threshold=expr.threshold, where=f"{where.file}:{where.line}:"

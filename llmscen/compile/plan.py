@@ -94,6 +94,7 @@ class SLOPlan(Frozen):
     request: str | None = None
     target: str | None = None
     window: float | None = None            # seconds
+    abort: bool = False                    # stop the run as soon as it fails (window SLOs)
     where: str = ""                        # FILE:LINE:COL of the SLO
 
 

@@ -1,17 +1,32 @@
-"""Events from the engine to whoever watches a run (metrics, progress, logs).
+"""Typed events from the engine to whoever watches a run (metrics, logs, watchdogs).
 
-The engine knows only the `Handler` protocol; aggregation, the live display and
-the JSONL log are handlers. `completed` fires once per call on the hot path,
-so handlers keep it cheap.
+Every event is a small dataclass; a handler has one entry point, `handle(event)`.
+`BaseHandler` dispatches each event type to an `on_<event>` method (`on_completed`,
+`on_phase_started`, ...), so a handler writes only the ones it watches.
+`Completed` fires once per call on the hot path: handlers keep it cheap.
+
+Times (`now`) are seconds since the run's shared origin.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from llmscen.compile.plan import PhasePlan, Plan
 from llmscen.engine.protocol import Exchange
+
+
+@dataclass(slots=True)
+class RunStarted:
+    plan: Plan
+
+
+@dataclass(slots=True)
+class PhaseStarted:
+    phase: PhasePlan
+    now: float
 
 
 @dataclass(slots=True)
@@ -22,85 +37,119 @@ class Completed:
     exchange: Exchange
     failures: list[tuple[str, str]]   # (check, message) for failed expectations
     goodput_met: bool
-    now: float           # seconds since the run started
+    now: float
+
+
+@dataclass(slots=True)
+class NotSent:
+    """Requests that were due but never sent: the phase or run stopped first, or the
+    in-flight limit was reached (`why` says which)."""
+
+    phase: str
+    request: str
+    target: str
+    count: int
+    why: str
+    now: float
+
+
+@dataclass(slots=True)
+class Tick:
+    """Once a second while a phase runs: what the load generator itself is doing."""
+
+    now: float
+    phase: str
+    in_flight: int
+    max_lag: float           # seconds: worst schedule lag of a request started this second
+    loop_lag: float          # seconds: how late the engine's own one-second timer woke
+    cpu: float               # this process's CPU over the second, in cores (1.0 = one core)
+
+
+@dataclass(slots=True)
+class PhaseEnded:
+    phase: PhasePlan
+    started: float
+    now: float
+
+
+@dataclass(slots=True)
+class Note:
+    message: str
+
+
+@dataclass(slots=True)
+class ServerScrape:
+    """The target's own metrics (e.g. Prometheus) around a phase."""
+
+    phase: str
+    target: str
+    before: dict[str, float]
+    after: dict[str, float]
+
+
+@dataclass(slots=True)
+class RunEnded:
+    now: float
+    interrupted: bool
+
+
+Event = (RunStarted | PhaseStarted | Completed | NotSent | Tick | PhaseEnded | Note |
+         ServerScrape | RunEnded)
 
 
 class Handler(Protocol):
-    def run_started(self, plan: Plan) -> None: ...
-    def phase_started(self, phase: PhasePlan, now: float) -> None: ...
-    def completed(self, event: Completed) -> None: ...
-    def in_flight(self, now: float, count: int) -> None: ...
-    def phase_ended(self, phase: PhasePlan, now: float) -> None: ...
-    def note(self, message: str) -> None: ...
-    def server_metrics(self, phase: str, target: str, before: dict[str, float],
-                       after: dict[str, float]) -> None: ...
-    def run_ended(self, now: float, interrupted: bool) -> None: ...
+    def handle(self, event: Any) -> None: ...
+
+
+def _method(cls: type) -> str:
+    return "on_" + re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+
+
+_METHODS: dict[type, str] = {cls: _method(cls) for cls in (
+    RunStarted, PhaseStarted, Completed, NotSent, Tick, PhaseEnded, Note, ServerScrape,
+    RunEnded)}
 
 
 class BaseHandler:
-    """No-op defaults, so a handler implements only what it watches."""
+    """Dispatches `handle(event)` to `on_<event>(event)`; every method is a no-op here."""
 
-    def run_started(self, plan: Plan) -> None:
+    def handle(self, event: Any) -> None:
+        getattr(self, _METHODS[type(event)])(event)
+
+    def on_run_started(self, event: RunStarted) -> None:
         pass
 
-    def phase_started(self, phase: PhasePlan, now: float) -> None:
+    def on_phase_started(self, event: PhaseStarted) -> None:
         pass
 
-    def completed(self, event: Completed) -> None:
+    def on_completed(self, event: Completed) -> None:
         pass
 
-    def in_flight(self, now: float, count: int) -> None:
+    def on_not_sent(self, event: NotSent) -> None:
         pass
 
-    def phase_ended(self, phase: PhasePlan, now: float) -> None:
+    def on_tick(self, event: Tick) -> None:
         pass
 
-    def note(self, message: str) -> None:
+    def on_phase_ended(self, event: PhaseEnded) -> None:
         pass
 
-    def server_metrics(self, phase: str, target: str, before: dict[str, float],
-                       after: dict[str, float]) -> None:
+    def on_note(self, event: Note) -> None:
         pass
 
-    def run_ended(self, now: float, interrupted: bool) -> None:
+    def on_server_scrape(self, event: ServerScrape) -> None:
+        pass
+
+    def on_run_ended(self, event: RunEnded) -> None:
         pass
 
 
-class Fanout(BaseHandler):
+class Fanout:
     """Sends each event to every handler, in order."""
 
     def __init__(self, handlers: list[Handler]) -> None:
         self.handlers = handlers
 
-    def run_started(self, plan: Plan) -> None:
+    def handle(self, event: Any) -> None:
         for h in self.handlers:
-            h.run_started(plan)
-
-    def phase_started(self, phase: PhasePlan, now: float) -> None:
-        for h in self.handlers:
-            h.phase_started(phase, now)
-
-    def completed(self, event: Completed) -> None:
-        for h in self.handlers:
-            h.completed(event)
-
-    def in_flight(self, now: float, count: int) -> None:
-        for h in self.handlers:
-            h.in_flight(now, count)
-
-    def phase_ended(self, phase: PhasePlan, now: float) -> None:
-        for h in self.handlers:
-            h.phase_ended(phase, now)
-
-    def note(self, message: str) -> None:
-        for h in self.handlers:
-            h.note(message)
-
-    def server_metrics(self, phase: str, target: str, before: dict[str, float],
-                       after: dict[str, float]) -> None:
-        for h in self.handlers:
-            h.server_metrics(phase, target, before, after)
-
-    def run_ended(self, now: float, interrupted: bool) -> None:
-        for h in self.handlers:
-            h.run_ended(now, interrupted)
+            h.handle(event)

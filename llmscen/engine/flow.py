@@ -18,7 +18,7 @@ from llmscen.assertions.expect import build_checker
 from llmscen.compile.plan import GoodputObjective, RequestPlan, StepPlan
 from llmscen.compile.templates import Renderer
 from llmscen.engine.capture import compile_capture, is_missing
-from llmscen.engine.events import Completed, Handler
+from llmscen.engine.events import Completed, Handler, NotSent
 from llmscen.engine.feed import Feeder
 from llmscen.engine.protocol import Call, Exchange, Runner
 
@@ -116,8 +116,10 @@ class Flow:
                     await self.runner.send(call, exchange)
                 except asyncio.CancelledError:
                     # the run is stopping: record what this request saw, then let go
+                    if not exchange.sent_ns:
+                        self.not_sent(phase, step.name)
+                        raise
                     exchange.end_ns = exchange.end_ns or time.perf_counter_ns()
-                    exchange.sent_ns = exchange.sent_ns or exchange.end_ns
                     exchange.fail("cancelled", "the run stopped while the request was in flight")
                     self._emit(phase, step, exchange, [])
                     raise
@@ -149,8 +151,15 @@ class Flow:
     def _emit(self, phase: str, step: Step, exchange: Exchange,
               failures: list[tuple[str, str]]) -> None:
         now = (time.perf_counter_ns() - self.origin) / 1e9
-        self.handler.completed(Completed(phase, step.name, self.target, exchange, failures,
-                                         self.goodput(exchange), now))
+        self.handler.handle(Completed(phase, step.name, self.target, exchange, failures,
+                                      self.goodput(exchange), now))
+
+    def not_sent(self, phase: str, request: str | None = None, count: int = 1,
+                 why: str = "stopped") -> None:
+        """Count calls of this flow (its first step unless named) that were due but never sent."""
+        now = (time.perf_counter_ns() - self.origin) / 1e9
+        self.handler.handle(NotSent(phase, request or self.steps[0].name, self.target, count,
+                                    why, now))
 
     async def _batch_consistency(self, step: Step, call: Call,
                                  exchange: Exchange) -> list[tuple[str, str]]:

@@ -4,6 +4,11 @@ Both pick a request from the weighted mix with the phase's seeded RNG and
 hand it to its Flow with the intended start. In the open model the intended
 start comes from the schedule, never from when the loop got round to it, so
 a late client or a slow server cannot hide delay (coordinated omission).
+
+Every arrival is accounted for: it is started, or it is counted as not sent
+(`NotSent`) — when the in-flight limit is reached at its intended time (as
+k6's dropped iterations), when the phase's time is up before a lagging client
+got to it, or when the run stops with it due. So scheduled = sent + not sent.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import contextlib
 import itertools
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from llmscen.compile.plan import PhasePlan
@@ -27,6 +32,7 @@ class PhaseState:
     """What the supervisor watches while a phase runs."""
 
     phase: PhasePlan
+    in_flight_cap: int | None = None      # the client's own limit when the phase sets none
     started: int = 0
     in_flight: int = 0
     max_lag_ns: int = 0            # worst spawn lag since the last tick
@@ -57,14 +63,12 @@ class Mix:
 
 
 async def _one(state: PhaseState, flow: Flow, intended_ns: int, context: dict[str, object],
-               rng: random.Random, gate: asyncio.Semaphore | None) -> None:
+               rng: random.Random, begun: list[bool] | None = None) -> None:
+    if begun is not None:
+        begun.append(True)
     state.in_flight += 1
     try:
-        if gate is None:
-            await flow.execute(state.phase.name, intended_ns, context, rng)
-        else:
-            async with gate:
-                await flow.execute(state.phase.name, intended_ns, context, rng)
+        await flow.execute(state.phase.name, intended_ns, context, rng)
     except DataExhausted as exc:
         state.exhausted = str(exc)
         state.stop.set()
@@ -72,38 +76,86 @@ async def _one(state: PhaseState, flow: Flow, intended_ns: int, context: dict[st
         state.in_flight -= 1
 
 
+def _settled(state: PhaseState, flow: Flow, begun: list[bool]
+             ) -> Callable[[asyncio.Task[None]], None]:
+    """A task cancelled before its first step never reached the flow: count it as not sent."""
+    def done(task: asyncio.Task[None]) -> None:
+        state.tasks.discard(task)
+        if task.cancelled() and not begun:
+            flow.not_sent(state.phase.name, None, 1, "stopped")
+    return done
+
+
+def _count_due(state: PhaseState, mix: Mix, rng: random.Random, schedule: Iterator[float],
+               start_ns: int, until_ns: int, why: str, limit: int | None) -> None:
+    """Count the arrivals of `schedule` due by `until_ns` as not sent (the loop stopped)."""
+    counts: dict[int, int] = {}
+    for offset in schedule:
+        if limit is not None and limit <= 0:
+            break
+        if start_ns + int(offset * 1e9) > until_ns:
+            break
+        flow = mix.pick(rng)
+        counts[id(flow)] = counts.get(id(flow), 0) + 1
+        if limit is not None:
+            limit -= 1
+    for flow in mix.flows:
+        if counts.get(id(flow)):
+            flow.not_sent(state.phase.name, None, counts[id(flow)], why)
+
+
 async def run_open(state: PhaseState, mix: Mix, start_ns: int) -> None:
     """Start requests on the phase's schedule until its duration or request count."""
     phase = state.phase
     rng = random.Random(phase.seed)
-    gate = asyncio.Semaphore(phase.max_in_flight) if phase.max_in_flight else None
-    schedule = arrivals(phase.rate or 0.0, phase.ramp_to, phase.duration, phase.arrival,
-                        phase.burstiness, phase.seed)
+    cap = phase.max_in_flight or state.in_flight_cap
+    cap_why = "max_in_flight" if phase.max_in_flight else "client_limit"
+    end_ns = None if phase.duration is None else start_ns + int(phase.duration * 1e9)
+    schedule = iter(arrivals(phase.rate or 0.0, phase.ramp_to, phase.duration, phase.arrival,
+                             phase.burstiness, phase.seed))
     loop = asyncio.get_running_loop()
+    remaining = phase.max_requests
     for seq, offset in enumerate(schedule):
-        if phase.max_requests is not None and seq >= phase.max_requests:
+        if remaining is not None and remaining <= 0:
             return   # whichever comes first: the request count ends the phase now
         intended = start_ns + int(offset * 1e9)
         delay = (intended - time.perf_counter_ns()) / 1e9
         if delay > 0:
             await pause(state.stop, delay)
+        now = time.perf_counter_ns()
         if state.stop.is_set():
-            break
-        lag = time.perf_counter_ns() - intended
+            # what fell due before the stop and was not started
+            if intended <= now:
+                mix.pick(rng).not_sent(state.phase.name, None, 1, "stopped")
+                _count_due(state, mix, rng, schedule, start_ns, now, "stopped",
+                           None if remaining is None else remaining - 1)
+            return
+        if end_ns is not None and now > end_ns + 1_000_000_000:
+            # the client fell over a second behind and the phase's time is up
+            mix.pick(rng).not_sent(state.phase.name, None, 1, "phase_ended")
+            _count_due(state, mix, rng, schedule, start_ns, end_ns, "phase_ended",
+                       None if remaining is None else remaining - 1)
+            return
+        if remaining is not None:
+            remaining -= 1
+        lag = now - intended
         if lag > state.max_lag_ns:
             state.max_lag_ns = lag
         flow = mix.pick(rng)
-        task = loop.create_task(_one(state, flow, intended, {"phase": phase.name, "seq": seq,
-                                                            "user": 0, "iteration": seq,
-                                                            "request": flow.plan.name},
-                                     rng, gate))
+        if cap is not None and state.in_flight >= cap:
+            flow.not_sent(state.phase.name, None, 1, cap_why)
+            continue
+        context: dict[str, object] = {"phase": phase.name, "seq": seq, "user": 0,
+                                       "iteration": seq, "request": flow.plan.name}
+        begun: list[bool] = []
+        task = loop.create_task(_one(state, flow, intended, context, rng, begun))
         state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
+        task.add_done_callback(_settled(state, flow, begun))
         state.started += 1
-    if phase.duration is not None and not state.stop.is_set():
-        remaining = (start_ns + int(phase.duration * 1e9) - time.perf_counter_ns()) / 1e9
-        if remaining > 0:
-            await pause(state.stop, remaining)
+    if end_ns is not None and not state.stop.is_set():
+        left = (end_ns - time.perf_counter_ns()) / 1e9
+        if left > 0:
+            await pause(state.stop, left)
 
 
 async def run_closed(state: PhaseState, mix: Mix, start_ns: int) -> None:
@@ -127,7 +179,7 @@ async def run_closed(state: PhaseState, mix: Mix, start_ns: int) -> None:
             state.started += 1
             await _one(state, flow, time.perf_counter_ns(),
                        {"phase": phase.name, "seq": seq, "user": uid, "iteration": iteration,
-                        "request": flow.plan.name}, user_rng, None)
+                        "request": flow.plan.name}, user_rng)
             if phase.think_max > 0 and not state.stop.is_set():
                 await pause(state.stop, user_rng.uniform(phase.think_min, phase.think_max))
 

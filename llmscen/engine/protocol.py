@@ -10,12 +10,14 @@ classifies the failure into `Exchange.error` and returns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
+
+from llmscen.errors import RunError
 
 PLUGIN_API_VERSION = 1
 
@@ -120,10 +122,16 @@ class Plugin(Protocol):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where a started service listens. `urls` by scheme, e.g. {"http": ..., "grpc": ...}."""
+    """Where a started service listens. `urls` by scheme, e.g. {"http": ..., "grpc": ...}.
+
+    `exited`, when the service kind can tell, returns None while the service runs and
+    a description (exit code or signal, its log's last lines) once it has stopped:
+    the driver polls it and ends the run when a service dies under it.
+    """
 
     url: str
     urls: dict[str, str] = field(default_factory=dict)
+    exited: Callable[[], str | None] | None = field(default=None, compare=False)
 
     def url_for(self, scheme: str) -> str:
         return self.urls.get(scheme, self.url)
@@ -144,5 +152,8 @@ class ServiceKind(Protocol):
         """
 
 
-class ServiceError(Exception):
+class ServiceError(RunError):
     """A service failed to start, become ready, or stop."""
+
+    def __init__(self, message: str, kind: str = "service_failed") -> None:
+        super().__init__(message, kind)

@@ -1,8 +1,11 @@
-"""A run from start to end: services, runners, phases, drain; interrupt-safe.
+"""One process's part of a run: runners for every target, flows, and one phase at a time.
 
-Library code raises `RunError` for a run that cannot be carried out; the CLI
-maps it to an exit code. Whatever happens, handlers get `run_ended`, so what
-was measured is saved.
+The driver (llmscen/driver/) starts the services, gives every worker the plan
+with the targets' URLs filled in, and tells each when to start a phase; an
+Engine runs its share of that phase from the shared start instant until its
+arrivals are done and its in-flight requests have drained, so the next phase
+starts only after every request of this one ended. Whatever happens, handlers
+get `RunEnded`, so what was measured is saved.
 """
 
 from __future__ import annotations
@@ -10,252 +13,218 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 from llmscen.compile.plan import PhasePlan, Plan
-from llmscen.engine.events import Handler
+from llmscen.engine.events import (
+    Handler,
+    Note,
+    PhaseEnded,
+    PhaseStarted,
+    RunEnded,
+    RunStarted,
+    ServerScrape,
+    Tick,
+)
 from llmscen.engine.feed import Feeder
 from llmscen.engine.flow import Flow
 from llmscen.engine.load import Mix, PhaseState, pause, run_closed, run_open
-from llmscen.engine.protocol import Call, Endpoint, Runner, ServiceError
+from llmscen.engine.protocol import Call, Runner
+from llmscen.errors import RunError
 
-SATURATION_LAG_S = 0.05     # requests starting this late mean the client, not the server, lags
-SATURATION_SECONDS = 2      # ... for this many consecutive seconds
 DEFAULT_DRAIN_S = 30.0
-
-
-class RunError(Exception):
-    """The run could not be carried out (service, target or plugin failure)."""
-
-
-@asynccontextmanager
-async def start_services(plan: Plan, registry: Any, log_dir: str | None) -> AsyncIterator[Plan]:
-    """Start the services the targets use; yield the plan with every target's URL filled."""
-    async with AsyncExitStack() as stack:
-        endpoints: dict[str, Endpoint] = {}
-        used = {t.service for t in plan.targets if t.service and not t.url}
-        for service in plan.services:
-            if service.name not in used:
-                continue
-            kind = registry.services[service.kind].obj
-            try:
-                endpoints[service.name] = await stack.enter_async_context(
-                    kind.launch(service, log_dir))
-            except ServiceError as exc:
-                raise RunError(str(exc)) from None
-        targets = []
-        for target in plan.targets:
-            if target.url is None:
-                assert target.service is not None, "the compiler requires url or service"
-                endpoint = endpoints[target.service]
-                scheme = str(getattr(target.options, "protocol", "http"))
-                # options like `metrics_url` left unset are filled from the service's URLs
-                fill = {f"{name}_url": url for name, url in endpoint.urls.items()
-                        if getattr(target.options, f"{name}_url", "") is None}
-                target = target.model_copy(update={
-                    "url": endpoint.url_for(scheme),
-                    "options": target.options.model_copy(update=fill)})
-            targets.append(target)
-        yield plan.model_copy(update={"targets": tuple(targets)})
+INTERRUPT_GRACE_S = 2.0     # in-flight requests get this long after a stop, then are cancelled
 
 
 class Engine:
     def __init__(self, plan: Plan, registry: Any, handler: Handler, *,
-                 log_dir: str | None = None, worker: tuple[int, int] = (0, 1),
-                 start_gate: Callable[[], Awaitable[int]] | None = None) -> None:
+                 worker: tuple[int, int] = (0, 1), in_flight_cap: int | None = None) -> None:
         self.plan = plan
         self.registry = registry
         self.handler = handler
-        self.log_dir = log_dir
         self.worker = worker
-        # workers wait at the gate for one shared start (perf_counter is system-wide)
-        self.start_gate = start_gate
+        self.in_flight_cap = in_flight_cap
         self.stop = asyncio.Event()
         self.interrupted = False
+        self.abandoned = False
         self.origin_ns = time.perf_counter_ns()
-        self.live: list[PhaseState] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.notes: list[str] = []
+        self.live: PhaseState | None = None
+        self.runners: dict[str, Runner] = {}
+        self.flows: list[Flow] = []
+        self._stack = AsyncExitStack()
 
     def now(self) -> float:
         return (time.perf_counter_ns() - self.origin_ns) / 1e9
 
-    def interrupt(self) -> None:
-        """Stop scheduling; in-flight requests get a short grace, then are cancelled."""
+    def interrupt(self, abandon: bool = False) -> None:
+        """Stop scheduling; in-flight requests get a short grace (none if `abandon`), then
+        are cancelled and counted as such."""
         self.interrupted = True
+        self.abandoned = self.abandoned or abandon
         self.stop.set()
-        for state in self.live:
-            state.stop.set()
+        if self.live is not None:
+            self.live.stop.set()
 
     def note(self, message: str) -> None:
-        self.notes.append(message)
-        self.handler.note(message)
+        self.handler.handle(Note(message))
 
-    async def run(self) -> None:
-        async with AsyncExitStack() as stack:
-            runners = await self._start(stack)
-            flows = self._flows(runners)
-            # what setup built lives for the whole run: keep it out of the collector's
-            # full passes, which otherwise pause the client for tens of milliseconds
-            gc.collect()
-            gc.freeze()
-            start_ns = time.perf_counter_ns()
-            if self.start_gate is not None:
-                start_ns = await self.start_gate()
-                wait = (start_ns - time.perf_counter_ns()) / 1e9
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                elif wait < -0.1:
-                    self.note(f"worker {self.worker[0]} started {-wait:.2f}s after the others")
-            self.origin_ns = start_ns
-            for flow in flows:
-                flow.origin = self.origin_ns
-            self.handler.run_started(self.plan)
-            try:
-                for phase in self.plan.phases:
-                    if self.stop.is_set():
-                        break
-                    await self._phase(phase, flows, runners)
-                await self._drain(self._drain_budget())
-                self._note_reconnects(runners)
-            finally:
-                self.handler.run_ended(self.now(), self.interrupted)
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self, origin_ns: int | None = None) -> None:
+        """Start a runner per target, check the targets, build the flows.
 
-    async def _start(self, stack: AsyncExitStack) -> dict[str, Runner]:
-        self.plan = await stack.enter_async_context(
-            start_services(self.plan, self.registry, self.log_dir))
-        runners: dict[str, Runner] = {}
+        Raises `RunError` (kind `plugin_failed`, `target_unreachable` or
+        `target_not_ready`) when the run cannot go ahead.
+        """
+        if origin_ns is not None:
+            self.origin_ns = origin_ns
         for target in self.plan.targets:
             entry = self.registry.plugins[target.plugin]
-            url = target.url
             where = f"plugin {target.plugin!r} ({entry.origin})"
             try:
                 runner = entry.obj.create_runner(target)
-                stack.push_async_callback(runner.stop)
+                self._stack.push_async_callback(runner.stop)
                 await runner.start()
             except Exception as exc:  # a plugin may raise anything; say whose it was
-                raise RunError(f"target {target.name!r} at {url}: {where} could not start: "
-                               f"{type(exc).__name__}: {exc}") from None
-            runners[target.name] = runner
+                kind = "target_unreachable" if isinstance(exc, (OSError, TimeoutError)) \
+                    else "plugin_failed"
+                raise RunError(f"target {target.name!r} at {target.url}: {where} could not "
+                               f"start: {type(exc).__name__}: {exc}", kind) from None
+            self.runners[target.name] = runner
         problems = []
         for target in self.plan.targets:
             calls = [Call(request=r.name, payload=r.steps[0].payload, stream=r.stream)
                      for r in self.plan.requests if r.target == target.name]
             try:
-                problems += await runners[target.name].preflight(calls)
+                problems += await self.runners[target.name].preflight(calls)
             except Exception as exc:
                 problems.append(f"target {target.name!r}: preflight failed: "
                                 f"{type(exc).__name__}: {exc}")
         if problems:
             raise RunError("the targets are not ready for this scenario:\n  " +
-                           "\n  ".join(problems))
-        return runners
+                           "\n  ".join(problems), "target_not_ready")
+        self.flows = self._flows()
+        self.handler.handle(RunStarted(self.plan))
+        # what setup built lives for the whole run: keep it out of the collector's
+        # full passes, which otherwise pause the client for tens of milliseconds
+        gc.collect()
+        gc.freeze()
 
-    def _flows(self, runners: dict[str, Runner]) -> list[Flow]:
+    async def close(self) -> None:
+        """Stop the runners; handlers get `RunEnded`."""
+        try:
+            self._note_reconnects()
+            await self._stack.aclose()
+        finally:
+            self.handler.handle(RunEnded(self.now(), self.interrupted))
+
+    def _flows(self) -> list[Flow]:
         feeders = {d.name: Feeder(d, self.plan.seed, *self.worker) for d in self.plan.data}
         base_dir = str(Path(self.plan.file).parent)
         plugins = {t.name: f"plugin {t.plugin!r} ({self.registry.plugins[t.plugin].origin})"
                    for t in self.plan.targets}
-        return [Flow(r, runners[r.target], feeders.get(r.data) if r.data else None,
+        return [Flow(r, self.runners[r.target], feeders.get(r.data) if r.data else None,
                      self.plan.goodput, self.handler, self.origin_ns, base_dir,
                      plugins[r.target])
                 for r in self.plan.requests]
 
-    async def _phase(self, phase: PhasePlan, flows: list[Flow],
-                     runners: dict[str, Runner]) -> None:
-        before = await self._server_metrics(runners)
-        state = PhaseState(phase)
-        self.live.append(state)
-        start_ns = time.perf_counter_ns()
-        self.handler.phase_started(phase, self.now())
+    # -- a phase -----------------------------------------------------------------------
+    async def run_phase(self, phase: PhasePlan, start_ns: int) -> None:
+        """This worker's share of `phase`, from `start_ns` until its requests have ended."""
+        for flow in self.flows:
+            flow.origin = self.origin_ns
+        wait = (start_ns - time.perf_counter_ns()) / 1e9
+        if wait > 0:
+            await pause(self.stop, wait)
+        state = PhaseState(phase, in_flight_cap=self.in_flight_cap)
+        self.live = state
+        if self.stop.is_set():
+            state.stop.set()
+        started = self.now()
+        self.handler.handle(PhaseStarted(phase, started))
         supervisor = asyncio.create_task(self._supervise(state))
         try:
-            if phase.kind == "pause":
+            if self.stop.is_set():
+                pass
+            elif phase.kind == "pause":
                 await pause(self.stop, phase.duration or 0.0)
             elif phase.kind == "open":
-                await run_open(state, Mix(flows), start_ns)
+                await run_open(state, Mix(self.flows), start_ns)
             else:
-                await run_closed(state, Mix(flows), start_ns)
-                # users leave after their current request, before the next phase starts
-                await self._wait(set(state.tasks), self._drain_budget())
+                await run_closed(state, Mix(self.flows), start_ns)
+            # the phase ends when its requests have: the next one starts after all ended
+            await self._drain(state.tasks)
             if state.exhausted:
                 self.note(f"phase {phase.name!r} stopped early: {state.exhausted}")
         finally:
             supervisor.cancel()
-            self.tasks |= state.tasks
-            self.handler.phase_ended(phase, self.now())
-        after = await self._server_metrics(runners)
-        for target, values in after.items():
-            self.handler.server_metrics(phase.name, target, before.get(target, {}), values)
+            self.handler.handle(PhaseEnded(phase, started, self.now()))
+            self.live = None
 
     async def _supervise(self, state: PhaseState) -> None:
-        """Once a second: in-flight count and schedule lag, to say when the client saturates."""
-        late_seconds = 0
-        warned = False
+        """Once a second: what the load generator does (in flight, lag, its own CPU)."""
         cpu = time.process_time()
+        due = time.perf_counter() + 1.0
         while True:
-            await asyncio.sleep(1.0)
-            self.handler.in_flight(self.now(), sum(s.in_flight for s in self.live))
-            lag = state.max_lag_ns / 1e9
-            state.max_lag_ns = 0
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            woke = time.perf_counter()
+            loop_lag = max(0.0, woke - due)
+            due = max(due + 1.0, woke + 0.5)
             used = time.process_time() - cpu
             cpu = time.process_time()
-            late_seconds = late_seconds + 1 if lag > SATURATION_LAG_S else 0
-            if late_seconds >= SATURATION_SECONDS and not warned:
-                warned = True
-                self.note(f"load generator saturated in phase {state.phase.name!r}: requests "
-                          f"started up to {lag * 1000:.0f} ms after their intended time "
-                          f"(client CPU {used * 100:.0f}% of a core); latencies still count "
-                          "from the intended start, but the offered load was not reached — "
-                          "lower the rate or add --workers")
+            lag = state.max_lag_ns / 1e9
+            state.max_lag_ns = 0
+            self.handler.handle(Tick(self.now(), state.phase.name, state.in_flight, lag,
+                                     loop_lag, used / (1.0 + loop_lag)))
 
-    def _note_reconnects(self, runners: dict[str, Runner]) -> None:
-        for name, runner in runners.items():
-            count = getattr(runner, "reconnects", 0)
-            if count:
-                self.note(f"target {name!r}: {count} requests were sent again on a fresh "
-                          "connection because the server had closed the kept-alive one "
-                          "(before any response byte); their timings start at the first try")
+    def _drain_budget(self) -> float:
+        if self.abandoned:
+            return 0.0
+        if self.interrupted:
+            return INTERRUPT_GRACE_S
+        timeouts = [getattr(t.options, "timeout", None) for t in self.plan.targets]
+        timeouts += [r.timeout for r in self.plan.requests]
+        return max([float(t) for t in timeouts if t] or [DEFAULT_DRAIN_S])
 
-    async def _server_metrics(self, runners: dict[str, Runner]) -> dict[str, dict[str, float]]:
+    async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Wait for `tasks` within the drain budget (cut short by an interrupt); cancel the
+        rest and wait until they have recorded what they saw."""
+        pending = {t for t in tasks if not t.done()}
+        deadline = time.monotonic() + self._drain_budget()
+        while pending and time.monotonic() < deadline:
+            if self.interrupted:
+                deadline = min(deadline, time.monotonic() + self._drain_budget())
+            _, pending = await asyncio.wait(pending, timeout=min(0.1, max(
+                0.0, deadline - time.monotonic())))
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- the targets' own view -----------------------------------------------------------
+    async def scrape(self) -> dict[str, dict[str, float]]:
+        """Each target's server metrics now ({} for those that have none)."""
         out = {}
-        for name, runner in runners.items():
+        for name, runner in self.runners.items():
             try:
                 values = await runner.server_metrics()
-            except Exception as exc:  # scraping is best effort; say so once
+            except Exception as exc:  # scraping is best effort; say so
                 self.note(f"could not read server metrics of target {name!r}: {exc}")
                 values = {}
             if values:
                 out[name] = values
         return out
 
-    def _drain_budget(self) -> float:
-        if self.interrupted:
-            return 2.0
-        timeouts = [getattr(t.options, "timeout", None) for t in self.plan.targets]
-        timeouts += [r.timeout for r in self.plan.requests]
-        return max([float(t) for t in timeouts if t] or [DEFAULT_DRAIN_S])
+    def report_scrape(self, phase: str, before: dict[str, dict[str, float]],
+                      after: dict[str, dict[str, float]]) -> None:
+        for target, values in after.items():
+            self.handler.handle(ServerScrape(phase, target, before.get(target, {}), values))
 
-    async def _drain(self, budget: float) -> None:
-        pending = {t for t in self.tasks if not t.done()}
-        for state in self.live:
-            pending |= {t for t in state.tasks if not t.done()}
-        await self._wait(pending, budget)
-
-    async def _wait(self, tasks: set[asyncio.Task[None]], budget: float) -> None:
-        if not tasks:
-            return
-        deadline = time.monotonic() + budget
-        pending = tasks
-        while pending and time.monotonic() < deadline:
-            if self.interrupted:
-                deadline = min(deadline, time.monotonic() + 2.0)
-            _, pending = await asyncio.wait(pending, timeout=min(0.25, max(
-                0.0, deadline - time.monotonic())))
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+    def _note_reconnects(self) -> None:
+        for name, runner in self.runners.items():
+            count = getattr(runner, "reconnects", 0)
+            if count:
+                self.note(f"target {name!r}: {count} requests were sent again on a fresh "
+                          "connection because the server had closed the kept-alive one "
+                          "(before any response byte); their timings start at the first try")

@@ -41,6 +41,7 @@ def arrivals(rate: float, ramp_to: float | None, duration: float | None, process
     rng = random.Random(seed)
     work = 0.0
     first = True
+    last = 0.0
     while True:
         if process == "poisson":
             work += rng.expovariate(1.0)
@@ -55,4 +56,6 @@ def arrivals(rate: float, ramp_to: float | None, duration: float | None, process
             return
         if math.isinf(t):
             return
-        yield t
+        # inverting Λ can round a tiny step of work a hair backwards: time never does
+        last = max(last, t)
+        yield last

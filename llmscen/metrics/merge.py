@@ -4,7 +4,7 @@ Histograms merge bucket by bucket and counters add, so merged percentiles equal
 those of one process recording every value. Two things are not exact by nature:
 the in-flight series adds each worker's per-second maximum (an upper bound of
 the true maximum), and per-second series assume the workers share a run start.
-SLO results are dropped: they must be evaluated again on the merged data.
+SLO results and the outcome are dropped: they must be judged again on the merged data.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from llmscen.metrics.results import (
     Series,
     SeriesPoint,
     ServerMetrics,
+    add_counts,
 )
 
 
@@ -58,6 +59,7 @@ def merge(results: Sequence[RunResults]) -> RunResults:
         checks=_merge_checks(c for r in results for c in r.checks),
         errors=merge_error_summaries(e for r in results for e in r.errors),
         server_metrics=_first_server_metrics(m for r in results for m in r.server_metrics),
+        requests=next((list(r.requests) for r in results if r.requests), []),
     )
 
 
@@ -121,13 +123,7 @@ def merge_points(points: Sequence[SeriesPoint]) -> SeriesPoint:
     """Sum the counters and merge the histograms of points (any seconds)."""
     out = SeriesPoint(t=points[0].t)
     for p in points:
-        out.requests += p.requests
-        out.ok += p.ok
-        out.check_failures += p.check_failures
-        out.output_tokens += p.output_tokens
-        out.goodput_met += p.goodput_met
-        for error, n in p.errors.items():
-            out.errors[error] = out.errors.get(error, 0) + n
+        add_counts(out, p)
     out.latency = _merge_optional([p.latency for p in points if p.latency])
     out.ttft = _merge_optional([p.ttft for p in points if p.ttft])
     return out
@@ -159,6 +155,8 @@ def _merge_checks(checks: Iterable[CheckSummary]) -> list[CheckSummary]:
         else:
             have.passed += check.passed
             have.failed += check.failed
+            for error, n in check.unchecked.items():
+                have.unchecked[error] = have.unchecked.get(error, 0) + n
             have.samples = (have.samples + check.samples)[:MAX_SAMPLES]
     return list(out.values())
 

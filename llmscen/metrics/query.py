@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from llmscen.metrics.histogram import DIGITS, SERIES_DIGITS, Histogram
 from llmscen.metrics.merge import merge_encoded
-from llmscen.metrics.results import Counters, PhaseInfo, RunResults, SeriesPoint
+from llmscen.metrics.results import Counters, PhaseInfo, RunResults, SeriesPoint, add_counts
 from llmscen.spec.metrics import CATALOG, DEFAULT_PERCENTILES, HISTOGRAM_KINDS, WINDOW_METRICS
 
 SERIES_RESOLUTION = 1   # seconds per series point; windows are whole multiples
@@ -201,13 +201,7 @@ def _window_aggregate(points: list[SeriesPoint], wall: float) -> Aggregate:
     counters = Counters()
     encoded: dict[str, list[str]] = {"latency": [], "ttft": []}
     for p in points:
-        counters.requests += p.requests
-        counters.ok += p.ok
-        counters.check_failures += p.check_failures
-        counters.output_tokens += p.output_tokens
-        counters.goodput_met += p.goodput_met
-        for error, n in p.errors.items():
-            counters.errors[error] = counters.errors.get(error, 0) + n
+        add_counts(counters, p)
         if p.latency:
             encoded["latency"].append(p.latency)
         if p.ttft:

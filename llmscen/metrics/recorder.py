@@ -6,15 +6,28 @@ import datetime as dt
 import re
 from typing import Any
 
-from llmscen.compile.plan import PhasePlan, Plan
-from llmscen.engine.events import BaseHandler, Completed
+from llmscen.compile.plan import Plan, StepPlan
+from llmscen.engine.events import (
+    BaseHandler,
+    Completed,
+    Note,
+    NotSent,
+    PhaseEnded,
+    PhaseStarted,
+    RunEnded,
+    RunStarted,
+    ServerScrape,
+    Tick,
+)
 from llmscen.metrics.results import (
     MAX_SAMPLES,
     CheckSummary,
     Meta,
+    RequestInfo,
     RunResults,
     Sample,
     ServerMetrics,
+    StepInfo,
 )
 from llmscen.metrics.store import MetricStore
 
@@ -42,6 +55,25 @@ def expectation_names(expect: Any) -> list[str]:
     return [name for name in type(expect).model_fields if name in expect.model_fields_set]
 
 
+def step_checks(step: StepPlan) -> list[str]:
+    """What is judged of each response to `step`: its expectations, and its captures."""
+    names = expectation_names(step.expect)
+    return [*names, "capture"] if step.capture else names
+
+
+def declared_requests(plan: Plan) -> list[RequestInfo]:
+    """Every request of the plan with its steps' checks, as results list them."""
+    out = []
+    for request in plan.requests:
+        multi = len(request.steps) > 1
+        out.append(RequestInfo(name=request.name, target=request.target, steps=[
+            StepInfo(name=f"{request.name}.{step.name}" if multi else request.name,
+                     expectations=step_checks(step),
+                     expects_error=getattr(step.expect, "error", None) is not None)
+            for step in request.steps]))
+    return out
+
+
 class Recorder(BaseHandler):
     """Aggregates a run; `results()` freezes it (also after an interrupted run)."""
 
@@ -53,29 +85,42 @@ class Recorder(BaseHandler):
         self.checks: dict[tuple[str, str], CheckSummary] = {}
         self.expectations: dict[str, list[str]] = {}
         self.server: list[ServerMetrics] = []
+        self.requests: list[RequestInfo] = []
 
-    def run_started(self, plan: Plan) -> None:
-        self.plan = plan
+    def on_run_started(self, event: RunStarted) -> None:
+        self.plan = event.plan
         self.meta.started_at = dt.datetime.now(dt.timezone.utc)
-        for request in plan.requests:
-            multi = len(request.steps) > 1
+        self.requests = declared_requests(event.plan)
+        for request in self.requests:
             for step in request.steps:
-                name = f"{request.name}.{step.name}" if multi else request.name
-                self.expectations[name] = expectation_names(step.expect)
+                self.expectations[step.name] = step.expectations
 
-    def phase_started(self, phase: PhasePlan, now: float) -> None:
-        self.phase_starts[phase.name] = now
+    def on_phase_started(self, event: PhaseStarted) -> None:
+        self.phase_starts[event.phase.name] = event.now
 
-    def phase_ended(self, phase: PhasePlan, now: float) -> None:
-        self.store.mark_phase(phase.name, self.phase_starts.get(phase.name, now), now,
-                              phase.kind, phase.warmup, planned_duration=phase.duration,
-                              sweep=phase.sweep)
+    def on_phase_ended(self, event: PhaseEnded) -> None:
+        phase = event.phase
+        offered = None
+        if phase.kind == "open" and phase.duration:
+            offered = ((phase.rate or 0.0) + (phase.ramp_to if phase.ramp_to is not None
+                                              else phase.rate or 0.0)) / 2
+        users = phase.users_ramp_to if phase.users_ramp_to is not None else phase.users
+        self.store.mark_phase(phase.name, event.started, event.now, phase.kind, phase.warmup,
+                              planned_duration=phase.duration, sweep=phase.sweep,
+                              offered_rate=offered, users=users)
 
-    def completed(self, event: Completed) -> None:
+    def on_completed(self, event: Completed) -> None:
         self.store.record(event.phase, event.request, event.target, event.exchange,
                           goodput_met=event.goodput_met, now=event.now)
         names = self.expectations.get(event.request) or []
-        if not (names or event.failures) or event.exchange.error not in (None, "check"):
+        error = event.exchange.error
+        if not (names or event.failures):
+            return
+        if error not in (None, "check"):
+            # failed before it could be checked: it counts against every check of its step
+            for name in names:
+                summary = self._summary(event.request, name)
+                summary.unchecked[error] = summary.unchecked.get(error, 0) + 1
             return
         # a check may report a detail (`outputs.images.shape`) of its expectation (`outputs`)
         failed: dict[str, str] = {}
@@ -84,10 +129,7 @@ class Recorder(BaseHandler):
             detail = f"{check}: {message}" if check != top else message
             failed.setdefault(top if top in names else check, detail)
         for name in [*names, *(f for f in failed if f not in names)]:
-            summary = self.checks.get((event.request, name))
-            if summary is None:
-                summary = self.checks[(event.request, name)] = CheckSummary(
-                    request=event.request, expectation=name)
+            summary = self._summary(event.request, name)
             if name in failed:
                 summary.failed += 1
                 if len(summary.samples) < MAX_SAMPLES:
@@ -96,24 +138,36 @@ class Recorder(BaseHandler):
             else:
                 summary.passed += 1
 
-    def in_flight(self, now: float, count: int) -> None:
-        self.store.note_in_flight(now, count)
+    def _summary(self, request: str, name: str) -> CheckSummary:
+        summary = self.checks.get((request, name))
+        if summary is None:
+            summary = self.checks[(request, name)] = CheckSummary(request=request,
+                                                                  expectation=name)
+        return summary
 
-    def note(self, message: str) -> None:
-        self.meta.notes.append(message)
+    def on_not_sent(self, event: NotSent) -> None:
+        self.store.record_not_sent(event.phase, event.request, event.target, event.count,
+                                   now=event.now)
 
-    def server_metrics(self, phase: str, target: str, before: dict[str, float],
-                       after: dict[str, float]) -> None:
-        delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
-        self.server.append(ServerMetrics(phase=phase, target=target, before=before,
-                                         after=after, delta=delta))
+    def on_tick(self, event: Tick) -> None:
+        self.store.note_in_flight(event.now, event.in_flight)
 
-    def run_ended(self, now: float, interrupted: bool) -> None:
+    def on_note(self, event: Note) -> None:
+        self.meta.notes.append(event.message)
+
+    def on_server_scrape(self, event: ServerScrape) -> None:
+        delta = {k: v - event.before.get(k, 0.0) for k, v in event.after.items()}
+        self.server.append(ServerMetrics(phase=event.phase, target=event.target,
+                                         before=event.before, after=event.after, delta=delta))
+
+    def on_run_ended(self, event: RunEnded) -> None:
         self.meta.ended_at = dt.datetime.now(dt.timezone.utc)
-        self.meta.interrupted = interrupted
+        self.meta.interrupted = event.interrupted
 
     def results(self) -> RunResults:
         if self.meta.ended_at is None:
             self.meta.ended_at = dt.datetime.now(dt.timezone.utc)
-        return self.store.to_results(self.meta, checks=list(self.checks.values()),
-                                     server_metrics=self.server)
+        results = self.store.to_results(self.meta, checks=list(self.checks.values()),
+                                        server_metrics=self.server)
+        results.requests = list(self.requests)
+        return results

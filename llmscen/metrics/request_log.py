@@ -7,19 +7,30 @@ and message; secrets never reach a message (runners scrub them).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import IO
 
 import orjson
 
-from llmscen.engine.events import BaseHandler, Completed
+from llmscen.engine.events import BaseHandler, Completed, NotSent, RunEnded
 
 
 class RequestLog(BaseHandler):
-    def __init__(self, path: str | Path) -> None:
-        self.file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in run_ended
+    """Appends one line per event with a single write, unbuffered: several workers share the
+    file, and a line written is on disk even if the process is killed right after."""
 
-    def completed(self, event: Completed) -> None:
+    def __init__(self, path: str | Path) -> None:
+        self.fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _write(self, record: dict[str, object]) -> None:
+        if self.fd is not None:
+            os.write(self.fd, orjson.dumps(record) + b"\n")
+
+    def on_not_sent(self, event: NotSent) -> None:
+        self._write({"t": round(event.now, 6), "phase": event.phase, "request": event.request,
+                     "target": event.target, "not_sent": event.count, "why": event.why})
+
+    def on_completed(self, event: Completed) -> None:
         ex = event.exchange
         sent = ex.sent_ns or ex.intended_ns
         record = {
@@ -35,7 +46,9 @@ class RequestLog(BaseHandler):
             "input_tokens": ex.input_tokens, "finish_reason": ex.finish_reason,
             "output_chars": len(ex.text), "failed_checks": [c for c, _ in event.failures],
         }
-        self.file.write(orjson.dumps(record) + b"\n")
+        self._write(record)
 
-    def run_ended(self, now: float, interrupted: bool) -> None:
-        self.file.close()
+    def on_run_ended(self, event: RunEnded) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -9,7 +9,12 @@ the run started (phases, series) or UTC datetimes (meta). Bump
      series: {scopes: [{phase, request, target, points: [{t, requests, ok, errors, ...,
                                                           latency, ttft}]}],
               in_flight: [{phase, points: [[t, max]]}]},
-     slos: [...], checks: [...], errors: [...], server_metrics: [...]}
+     slos: [...], checks: [...], errors: [...], server_metrics: [...],
+     requests: [...], outcome: {status, exit_code, reasons, cases}}
+
+Version 2 added the outcome, the declared requests, `not_sent` counters,
+checks' `unchecked` counts and SLOs that were not judged; version 1 files are
+read and given an outcome from what they hold.
 """
 
 from __future__ import annotations
@@ -18,15 +23,16 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import llmscen
+from llmscen.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_SAMPLES = 5          # sample messages kept per error class / expectation
 MAX_MESSAGE = 500        # characters kept of one sample message
 MAX_EXCERPT = 300        # characters kept of an output excerpt
@@ -34,7 +40,7 @@ MAX_EXCERPT = 300        # characters kept of an output excerpt
 _SECRET_PARAM = re.compile(r"key|token|secret|password|passwd|auth|signature|sig", re.I)
 
 
-class ResultsError(Exception):
+class ResultsError(InputError):
     """A results file could not be read."""
 
 
@@ -115,6 +121,8 @@ class PhaseInfo(Model):
     ended: float
     planned_duration: float | None = None
     sweep: str | None = None          # the sweep phase this step came from
+    offered_rate: float | None = None    # arrivals per second asked for (open phases, mean)
+    users: int | None = None          # users asked for (closed phases, at the end of a ramp)
 
     @property
     def wall(self) -> float:
@@ -125,7 +133,11 @@ class PhaseInfo(Model):
 
 
 class Counters(Model):
-    requests: int = 0
+    """Every scheduled request is counted once: `requests` (sent) + `not_sent`;
+    and every sent one once: `ok` + the errors + `check_failures`."""
+
+    requests: int = 0                 # sent
+    not_sent: int = 0                 # scheduled but never sent (stopped, max_in_flight)
     ok: int = 0                       # no error and no failed check
     errors: dict[str, int] = Field(default_factory=dict)   # by class, `check` excluded
     check_failures: int = 0
@@ -141,11 +153,9 @@ class Counters(Model):
         return sum(self.errors.values())
 
     def add(self, other: Counters) -> None:
-        for name in ("requests", "ok", "check_failures", "output_tokens", "input_tokens",
-                     "tokens_estimated", "images", "bytes_received", "goodput_met"):
+        add_counts(self, other)
+        for name in ("input_tokens", "tokens_estimated", "images", "bytes_received"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for error, n in other.errors.items():
-            self.errors[error] = self.errors.get(error, 0) + n
 
 
 class Scope(Model):
@@ -168,6 +178,7 @@ class SeriesPoint(Model):
 
     t: int
     requests: int = 0
+    not_sent: int = 0
     ok: int = 0
     errors: dict[str, int] = Field(default_factory=dict)
     check_failures: int = 0
@@ -175,6 +186,18 @@ class SeriesPoint(Model):
     goodput_met: int = 0
     latency: str | None = None        # encoded 2-digit HDR, µs
     ttft: str | None = None
+
+
+# The counts a scope and a second of its series both keep; summed by `add_counts` only.
+COUNT_FIELDS = ("requests", "not_sent", "ok", "check_failures", "output_tokens", "goodput_met")
+
+
+def add_counts(into: Counters | SeriesPoint, other: Counters | SeriesPoint) -> None:
+    """Add `other`'s counts (those both kinds keep, errors by class included) into `into`."""
+    for name in COUNT_FIELDS:
+        setattr(into, name, getattr(into, name) + getattr(other, name))
+    for error, n in other.errors.items():
+        into.errors[error] = into.errors.get(error, 0) + n
 
 
 class ScopeSeries(Model):
@@ -205,11 +228,14 @@ class SloResult(Model):
     text: str
     metric: str | None = None
     stat: str | None = None
+    op: str | None = None
     scope: dict[str, Any] = Field(default_factory=dict)   # phase/request/target/window
     measured: float | None = None     # base units: seconds, per second, fraction, count
     threshold: float | None = None
-    passed: bool
+    passed: bool | None               # None: not judged (see the outcome's reasons)
     message: str = ""
+    abort: bool = False               # the run stops as soon as this SLO fails
+    where: str = ""                   # FILE:LINE:COL of the SLO
 
 
 class Sample(Model):
@@ -232,6 +258,8 @@ class CheckSummary(Model):
     expectation: str                  # e.g. `contains`, `python_syntax`
     passed: int = 0
     failed: int = 0
+    unchecked: dict[str, int] = Field(default_factory=dict)  # error class → responses that
+    #                                   failed before they could be checked
     samples: list[Sample] = Field(default_factory=list)   # at most MAX_SAMPLES
 
     @field_validator("samples")
@@ -260,6 +288,52 @@ class ServerMetrics(Model):
     delta: dict[str, float] = Field(default_factory=dict)
 
 
+class StepInfo(Model):
+    name: str                         # the metric name: `request`, or `request.step`
+    expectations: list[str] = Field(default_factory=list)
+    expects_error: bool = False       # `expect: {error: ...}`: errors are this step's success
+
+
+class RequestInfo(Model):
+    """A request the scenario declares, so every one is judged even when never sent."""
+
+    name: str
+    target: str
+    steps: list[StepInfo] = Field(default_factory=list)
+
+
+# -- the outcome ---------------------------------------------------------------------
+
+Status = Literal["passed", "failed", "could_not_run", "interrupted", "invalid_measurement"]
+CaseStatus = Literal["passed", "failed", "skipped", "error"]
+
+
+class Reason(Model):
+    """Why a run ended as it did. `kind` is stable (tools may branch on it)."""
+
+    kind: str                         # e.g. slo_failed, service_exited, client_saturated
+    message: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Case(Model):
+    """One test case of the run: what JUnit, pytest and the reports show."""
+
+    kind: Literal["run", "slo", "request", "expectation"]
+    name: str
+    status: CaseStatus
+    message: str = ""
+    request: str | None = None        # request and expectation cases
+    slo: int | None = None            # index into `slos` for SLO cases
+
+
+class Outcome(Model):
+    status: Status
+    exit_code: int
+    reasons: list[Reason] = Field(default_factory=list)
+    cases: list[Case] = Field(default_factory=list)
+
+
 # -- the file ------------------------------------------------------------------------
 
 
@@ -273,6 +347,8 @@ class RunResults(Model):
     checks: list[CheckSummary] = Field(default_factory=list)
     errors: list[ErrorSummary] = Field(default_factory=list)
     server_metrics: list[ServerMetrics] = Field(default_factory=list)
+    requests: list[RequestInfo] = Field(default_factory=list)
+    outcome: Outcome | None = None    # None only while a run is still being judged
 
     @field_validator("schema_version")
     @classmethod

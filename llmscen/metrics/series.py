@@ -16,12 +16,13 @@ SEAL_AFTER = 2  # seconds a second stays open for late completions
 class Second:
     """One scope's completions in one second since run start."""
 
-    __slots__ = ("check_failures", "errors", "goodput_met", "latency", "latency_us", "ok",
-                 "open", "output_tokens", "requests", "t", "ttft", "ttft_us")
+    __slots__ = ("check_failures", "errors", "goodput_met", "latency", "latency_us",
+                 "not_sent", "ok", "open", "output_tokens", "requests", "t", "ttft", "ttft_us")
 
     def __init__(self, t: int) -> None:
         self.t = t
         self.requests = 0
+        self.not_sent = 0
         self.ok = 0
         self.errors: dict[str, int] | None = None   # most seconds have none
         self.check_failures = 0

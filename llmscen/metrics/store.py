@@ -63,6 +63,7 @@ class ScopeStats:
         "itl",
         "latency",
         "latency_sent",
+        "not_sent",
         "ok",
         "output_tokens",
         "output_tokens_sum",
@@ -70,6 +71,7 @@ class ScopeStats:
         "schedule_lag",
         "second",
         "seconds",
+        "taken",
         "tokens_estimated",
         "tpot",
         "ttft",
@@ -89,6 +91,7 @@ class ScopeStats:
         self.chunks = Histogram("amount")
         self.bytes_received = Histogram("amount")
         self.requests = 0
+        self.not_sent = 0
         self.ok = 0
         self.errors: dict[str, int] = {}
         self.error_samples: dict[str, list[str]] = {}
@@ -101,6 +104,7 @@ class ScopeStats:
         self.goodput_met = 0
         self.seconds: dict[int, Second] = {}
         self.second = Second(-1)   # the last second written; a sentinel at first
+        self.taken = 0             # seconds before this one were handed to take_series
 
     def histograms(self) -> dict[str, Histogram]:
         """Metric name (catalog spelling) → histogram."""
@@ -211,12 +215,24 @@ class MetricStore:
             s.input_tokens.record(exchange.input_tokens)
         s.bytes_received.record(exchange.bytes_received)
 
+    def record_not_sent(self, phase: str, request: str, target: str, count: int, *,
+                        now: float) -> None:
+        """Account `count` requests that were due but never sent."""
+        s = self.scope(phase, request, target)
+        s.not_sent += count
+        t = int(now) if now > 0 else 0
+        second = s.seconds.get(t)
+        if second is None:
+            second = s.seconds[t] = Second(t)
+        second.not_sent += count
+
     def note_in_flight(self, now: float, n: int, *, phase: str | None = None) -> None:
         """Note `n` requests in flight at `now`; the series keeps each second's maximum."""
         self._in_flight.note(now, n, phase)
 
     def mark_phase(self, name: str, start: float, end: float, kind: str, warmup: bool, *,
-                   planned_duration: float | None = None, sweep: str | None = None) -> None:
+                   planned_duration: float | None = None, sweep: str | None = None,
+                   offered_rate: float | None = None, users: int | None = None) -> None:
         """Record a finished phase's wall time (seconds since run start).
 
         Phases that ended before this one started are drained by now, so their
@@ -228,7 +244,7 @@ class MetricStore:
                 self.compact(info.name)
         self._phases[name] = PhaseInfo(name=name, kind=kind, warmup=warmup, started=start,
                                        ended=end, planned_duration=planned_duration,
-                                       sweep=sweep)
+                                       sweep=sweep, offered_rate=offered_rate, users=users)
 
     def compact(self, phase: str) -> None:
         """Encode the live histograms of `phase`'s scopes."""
@@ -236,22 +252,50 @@ class MetricStore:
             if scope_phase == phase:
                 stats.compact()
 
-    def keys(self) -> list[Key]:
+    def take_series(self, before: int) -> list[ScopeSeries]:
+        """Per-second points of seconds `< before` not taken yet (for live progress).
+
+        Seconds are sealed first, so a point taken here is final only if no more
+        completions can fall in it: pass a `before` at least SEAL_AFTER behind the clock.
+        """
+        out = []
+        for (phase, request, target), s in self._scopes.items():
+            points = []
+            for t in sorted(t for t in s.seconds if s.taken <= t < before):
+                second = s.seconds[t]
+                second.seal()
+                points.append(_point(second))
+            if points:
+                s.taken = points[-1].t + 1
+                out.append(ScopeSeries(phase=phase, request=request, target=target,
+                                       points=points))
+        return out
+
+    def phase_info(self, name: str) -> PhaseInfo | None:
+        """The wall time of a phase that ended."""
+        return self._phases.get(name)
+
+    def scope_keys(self) -> list[Key]:
         return list(self._scopes)
 
     def to_results(self, meta: Meta, phases: Iterable[PhaseInfo] | None = None, *,
                    slos: Iterable[SloResult] = (), checks: Iterable[CheckSummary] = (),
-                   server_metrics: Iterable[ServerMetrics] = ()) -> RunResults:
-        """Freeze everything recorded into a `RunResults`; `phases` defaults to the marked ones."""
-        self._clock.seal_all()
+                   server_metrics: Iterable[ServerMetrics] = (),
+                   series: bool = True) -> RunResults:
+        """Freeze everything recorded into a `RunResults`; `phases` defaults to the marked ones.
+
+        `series=False` leaves the per-second series out (a worker's periodic snapshot:
+        the driver has them already from its progress reports)."""
+        if series:
+            self._clock.seal_all()
         scopes: list[Scope] = []
-        series: list[ScopeSeries] = []
+        timeline: list[ScopeSeries] = []
         errors: list[ErrorSummary] = []
         for (phase, request, target), s in self._scopes.items():
             scopes.append(Scope(
                 phase=phase, request=request, target=target,
                 counters=Counters(
-                    requests=s.requests, ok=s.ok, errors=dict(s.errors),
+                    requests=s.requests, not_sent=s.not_sent, ok=s.ok, errors=dict(s.errors),
                     check_failures=s.check_failures, output_tokens=s.output_tokens_sum,
                     input_tokens=s.input_tokens_sum, tokens_estimated=s.tokens_estimated,
                     images=s.images, bytes_received=s.bytes_sum, goodput_met=s.goodput_met),
@@ -259,23 +303,26 @@ class MetricStore:
                 out_of_range={name: h.out_of_range for name, h in s.histograms().items()
                               if h.out_of_range},
             ))
-            series.append(ScopeSeries(phase=phase, request=request, target=target, points=[
-                _point(second) for _, second in sorted(s.seconds.items())]))
+            if series:
+                timeline.append(ScopeSeries(phase=phase, request=request, target=target,
+                                            points=[_point(second) for _, second in
+                                                    sorted(s.seconds.items())]))
             errors.extend(_error_summaries(request, s))
         in_flight = [InFlightSeries(phase=phase, points=sorted(seconds.items()))
-                     for phase, seconds in self._in_flight.by_phase.items()]
+                     for phase, seconds in self._in_flight.by_phase.items()] if series else []
         return RunResults(
             meta=meta,
             phases=list(phases) if phases is not None else list(self._phases.values()),
             scopes=scopes,
-            series=Series(scopes=series, in_flight=in_flight),
+            series=Series(scopes=timeline, in_flight=in_flight),
             slos=list(slos), checks=list(checks), errors=merge_error_summaries(errors),
             server_metrics=list(server_metrics),
         )
 
 
 def _point(second: Second) -> SeriesPoint:
-    return SeriesPoint(t=second.t, requests=second.requests, ok=second.ok,
+    return SeriesPoint(t=second.t, requests=second.requests, not_sent=second.not_sent,
+                       ok=second.ok,
                        errors=dict(second.errors or {}), check_failures=second.check_failures,
                        output_tokens=second.output_tokens, goodput_met=second.goodput_met,
                        latency=second.latency, ttft=second.ttft)

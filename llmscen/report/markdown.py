@@ -14,9 +14,11 @@ from pathlib import Path
 from llmscen.assertions.slo import show
 from llmscen.metrics.query import Aggregate, aggregate
 from llmscen.metrics.results import RunResults
+from llmscen.report.terminal import verdict
 from llmscen.report.view import run_duration, slo_rows
 
-ICONS = {"PASSED": "✅", "FAILED": "❌", "INTERRUPTED": "⚠️", "COULD NOT RUN": "❌"}
+ICONS = {"PASSED": "✅", "FAILED": "❌", "INTERRUPTED": "⚠️", "COULD NOT RUN": "❌",
+         "INVALID MEASUREMENT": "⚠️"}
 PHASE_COLUMNS = (("latency", "p50"), ("latency", "p95"), ("latency", "p99"), ("ttft", "p50"),
                  ("ttft", "p99"), ("itl", "p50"))
 MAX_FAILED_CHECKS = 10     # a summary, not the report: the rest are in report.html
@@ -50,9 +52,9 @@ def _table(header: list[str], rows: list[list[str]], right: range | tuple[int, .
     return lines
 
 
-def summary_markdown(results: RunResults, verdict_line: str) -> str:
+def summary_markdown(results: RunResults) -> str:
     meta = results.meta
-    word, _, detail = verdict_line.partition(": ")
+    word, _, detail = verdict(results)[1].partition(": ")
     icon = ICONS.get(word, "")
     total = aggregate(results).counters
     title = f"{icon} {cell(word)}" if icon else cell(word)
@@ -64,7 +66,8 @@ def summary_markdown(results: RunResults, verdict_line: str) -> str:
     for note in meta.notes:
         out += [f"> **Note:** {cell(note)}", ""]
     if results.slos:
-        rows = [["✅" if s.passed else "❌", code(s.text), cell(s.scope), cell(s.measured),
+        marks = {True: "✅", False: "❌", None: "➖"}
+        rows = [[marks[s.passed], code(s.text), cell(s.scope), cell(s.measured),
                  cell(s.threshold)] for s in slo_rows(results)]
         out += ["### SLOs", "", *_table(["", "SLO", "scope", "measured", "threshold"], rows, (3, 4)),
                 ""]
@@ -110,7 +113,7 @@ def _phase_row(label: str, agg: Aggregate) -> list[str]:
             *(show(m, agg.value(m, s)) for m, s in PHASE_COLUMNS)]
 
 
-def write_summary(results: RunResults, verdict_line: str, path: str | Path) -> None:
+def write_summary(results: RunResults, path: str | Path) -> None:
     """Append the summary: CI step-summary files collect what each command adds."""
     with Path(path).open("a", encoding="utf-8") as f:
-        f.write(summary_markdown(results, verdict_line) + "\n")
+        f.write(summary_markdown(results) + "\n")

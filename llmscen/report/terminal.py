@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llmscen.assertions.slo import scope_text, show
+from llmscen.assertions.verdict import headline
 from llmscen.metrics.query import aggregate
 from llmscen.metrics.results import RunResults
 
@@ -35,20 +36,15 @@ def summary(results: RunResults) -> str:
                        enumerate(zip(r, widths, strict=True))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     out = ["", *lines]
-    if results.slos:
-        out += ["", "SLOs:"]
-        for slo in results.slos:
-            mark = "PASS" if slo.passed else "FAIL"
-            out.append(f"  {mark}  {slo.message or slo.text}")
-    if results.checks:
-        out += ["", "expectations:"]
-        for check in results.checks:
-            mark = "PASS" if not check.failed else "FAIL"
-            total = check.passed + check.failed
-            line = f"  {mark}  {check.request}: {check.expectation} ({check.passed}/{total} passed)"
-            if check.samples:
-                line += f" — e.g. {check.samples[0].message}"
-            out.append(line)
+    cases = results.outcome.cases if results.outcome else []
+    marks = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
+    for kind, title in (("slo", "SLOs"), ("request", "requests"),
+                        ("expectation", "expectations")):
+        shown = [c for c in cases if c.kind == kind]
+        if shown:
+            out += ["", f"{title}:"]
+            out += [f"  {marks[c.status]:<5} {c.name}: {c.message}" if kind != "slo" else
+                    f"  {marks[c.status]:<5} {c.message or c.name}" for c in shown]
     if results.errors:
         out += ["", "errors:"]
         for err in results.errors:
@@ -60,18 +56,11 @@ def summary(results: RunResults) -> str:
 
 
 def verdict(results: RunResults) -> tuple[bool, str]:
-    failed_slos = [s for s in results.slos if not s.passed]
-    failed_checks = [c for c in results.checks if c.failed]
-    if results.meta.interrupted:
-        return False, "INTERRUPTED: partial results saved"
-    if failed_slos or failed_checks:
-        parts = []
-        if failed_slos:
-            parts.append(f"{len(failed_slos)} of {len(results.slos)} SLOs failed")
-        if failed_checks:
-            parts.append(f"{len(failed_checks)} expectations failed")
-        return False, "FAILED: " + ", ".join(parts)
-    return True, f"PASSED: {len(results.slos)} SLOs, {len(results.checks)} expectations"
+    """(passed, the headline) of the saved outcome."""
+    outcome = results.outcome
+    if outcome is None:
+        return False, "NOT JUDGED: these results carry no outcome"
+    return outcome.status == "passed", headline(outcome)
 
 
 __all__ = ["scope_text", "summary", "verdict"]

@@ -26,26 +26,25 @@ METRIC_TITLES = {
     "schedule_lag": "Schedule lag", "output_tokens": "Output tokens", "input_tokens":
     "Input tokens", "chunks": "Chunks", "bytes_received": "Bytes received",
 }
-NOT_RUN = "could not run: "
+WORDS = {"passed": "PASSED", "failed": "FAILED", "interrupted": "INTERRUPTED",
+         "could_not_run": "COULD NOT RUN", "invalid_measurement": "INVALID MEASUREMENT"}
+CSS = {"passed": "passed", "failed": "failed", "interrupted": "interrupted",
+       "could_not_run": "error", "invalid_measurement": "error"}
 
 
 @dataclass(frozen=True)
 class Verdict:
     status: str        # passed | failed | interrupted | error (a CSS class too)
-    word: str          # PASSED, FAILED, INTERRUPTED, COULD NOT RUN
+    word: str          # PASSED, FAILED, INTERRUPTED, COULD NOT RUN, INVALID MEASUREMENT
     detail: str
 
 
 def verdict_of(results: RunResults) -> Verdict:
-    passed, line = verdict(results)
-    problem = next((n for n in results.meta.notes if n.startswith(NOT_RUN)), None)
-    if problem is not None:
-        return Verdict("error", "COULD NOT RUN", problem[len(NOT_RUN):])
-    if results.meta.interrupted:
-        return Verdict("interrupted", "INTERRUPTED",
-                       "the run was stopped early; these are partial results")
-    word, _, detail = line.partition(": ")
-    return Verdict("passed" if passed else "failed", word, detail)
+    """The saved outcome, as the reports show it."""
+    _, line = verdict(results)
+    status = results.outcome.status if results.outcome else "failed"
+    _, _, detail = line.partition(": ")
+    return Verdict(CSS[status], WORDS[status], detail)
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,7 @@ def metric_tables(rows: list[Scoped]) -> list[Table]:
 
 @dataclass(frozen=True)
 class SloRow:
-    passed: bool
+    passed: bool | None   # None: not judged
     text: str
     scope: str
     measured: str

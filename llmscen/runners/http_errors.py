@@ -7,11 +7,14 @@ speaks HTTP through aiohttp (the `ollama` example uses it).
 from __future__ import annotations
 
 import asyncio
+import errno
 
 import aiohttp
 
 from llmscen.engine.protocol import Exchange
 from llmscen.runners.guard import describe
+
+DESCRIPTORS_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
 
 
 def classify_client_error(exc: Exception, ex: Exchange, timeout: float,
@@ -21,6 +24,11 @@ def classify_client_error(exc: Exception, ex: Exchange, timeout: float,
     if isinstance(exc, asyncio.TimeoutError):
         stage = "no response" if not ex.first_byte_ns else "response not complete"
         return "timeout", f"{stage} within {timeout:g}s"
+    if (isinstance(exc, OSError) and exc.errno in DESCRIPTORS_EXHAUSTED) or \
+            (isinstance(getattr(exc, "os_error", None), OSError) and \
+            exc.os_error.errno in DESCRIPTORS_EXHAUSTED):  # type: ignore[attr-defined]
+        # the load generator's own limit: never the server's fault
+        return "client", f"too many open files on the client ({describe(exc)})"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connect", describe(exc)
     if isinstance(exc, aiohttp.InvalidURL):

@@ -45,7 +45,7 @@ class CommandService:
                          shell=shell) as child:
             await wait_ready(child, url, http_path=ready.http if not ready.tcp else None,
                              timeout=opts.startup_timeout)
-            yield Endpoint(url=url, urls={"http": url})
+            yield Endpoint(url=url, urls={"http": url}, exited=child.exit_status)
 
 
 service = CommandService()

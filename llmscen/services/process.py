@@ -47,6 +47,22 @@ class Child:
         self.proc = proc
         self.log = log
 
+    def exit_status(self) -> str | None:
+        """None while running; else how it ended, with its log's last lines."""
+        code = self.proc.returncode
+        if code is None:
+            return None
+        if code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        detail = tail(self.log, 10)
+        return f"service {self.name!r} {how}" + (f"; last lines of {self.log}:\n{detail}"
+                                                 if detail else "")
+
     def failed(self, why: str) -> ServiceError:
         detail = tail(self.log)
         return ServiceError(f"service {self.name!r} {why}" +

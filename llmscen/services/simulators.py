@@ -34,7 +34,8 @@ class _SimulatorService:
                 "--options", plan.options.model_dump_json()]
         async with spawn(plan.name, argv, log_dir=log_dir) as child:
             urls = await wait_listening(child, self.startup_timeout)
-            yield Endpoint(url=urls.get("http") or next(iter(urls.values())), urls=urls)
+            yield Endpoint(url=urls.get("http") or next(iter(urls.values())), urls=urls,
+                           exited=child.exit_status)
 
 
 class OpenAISimService(_SimulatorService):

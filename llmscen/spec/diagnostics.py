@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from llmscen.errors import InputError
+
 
 @dataclass(frozen=True, order=True)
 class Diagnostic:
@@ -18,7 +20,7 @@ class Diagnostic:
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 
 
-class ScenarioError(Exception):
+class ScenarioError(InputError):
     """Everything wrong with a scenario, all at once. The CLI maps it to exit code 2."""
 
     def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:

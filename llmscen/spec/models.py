@@ -208,6 +208,8 @@ class SLOSpec(Strict):
     request: str | None = None
     target: str | None = None
     window: Duration | None = None
+    abort: bool = Field(False, description="stop the run as soon as this SLO fails (k6's "
+                                           "abortOnFail); needs a `window`")
 
 
 class Scenario(Strict):

@@ -113,6 +113,29 @@ def format_percent(fraction: float) -> str:
     return f"{fraction * 100:g}%"
 
 
+def show_value(kind: str, value: float | None) -> str:
+    """A value of a metric kind in its natural unit, as every table and message shows it."""
+    if value is None:
+        return "n/a"
+    if kind == "duration":
+        if value >= 1:
+            return f"{value:.3g}s"
+        return f"{value * 1000:.3g}ms" if value >= 1e-3 else f"{value * 1e6:.3g}us"
+    if kind == "ratio":
+        return f"{value * 100:.3g}%"
+    if kind == "rate":
+        return f"{value:.4g}/s"
+    return f"{value:.4g}"
+
+
+def show(metric: str, value: float | None, stat: str | None = None) -> str:
+    """A value of a catalog metric (or of its `stat`: `count` is always a plain count)."""
+    from llmscen.spec.metrics import CATALOG
+
+    kind = "amount" if stat == "count" or metric not in CATALOG else CATALOG[metric].kind
+    return show_value(kind, value)
+
+
 def _schema(pattern: str, description: str) -> WithJsonSchema:
     return WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0},
                                      {"type": "string", "pattern": pattern}],

@@ -5,8 +5,8 @@
     assert run.exit_code == 0, run.problem
     assert run.slo("latency.p95 < 2s").measured < 0.5
 
-The run itself is `llmscen run`'s (`cli.run.execute`, `write_outputs`), so
-results, files and exit codes are the same as on the command line; only the
+The run itself is `llmscen run`'s (`llmscen.driver.run_plan`), so results,
+files, outcomes and exit codes are the same as on the command line; only the
 progress line and the printed summary are left out. An invalid scenario raises
 `ScenarioError`, whose message lists every problem as `FILE:LINE:COL: message`.
 """
@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmscen.cli.exitcodes import ASSERTIONS_FAILED, COULD_NOT_RUN, INVALID_INPUT, OK
 from llmscen.compile.compiler import compile_document
 from llmscen.compile.plan import Plan
 from llmscen.engine.registry import Registry
-from llmscen.metrics.results import CheckSummary, RunResults, SloResult
+from llmscen.errors import COULD_NOT_RUN, INVALID_INPUT, INVALID_MEASUREMENT, OK
+from llmscen.errors import FAILED as ASSERTIONS_FAILED
+from llmscen.metrics.results import CheckSummary, Outcome, RunResults, SloResult
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError
 from llmscen.spec.loader import load_file
 
@@ -38,11 +39,30 @@ class ScenarioRun:
 
     plan: Plan
     results: RunResults
-    exit_code: int                    # as `llmscen run`: 0 passed, 1 failed, 3 could not run
-    problem: str | None = None        # why the run could not be carried out
     out_dir: Path | None = None
     written: list[Path] = field(default_factory=list)
     write_errors: list[str] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> Outcome:
+        assert self.results.outcome is not None
+        return self.results.outcome
+
+    @property
+    def exit_code(self) -> int:
+        """As `llmscen run`: 0 passed, 1 failed, 3 could not run or interrupted, 4 invalid
+        measurement."""
+        return self.outcome.exit_code
+
+    @property
+    def problem(self) -> str | None:
+        """Why the run could not be carried out (or was cut short), or None."""
+        from llmscen.assertions.verdict import RUN_REASONS
+
+        reasons = [r.message for r in self.outcome.reasons
+                   if RUN_REASONS.get(r.kind) in ("could_not_run", "interrupted",
+                                                  "invalid_measurement")]
+        return "; ".join(reasons) or None
 
     @property
     def passed(self) -> bool:
@@ -100,28 +120,13 @@ def load_scenario(path: str | Path, sets: Overrides = (), targets: Targets = (),
 
 def run_plan(plan: Plan, registry: Registry, out_dir: str | Path, *, workers: int = 1,
              command_line: Sequence[str] = ()) -> ScenarioRun:
-    """Run a compiled plan, judge its SLOs and write results.json, junit.xml, report.html."""
-    from llmscen.assertions.slo import evaluate
-    from llmscen.cli.run import execute, make_meta, redact_argv, write_outputs
-    from llmscen.report.terminal import verdict
+    """Run a compiled plan, judge it and write results.json, junit.xml, report.html."""
+    from llmscen.driver import run_plan as drive
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = make_meta(plan, registry, workers)
-    if command_line:
-        meta.command_line = redact_argv(command_line)
-    results, problem = execute(plan, registry, [], meta, out, workers)
-    if problem is not None:
-        results.meta.notes.append(f"could not run: {problem}")
-    results.slos = evaluate(plan.slos, results)
-    written, failed = write_outputs(results, out, None, None, None)
-    passed, _ = verdict(results)
-    if problem is not None or results.meta.interrupted or failed:
-        code = COULD_NOT_RUN
-    else:
-        code = OK if passed else ASSERTIONS_FAILED
-    return ScenarioRun(plan=plan, results=results, exit_code=code, problem=problem,
-                       out_dir=out, written=written, write_errors=failed)
+    done = drive(plan, registry, out_dir, workers=workers,
+                 command_line=list(command_line) or None)
+    return ScenarioRun(plan=plan, results=done.results, out_dir=done.out_dir,
+                       written=done.written, write_errors=done.write_errors)
 
 
 def run_scenario(path: str | Path, *, sets: Overrides = (), targets: Targets = (),
@@ -142,5 +147,6 @@ def run_scenario(path: str | Path, *, sets: Overrides = (), targets: Targets = (
     return run_plan(plan, registry, out_dir, workers=workers, command_line=argv)
 
 
-__all__ = ["ASSERTIONS_FAILED", "COULD_NOT_RUN", "INVALID_INPUT", "OK", "ScenarioRun",
+__all__ = ["ASSERTIONS_FAILED", "COULD_NOT_RUN", "INVALID_INPUT", "INVALID_MEASUREMENT", "OK",
+           "ScenarioRun",
            "load_scenario", "run_plan", "run_scenario", "set_args", "target_urls"]

@@ -1,0 +1,122 @@
+"""Was the load generator the bottleneck? The rules behind `invalid_measurement`.
+
+Latencies count from each request's intended start, so a client that falls
+behind its schedule inflates them and the server would be blamed. A phase's
+measurement is invalid when (docs/results.md, "Outcome"):
+
+- open phases: at least 1 % of its requests, and at least 3, started more than
+  LAG_BOUND after their intended time (schedule_lag p99 above the bound), or
+  arrivals were dropped because the client could not start them in time;
+- closed phases: a worker's event loop woke more than LOOP_LAG_BOUND late in at
+  least two seconds, or a worker used ≥ 95 % of a core for at least half of the
+  phase (and 3 s);
+- any phase: requests were not sent because the client ran out of file
+  descriptors (its in-flight limit), or calls failed with "too many open files".
+
+A short spike (a garbage collection, a burst) that the schedule absorbs does
+not count, and a phase that delivered the asked rate is never called saturated.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from llmscen.metrics.query import aggregate
+from llmscen.metrics.results import PhaseInfo, Reason, RunResults
+from llmscen.spec.units import show
+
+LAG_BOUND = 0.05          # seconds
+LOOP_LAG_BOUND = 0.1      # seconds
+CPU_BOUND = 0.95          # cores
+ADVICE = ("lower the rate, add --workers (this machine has {cores} cores) or machines "
+          "(--engine ray); measured latencies would include the client's own delay")
+
+
+@dataclass
+class ClientFigures:
+    """What the workers said about themselves during one phase."""
+
+    seconds: int = 0
+    cpu: dict[int, list[float]] = field(default_factory=dict)        # worker → per second
+    loop_lag: dict[int, list[float]] = field(default_factory=dict)
+    max_lag: float = 0.0
+
+    def busiest(self) -> tuple[int, float] | None:
+        means = {w: sum(v) / len(v) for w, v in self.cpu.items() if v}
+        if not means:
+            return None
+        worker = max(means, key=lambda w: means[w])
+        return worker, means[worker]
+
+
+def _cpu_text(figures: ClientFigures) -> str:
+    busiest = figures.busiest()
+    if busiest is None:
+        return ""
+    worker, mean = busiest
+    peak = max(figures.cpu[worker], default=0.0)
+    who = f"worker {worker}" if len(figures.cpu) > 1 else "the client"
+    return f"; {who} used {mean * 100:.0f}% of a core on average ({peak * 100:.0f}% at most)"
+
+
+def judge_phase(results: RunResults, phase: PhaseInfo, figures: ClientFigures,
+                dropped: int) -> Reason | None:
+    """A `client_saturated` reason for `phase`, or None when the client kept up."""
+    agg = aggregate(results, phase=phase.name)
+    sent = agg.counters.requests
+    cores = os.cpu_count() or 1
+    if phase.kind == "open":
+        lag = agg.histogram("schedule_lag")
+        n = lag.count if lag is not None else 0
+        p99 = agg.value("schedule_lag", "p99")
+        p_three = agg.value("schedule_lag", f"p{max(0.0, 100 - 300 / n):g}") if n else None
+        late = (n > 0 and p99 is not None and p99 > LAG_BOUND and
+                p_three is not None and p_three > LAG_BOUND)
+        if not (late or dropped):
+            return None
+        worst = agg.value("schedule_lag", "max") or 0.0
+        asked = phase.offered_rate
+        duration = phase.planned_duration or phase.wall or 1.0
+        rate = (f"; asked {asked:.4g}/s, sent {sent / duration:.4g}/s" if asked else "")
+        drop = f"; {dropped:,} due requests could not be started at all" if dropped else ""
+        return Reason(kind="client_saturated", message=(
+            f"the load generator was the bottleneck in phase {phase.name!r}: requests started "
+            f"up to {show('schedule_lag', worst)} after their intended time (p99 "
+            f"{show('schedule_lag', p99)}){rate}{drop}{_cpu_text(figures)} — "
+            + ADVICE.format(cores=cores)),
+            detail={"phase": phase.name, "schedule_lag_p99": p99, "schedule_lag_max": worst,
+                    "asked_rate": asked, "sent": sent, "dropped": dropped})
+    if phase.kind == "closed":
+        stalls = {w: sum(1 for x in v if x > LOOP_LAG_BOUND) for w, v in figures.loop_lag.items()}
+        pegged = {w: sum(1 for x in v if x >= CPU_BOUND) for w, v in figures.cpu.items()}
+        stalled = any(n >= 2 for n in stalls.values())
+        busy = any(n >= 3 and n >= len(figures.cpu[w]) / 2 for w, n in pegged.items())
+        if not (stalled or busy):
+            return None
+        why = ("its event loop woke over " + show("schedule_lag", LOOP_LAG_BOUND) +
+               " late in " + str(max(stalls.values())) + " seconds") if stalled else \
+            "a worker's CPU was at its limit"
+        return Reason(kind="client_saturated", message=(
+            f"the load generator was the bottleneck in phase {phase.name!r}: {why}"
+            f"{_cpu_text(figures)} — " + ADVICE.format(cores=cores)),
+            detail={"phase": phase.name})
+    return None
+
+
+def client_limit(descriptors: tuple[int, int], limited: int, emfile: int) -> Reason | None:
+    """A `client_limit` reason when the client ran out of descriptors or in-flight room."""
+    if not (limited or emfile):
+        return None
+    used, limit = descriptors
+    parts = []
+    if limited:
+        parts.append(f"{limited:,} requests were not sent because the client's in-flight limit "
+                     "(its open-file limit) was reached")
+    if emfile:
+        parts.append(f"{emfile:,} calls failed with 'too many open files'")
+    return Reason(kind="client_limit", message=(
+        "the load generator ran out of file descriptors: " + "; ".join(parts) +
+        f" (limit {limit:,}, {used:,} open at the last report) — raise `ulimit -n`, set "
+        "max_in_flight, or spread the load over more workers or machines"),
+        detail={"not_sent": limited, "emfile": emfile, "limit": limit})

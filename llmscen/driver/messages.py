@@ -1,0 +1,129 @@
+"""What the driver and its workers say to each other: typed, picklable messages.
+
+The same messages travel inside one process (an in-process worker), over a
+multiprocessing queue (`--workers N`) and over Ray (`--engine ray`), so the
+remote path is the local path. Workers send per-second `Progress` (counts,
+sealed per-second series, what the client itself is doing) and periodic
+`Snapshot`s of everything they measured, so a lost worker loses at most its
+last interval; `Final` carries a worker's complete results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llmscen.metrics.results import ScopeSeries
+
+# -- driver → worker -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartPhase:
+    index: int            # into the plan's phases
+    start_ns: int         # perf_counter_ns of the shared start (one clock per machine)
+    origin_ns: int        # the run's time zero: when every worker was ready
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """Read the targets' own metrics now; record them for `phase` (worker 0 only)."""
+
+    phase: str | None     # the phase that just ended (None: the first reading)
+
+
+@dataclass(frozen=True)
+class Stop:
+    abandon: bool = False  # cancel in-flight requests now instead of after a grace
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The last phase is done: close, and send `Final`."""
+
+
+Command = StartPhase | Scrape | Stop | Finish
+
+# -- worker → driver -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ready:
+    worker: int
+    in_flight_cap: int    # the client's own limit on requests in flight (descriptors)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The worker cannot go on; `kind` is a run reason of assertions/verdict.py."""
+
+    worker: int
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A worker's running totals (summed over its scopes)."""
+
+    requests: int = 0
+    ok: int = 0
+    check_failures: int = 0
+    not_sent: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress:
+    worker: int
+    now: float                       # seconds since the shared origin
+    phase: str
+    counts: Counts
+    in_flight: int
+    max_lag: float                   # seconds, worst schedule lag this second
+    loop_lag: float                  # seconds, how late the worker's timer woke
+    cpu: float                       # cores used this second
+    points: list[ScopeSeries] = field(default_factory=list)   # seconds sealed since the last
+    connect_streak: dict[str, int] = field(default_factory=dict)  # target → consecutive
+    #                                  connection failures right now
+    not_sent_by: dict[str, int] = field(default_factory=dict)  # why → count, so far
+    descriptors: tuple[int, int] = (0, 0)   # open file descriptors, and the limit
+    emfile: int = 0                  # calls that failed with "too many open files", so far
+
+
+@dataclass(frozen=True)
+class NotTheApi:
+    """The first answers of a target say it is not the API the scenario declares."""
+
+    worker: int
+    target: str
+    url: str
+    evidence: str
+
+
+@dataclass(frozen=True)
+class PhaseDone:
+    worker: int
+    index: int
+    started: float
+    ended: float
+
+
+@dataclass(frozen=True)
+class Note:
+    worker: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    worker: int
+    results: bytes        # RunResults JSON without series (the driver has those)
+
+
+@dataclass(frozen=True)
+class Final:
+    worker: int
+    results: bytes        # the worker's complete RunResults JSON
+
+
+Report = Ready | Failed | Progress | NotTheApi | PhaseDone | Note | Snapshot | Final

@@ -1,0 +1,115 @@
+"""`run_plan`: run a compiled plan, judge it, write its files — the library call behind
+`llmscen run`, `llmscen.testing.run_scenario` and the pytest plugin."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmscen.assertions.slo import evaluate
+from llmscen.assertions.verdict import conclude
+from llmscen.compile.plan import Plan
+from llmscen.driver.outputs import write_outputs
+from llmscen.driver.session import Display, Driver, RunOptions, install_signals
+from llmscen.engine.loop import run_loop
+from llmscen.metrics.results import Meta, Outcome, PluginInfo, Reason, RunResults, TargetInfo
+
+_SECRET_SET = re.compile(r"(key|token|secret|password|auth)", re.I)
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """The command line with values of secret-looking `--set` overrides masked."""
+    out = []
+    for arg in argv:
+        path, sep, _ = arg.partition("=")
+        out.append(f"{path}=***" if sep and _SECRET_SET.search(path) else arg)
+    return out
+
+
+@dataclass
+class RunOutcome:
+    """One finished run: what was measured, its outcome, and where the files are."""
+
+    plan: Plan
+    results: RunResults
+    out_dir: Path
+    written: list[Path] = field(default_factory=list)
+    write_errors: list[str] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> Outcome:
+        assert self.results.outcome is not None
+        return self.results.outcome
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.exit_code
+
+
+def default_out_dir(plan: Plan) -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path("reports") / f"{plan.name}-{stamp}"
+
+
+def make_meta(plan: Plan, registry: Any, workers: int,
+              command_line: Sequence[str] | None = None) -> Meta:
+    used = sorted({t.plugin for t in plan.targets})
+    plugins = [PluginInfo(name=n, distribution=registry.plugins[n].distribution,
+                          version=registry.plugins[n].version) for n in used]
+    targets = [TargetInfo(name=t.name, plugin=t.plugin,
+                          url=t.url or (f"service:{t.service}" if t.service else None))
+               for t in plan.targets]
+    argv = list(command_line) if command_line is not None else ["llmscen", *sys.argv[1:]]
+    return Meta(scenario=plan.name, file=plan.file, description=plan.description,
+                seed=plan.seed, plugins=plugins, targets=targets,
+                command_line=redact_argv(argv), workers=workers,
+                started_at=dt.datetime.now(dt.timezone.utc))
+
+
+def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
+             workers: int = 1, log_path: str | None = None, display: Display | None = None,
+             json_path: str | None = None, junit_path: str | None = None,
+             html_path: str | None = None, summary_path: str | None = None,
+             command_line: Sequence[str] | None = None,
+             connect_failures: int | None = None) -> RunOutcome:
+    """Run `plan`, judge it (SLOs, requests, expectations → one outcome), write its files."""
+    out = Path(out_dir) if out_dir is not None else default_out_dir(plan)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = make_meta(plan, registry, workers, command_line)
+    if log_path:
+        Path(log_path).write_bytes(b"")     # workers append to it
+    options = RunOptions(workers=workers, log_path=log_path, log_dir=str(out),
+                         display=display)
+    if connect_failures is not None:
+        options.connect_failures = connect_failures
+    driver: Driver | None = None
+
+    async def main() -> RunResults:
+        nonlocal driver
+        driver = Driver(plan, registry, meta, options)
+        installed = install_signals(driver)
+        try:
+            return await driver.run()
+        finally:
+            loop = asyncio.get_running_loop()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    results = run_loop(main)
+    assert driver is not None
+    results.slos = evaluate(plan.slos, results)
+    conclude(results, driver.reasons)
+    written, failed = write_outputs(results, out, json_path, junit_path, html_path,
+                                    summary_path)
+    if failed:
+        reasons = [*driver.reasons, *(Reason(kind="output_failed", message=f) for f in failed)]
+        conclude(results, reasons)
+        written, _ = write_outputs(results, out, json_path, junit_path, None, None)
+    return RunOutcome(plan=plan, results=results, out_dir=out, written=written,
+                      write_errors=failed)

@@ -1,0 +1,338 @@
+"""A run as a library call: plan → results with an outcome (what `llmscen run` does).
+
+The `Driver` starts the services, starts the workers (in its own loop for one,
+local processes for several), then runs the phases as barriers: every worker
+starts phase N at one shared instant and phase N+1 starts only when every
+worker has finished its share of N, in-flight requests included. Meanwhile it
+watches what the workers report and stops the run when the answer is known: an
+`abort: true` SLO failed, a service died, a target kept refusing connections or
+turned out not to be the declared API, a worker was lost, or the user
+interrupted. Whatever happens, everything measured is merged and judged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from llmscen.compile.plan import PhasePlan, Plan
+from llmscen.driver import messages as m
+from llmscen.driver.client import ClientFigures, client_limit, judge_phase
+from llmscen.driver.handles import Handle, InProcess, spawn_processes
+from llmscen.driver.live import Live
+from llmscen.driver.services import start_services
+from llmscen.errors import RunError
+from llmscen.metrics.merge import merge
+from llmscen.metrics.results import Meta, Reason, RunResults, Series
+
+READY_TIMEOUT_S = 120.0
+FINAL_TIMEOUT_S = 15.0
+CONNECT_FAILURES = 20      # consecutive connection failures to one target that end the run
+START_MARGIN_S = (0.02, 0.2)   # from the barrier to the shared start: in-process, processes
+LOST_AFTER_S = 1.0         # a worker that ended without its final results is lost after this
+
+
+class Display(Protocol):
+    """What shows a run to a person while it goes (cli/progress.py)."""
+
+    def phase_started(self, phase: PhasePlan, live: Live) -> None: ...
+    def progress(self, live: Live) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+@dataclass
+class RunOptions:
+    workers: int = 1
+    log_path: str | None = None
+    log_dir: str | None = None             # where service logs go
+    connect_failures: int = CONNECT_FAILURES   # 0: never stop for them
+    display: Display | None = None
+
+
+@dataclass
+class _Workers:
+    handles: list[Handle]
+    ready: set[int] = field(default_factory=set)
+    done: dict[int, set[int]] = field(default_factory=dict)     # phase index → workers
+    finals: dict[int, bytes] = field(default_factory=dict)
+    snapshots: dict[int, bytes] = field(default_factory=dict)
+    lost: set[int] = field(default_factory=set)
+    failed: set[int] = field(default_factory=set)
+
+    def live(self) -> list[Handle]:
+        return [h for h in self.handles if h.index not in self.lost | self.failed]
+
+
+class Driver:
+    def __init__(self, plan: Plan, registry: Any, meta: Meta, options: RunOptions) -> None:
+        self.plan = plan
+        self.registry = registry
+        self.meta = meta
+        self.options = options
+        self.reasons: list[Reason] = []
+        self.notes: list[str] = []
+        self.live = Live(plan.name, options.workers)
+        self.client: dict[str, ClientFigures] = {}
+        self.stopping = False
+        self.interrupts = 0
+        self.reports: asyncio.Queue[m.Report] = asyncio.Queue()
+        self.workers: _Workers | None = None
+        self.origin_ns = time.perf_counter_ns()
+        self._last_judged = -1
+        self._gone: dict[int, float] = {}
+
+    # -- stopping ------------------------------------------------------------------------
+    def interrupt(self) -> None:
+        """Ctrl-C / SIGTERM: the first stops scheduling (in flight gets a grace), the next
+        abandons what is still in flight."""
+        self.interrupts += 1
+        if self.interrupts == 1:
+            self._note("stopping: finishing in-flight requests (Ctrl-C again to abandon them)")
+            self.stop(Reason(kind="interrupted", message="the run was interrupted (Ctrl-C or "
+                                                         "SIGTERM); partial results saved"))
+        else:
+            self._send_all(m.Stop(abandon=True))
+
+    def stop(self, reason: Reason, abandon: bool = False) -> None:
+        if not any(r.kind == reason.kind for r in self.reasons):
+            self.reasons.append(reason)
+        if not self.stopping or abandon:
+            self.stopping = True
+            self._send_all(m.Stop(abandon=abandon))
+
+    def _send_all(self, command: m.Command) -> None:
+        if self.workers is not None:
+            for handle in self.workers.live():
+                with contextlib.suppress(Exception):
+                    handle.send(command)
+
+    def _note(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
+        if self.options.display is not None:
+            self.options.display.note(message)
+
+    # -- the run -------------------------------------------------------------------------
+    async def run(self) -> RunResults:
+        self.origin_ns = time.perf_counter_ns()
+        try:
+            async with start_services(self.plan, self.registry, self.options.log_dir) as started:
+                await self._run(started.plan, started.dead)
+        except RunError as exc:
+            self.reasons.append(Reason(kind=exc.kind, message=str(exc)))
+        return self._results()
+
+    async def _run(self, plan: Plan, dead: Any) -> None:
+        count = self.options.workers
+        pump = None
+        if count == 1:
+            handles: list[Handle] = [InProcess(plan, self.registry, self.reports,
+                                               origin_ns=self.origin_ns,
+                                               log_path=self.options.log_path)]
+        else:
+            processes, pump = spawn_processes(plan, count, self.reports, origin_ns=self.origin_ns,
+                                              log_path=self.options.log_path)
+            handles = list(processes)
+        self.workers = workers = _Workers(handles)
+        self._dead = dead
+        try:
+            if await self._until(lambda: len(workers.ready) == len(workers.live()),
+                                 READY_TIMEOUT_S, "workers not ready"):
+                workers.handles[0].send(m.Scrape(None))
+                margin = START_MARGIN_S[0 if count == 1 else 1]
+                self.origin_ns = time.perf_counter_ns() + int(margin * 1e9)
+                for index, phase in enumerate(plan.phases):
+                    if self.stopping:
+                        break
+                    start_ns = time.perf_counter_ns() + int(margin * 1e9)
+                    self.live.phase_started(phase, (start_ns - self.origin_ns) / 1e9)
+                    if self.options.display is not None:
+                        self.options.display.phase_started(phase, self.live)
+                    for handle in workers.live():
+                        handle.send(m.StartPhase(index, start_ns, self.origin_ns))
+                    await self._until(lambda i=index: not {h.index for h in workers.live()} -
+                                      workers.done.get(i, set()), None, "")
+                    self.live.phase_ended((time.perf_counter_ns() - self.origin_ns) / 1e9)
+                    self._keep_client_figures(phase)
+                    if workers.handles[0].index not in workers.lost | workers.failed:
+                        workers.handles[0].send(m.Scrape(phase.name))
+            self._send_all(m.Finish())
+            await self._until(lambda: not {h.index for h in workers.live()} - set(workers.finals),
+                              FINAL_TIMEOUT_S, "")
+        finally:
+            for handle in handles:
+                await handle.close()
+            if pump is not None:
+                await pump.close()
+            while not self.reports.empty():
+                self._on(self.reports.get_nowait())
+
+    async def _until(self, done: Any, timeout: float | None, what: str) -> bool:
+        """Handle reports (and watch the run) until `done()`; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done():
+            if deadline is not None and time.monotonic() > deadline:
+                if what:
+                    self.stop(Reason(kind="worker_failed", message=f"{what} after {timeout:g}s"))
+                return False
+            try:
+                report = await asyncio.wait_for(self.reports.get(), 0.25)
+            except asyncio.TimeoutError:
+                report = None
+            if report is not None:
+                self._on(report)
+            self._watch()
+        return True
+
+    # -- what the workers say -------------------------------------------------------------
+    def _on(self, report: m.Report) -> None:
+        workers = self.workers
+        assert workers is not None
+        if isinstance(report, m.Progress):
+            self.live.progress(report)
+            if self.options.display is not None:
+                self.options.display.progress(self.live)
+            self._judge_live(report)
+        elif isinstance(report, m.PhaseDone):
+            workers.done.setdefault(report.index, set()).add(report.worker)
+        elif isinstance(report, m.Ready):
+            workers.ready.add(report.worker)
+        elif isinstance(report, m.Snapshot):
+            workers.snapshots[report.worker] = report.results
+        elif isinstance(report, m.Final):
+            workers.finals[report.worker] = report.results
+        elif isinstance(report, m.Note):
+            prefix = f"worker {report.worker}: " if self.options.workers > 1 else ""
+            self._note(prefix + report.message)
+        elif isinstance(report, m.NotTheApi):
+            self.stop(Reason(kind="target_not_ready", message=(
+                f"target {report.target!r} at {report.url} answers, but not as the API the "
+                f"scenario declares: {report.evidence} — check the URL, the path and the "
+                "plugin"), detail={"target": report.target, "url": report.url}))
+        elif isinstance(report, m.Failed):
+            workers.failed.add(report.worker)
+            self.stop(Reason(kind=report.kind, message=report.message))
+
+    def _judge_live(self, report: m.Progress) -> None:
+        limit = self.options.connect_failures
+        for target, streak in report.connect_streak.items():
+            if limit and streak >= limit:
+                url = next((t.url for t in self.plan.targets if t.name == target), None)
+                self.stop(Reason(kind="connection_failures", message=(
+                    f"target {target!r}{f' at {url}' if url else ''}: {streak} connections in "
+                    "a row failed; stopping (run.connect_failures in the scenario sets how "
+                    "many)"), detail={"target": target, "streak": streak}))
+        sealed = self.live.sealed()
+        if sealed > self._last_judged:
+            self._last_judged = sealed
+            failed = self.live.failed_abort(self.plan.slos)
+            if failed is not None:
+                self.stop(Reason(kind="aborted", message=f"stopped early: {failed.message}",
+                                 detail={"slo": failed.text}))
+
+    def _watch(self) -> None:
+        """Services that died, workers that vanished."""
+        status = self._dead()
+        if status is not None:
+            self.stop(Reason(kind="service_exited", message=status), abandon=True)
+        workers = self.workers
+        assert workers is not None
+        for handle in workers.live():
+            if handle.alive() or handle.index in workers.finals:
+                continue
+            # its last reports may still be on their way
+            while not self.reports.empty():
+                self._on(self.reports.get_nowait())
+            first = self._gone.setdefault(handle.index, time.monotonic())
+            if handle.index not in workers.finals and time.monotonic() - first > LOST_AFTER_S:
+                workers.lost.add(handle.index)
+                last = self.live.workers.get(handle.index)
+                at = f" at {last.last.now:.1f}s" if last and last.last else ""
+                self.stop(Reason(kind="worker_lost", message=(
+                    f"worker {handle.index} {handle.exit_description()}{at}; what it measured "
+                    "up to its last report is kept"), detail={"worker": handle.index}))
+
+    def _keep_client_figures(self, phase: PhasePlan) -> None:
+        figures = ClientFigures()
+        for worker, view in self.live.workers.items():
+            figures.cpu[worker] = list(view.cpu)
+            figures.loop_lag[worker] = list(view.loop_lag)
+            figures.max_lag = max([figures.max_lag, *view.max_lag])
+            figures.seconds = max(figures.seconds, len(view.cpu))
+        self.client[phase.name] = figures
+
+    # -- what was measured -----------------------------------------------------------------
+    def _results(self) -> RunResults:
+        workers = self.workers
+        parts: list[RunResults] = []
+        if workers is not None:
+            for handle in workers.handles:
+                data = workers.finals.get(handle.index)
+                if data is not None:
+                    parts.append(RunResults.from_json(data, f"worker {handle.index}"))
+                elif handle.index in workers.snapshots:
+                    part = RunResults.from_json(workers.snapshots[handle.index],
+                                                f"worker {handle.index}")
+                    part.series = Series(scopes=self.live.worker_series(handle.index))
+                    parts.append(part)
+                    self._loss(handle.index, part)
+        results = merge(parts) if parts else RunResults(meta=self.meta.model_copy())
+        meta = self.meta
+        meta.started_at = results.meta.started_at or meta.started_at
+        meta.ended_at = results.meta.ended_at or meta.ended_at
+        meta.notes = list(dict.fromkeys([*self.notes, *results.meta.notes]))
+        meta.interrupted = any(r.kind == "interrupted" for r in self.reasons)
+        results.meta = meta
+        self._judge_client(results)
+        return results
+
+    def _loss(self, worker: int, kept: RunResults) -> None:
+        view = self.live.workers.get(worker)
+        reported = view.last.counts.requests if view and view.last else 0
+        saved = sum(s.counters.requests for s in kept.scopes)
+        for reason in self.reasons:
+            if reason.kind == "worker_lost" and reason.detail.get("worker") == worker:
+                reason.message += (f" ({saved:,} requests kept; about {max(0, reported - saved):,}"
+                                   " completed after its last snapshot were lost)")
+                reason.detail.update(kept=saved, lost=max(0, reported - saved))
+
+    def _judge_client(self, results: RunResults) -> None:
+        if any(r.kind in ("interrupted", "service_exited") for r in self.reasons):
+            return
+        dropped: dict[str, int] = {}
+        emfile = 0
+        descriptors = (0, 0)
+        for view in self.live.workers.values():
+            if view.last is None:
+                continue
+            for why, n in view.last.not_sent_by.items():
+                dropped[why] = dropped.get(why, 0) + n
+            emfile += view.last.emfile
+            descriptors = max(descriptors, view.last.descriptors)
+        for phase in results.phases:
+            figures = self.client.get(phase.name, ClientFigures())
+            reason = judge_phase(results, phase, figures, dropped.get("phase_ended", 0)
+                                 if phase.kind == "open" else 0)
+            if reason is not None:
+                self.reasons.append(reason)
+                dropped.pop("phase_ended", None)
+        limited = client_limit(descriptors, dropped.get("client_limit", 0), emfile)
+        if limited is not None:
+            self.reasons.append(limited)
+
+
+def install_signals(driver: Driver) -> list[signal.Signals]:
+    """SIGINT and SIGTERM go to the driver (in the main thread only); the ones installed."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, driver.interrupt)
+        except (RuntimeError, ValueError, NotImplementedError):   # not the main thread
+            continue
+        installed.append(sig)
+    return installed

@@ -1,0 +1,241 @@
+"""One load-generating worker: its share of the plan, run phase by phase on the driver's word.
+
+A `Worker` runs wherever the driver puts it — in the driver's own event loop,
+in a local process (`--workers N`), or in a Ray actor — and speaks only the
+messages of `driver/messages.py`: it waits for `StartPhase`, runs its share of
+that phase, says `PhaseDone`, and reports `Progress` every second and a
+`Snapshot` of everything measured every few seconds, then `Final`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+from llmscen.compile.plan import Plan
+from llmscen.compile.share import share
+from llmscen.driver import messages as m
+from llmscen.engine.events import BaseHandler, Completed, Fanout, Handler, NotSent, Tick
+from llmscen.engine.events import Note as NoteEvent
+from llmscen.engine.run import Engine
+from llmscen.errors import RunError
+from llmscen.metrics.recorder import Recorder
+from llmscen.metrics.request_log import RequestLog
+from llmscen.metrics.results import Meta
+from llmscen.metrics.series import SEAL_AFTER
+
+SNAPSHOT_S = 2.0        # a lost worker loses at most this much of its histograms
+FD_RESERVE = 128        # descriptors kept free for logs, services, the runners' own use
+NOT_THE_API_AFTER = 5   # this many first answers, all "no such endpoint", end the run
+NOT_THE_API_STATUS = frozenset({404, 405, 501})
+
+Send = Callable[[m.Report], None]
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft limit on open files to the hard one; the in-flight cap it allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return max(16, soft - FD_RESERVE)
+
+
+def open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+class Watch(BaseHandler):
+    """Inside a worker: running totals, the signals the driver judges by, and the
+    once-a-second `Progress` report."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.requests = self.ok = self.check_failures = self.not_sent = self.emfile = 0
+        self.errors: dict[str, int] = {}
+        self.not_sent_by: dict[str, int] = {}
+        self.streak: dict[str, int] = {}
+        self.first: dict[str, list[str]] = {}        # target → evidence of its first answers
+        self.judged_targets: set[str] = set()
+
+    def on_completed(self, event: Completed) -> None:
+        self.requests += 1
+        ex = event.exchange
+        error = ex.error
+        if error is None:
+            self.ok += 1
+        elif error == "check":
+            self.check_failures += 1
+        else:
+            self.errors[error] = self.errors.get(error, 0) + 1
+            if error == "client" and "too many open files" in ex.error_message:
+                self.emfile += 1
+        target = event.target
+        self.streak[target] = self.streak.get(target, 0) + 1 if error == "connect" else 0
+        if target not in self.judged_targets:
+            self._first_answers(event)
+
+    def _first_answers(self, event: Completed) -> None:
+        ex = event.exchange
+        target = event.target
+        if ex.error == "http" and ex.status in NOT_THE_API_STATUS:
+            seen = self.first.setdefault(target, [])
+            seen.append(f"{event.request}: HTTP {ex.status}: {ex.error_message[:160]}")
+            if len(seen) >= NOT_THE_API_AFTER:
+                self.judged_targets.add(target)
+                self.worker.not_the_api(target, seen)
+        elif ex.error not in ("connect", "timeout", "cancelled"):
+            self.judged_targets.add(target)   # it answered something else: it speaks the API
+
+    def on_not_sent(self, event: NotSent) -> None:
+        self.not_sent += event.count
+        self.not_sent_by[event.why] = self.not_sent_by.get(event.why, 0) + event.count
+
+    def on_tick(self, event: Tick) -> None:
+        self.worker.progress(event)
+
+    def on_note(self, event: NoteEvent) -> None:
+        self.worker.send(m.Note(self.worker.index, event.message))
+
+    def counts(self) -> m.Counts:
+        return m.Counts(self.requests, self.ok, self.check_failures, self.not_sent,
+                        dict(self.errors))
+
+
+class Worker:
+    def __init__(self, plan: Plan, index: int, count: int, registry: Any, send: Send, *,
+                 origin_ns: int, log_path: str | None = None, snapshots: bool = True) -> None:
+        self.plan = plan
+        self.index = index
+        self.send = send
+        self.origin_ns = origin_ns
+        self.snapshots = snapshots
+        self.cap = raise_descriptor_limit()
+        self.mine = share(plan, index, count)
+        self.recorder = Recorder(Meta(scenario=plan.name))
+        self.watch = Watch(self)
+        handlers: list[Handler] = [self.recorder, self.watch]
+        self.log = RequestLog(log_path) if log_path else None
+        if self.log is not None:
+            handlers.append(self.log)
+        self.engine = Engine(self.mine, registry, Fanout(handlers), worker=(index, count),
+                             in_flight_cap=self.cap)
+        self._phase: asyncio.Task[None] | None = None
+        self._scraped: dict[str, dict[str, float]] | None = None
+        self._last_tick: Tick | None = None
+
+    # -- reports -----------------------------------------------------------------------
+    def progress(self, tick: Tick | None = None) -> None:
+        if tick is not None:
+            self._last_tick = tick
+        t = tick or self._last_tick
+        now = (time.perf_counter_ns() - self.origin_ns) / 1e9
+        sealed = int(now) - SEAL_AFTER
+        self.send(m.Progress(
+            worker=self.index, now=now, phase=t.phase if t else "", counts=self.watch.counts(),
+            in_flight=t.in_flight if t else 0, max_lag=t.max_lag if t else 0.0,
+            loop_lag=t.loop_lag if t else 0.0, cpu=t.cpu if t else 0.0,
+            points=self.recorder.store.take_series(sealed),
+            connect_streak={k: v for k, v in self.watch.streak.items() if v},
+            not_sent_by=dict(self.watch.not_sent_by),
+            descriptors=(open_descriptors(), self.cap + FD_RESERVE), emfile=self.watch.emfile))
+
+    def not_the_api(self, target: str, evidence: list[str]) -> None:
+        url = next((t.url or "" for t in self.plan.targets if t.name == target), "")
+        self.send(m.NotTheApi(self.index, target, url, "; ".join(evidence[:2])))
+
+    def _snapshot(self) -> bytes:
+        return self.recorder.store.to_results(
+            self.recorder.meta, checks=list(self.recorder.checks.values()),
+            server_metrics=self.recorder.server, series=False).to_json()
+
+    async def _snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_S)
+            # encode one histogram per loop turn: a whole snapshot at once would stall
+            # the schedule for tens of milliseconds
+            for key in self.recorder.store.scope_keys():
+                for histogram in self.recorder.store.scope(*key).histograms().values():
+                    if histogram.count:
+                        histogram.encode()
+                        await asyncio.sleep(0)
+            self.send(m.Snapshot(self.index, self._snapshot()))
+
+    # -- the command loop ----------------------------------------------------------------
+    async def serve(self, commands: asyncio.Queue[m.Command]) -> None:
+        """Set up, then obey commands until `Finish` (or a fatal failure); always end with
+        `Final` when set-up got as far as measuring anything."""
+        try:
+            await self.engine.start(self.origin_ns)
+        except RunError as exc:
+            self.send(m.Failed(self.index, exc.kind, str(exc)))
+            await self._close()
+            return
+        except Exception as exc:   # a bug: say it, don't vanish
+            self.send(m.Failed(self.index, "worker_failed",
+                               f"worker {self.index} failed to start: {type(exc).__name__}: "
+                               f"{exc}"))
+            await self._close()
+            return
+        self.send(m.Ready(self.index, self.cap))
+        snapshots = asyncio.create_task(self._snapshots()) if self.snapshots else None
+        try:
+            while True:
+                command = await commands.get()
+                if isinstance(command, m.StartPhase):
+                    self._phase = asyncio.create_task(self._run_phase(command))
+                elif isinstance(command, m.Scrape):
+                    await self._scrape(command.phase)
+                elif isinstance(command, m.Stop):
+                    self.engine.interrupt(abandon=command.abandon)
+                    if command.abandon and self._phase is not None:
+                        await self._phase
+                elif isinstance(command, m.Finish):
+                    break
+            if self._phase is not None:
+                await self._phase
+        except Exception as exc:
+            self.send(m.Failed(self.index, "worker_failed",
+                               f"worker {self.index} failed: {type(exc).__name__}: {exc}"))
+        finally:
+            if snapshots is not None:
+                snapshots.cancel()
+            if self._phase is not None and not self._phase.done():
+                self.engine.interrupt(abandon=True)
+                with contextlib.suppress(BaseException):
+                    await self._phase
+            await self._close()
+
+    async def _run_phase(self, command: m.StartPhase) -> None:
+        phase = self.mine.phases[command.index]
+        self.origin_ns = self.engine.origin_ns = command.origin_ns
+        try:
+            await self.engine.run_phase(phase, command.start_ns)
+        finally:
+            info = self.recorder.store.phase_info(phase.name)
+            self.progress()
+            self.send(m.PhaseDone(self.index, command.index,
+                                  info.started if info else 0.0, info.ended if info else 0.0))
+
+    async def _scrape(self, phase: str | None) -> None:
+        now = await self.engine.scrape()
+        if phase is not None and self._scraped is not None:
+            self.engine.report_scrape(phase, self._scraped, now)
+        self._scraped = now
+
+    async def _close(self) -> None:
+        try:
+            await self.engine.close()
+        finally:
+            self.progress()
+            self.send(m.Final(self.index, self.recorder.results().to_json()))
