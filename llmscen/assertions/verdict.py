@@ -97,8 +97,12 @@ def conclude(results: RunResults, reasons: Iterable[Reason] = ()) -> Outcome:
     run_status = status_of(reasons)
     blocking = [r for r in reasons if RUN_REASONS.get(r.kind) in
                 ("could_not_run", "invalid_measurement") and r.kind not in JUDGED_DESPITE]
-    judge = _Judge(results, reasons, judged=not blocking,
-                   why=blocking[0].message if blocking else "")
+    why = ""
+    if blocking:
+        why = ("the load generator was the bottleneck (see the run case)"
+               if RUN_REASONS[blocking[0].kind] == "invalid_measurement" else
+               "the run could not be carried out (see the run case)")
+    judge = _Judge(results, reasons, judged=not blocking, why=why)
     cases = judge.cases()
     derived = judge.reasons
     status = run_status
@@ -160,6 +164,7 @@ class _Judge:
         self.judged = judged
         self.why = why
         self.interrupted = any(r.kind in ("interrupted", "aborted") for r in reasons)
+        self.run_reasons = [r for r in reasons if r.kind in RUN_REASONS]
         self.reasons: list[Reason] = []
         self.budgets = [_Budget(s.text, s.scope.get("phase"), s.scope.get("request"),
                                 s.scope.get("target"))
@@ -188,6 +193,15 @@ class _Judge:
         return cases
 
     def _run_case(self) -> Case:
+        """An error when the run could not be carried out, was cut short or measured the
+        client; failed when an `abort: true` SLO stopped it."""
+        run = [r for r in self.run_reasons if RUN_REASONS[r.kind] != "failed"]
+        if run:
+            return Case(kind="run", name="run", status="error",
+                        message="; ".join(r.message for r in run))
+        aborted = [r for r in self.run_reasons if r.kind == "aborted"]
+        if aborted:
+            return Case(kind="run", name="run", status="failed", message=aborted[0].message)
         return Case(kind="run", name="run", status="passed", message="the run completed")
 
     def _slo_case(self, index: int, slo: SloResult) -> Case:

@@ -17,6 +17,7 @@ from llmscen.cli.report_cmds import compare, report
 from llmscen.compile.compiler import compile_document
 from llmscen.compile.plan import Plan
 from llmscen.engine.registry import Registry
+from llmscen.errors import LlmscenError
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError
 from llmscen.spec.loader import load_file
 
@@ -152,10 +153,43 @@ def _keys(model: type[BaseModel]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """The console script: every error becomes a message and an exit code, never a traceback.
+
+    Errors llmscen raises for the user carry their code (`llmscen.errors`); anything
+    else is a bug, reported as an internal error (exit 70) with the traceback in a file.
+    """
     try:
-        cli.main(args=argv, prog_name="llmscen", standalone_mode=True)
-    except KeyboardInterrupt:  # pragma: no cover - click handles it inside commands
+        cli.main(args=argv, prog_name="llmscen", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
         sys.exit(exitcodes.COULD_NOT_RUN)
+    except LlmscenError as exc:
+        click.echo(f"llmscen: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(exitcodes.COULD_NOT_RUN)
+    except Exception as exc:
+        sys.exit(internal_error(exc))
+    sys.exit(exitcodes.OK)
+
+
+def internal_error(exc: BaseException) -> int:
+    """Say it is a bug, keep the traceback for the report, and return the exit code."""
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="llmscen-crash-", suffix=".txt",
+                                     delete=False) as f:
+        f.write("".join(traceback.format_exception(exc)))
+    click.echo(f"llmscen: internal error: {type(exc).__name__}: {exc}\n"
+               f"This is a bug in llmscen or in a plugin; the traceback is in {f.name}",
+               err=True)
+    return exitcodes.INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from llmscen.compile.plan import (
     PhasePlan,
     Plan,
     RequestPlan,
+    RunSettings,
     ServicePlan,
     SLOPlan,
     StepPlan,
@@ -39,6 +40,7 @@ from llmscen.spec.models import (
     DataSpec,
     PhaseSpec,
     RequestSpec,
+    RunSpec,
     Scenario,
     ServiceSpec,
     SLOSpec,
@@ -118,7 +120,8 @@ class _Compiler:
                     file=str(Path(self.doc.file).resolve()), seed=int(data.get("seed", 1)),
                     services=tuple(services.values()), targets=tuple(targets.values()),
                     data=tuple(data_plans.values()), phases=tuple(phases),
-                    requests=tuple(requests), slos=tuple(slos), goodput=tuple(goodput))
+                    requests=tuple(requests), slos=tuple(slos), goodput=tuple(goodput),
+                    run=self.run_settings())
 
     def services(self) -> dict[str, ServicePlan]:
         out: dict[str, ServicePlan] = {}
@@ -391,6 +394,10 @@ class _Compiler:
         if metric not in WINDOW_METRICS:
             self.error((*loc, "assert"), f"{metric} is not kept per second, so it cannot have a "
                                          f"window; windows take: {', '.join(sorted(WINDOW_METRICS))}")
+
+    def run_settings(self) -> RunSettings:
+        spec = self.validate(RunSpec, ("run",), self.doc.data.get("run") or {}, RunSpec)
+        return RunSettings(connect_failures=spec.connect_failures) if spec else RunSettings()
 
     def goodput(self) -> list[GoodputObjective]:
         raw = self.doc.data.get("goodput")

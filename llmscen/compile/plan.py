@@ -103,6 +103,10 @@ class GoodputObjective(Frozen):
     threshold: float                       # seconds; a request meets it when value <= threshold
 
 
+class RunSettings(Frozen):
+    connect_failures: int = 20             # consecutive, per target; 0: never stop for them
+
+
 class Plan(Frozen):
     name: str
     description: str = ""
@@ -115,6 +119,7 @@ class Plan(Frozen):
     requests: tuple[RequestPlan, ...]
     slos: tuple[SLOPlan, ...]
     goodput: tuple[GoodputObjective, ...] = ()
+    run: RunSettings = RunSettings()
 
     def target(self, name: str) -> TargetPlan:
         return next(t for t in self.targets if t.name == name)

@@ -85,9 +85,8 @@ def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
     if log_path:
         Path(log_path).write_bytes(b"")     # workers append to it
     options = RunOptions(workers=workers, log_path=log_path, log_dir=str(out),
-                         display=display)
-    if connect_failures is not None:
-        options.connect_failures = connect_failures
+                         display=display, connect_failures=plan.run.connect_failures
+                         if connect_failures is None else connect_failures)
     driver: Driver | None = None
 
     async def main() -> RunResults:

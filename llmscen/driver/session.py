@@ -27,6 +27,7 @@ from llmscen.driver.live import Live
 from llmscen.driver.services import start_services
 from llmscen.errors import RunError
 from llmscen.metrics.merge import merge
+from llmscen.metrics.recorder import declared_requests
 from llmscen.metrics.results import Meta, Reason, RunResults, Series
 
 READY_TIMEOUT_S = 120.0
@@ -287,6 +288,7 @@ class Driver:
         meta.notes = list(dict.fromkeys([*self.notes, *results.meta.notes]))
         meta.interrupted = any(r.kind == "interrupted" for r in self.reasons)
         results.meta = meta
+        results.requests = declared_requests(self.plan)   # all of them, sent or not
         self._judge_client(results)
         return results
 

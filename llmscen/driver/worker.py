@@ -125,7 +125,7 @@ class Worker:
         self.recorder = Recorder(Meta(scenario=plan.name))
         self.watch = Watch(self)
         handlers: list[Handler] = [self.recorder, self.watch]
-        self.log = RequestLog(log_path) if log_path else None
+        self.log = RequestLog(log_path, index) if log_path else None
         if self.log is not None:
             handlers.append(self.log)
         self.engine = Engine(self.mine, registry, Fanout(handlers), worker=(index, count),

@@ -165,7 +165,8 @@ class Engine:
     async def _supervise(self, state: PhaseState) -> None:
         """Once a second: what the load generator does (in flight, lag, its own CPU)."""
         cpu = time.process_time()
-        due = time.perf_counter() + 1.0
+        last = time.perf_counter()
+        due = last + 1.0
         while True:
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             woke = time.perf_counter()
@@ -176,7 +177,8 @@ class Engine:
             lag = state.max_lag_ns / 1e9
             state.max_lag_ns = 0
             self.handler.handle(Tick(self.now(), state.phase.name, state.in_flight, lag,
-                                     loop_lag, used / (1.0 + loop_lag)))
+                                     loop_lag, used / max(woke - last, 1e-3)))
+            last = woke
 
     def _drain_budget(self) -> float:
         if self.abandoned:

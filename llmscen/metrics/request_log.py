@@ -19,11 +19,13 @@ class RequestLog(BaseHandler):
     """Appends one line per event with a single write, unbuffered: several workers share the
     file, and a line written is on disk even if the process is killed right after."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, worker: int = 0) -> None:
         self.fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.worker = worker
 
     def _write(self, record: dict[str, object]) -> None:
         if self.fd is not None:
+            record["worker"] = self.worker
             os.write(self.fd, orjson.dumps(record) + b"\n")
 
     def on_not_sent(self, event: NotSent) -> None:

@@ -41,7 +41,10 @@ def summary(results: RunResults) -> str:
     for kind, title in (("slo", "SLOs"), ("request", "requests"),
                         ("expectation", "expectations")):
         shown = [c for c in cases if c.kind == kind]
-        if shown:
+        skipped = {c.message for c in shown if c.status == "skipped"}
+        if shown and len(skipped) == 1 and all(c.status == "skipped" for c in shown):
+            out += ["", f"{title}: {len(shown)} {skipped.pop()}"]
+        elif shown:
             out += ["", f"{title}:"]
             out += [f"  {marks[c.status]:<5} {c.name}: {c.message}" if kind != "slo" else
                     f"  {marks[c.status]:<5} {c.message or c.name}" for c in shown]

@@ -212,6 +212,13 @@ class SLOSpec(Strict):
                                            "abortOnFail); needs a `window`")
 
 
+class RunSpec(Strict):
+    """How the run itself behaves when things go wrong (`run:`)."""
+
+    connect_failures: int = Field(20, ge=0, description="consecutive connection failures to "
+                                  "one target that stop the run as could_not_run (0: never)")
+
+
 class Scenario(Strict):
     version: Literal[1] = 1
     name: Name | None = None
@@ -225,6 +232,7 @@ class Scenario(Strict):
     slos: list[str | SLOSpec] = Field(default_factory=list)
     goodput: dict[str, Duration] = Field(default_factory=dict,
                                          description="per-request objectives, e.g. ttft: 500ms")
+    run: RunSpec = Field(default_factory=RunSpec)
 
 
 # Keys a request or step takes whatever its plugin; the rest belong to the plugin.

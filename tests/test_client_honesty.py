@@ -1,0 +1,159 @@
+"""Honest about the client (issue 9.5) and about rates under overload (9.9b).
+
+A load generator that cannot keep up must say so (invalid_measurement, exit 4)
+instead of charging its own delay to the server; one that can must not cry
+wolf. The client is pinned to one core and the server to the other, so the
+test does not depend on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmscen.cli import exitcodes
+from llmscen.metrics.query import aggregate
+from llmscen.metrics.results import RunResults
+
+pytestmark = pytest.mark.slow
+TWO_CORES = (os.cpu_count() or 1) >= 2
+
+SCENARIO = """
+version: 1
+targets:
+  chat: {{plugin: openai, url: "{url}", model: sim-model, timeout: 5s}}
+phases:
+  - {{name: load, duration: {duration}, arrival_rate: {rate}}}
+requests:
+  - {{name: chat, target: chat, body: {{messages: [{{role: user, content: hi}}], max_tokens: 2}}}}
+slos:
+  - latency.p99 < 30s
+"""
+
+
+@pytest.fixture
+def sim_on_core_1() -> Iterator[str]:
+    """openai-sim as its own process, on the second core when there is one."""
+    pin = ["taskset", "-c", "1"] if TWO_CORES else []
+    proc = subprocess.Popen([*pin, sys.executable, "-m", "llmscen.services.openai_sim",
+                             "--options", '{"ttft": "1ms", "itl": "1ms", "output_tokens": 2}'],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.match(r"LISTENING (\S+)", line)
+    assert match, line
+    try:
+        yield match.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def run_pinned(tmp_path: Path, url: str, rate: int, duration: str = "2s",
+               limit_files: int | None = None) -> tuple[subprocess.CompletedProcess[str], Path]:
+    scenario = tmp_path / f"rate-{rate}.yaml"
+    scenario.write_text(SCENARIO.format(url=url, rate=rate, duration=duration))
+    out = tmp_path / f"out-{rate}"
+    pin = ["taskset", "-c", "0"] if TWO_CORES else []
+
+    def limits() -> None:
+        if limit_files:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit_files, limit_files))
+
+    proc = subprocess.run([*pin, sys.executable, "-m", "llmscen.cli.main", "run", str(scenario),
+                           "--out", str(out), "--workers", "1", "--quiet"],
+                          capture_output=True, text=True, timeout=180, preexec_fn=limits)
+    return proc, out
+
+
+@pytest.mark.skipif(not TWO_CORES, reason="needs two cores: one for the client, one for the server")
+def test_an_impossible_rate_on_one_core_is_an_invalid_measurement(tmp_path: Path,
+                                                                  sim_on_core_1: str) -> None:
+    proc, out = run_pinned(tmp_path, sim_on_core_1, rate=8000)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == exitcodes.INVALID_MEASUREMENT, output
+    assert "INVALID MEASUREMENT: the load generator was the bottleneck in phase 'load'" in output
+    assert "asked 8000/s, sent" in output
+    results = RunResults.load(out / "results.json")
+    assert results.outcome is not None
+    assert all(s.passed is None for s in results.slos)      # not charged to the server
+    counters = aggregate(results).counters
+    assert counters.requests + counters.not_sent == 16000     # every arrival accounted for
+
+
+@pytest.mark.skipif(not TWO_CORES, reason="needs two cores: one for the client, one for the server")
+def test_a_rate_the_client_can_carry_passes(tmp_path: Path, sim_on_core_1: str) -> None:
+    proc, _ = run_pinned(tmp_path, sim_on_core_1, rate=40)
+    assert proc.returncode == exitcodes.OK, proc.stdout + proc.stderr
+
+
+def test_running_out_of_descriptors_is_the_clients_fault(tmp_path: Path) -> None:
+    # a slow server keeps every request open for a second: 200/s needs ~200 descriptors
+    text = """
+version: 1
+services:
+  sim: {builtin: openai-sim, options: {ttft: 1s, output_tokens: 1}}
+targets:
+  chat: {plugin: openai, service: sim, model: sim-model, timeout: 5s}
+phases:
+  - {name: load, duration: 2s, arrival_rate: 200}
+requests:
+  - {name: chat, target: chat, body: {messages: [{role: user, content: hi}]}}
+"""
+    scenario = tmp_path / "fds.yaml"
+    scenario.write_text(text)
+    out = tmp_path / "out"
+
+    def limits() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    proc = subprocess.run([sys.executable, "-m", "llmscen.cli.main", "run", str(scenario),
+                           "--out", str(out), "--workers", "1", "--quiet"],
+                          capture_output=True, text=True, timeout=120, preexec_fn=limits)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == exitcodes.INVALID_MEASUREMENT, output
+    assert "ran out of file descriptors" in output
+    results = RunResults.load(out / "results.json")
+    counters = aggregate(results).counters
+    assert counters.not_sent > 0
+    assert counters.requests + counters.not_sent == 400
+    assert "connect" not in counters.errors, counters.errors   # never charged as connect errors
+
+
+def test_an_overloaded_phase_reports_the_rate_the_server_served(tmp_path: Path) -> None:
+    # two at a time, 300 ms each: the server serves about 6.7/s of the 20/s asked
+    text = """
+version: 1
+services:
+  sim: {builtin: openai-sim, options: {ttft: 300ms, output_tokens: 1, max_concurrency: 2}}
+targets:
+  chat: {plugin: openai, service: sim, model: sim-model, timeout: 30s}
+phases:
+  - {name: over, duration: 3s, arrival_rate: 20}
+requests:
+  - {name: chat, target: chat, body: {messages: [{role: user, content: hi}]}}
+"""
+    scenario = tmp_path / "over.yaml"
+    scenario.write_text(text)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "llmscen.cli.main", "run", str(scenario),
+                           "--out", str(out), "--workers", "1", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == exitcodes.OK, proc.stdout + proc.stderr
+    results = RunResults.load(out / "results.json")
+    phase = results.phases[0]
+    assert phase.offered_rate == 20
+    agg = aggregate(results, phase="over")
+    served = agg.value("throughput")
+    assert agg.counters.ok == 60
+    # over the time the phase's requests took (they drained after the arrivals ended)
+    assert phase.wall > 6
+    assert served is not None and served == pytest.approx(60 / phase.wall)
+    assert served < 10
