@@ -43,16 +43,19 @@ def test_smoke_scenario_is_one_test_per_slo_and_expectation(pytester: pytest.Pyt
     pytester.makefile(".yaml", smoke=SMOKE)
     out = pytester.path / "out"
     result = run(pytester, "smoke.yaml", "-v", "--llmscen-out", str(out))
-    # run + 3 SLOs + 4 expectations (chat: status, finish_reason, output_tokens; models: status)
-    result.assert_outcomes(passed=8, failed=0)
+    # run + 3 SLOs + 2 requests + 4 expectations (chat: status, finish_reason,
+    # output_tokens; models: status): the cases of llmscen's own outcome and junit.xml
+    result.assert_outcomes(passed=10, failed=0)
     result.stdout.fnmatch_lines([
         "smoke.yaml::run PASSED*",
         "smoke.yaml::slo: error_rate == 0 PASSED*",
         "smoke.yaml::slo: latency.p95 < 2s PASSED*",
         "smoke.yaml::slo: ttft.p95 < 500ms [[]request=chat[]] PASSED*",
+        "smoke.yaml::request: chat PASSED*",
         "smoke.yaml::expect: chat: status PASSED*",
         "smoke.yaml::expect: chat: finish_reason PASSED*",
         "smoke.yaml::expect: chat: output_tokens PASSED*",
+        "smoke.yaml::request: models PASSED*",
         "smoke.yaml::expect: models: status PASSED*",
         "smoke.yaml: exit code 0, results in *",
     ])
@@ -63,7 +66,7 @@ def test_smoke_scenario_is_one_test_per_slo_and_expectation(pytester: pytest.Pyt
 def test_failing_slo_names_measured_value_threshold_and_scope(pytester: pytest.Pytester) -> None:
     pytester.makefile(".yaml", smoke=QUICK.replace("latency.p95 < 2s", "latency.p95 < 1ms"))
     result = run(pytester, "smoke.yaml")
-    result.assert_outcomes(passed=7, failed=1)
+    result.assert_outcomes(passed=9, failed=1)
     result.stdout.fnmatch_lines([
         "*_ smoke.yaml slo: latency.p95 < 1ms _*",
         "latency.p95 = *ms, expected < 1ms [[]whole run (warmup excluded)[]] FAILED",
@@ -78,7 +81,7 @@ def test_failing_expectation_shows_samples(pytester: pytest.Pytester) -> None:
                              "finish_reason")
     pytester.makefile(".yaml", smoke=scenario)
     result = run(pytester, "smoke.yaml")
-    result.assert_outcomes(passed=7, failed=1)
+    result.assert_outcomes(passed=9, failed=1)
     result.stdout.fnmatch_lines([
         "*_ smoke.yaml expect: chat: contains _*",
         "* of * responses failed contains",
@@ -97,8 +100,9 @@ def test_one_item_by_node_id_runs_the_scenario(pytester: pytest.Pytester) -> Non
 def test_unreachable_target_fails_the_run_item(pytester: pytest.Pytester) -> None:
     pytester.makefile(".yaml", smoke=QUICK)
     result = run(pytester, "smoke.yaml", "--llmscen-target", "chat=http://127.0.0.1:9")
-    result.assert_outcomes(failed=1, skipped=7)
+    result.assert_outcomes(failed=1, skipped=9)
     result.stdout.fnmatch_lines(["FAILED smoke.yaml::run - could not run: *"])
+    assert "127.0.0.1:9" in result.stdout.str()
 
 
 def test_invalid_scenario_is_a_collection_error_at_file_line_col(
@@ -156,7 +160,7 @@ def test_ini_options_opt_folders_and_globs_in(pytester: pytest.Pytester) -> None
         "*",
     ])
     assert "data.yaml" not in result.stdout.str()
-    assert "16 tests collected" in result.stdout.str()
+    assert "20 tests collected" in result.stdout.str()
 
 
 def test_llmscen_run_and_openai_sim_fixtures(pytester: pytest.Pytester) -> None:

@@ -31,5 +31,6 @@ def test_exit_codes_documented_match_the_code() -> None:
 
     text = (ROOT / "README.md").read_text()
     for code in (exitcodes.OK, exitcodes.ASSERTIONS_FAILED, exitcodes.INVALID_INPUT,
-                 exitcodes.COULD_NOT_RUN):
+                 exitcodes.COULD_NOT_RUN, exitcodes.INVALID_MEASUREMENT,
+                 exitcodes.INTERNAL_ERROR):
         assert re.search(rf"^\| {code} \|", text, re.M)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from llmscen.compile.plan import Plan, SLOPlan
     from llmscen.engine.registry import Registry
-    from llmscen.metrics.results import CheckSummary
+    from llmscen.metrics.results import Case, CheckSummary
     from llmscen.testing.run import ScenarioRun
 
 __all__ = ["llmscen_run", "openai_sim", "triton_sim", "triton_sim_options"]
@@ -123,31 +123,29 @@ class ScenarioFile(pytest.File):
     """One scenario: compiled at collection (no traffic), run by its first item."""
 
     plan: Plan
-    listed: set[tuple[str, str]]     # (request, expectation) of the expectation items
 
     def collect(self) -> Iterable[pytest.Item]:
-        from llmscen.metrics.recorder import expectation_names
+        from llmscen.metrics.recorder import declared_requests
         from llmscen.testing.run import load_scenario
 
         self.plan = load_scenario(shown_path(self.path, self.config),
                                   self.config.getoption("llmscen_set"),
                                   self.config.getoption("llmscen_target"),
                                   session_registry(self.config))
+        # the cases of the run's outcome, known before it runs (assertions/verdict.py)
         yield RunItem.from_parent(self, name="run")
         names: set[str] = set()
-        self.listed = set()
         for index, slo in enumerate(self.plan.slos):
             name = unique(slo_name(slo), names)
             yield SloItem.from_parent(self, name=name, index=index)
-        for request in self.plan.requests:
-            multi = len(request.steps) > 1
+        for request in declared_requests(self.plan):
+            name = unique(f"request: {request.name}", names)
+            yield CaseItem.from_parent(self, name=name, kind="request", case=request.name)
             for step in request.steps:
-                label = f"{request.name}.{step.name}" if multi else request.name
-                for expectation in expectation_names(step.expect):
-                    self.listed.add((label, expectation))
-                    name = unique(f"expect: {label}: {expectation}", names)
-                    yield ExpectItem.from_parent(self, name=name, request=label,
-                                                 expectation=expectation)
+                for expectation in step.expectations:
+                    name = unique(f"expect: {step.name}: {expectation}", names)
+                    yield CaseItem.from_parent(self, name=name, kind="expectation",
+                                               case=f"{step.name}: {expectation}")
 
     # the same signature as pytest's Collector.repr_failure, which narrows Node's
     def repr_failure(self, excinfo: ExceptionInfo[BaseException],  # type: ignore[override]
@@ -231,14 +229,22 @@ class ScenarioFailure(Exception):
 class ScenarioItem(pytest.Item):
     parent: ScenarioFile
 
-    def judged_run(self) -> ScenarioRun:
-        """The run, or a skip when there is nothing to judge (the run item says why)."""
+    def finished_run(self) -> ScenarioRun:
+        """The run (carried out by the first item that asks), or a skip when llmscen itself
+        failed (the run item says why)."""
         outcome = self.parent.outcome()
         if outcome.run is None:
             pytest.skip("not judged: llmscen failed while running the scenario (see the run item)")
-        if outcome.run.problem is not None or outcome.run.results.meta.interrupted:
-            pytest.skip("not judged: the run could not be carried out (see the run item)")
         return outcome.run
+
+    def judge(self, case: Case | None) -> None:
+        """Pass, fail or skip as the run's outcome says of this item's case."""
+        if case is None:
+            raise ScenarioFailure(f"the run's outcome has no case for {self.name!r}")
+        if case.status == "skipped":
+            pytest.skip(case.message)
+        if case.status in ("failed", "error"):
+            raise ScenarioFailure(case.message)
 
     def repr_failure(self, excinfo: ExceptionInfo[BaseException],
                      style: Any = None) -> str | TerminalRepr:
@@ -256,7 +262,8 @@ class ScenarioItem(pytest.Item):
 
 
 class RunItem(ScenarioItem):
-    """The run itself: fails when it could not be carried out (`llmscen run` exit code 3)."""
+    """The run itself: fails when it could not be carried out, was interrupted or measured
+    the load generator instead of the server (`llmscen run` exit codes 3 and 4)."""
 
     def runtest(self) -> None:
         outcome = self.parent.outcome()
@@ -269,27 +276,15 @@ class RunItem(ScenarioItem):
         self.add_report_section("call", "llmscen summary", summary(run.results))
         if run.out_dir is not None:
             self.user_properties.append(("llmscen_results", str(run.out_dir)))
-        problems = []
-        if run.problem is not None:
-            problems.append(f"could not run: {run.problem}")
-        if run.results.meta.interrupted:
-            problems.append("interrupted: partial results saved")
+        if run.outcome.status == "interrupted":
             self.session.shouldstop = "llmscen run interrupted"
-        problems += run.write_errors
-        problems += unlisted_failures(run, self.parent)
-        if problems:
+        case = next((c for c in run.outcome.cases if c.kind == "run"), None)
+        try:
+            self.judge(case)
+        except ScenarioFailure as exc:
             where = f"\nresults: {run.out_dir}" if run.out_dir else ""
-            raise ScenarioFailure("\n".join(problems) + where)
-
-
-def unlisted_failures(run: ScenarioRun, scenario: ScenarioFile) -> list[str]:
-    """Failed checks no item reports, e.g. a flow's `capture` that found nothing."""
-    out = []
-    for check in run.results.checks:
-        owner = check.expectation.split(".", 1)[0]   # `outputs.images.shape` → `outputs`
-        if check.failed and (check.request, owner) not in scenario.listed:
-            out.append(f"{check.request}: {check_message(check)}")
-    return out
+            raise ScenarioFailure(f"{run.outcome.status.replace('_', ' ')}: {exc}{where}") \
+                from None
 
 
 class SloItem(ScenarioItem):
@@ -302,32 +297,47 @@ class SloItem(ScenarioItem):
         return self.path, int(line[1]) - 1 if len(line) == 3 else None, self.title
 
     def runtest(self) -> None:
-        run = self.judged_run()
+        run = self.finished_run()
         result = run.results.slos[self.index]
         where = run.plan.slos[self.index].where
         self.user_properties += [(k, v) for k, v in (("measured", result.measured),
                                                       ("threshold", result.threshold)) if v is not None]
-        if not result.passed:
-            raise ScenarioFailure(f"{result.message}\nSLO at {where}" if where else result.message)
+        case = next((c for c in run.outcome.cases if c.kind == "slo" and c.slo == self.index),
+                    None)
+        try:
+            self.judge(case)
+        except ScenarioFailure as exc:
+            raise ScenarioFailure(f"{exc}\nSLO at {where}" if where else str(exc)) from None
 
 
-class ExpectItem(ScenarioItem):
-    def __init__(self, *, request: str, expectation: str, **kwargs: Any) -> None:
+class CaseItem(ScenarioItem):
+    """A declared request, or one expectation of one of its steps."""
+
+    def __init__(self, *, kind: str, case: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.request = request
-        self.expectation = expectation
+        self.kind = kind
+        self.case = case
 
     def runtest(self) -> None:
-        run = self.judged_run()
-        checks = [c for c in run.results.checks if c.request == self.request and
-                  (c.expectation == self.expectation or
-                   c.expectation.startswith(self.expectation + "."))]
-        if not any(c.passed + c.failed for c in checks):
-            raise ScenarioFailure(f"no response to {self.request!r} was checked"
-                                  f"{errors_of(run, self.request)}")
+        run = self.finished_run()
+        case = next((c for c in run.outcome.cases if c.kind == self.kind and c.name == self.case),
+                    None)
+        try:
+            self.judge(case)
+        except ScenarioFailure:
+            if self.kind != "expectation":
+                raise
+            raise ScenarioFailure(self._samples(run, case)) from None
+
+    def _samples(self, run: ScenarioRun, case: Case | None) -> str:
+        step, _, expectation = self.case.partition(": ")
+        checks = [c for c in run.results.checks if c.request == step and
+                  (c.expectation == expectation or c.expectation.startswith(expectation + "."))]
         failed = [c for c in checks if c.failed]
+        text = case.message if case else ""
         if failed:
-            raise ScenarioFailure("\n\n".join(check_message(c, samples=True) for c in failed))
+            text = "\n\n".join(check_message(c, samples=True) for c in failed)
+        return text
 
 
 def check_message(check: CheckSummary, samples: bool = False) -> str:
@@ -341,16 +351,6 @@ def check_message(check: CheckSummary, samples: bool = False) -> str:
         if sample.output:
             text += f"\n    output: {sample.output!r}"
     return text
-
-
-def errors_of(run: ScenarioRun, request: str) -> str:
-    """Why a request's responses were not checked: the errors they ended in."""
-    errors = [e for e in run.results.errors if e.request == request]
-    if not errors:
-        return " (it was not sent)"
-    parts = [f"{e.error} ×{e.count}" + (f", e.g. {e.samples[0].message}" if e.samples else "")
-             for e in errors]
-    return "; its requests failed before their checks: " + "; ".join(parts)
 
 
 # -- reporting -----------------------------------------------------------------------
