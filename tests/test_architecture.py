@@ -34,6 +34,18 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 ROOT_MODULES = ("llmscen", "llmscen.errors")
 
 
+def test_the_plugin_facade_exports_what_the_example_plugin_uses() -> None:
+    """Third-party plugins import `llmscen.plugin` only (docs/plugins.md)."""
+    import llmscen.plugin as facade
+
+    example = PACKAGE.parent / "plugins" / "llmscen-ollama" / "llmscen_ollama"
+    for path in example.rglob("*.py"):
+        for line, name in _imports(path):
+            if name.startswith("llmscen.") or name == "llmscen":
+                assert name == "llmscen.plugin", f"{path.name}:{line} imports {name}"
+    assert all(hasattr(facade, n) for n in facade.__all__)
+
+
 def _imports(path: Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found = []

@@ -23,22 +23,33 @@ def test_share_splits_rates_users_and_counts(registry: Registry) -> None:
     for name in ("warmup", "ramp", "peak", "soak"):
         original = next(p for p in plan.phases if p.name == name)
         mine = [next(p for p in part.phases if p.name == name) for part in parts]
-        if original.rate is not None:
-            assert sum(p.rate or 0 for p in mine) == pytest.approx(original.rate)
-        if original.ramp_to is not None:
-            assert sum(p.ramp_to or 0 for p in mine) == pytest.approx(original.ramp_to)
+        if original.kind == "open":
+            # one schedule, every third arrival each: the same arrivals as one worker
+            assert [p.stride for p in mine] == [(0, 3), (1, 3), (2, 3)]
+            assert {(p.rate, p.ramp_to, p.seed, p.max_requests) for p in mine} == {
+                (original.rate, original.ramp_to, original.seed, original.max_requests)}
+            continue
         if original.users is not None:
             assert sum(p.users or 0 for p in mine) == original.users
         if original.max_requests is not None:
             assert sum(p.max_requests or 0 for p in mine) == original.max_requests
-        assert len({p.seed for p in mine}) == 3   # each worker its own arrivals
+        assert len({p.seed for p in mine}) == 3   # each worker its own random stream
 
 
 def test_closed_phase_requests_follow_users(registry: Registry) -> None:
+    plan = compile_document(load_file(ROOT / "scenarios/peak.yaml",
+                                      overrides=["phases.3={users: 1, requests: 14}"]), registry)
+    parts = [share(plan, i, 2) for i in range(2)]
+    soak = [part.phases[3] for part in parts]
+    assert [(p.users, p.max_requests) for p in soak] == [(1, 14), (0, 0)]
+
+
+def test_test_cases_run_on_one_worker(registry: Registry) -> None:
     plan = compile_document(load_file(ROOT / "scenarios/flux.yaml"), registry)
     parts = [share(plan, i, 2) for i in range(2)]
     checks = [next(p for p in part.phases if p.name == "checks") for part in parts]
-    assert [(p.users, p.max_requests) for p in checks] == [(1, 14), (0, 0)]
+    assert [p.times for p in checks] == [2, 0]
+    assert checks[0].cases == tuple(r.name for r in plan.requests)
 
 
 @pytest.mark.slow

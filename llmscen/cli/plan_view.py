@@ -7,6 +7,19 @@ from llmscen.spec.units import format_duration
 
 
 def _load(phase: PhasePlan) -> str:
+    mix = ""
+    if phase.mix is not None:
+        mix = " · " + ", ".join(f"{name} ×{weight:g}" if weight != 1 else name
+                                for name, weight in phase.mix)
+    return _model(phase) + mix
+
+
+def _model(phase: PhasePlan) -> str:
+    if phase.kind == "each":
+        order = "all at once" if phase.concurrent else "in order"
+        return f"each of {', '.join(phase.cases)} ×{phase.times}, {order}"
+    if phase.kind == "parallel":
+        return " | ".join(f"{g.name.rsplit('.', 1)[-1]}: {_load(g)}" for g in phase.groups)
     if phase.kind == "open":
         rate = f"{phase.rate:g}/s"
         if phase.ramp_to is not None:

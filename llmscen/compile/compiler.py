@@ -111,6 +111,7 @@ class _Compiler:
         data_plans = self.data()
         phases = self.phases()
         requests = self.requests(targets, data_plans)
+        self.unreachable(phases, requests)
         slos = self.slos(phases, requests, targets)
         goodput = self.goodput()
         if self.problems:
@@ -242,8 +243,55 @@ class _Compiler:
                                f"phase name {plan.name!r} is used twice (first by phase "
                                f"{seen[plan.name] + 1})", key=not spec.name)
                 seen[plan.name] = index
-                out.append(plan)
+                out.append(self.traffic(plan, loc))
         return out
+
+    def request_names(self) -> list[str]:
+        return [str(r["name"]) for r in self.section("requests", list)
+                if isinstance(r, dict) and r.get("name") is not None]
+
+    def traffic(self, plan: PhasePlan, loc: Loc) -> PhasePlan:
+        """Check the requests a phase names (`mix`, `each`); `each: all` becomes the list."""
+        declared = self.request_names()
+        if plan.kind == "each":
+            cases = plan.cases or tuple(declared)
+            for i, name in enumerate(plan.cases):
+                if name not in declared:
+                    self.error((*loc, "each", i), f"unknown request {name!r}"
+                               f"{did_you_mean(name, declared)} (declared: {one_of(declared)})")
+            return plan.model_copy(update={"cases": cases,
+                                           "expected_requests": len(cases) * plan.times})
+        if plan.kind == "parallel":
+            groups = tuple(self.traffic(g, (*loc, "groups", g.name.rsplit(".", 1)[-1]))
+                           for g in plan.groups)
+            return plan.model_copy(update={"groups": groups})
+        for i, (name, _) in enumerate(plan.mix or ()):
+            if name not in declared:
+                self.error((*loc, "mix", i) if isinstance(self.doc.data, dict) else loc,
+                           f"unknown request {name!r}{did_you_mean(name, declared)} "
+                           f"(declared: {one_of(declared)})")
+        return plan
+
+    def unreachable(self, phases: list[PhasePlan], requests: list[RequestPlan]) -> None:
+        """A request no phase can send is a mistake, not a test that silently never runs."""
+        sendable: set[str] = set()
+        everything = False
+        for phase in [*phases, *(g for p in phases for g in p.groups)]:
+            if phase.kind == "each":
+                sendable |= set(phase.cases)
+            elif phase.kind in ("open", "closed"):
+                if phase.mix is None:
+                    everything = True
+                else:
+                    sendable |= {name for name, _ in phase.mix}
+        if everything:
+            return
+        for index, request in enumerate(self.section("requests", list)):
+            name = request.get("name") if isinstance(request, dict) else None
+            if isinstance(name, str) and name not in sendable and \
+                    any(r.name == name for r in requests):
+                self.error(("requests", index, "name"), f"no phase sends request {name!r}: "
+                           "name it in a phase's `mix:` or `each:`, or give a phase no `mix`")
 
     def requests(self, targets: dict[str, TargetPlan],
                  data: dict[str, DataPlan]) -> list[RequestPlan]:
@@ -344,6 +392,7 @@ class _Compiler:
         # names as written, so a broken phase doesn't also make its SLOs "unknown"
         raw_phases = [p for p in self.section("phases", list) if isinstance(p, dict)]
         phase_names = {p.name for p in phases} | {p.sweep for p in phases if p.sweep} | {
+            g.name for p in phases for g in p.groups} | {
             str(p["name"]) for p in raw_phases if p.get("name") is not None}
         request_names = {r.name for r in requests} | {
             str(r["name"]) for r in self.section("requests", list)

@@ -24,7 +24,30 @@ def expand(spec: PhaseSpec, index: int, base_seed: int) -> list[PhasePlan]:
     """One plan per phase; a sweep gives one per value, named `<name>-<value>`."""
     name = phase_name(spec, index)
     seed = spec.seed if spec.seed is not None else derive_seed(base_seed, index, name)
-    common = {"warmup": spec.warmup, "max_requests": spec.requests, "duration": spec.duration}
+    common = {"warmup": spec.warmup, "max_requests": spec.requests, "duration": spec.duration,
+              "mix": spec.mix}
+    if spec.each is not None:
+        cases = () if spec.each == "all" else tuple(spec.each)
+        return [PhasePlan(name=name, kind="each", cases=cases, times=spec.times or 1,
+                          concurrent=bool(spec.concurrent), seed=seed, warmup=spec.warmup)]
+    if spec.groups is not None:
+        groups = []
+        for i, (label, group) in enumerate(spec.groups.items()):
+            sub = PhaseSpec.model_validate({
+                **group.model_dump(exclude_none=True, exclude={"mix"}),
+                "name": None, "duration": spec.duration})
+            plan = expand(sub, index, base_seed)[0].model_copy(update={
+                "name": f"{name}.{label}", "seed": derive_seed(seed, i, label),
+                "mix": group.mix, "max_requests": group.requests, "parent": name,
+                "warmup": spec.warmup})
+            if plan.kind == "open":
+                plan = plan.model_copy(update={"expected_requests": expected_open(plan)})
+            groups.append(plan)
+        known = [g.expected_requests for g in groups]
+        return [PhasePlan(name=name, kind="parallel", duration=spec.duration, seed=seed,
+                          warmup=spec.warmup, groups=tuple(groups),
+                          expected_requests=sum(k for k in known if k is not None)
+                          if all(k is not None for k in known) else None)]
     if spec.pause is not None:
         return [PhasePlan(name=name, kind="pause", duration=spec.pause, seed=seed,
                           warmup=spec.warmup)]

@@ -41,7 +41,7 @@ class DataPlan(Frozen):
 
 class PhasePlan(Frozen):
     name: str
-    kind: Literal["open", "closed", "pause"]
+    kind: Literal["open", "closed", "pause", "each", "parallel"]
     duration: float | None = None          # seconds
     max_requests: int | None = None
     warmup: bool = False
@@ -53,6 +53,8 @@ class PhasePlan(Frozen):
     arrival: Literal["constant", "poisson", "gamma"] = "constant"
     burstiness: float = 1.0                # gamma shape; 1 = poisson
     max_in_flight: int | None = None
+    stride: tuple[int, int] = (0, 1)       # (worker, workers): this worker sends arrival k of
+    #                                        the phase's one schedule when k % workers == worker
     # closed model
     users: int | None = None
     users_ramp_to: int | None = None
@@ -60,6 +62,15 @@ class PhasePlan(Frozen):
     think_min: float = 0.0
     think_max: float = 0.0
     expected_requests: int | None = None   # estimate shown by `llmscen plan`
+    # traffic
+    mix: tuple[tuple[str, float], ...] | None = None   # (request, weight); None: all requests
+    # test cases (`each`): every request of `cases` `times` times, in order or all at once
+    cases: tuple[str, ...] = ()
+    times: int = 1
+    concurrent: bool = False
+    # several load models at once (`groups`): each a phase of its own, `parent` this one
+    groups: tuple[PhasePlan, ...] = ()
+    parent: str | None = None
 
 
 class StepPlan(Frozen):

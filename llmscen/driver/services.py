@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmscen.compile.plan import Plan
-from llmscen.engine.protocol import Endpoint
+from llmscen.engine.protocol import Endpoint, service_urls_to_fill, target_protocol
 
 
 @dataclass
@@ -44,12 +44,10 @@ async def start_services(plan: Plan, registry: Any, log_dir: str | None
             if target.url is None:
                 assert target.service is not None, "the compiler requires url or service"
                 endpoint = endpoints[target.service]
-                scheme = str(getattr(target.options, "protocol", "http"))
                 # options like `metrics_url` left unset are filled from the service's URLs
-                fill = {f"{name}_url": url for name, url in endpoint.urls.items()
-                        if getattr(target.options, f"{name}_url", "") is None}
+                fill = service_urls_to_fill(target.options, endpoint.urls)
                 target = target.model_copy(update={
-                    "url": endpoint.url_for(scheme),
+                    "url": endpoint.url_for(target_protocol(target.options)),
                     "options": target.options.model_copy(update=fill)})
             targets.append(target)
         watches = {name: e.exited for name, e in endpoints.items() if e.exited is not None}

@@ -20,7 +20,7 @@ from llmscen.compile.templates import Renderer
 from llmscen.engine.capture import compile_capture, is_missing
 from llmscen.engine.events import Completed, Handler, NotSent
 from llmscen.engine.feed import Feeder
-from llmscen.engine.protocol import Call, Exchange, Runner
+from llmscen.engine.protocol import Call, Exchange, Runner, unbatcher
 
 
 @dataclass
@@ -167,8 +167,8 @@ class Flow:
         so they are not recorded as requests."""
         from llmscen.assertions.tensors import batch_inconsistencies  # numpy: triton extra
 
-        unbatch = getattr(self.runner, "unbatch", None)
-        singles = unbatch(call) if unbatch is not None else None
+        splitter = unbatcher(self.runner)
+        singles = splitter.unbatch(call) if splitter is not None else None
         if not singles:
             failure = ("batch_consistent", "the request is not a batch this plugin can split")
         else:

@@ -50,11 +50,13 @@ async def pause(stop: asyncio.Event, seconds: float) -> None:
 
 
 class Mix:
-    """Weighted choice of a flow, reproducible from the RNG."""
+    """Weighted choice of a flow, reproducible from the RNG; `weights` default to the
+    requests' own."""
 
-    def __init__(self, flows: Sequence[Flow]) -> None:
+    def __init__(self, flows: Sequence[Flow], weights: Sequence[float] | None = None) -> None:
         self.flows = list(flows)
-        self.cum = list(itertools.accumulate(f.plan.weight for f in flows))
+        chosen = weights if weights is not None else [f.plan.weight for f in flows]
+        self.cum = list(itertools.accumulate(chosen))
 
     def pick(self, rng: random.Random) -> Flow:
         if len(self.flows) == 1:
@@ -107,14 +109,22 @@ def _count_due(state: PhaseState, mix: Mix, rng: random.Random, schedule: Iterat
 async def run_open(state: PhaseState, mix: Mix, start_ns: int) -> None:
     """Start requests on the phase's schedule until its duration or request count."""
     phase = state.phase
-    rng = random.Random(phase.seed)
+    # the schedule is the phase's (shared by its workers); the picks are this worker's
+    rng = random.Random(phase.seed + 1_000_003 * phase.stride[0])
     cap = phase.max_in_flight or state.in_flight_cap
     cap_why = "max_in_flight" if phase.max_in_flight else "client_limit"
     end_ns = None if phase.duration is None else start_ns + int(phase.duration * 1e9)
     schedule = iter(arrivals(phase.rate or 0.0, phase.ramp_to, phase.duration, phase.arrival,
                              phase.burstiness, phase.seed))
     loop = asyncio.get_running_loop()
-    remaining = phase.max_requests
+    mine, workers = phase.stride
+    if workers > 1:   # this worker's arrivals of the phase's one schedule
+        count = phase.max_requests
+        numbered = itertools.takewhile(lambda kt: count is None or kt[0] < count,
+                                       enumerate(schedule))
+        schedule = (t for k, t in numbered if k % workers == mine)
+    remaining = None if phase.max_requests is None else \
+        len(range(mine, phase.max_requests, workers))
     for seq, offset in enumerate(schedule):
         if remaining is not None and remaining <= 0:
             return   # whichever comes first: the request count ends the phase now
@@ -156,6 +166,33 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int) -> None:
         left = (end_ns - time.perf_counter_ns()) / 1e9
         if left > 0:
             await pause(state.stop, left)
+
+
+async def run_each(state: PhaseState, flows: Sequence[Flow], start_ns: int) -> None:
+    """Test cases: each flow `times` times, one after another (or all at once)."""
+    phase = state.phase
+    rng = random.Random(phase.seed)
+    calls = [(flow, k) for flow in flows for k in range(phase.times)]
+
+    async def one(seq: int, flow: Flow, k: int) -> None:
+        if state.stop.is_set():
+            flow.not_sent(phase.name, None, 1, "stopped")
+            return
+        state.started += 1
+        await _one(state, flow, time.perf_counter_ns(),
+                   {"phase": phase.name, "seq": seq, "user": 0, "iteration": k,
+                    "request": flow.plan.name}, rng)
+
+    if phase.concurrent:
+        loop = asyncio.get_running_loop()
+        for seq, (flow, k) in enumerate(calls):
+            task = loop.create_task(one(seq, flow, k))
+            state.tasks.add(task)
+            task.add_done_callback(state.tasks.discard)
+        await asyncio.gather(*list(state.tasks), return_exceptions=True)
+    else:
+        for seq, (flow, k) in enumerate(calls):
+            await one(seq, flow, k)
 
 
 async def run_closed(state: PhaseState, mix: Mix, start_ns: int) -> None:

@@ -101,8 +101,58 @@ class Runner(Protocol):
     async def server_metrics(self) -> dict[str, float]:
         """The server's own counters (e.g. Prometheus), or {} when it has none."""
 
-    # Optional: `unbatch(call) -> list[Call] | None` splits a batched call into one call
-    # per item, for `expect: batch_consistent`. Runners that cannot batch leave it out.
+
+
+# -- optional capabilities -------------------------------------------------------------
+# What the engine and the driver use when a plugin offers it. Each is declared here and
+# read through the function beside it, never by probing attributes elsewhere.
+
+
+@runtime_checkable
+class Unbatching(Protocol):
+    """A runner that can split a batched call into one call per item, for
+    `expect: batch_consistent` (the triton runner)."""
+
+    def unbatch(self, call: Call) -> list[Call] | None: ...
+
+
+@runtime_checkable
+class Reconnecting(Protocol):
+    """A runner that re-sends a call on a fresh connection when the server closed a
+    kept-alive one before any response byte, and counts how often (reported as a note)."""
+
+    reconnects: int
+
+
+def unbatcher(runner: Runner) -> Unbatching | None:
+    return runner if isinstance(runner, Unbatching) else None
+
+
+def reconnects(runner: Runner) -> int:
+    return int(runner.reconnects) if isinstance(runner, Reconnecting) else 0
+
+
+# Target options a plugin may declare in its `target_options` model:
+#   timeout: float | None       the per-call limit; the longest one bounds a phase's drain
+#   protocol: str               which of a started service's URLs the target uses (its
+#                               scheme in `Endpoint.urls`, e.g. "grpc"); default "http"
+#   <scheme>_url: str | None    left unset, filled from the service's URL of that scheme
+#                               (e.g. `metrics_url` from a service's "metrics" URL)
+
+def target_timeout(options: BaseModel) -> float | None:
+    value = getattr(options, "timeout", None)
+    return float(value) if value else None
+
+
+def target_protocol(options: BaseModel) -> str:
+    return str(getattr(options, "protocol", "http"))
+
+
+def service_urls_to_fill(options: BaseModel, urls: dict[str, str]) -> dict[str, str]:
+    """The `<scheme>_url` options left unset that a service's `urls` can fill."""
+    return {f"{name}_url": url for name, url in urls.items()
+            if f"{name}_url" in type(options).model_fields and
+            getattr(options, f"{name}_url") is None}
 
 
 @runtime_checkable

@@ -30,8 +30,8 @@ from llmscen.engine.events import (
 )
 from llmscen.engine.feed import Feeder
 from llmscen.engine.flow import Flow
-from llmscen.engine.load import Mix, PhaseState, pause, run_closed, run_open
-from llmscen.engine.protocol import Call, Runner
+from llmscen.engine.load import Mix, PhaseState, pause, run_closed, run_each, run_open
+from llmscen.engine.protocol import Call, Runner, reconnects, target_timeout
 from llmscen.errors import RunError
 
 DEFAULT_DRAIN_S = 30.0
@@ -50,7 +50,7 @@ class Engine:
         self.interrupted = False
         self.abandoned = False
         self.origin_ns = time.perf_counter_ns()
-        self.live: PhaseState | None = None
+        self.live: list[PhaseState] = []
         self.runners: dict[str, Runner] = {}
         self.flows: list[Flow] = []
         self._stack = AsyncExitStack()
@@ -64,8 +64,8 @@ class Engine:
         self.interrupted = True
         self.abandoned = self.abandoned or abandon
         self.stop.set()
-        if self.live is not None:
-            self.live.stop.set()
+        for state in self.live:
+            state.stop.set()
 
     def note(self, message: str) -> None:
         self.handler.handle(Note(message))
@@ -131,36 +131,65 @@ class Engine:
 
     # -- a phase -----------------------------------------------------------------------
     async def run_phase(self, phase: PhasePlan, start_ns: int) -> None:
-        """This worker's share of `phase`, from `start_ns` until its requests have ended."""
+        """This worker's share of `phase`, from `start_ns` until its requests have ended.
+
+        A phase of `groups` runs each group's load model at once, each recorded as a phase
+        of its own (named `phase.group`, with `phase` as its parent)."""
         for flow in self.flows:
             flow.origin = self.origin_ns
         wait = (start_ns - time.perf_counter_ns()) / 1e9
         if wait > 0:
             await pause(self.stop, wait)
-        state = PhaseState(phase, in_flight_cap=self.in_flight_cap)
-        self.live = state
-        if self.stop.is_set():
-            state.stop.set()
+        parts = list(phase.groups) if phase.kind == "parallel" else [phase]
+        states = [PhaseState(p, in_flight_cap=self.in_flight_cap) for p in parts]
+        self.live = states
         started = self.now()
-        self.handler.handle(PhaseStarted(phase, started))
-        supervisor = asyncio.create_task(self._supervise(state))
-        try:
+        if phase.kind == "parallel":
+            self.handler.handle(PhaseStarted(phase, started))
+        for state in states:
             if self.stop.is_set():
-                pass
-            elif phase.kind == "pause":
-                await pause(self.stop, phase.duration or 0.0)
-            elif phase.kind == "open":
-                await run_open(state, Mix(self.flows), start_ns)
-            else:
-                await run_closed(state, Mix(self.flows), start_ns)
+                state.stop.set()
+            self.handler.handle(PhaseStarted(state.phase, started))
+        supervisors = [asyncio.create_task(self._supervise(state)) for state in states]
+        try:
+            await asyncio.gather(*(self._load(state, start_ns) for state in states))
             # the phase ends when its requests have: the next one starts after all ended
-            await self._drain(state.tasks)
-            if state.exhausted:
-                self.note(f"phase {phase.name!r} stopped early: {state.exhausted}")
+            await self._drain({t for state in states for t in state.tasks})
+            for state in states:
+                if state.exhausted:
+                    self.note(f"phase {state.phase.name!r} stopped early: {state.exhausted}")
         finally:
-            supervisor.cancel()
-            self.handler.handle(PhaseEnded(phase, started, self.now()))
-            self.live = None
+            for supervisor in supervisors:
+                supervisor.cancel()
+            ended = self.now()
+            for state in states:
+                self.handler.handle(PhaseEnded(state.phase, started, ended))
+            if phase.kind == "parallel":
+                self.handler.handle(PhaseEnded(phase, started, ended))
+            self.live = []
+
+    async def _load(self, state: PhaseState, start_ns: int) -> None:
+        phase = state.phase
+        if self.stop.is_set():
+            return
+        if phase.kind == "pause":
+            await pause(self.stop, phase.duration or 0.0)
+        elif phase.kind == "each":
+            flows = {f.plan.name: f for f in self.flows}
+            await run_each(state, [flows[name] for name in phase.cases if name in flows],
+                           start_ns)
+        elif phase.kind == "open":
+            await run_open(state, self._mix(phase), start_ns)
+        else:
+            await run_closed(state, self._mix(phase), start_ns)
+
+    def _mix(self, phase: PhasePlan) -> Mix:
+        """The phase's own choice of requests and weights, or every request by its weight."""
+        if phase.mix is None:
+            return Mix(self.flows)
+        flows = {f.plan.name: f for f in self.flows}
+        chosen = [(flows[name], weight) for name, weight in phase.mix if name in flows]
+        return Mix([f for f, _ in chosen], [w for _, w in chosen])
 
     async def _supervise(self, state: PhaseState) -> None:
         """Once a second: what the load generator does (in flight, lag, its own CPU)."""
@@ -185,7 +214,7 @@ class Engine:
             return 0.0
         if self.interrupted:
             return INTERRUPT_GRACE_S
-        timeouts = [getattr(t.options, "timeout", None) for t in self.plan.targets]
+        timeouts = [target_timeout(t.options) for t in self.plan.targets]
         timeouts += [r.timeout for r in self.plan.requests]
         return max([float(t) for t in timeouts if t] or [DEFAULT_DRAIN_S])
 
@@ -225,7 +254,7 @@ class Engine:
 
     def _note_reconnects(self) -> None:
         for name, runner in self.runners.items():
-            count = getattr(runner, "reconnects", 0)
+            count = reconnects(runner)
             if count:
                 self.note(f"target {name!r}: {count} requests were sent again on a fresh "
                           "connection because the server had closed the kept-alive one "

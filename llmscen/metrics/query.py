@@ -12,7 +12,7 @@ phases add no wall time (nothing is sent in them).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from llmscen.metrics.histogram import DIGITS, SERIES_DIGITS, Histogram
@@ -144,8 +144,13 @@ def aggregate(results: RunResults, phase: str | None = None, request: str | None
             encoded.setdefault(metric, []).append(text)
         for metric, k in scope.out_of_range.items():
             out_of_range[metric] = out_of_range.get(metric, 0) + k
-    return Aggregate(counters, encoded, sum(p.wall for p in selection.timed),
+    return Aggregate(counters, encoded, wall_time(selection.timed),
                      out_of_range=out_of_range, scopes=n)
+
+
+def wall_time(phases: Iterable[PhaseInfo]) -> float:
+    """Seconds covered by `phases`: groups of a phase run at once, so overlaps count once."""
+    return sum(end - start for start, end in _union([(p.started, p.ended) for p in phases]))
 
 
 def windows(results: RunResults, seconds: float, phase: str | None = None,

@@ -105,8 +105,9 @@ class Recorder(BaseHandler):
             offered = ((phase.rate or 0.0) + (phase.ramp_to if phase.ramp_to is not None
                                               else phase.rate or 0.0)) / 2
         users = phase.users_ramp_to if phase.users_ramp_to is not None else phase.users
+        # a group of a `groups` phase belongs to it as a sweep's step does to the sweep
         self.store.mark_phase(phase.name, event.started, event.now, phase.kind, phase.warmup,
-                              planned_duration=phase.duration, sweep=phase.sweep,
+                              planned_duration=phase.duration, sweep=phase.sweep or phase.parent,
                               offered_rate=offered, users=users)
 
     def on_completed(self, event: Completed) -> None:

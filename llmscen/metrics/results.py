@@ -115,12 +115,12 @@ class Meta(Model):
 
 class PhaseInfo(Model):
     name: str
-    kind: str                         # open | closed | pause
+    kind: str                         # open | closed | pause | each | parallel
     warmup: bool = False
     started: float                    # seconds since run start
     ended: float
     planned_duration: float | None = None
-    sweep: str | None = None          # the sweep phase this step came from
+    sweep: str | None = None          # the sweep (or groups) phase this one is part of
     offered_rate: float | None = None    # arrivals per second asked for (open phases, mean)
     users: int | None = None          # users asked for (closed phases, at the end of a ramp)
 

@@ -29,6 +29,7 @@ from yarl import URL
 from llmscen import __version__ as _llmscen_version
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
 from llmscen.runners.guard import describe, guarded
+from llmscen.runners.http_errors import classify_client_error
 from llmscen.runners.http_request import (
     METHODS,
     encode_body,
@@ -300,21 +301,8 @@ class HttpRunner:
         return jar
 
     def _classify(self, exc: Exception, ex: Exchange, call: Call) -> tuple[str, str]:
-        if isinstance(exc, asyncio.TimeoutError):
-            stage = "no response" if not ex.first_byte_ns else "response not complete"
-            limit = self.options.timeout if call.timeout is None else call.timeout
-            return "timeout", f"{stage} within {limit:g}s"
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            return "connect", describe(exc)
-        if isinstance(exc, aiohttp.InvalidURL):
-            return "client", f"invalid URL: {exc}"
-        if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
-            return "protocol", f"malformed or cut response: {describe(exc)}"
-        if isinstance(exc, aiohttp.ClientError):
-            if ex.first_byte_ns:
-                return "protocol", f"connection lost during the response: {describe(exc)}"
-            return "connect", f"connection lost before a response: {describe(exc)}"
-        return "client", f"internal error in the {self.target.plugin} runner: {describe(exc)}"
+        limit = self.options.timeout if call.timeout is None else call.timeout
+        return classify_client_error(exc, ex, limit or 0.0, self.target.plugin)
 
     def _scrub(self, message: str, payload: dict[str, Any]) -> str:
         """Blank out credentials a server or an exception might echo back."""

@@ -35,6 +35,8 @@ def classify_client_error(exc: Exception, ex: Exchange, timeout: float,
         return "client", f"invalid URL: {exc}"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "protocol", f"response cut off: {describe(exc)}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "protocol", f"malformed response: {describe(exc)}"
     if isinstance(exc, aiohttp.ClientError):
         if ex.first_byte_ns:
             return "protocol", f"connection lost during the response: {describe(exc)}"

@@ -11,23 +11,12 @@ from typing import Any
 import orjson
 
 from llmscen.engine.protocol import Exchange
+from llmscen.runners.problems import StreamProblem, excerpt
+
+__all__ = ["MESSAGE_LIMIT", "StreamProblem", "StreamState", "error_text", "excerpt",
+           "parse_error_body", "read_body"]
 
 MESSAGE_LIMIT = 500
-_EXCERPT = 200
-
-
-class StreamProblem(Exception):
-    """A stream event the runner cannot accept; `error` is the Exchange error class."""
-
-    def __init__(self, error: str, message: str) -> None:
-        super().__init__(message)
-        self.error = error
-        self.message = message
-
-
-def excerpt(raw: bytes | str, limit: int = _EXCERPT) -> str:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class StreamState:

@@ -124,9 +124,72 @@ class SweepSpec(Strict):
         return self
 
 
+def parse_mix(value: Any) -> tuple[tuple[str, float], ...]:
+    """`[a, b]`, `[a, {b: 3}]` or `{a: 1, b: 3}` → ((name, weight), ...); weight 1 unless given."""
+    items: list[tuple[str, float]] = []
+    entries = list(value.items()) if isinstance(value, dict) else value
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("`mix` lists the requests a phase sends: [chat, {health: 0.5}] or "
+                         "{chat: 3, health: 1}")
+    for entry in entries:
+        if isinstance(entry, str):
+            items.append((entry, 1.0))
+        elif isinstance(entry, tuple) and len(entry) == 2:
+            items.append((str(entry[0]), float(entry[1])))
+        elif isinstance(entry, dict) and len(entry) == 1:
+            (name, weight), = entry.items()
+            items.append((str(name), float(weight)))
+        else:
+            raise ValueError(f"a `mix` entry is a request name or {{name: weight}}, "
+                             f"got {entry!r}")
+    for name, weight in items:
+        if not weight > 0:
+            raise ValueError(f"the weight of {name!r} in `mix` must be above 0, got {weight:g}")
+    return tuple(items)
+
+
+Mix = Annotated[tuple[tuple[str, float], ...], BeforeValidator(parse_mix), WithJsonSchema({
+    "anyOf": [{"type": "array", "items": {"anyOf": [
+        {"type": "string"}, {"type": "object", "additionalProperties": {"type": "number"},
+                             "minProperties": 1, "maxProperties": 1}]}, "minItems": 1},
+              {"type": "object", "additionalProperties": {"type": "number",
+                                                          "exclusiveMinimum": 0}}],
+    "description": "the requests this phase sends, with weights: [chat, {health: 0.5}] or "
+                   "{chat: 3, health: 1}; without it, every request by its own weight"})]
+
 _OPEN_KEYS = ("ramp_to", "arrival", "burstiness", "max_in_flight")
 _CLOSED_KEYS = ("spawn_rate", "think")
-_MODELS = ("arrival_rate", "users", "pause", "sweep")
+_EACH_KEYS = ("times", "concurrent")
+_MODELS = ("arrival_rate", "users", "pause", "sweep", "each", "groups")
+
+
+class GroupSpec(Strict):
+    """One load model of a phase that runs several at once (`groups:`)."""
+
+    arrival_rate: Rate | None = None
+    ramp_to: float | str | None = None
+    arrival: Literal["constant", "poisson", "gamma"] | None = None
+    burstiness: PositiveFloat | None = None
+    max_in_flight: PositiveInt | None = None
+    users: PositiveInt | None = None
+    spawn_rate: Rate | None = None
+    think: Think | None = None
+    requests: PositiveInt | None = Field(None, description="stop this group after this many")
+    mix: Mix | None = None
+
+    @model_validator(mode="after")
+    def _one_model(self) -> GroupSpec:
+        if (self.arrival_rate is None) == (self.users is None):
+            raise ValueError("a group is exactly one of `arrival_rate` (open) or `users` "
+                             "(closed)")
+        if self.users is not None:
+            wrong = [k for k in _OPEN_KEYS if getattr(self, k) is not None and k != "ramp_to"]
+        else:
+            wrong = [k for k in _CLOSED_KEYS if getattr(self, k) is not None]
+        if wrong:
+            raise ValueError(f"{', '.join(f'`{k}`' for k in wrong)} do not apply to this group's "
+                             "load model")
+        return self
 
 
 class PhaseSpec(Strict):
@@ -148,13 +211,23 @@ class PhaseSpec(Strict):
     # others
     pause: Duration | None = None
     sweep: SweepSpec | None = None
+    each: Literal["all"] | list[str] | None = Field(
+        None, description="a test-case phase: send each listed request (or `all`) `times` "
+                          "times, in order, or all at once with `concurrent: true`")
+    times: PositiveInt | None = Field(None, description="how often `each` sends every request")
+    concurrent: bool | None = Field(None, description="`each`: send them all at once")
+    groups: dict[str, GroupSpec] | None = Field(
+        None, description="several load models at once, each with its own mix, e.g. users "
+                          "on chat beside an open stream of health checks")
+    mix: Mix | None = None
 
     @model_validator(mode="after")
     def _one_model(self) -> PhaseSpec:
         given = [k for k in _MODELS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("a phase is exactly one of: `arrival_rate` (open model), `users` "
-                             "(closed model), `pause`, or `sweep`" +
+                             "(closed model), `pause`, `sweep`, `each` (test cases) or "
+                             "`groups` (several at once)" +
                              (f"; this one has {', '.join(given)}" if given else ""))
         kind = given[0]
         swept = None
@@ -165,9 +238,13 @@ class PhaseSpec(Strict):
         misplaced = [k for k in _OPEN_KEYS if getattr(self, k) is not None and not is_open
                      and not (k == "ramp_to" and kind == "users")]
         misplaced += [k for k in _CLOSED_KEYS if getattr(self, k) is not None and not is_closed]
+        misplaced += [k for k in _EACH_KEYS if getattr(self, k) is not None and kind != "each"]
+        if kind in ("each", "groups", "pause") and self.mix is not None:
+            misplaced.append("mix")
         if misplaced:
             model = {"arrival_rate": "an open (arrival_rate)", "users": "a closed (users)",
-                     "pause": "a pause", "sweep": "this sweep"}[kind]
+                     "pause": "a pause", "sweep": "this sweep", "each": "a test-case (each)",
+                     "groups": "a groups"}[kind]
             names = ", ".join(f"`{k}`" for k in misplaced)
             raise ValueError(f"{names} {'does' if len(misplaced) == 1 else 'do'} not apply to "
                              f"{model} phase")
@@ -175,6 +252,16 @@ class PhaseSpec(Strict):
             if self.duration is not None or self.requests is not None:
                 raise ValueError("a pause phase takes its length from `pause:`; drop `duration`"
                                  " and `requests`")
+        elif kind == "each":
+            if self.duration is not None or self.requests is not None:
+                raise ValueError("a test-case phase (`each`) ends when every case was sent "
+                                 "`times` times; drop `duration` and `requests`")
+        elif kind == "groups":
+            if not self.groups:
+                raise ValueError("`groups` needs at least one group")
+            if self.duration is None and not all(g.requests for g in self.groups.values()):
+                raise ValueError("a phase with `groups` needs a `duration`, or `requests` on "
+                                 "every group, to know when to stop")
         elif self.duration is None and self.requests is None:
             raise ValueError("the phase needs `duration` and/or `requests` to know when to stop")
         if self.arrival == "gamma" and self.burstiness is None:

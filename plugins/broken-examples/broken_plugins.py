@@ -19,7 +19,7 @@ from llmscen_ollama import METRICS, OllamaRequestOptions, OllamaRunner, OllamaTa
 from pydantic import BaseModel, ConfigDict
 from yarl import URL
 
-from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
+from llmscen.plugin import PLUGIN_API_VERSION, Call, Exchange
 
 
 class RaisesOnHttpError(OllamaRunner):

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel
 
-from llmscen.engine.protocol import PLUGIN_API_VERSION
+from llmscen.plugin import PLUGIN_API_VERSION
 from llmscen_ollama.options import OllamaRequestOptions, OllamaTargetOptions
 from llmscen_ollama.runner import OllamaRunner
 
 if TYPE_CHECKING:
-    from llmscen.compile.plan import TargetPlan
+    from llmscen.plugin import TargetPlan
 
 __version__ = "0.1.0"
 __all__ = ["OllamaPlugin", "OllamaRequestOptions", "OllamaRunner", "OllamaTargetOptions",

@@ -10,8 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from llmscen.runners.secrets import Headers
-from llmscen.spec.units import Duration
+from llmscen.plugin import Duration, Headers
 
 Api = Literal["chat", "generate"]
 API_PATHS: dict[str, str] = {"chat": "/api/chat", "generate": "/api/generate"}

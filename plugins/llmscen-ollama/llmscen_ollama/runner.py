@@ -18,9 +18,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel
 
-from llmscen.engine.protocol import Call, Exchange
-from llmscen.runners.guard import describe, guarded
-from llmscen.runners.http_errors import classify_client_error
+from llmscen.plugin import Call, Exchange, classify_client_error, describe, guarded
 from llmscen_ollama.options import API_PATHS, OllamaTargetOptions
 from llmscen_ollama.stream import (
     LineSplitter,
@@ -32,7 +30,7 @@ from llmscen_ollama.stream import (
 )
 
 if TYPE_CHECKING:
-    from llmscen.compile.plan import TargetPlan
+    from llmscen.plugin import TargetPlan
 
 class OllamaRunner:
     """Runner for one Ollama target; build it with `OllamaPlugin.create_runner`."""

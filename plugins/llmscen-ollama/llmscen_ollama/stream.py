@@ -13,24 +13,12 @@ from typing import Any
 
 import orjson
 
-from llmscen.engine.protocol import Exchange
+from llmscen.plugin import Exchange, StreamProblem, excerpt
 
 MESSAGE_LIMIT = 500
-_EXCERPT = 200
 
-
-class StreamProblem(Exception):
-    """A line the runner cannot accept; `error` is the Exchange error class."""
-
-    def __init__(self, error: str, message: str) -> None:
-        super().__init__(message)
-        self.error = error
-        self.message = message
-
-
-def excerpt(raw: bytes | str, limit: int = _EXCERPT) -> str:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return text if len(text) <= limit else text[:limit] + "…"
+__all__ = ["MESSAGE_LIMIT", "LineSplitter", "StreamProblem", "StreamState", "content_of",
+           "error_text", "excerpt", "fill_counts", "parse_error_body", "read_body"]
 
 
 class LineSplitter:
