@@ -80,7 +80,7 @@ def test_an_impossible_rate_on_one_core_is_an_invalid_measurement(tmp_path: Path
     output = proc.stdout + proc.stderr
     assert proc.returncode == exitcodes.INVALID_MEASUREMENT, output
     assert "INVALID MEASUREMENT: the load generator was the bottleneck in phase 'load'" in output
-    assert "asked 8000/s, sent" in output
+    assert "asked 8000/s, sent" in output and "late in" in output
     results = RunResults.load(out / "results.json")
     assert results.outcome is not None
     assert all(s.passed is None for s in results.slos)      # not charged to the server
@@ -122,7 +122,6 @@ requests:
     assert "ran out of file descriptors" in output
     results = RunResults.load(out / "results.json")
     counters = aggregate(results).counters
-    assert counters.not_sent > 0
     assert counters.requests + counters.not_sent == 400
     assert "connect" not in counters.errors, counters.errors   # never charged as connect errors
 

@@ -177,14 +177,31 @@ requests: [{name: a, target: t}]
     assert len(handler.events) + sum(n.count for n in handler.not_sent) == 450
 
 
-def test_the_in_flight_limit_drops_arrivals_and_counts_them() -> None:
-    handler, plugin = run(TARGET % (1.5, 0) + """
+def test_arrivals_wait_for_an_in_flight_slot_and_keep_their_intended_start() -> None:
+    handler, plugin = run(TARGET % (0.3, 0) + """
 phases: [{name: capped, duration: 1s, arrival_rate: 40, max_in_flight: 5}]
 requests: [{name: a, target: t}]
 """)
     assert plugin.runners[0].peak == 5
+    assert len(handler.events) == 40 and not handler.not_sent
+    # the wait for a slot is in the latency (from the intended start), not hidden
+    latencies = sorted((e.exchange.end_ns - e.exchange.intended_ns) / 1e9 for e in handler.events)
+    assert latencies[-1] > 1.5
+    assert sum(t.slot_waits for t in handler.ticks) > 0
+    # ... and it is not the client's own lag
+    assert max(t.max_lag for t in handler.ticks) < 0.2
+
+
+def test_a_full_line_of_waiting_arrivals_drops_and_counts_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("llmscen.engine.load.QUEUE_MIN", 0)
+    handler, _ = run(TARGET % (3, 0) + """
+phases: [{name: capped, duration: 1s, arrival_rate: 40, max_in_flight: 1}]
+requests: [{name: a, target: t}]
+""")
     dropped = sum(n.count for n in handler.not_sent if n.why == "max_in_flight")
-    assert len(handler.events) == 5 and dropped == 35
+    assert dropped == 40 - 1 - 10            # one in flight, ten waiting (QUEUE_FACTOR)
+    assert len(handler.events) + dropped == 40
 
 
 def test_once_data_stops_the_phase_when_exhausted(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from llmscen.compile import templates
 from llmscen.compile.data import DataFileError, columns_of, detect_format, read_rows
-from llmscen.compile.phases import expand
+from llmscen.compile.phases import derive_seed, expand
 from llmscen.compile.plan import (
     DataPlan,
     GoodputObjective,
@@ -111,6 +111,8 @@ class _Compiler:
         data_plans = self.data()
         phases = self.phases()
         requests = self.requests(targets, data_plans)
+        before, after = self.once("before"), self.once("after")
+        phases = self.with_setup(phases, before, after)
         self.unreachable(phases, requests)
         slos = self.slos(phases, requests, targets)
         goodput = self.goodput()
@@ -122,7 +124,7 @@ class _Compiler:
                     services=tuple(services.values()), targets=tuple(targets.values()),
                     data=tuple(data_plans.values()), phases=tuple(phases),
                     requests=tuple(requests), slos=tuple(slos), goodput=tuple(goodput),
-                    run=self.run_settings())
+                    run=self.run_settings(), before=tuple(before), after=tuple(after))
 
     def services(self) -> dict[str, ServicePlan]:
         out: dict[str, ServicePlan] = {}
@@ -246,6 +248,49 @@ class _Compiler:
                 out.append(self.traffic(plan, loc))
         return out
 
+    def once(self, key: str) -> list[str]:
+        """The requests of `before:` or `after:`, checked."""
+        raw = self.doc.data.get(key)
+        if not isinstance(raw, list):
+            return []
+        declared = self.request_names()
+        out = []
+        for i, name in enumerate(raw):
+            if name not in declared:
+                self.error((key, i), f"unknown request {name!r}{did_you_mean(str(name), declared)}"
+                                     f" (declared: {one_of(declared)})")
+            else:
+                out.append(str(name))
+        return out
+
+    def with_setup(self, phases: list[PhasePlan], before: list[str],
+                   after: list[str]) -> list[PhasePlan]:
+        """`before:` and `after:` become test-case phases of their own at either end."""
+        base_seed = self.doc.data.get("seed", 1)
+        base_seed = base_seed if isinstance(base_seed, int) else 1
+        for role, names in (("before", before), ("after", after)):
+            if names and any(p.name == role for p in phases):
+                self.error((role,), f"a phase is named {role!r}, the name of the "
+                                    f"`{role}:` flows' own phase: rename it", key=True)
+        setup = [PhasePlan(name=role, kind="each", cases=tuple(names), role=role,
+                           seed=derive_seed(base_seed, role), expected_requests=len(names))
+                 for role, names in (("before", before), ("after", after)) if names]
+        head = [p for p in setup if p.role == "before"]
+        tail = [p for p in setup if p.role == "after"]
+        return [*head, *phases, *tail]
+
+    def shared_captures(self) -> set[str]:
+        """What `before:` flows capture: every request's templates may use it."""
+        names = set(self.doc.data.get("before") or []) if isinstance(
+            self.doc.data.get("before"), list) else set()
+        out: set[str] = set()
+        for raw in self.section("requests", list):
+            if isinstance(raw, dict) and raw.get("name") in names:
+                for step in raw.get("steps") or []:
+                    if isinstance(step, dict) and isinstance(step.get("capture"), dict):
+                        out |= set(step["capture"])
+        return out
+
     def request_names(self) -> list[str]:
         return [str(r["name"]) for r in self.section("requests", list)
                 if isinstance(r, dict) and r.get("name") is not None]
@@ -276,6 +321,9 @@ class _Compiler:
         """A request no phase can send is a mistake, not a test that silently never runs."""
         sendable: set[str] = set()
         everything = False
+        for key in ("before", "after"):
+            if isinstance(self.doc.data.get(key), list):
+                sendable |= {str(n) for n in self.doc.data[key]}
         for phase in [*phases, *(g for p in phases for g in p.groups)]:
             if phase.kind == "each":
                 sendable |= set(phase.cases)
@@ -364,7 +412,7 @@ class _Compiler:
                                                if k not in STEP_COMMON_KEYS},
                           spec.steps[i]) for i, step in enumerate(raw["steps"])]
         plans: list[StepPlan] = []
-        captured: set[str] = set()
+        captured: set[str] = self.shared_captures()
         ok = plugin is not None
         common = STEP_COMMON_KEYS if spec.steps is not None else REQUEST_COMMON_KEYS
         for i, (step_loc, payload, step) in enumerate(raw_steps):

@@ -71,6 +71,7 @@ class PhasePlan(Frozen):
     # several load models at once (`groups`): each a phase of its own, `parent` this one
     groups: tuple[PhasePlan, ...] = ()
     parent: str | None = None
+    role: Literal["load", "before", "after"] = "load"   # `before:`/`after:` flows run once
 
 
 class StepPlan(Frozen):
@@ -131,6 +132,8 @@ class Plan(Frozen):
     slos: tuple[SLOPlan, ...]
     goodput: tuple[GoodputObjective, ...] = ()
     run: RunSettings = RunSettings()
+    before: tuple[str, ...] = ()           # requests run once before the phases (setup)
+    after: tuple[str, ...] = ()            # ... and once after them (teardown)
 
     def target(self, name: str) -> TargetPlan:
         return next(t for t in self.targets if t.name == name)

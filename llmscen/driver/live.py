@@ -59,7 +59,7 @@ class Live:
     def progress(self, report: m.Progress) -> None:
         view = self.workers.setdefault(report.worker, WorkerView())
         view.last = report
-        if report.phase:
+        if report.tick:
             view.cpu.append(report.cpu)
             view.loop_lag.append(report.loop_lag)
             view.max_lag.append(report.max_lag)

@@ -32,6 +32,13 @@ class Scrape:
 
 
 @dataclass(frozen=True)
+class Share:
+    """Values a `before:` flow captured, for every call of every worker from now on."""
+
+    values: dict[str, object]
+
+
+@dataclass(frozen=True)
 class Stop:
     abandon: bool = False  # cancel in-flight requests now instead of after a grace
 
@@ -41,7 +48,7 @@ class Finish:
     """The last phase is done: close, and send `Final`."""
 
 
-Command = StartPhase | Scrape | Stop | Finish
+Command = StartPhase | Scrape | Share | Stop | Finish
 
 # -- worker → driver -----------------------------------------------------------------
 
@@ -78,6 +85,7 @@ class Progress:
     now: float                       # seconds since the shared origin
     phase: str
     counts: Counts
+    tick: bool                       # one of the once-a-second reports of a running phase
     in_flight: int
     max_lag: float                   # seconds, worst schedule lag this second
     loop_lag: float                  # seconds, how late the worker's timer woke
@@ -88,6 +96,7 @@ class Progress:
     not_sent_by: dict[str, int] = field(default_factory=dict)  # why → count, so far
     descriptors: tuple[int, int] = (0, 0)   # open file descriptors, and the limit
     emfile: int = 0                  # calls that failed with "too many open files", so far
+    client_waits: int = 0            # arrivals that waited for the client's in-flight limit
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,7 @@ class PhaseDone:
     index: int
     started: float
     ended: float
+    shared: dict[str, object] = field(default_factory=dict)   # what a `before:` phase captured
 
 
 @dataclass(frozen=True)

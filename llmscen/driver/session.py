@@ -200,6 +200,8 @@ class Driver:
             self._judge_live(report)
         elif isinstance(report, m.PhaseDone):
             workers.done.setdefault(report.index, set()).add(report.worker)
+            if report.shared:
+                self._send_all(m.Share(report.shared))
         elif isinstance(report, m.Ready):
             workers.ready.add(report.worker)
         elif isinstance(report, m.Snapshot):
@@ -262,7 +264,7 @@ class Driver:
         for worker, view in self.live.workers.items():
             figures.cpu[worker] = list(view.cpu)
             figures.loop_lag[worker] = list(view.loop_lag)
-            figures.max_lag = max([figures.max_lag, *view.max_lag])
+            figures.lag[worker] = list(view.max_lag)
             figures.seconds = max(figures.seconds, len(view.cpu))
         self.client[phase.name] = figures
 
@@ -306,7 +308,7 @@ class Driver:
         if any(r.kind in ("interrupted", "service_exited") for r in self.reasons):
             return
         dropped: dict[str, int] = {}
-        emfile = 0
+        emfile = waited = 0
         descriptors = (0, 0)
         for view in self.live.workers.values():
             if view.last is None:
@@ -314,6 +316,7 @@ class Driver:
             for why, n in view.last.not_sent_by.items():
                 dropped[why] = dropped.get(why, 0) + n
             emfile += view.last.emfile
+            waited += view.last.client_waits
             descriptors = max(descriptors, view.last.descriptors)
         for phase in results.phases:
             figures = self.client.get(phase.name, ClientFigures())
@@ -322,7 +325,7 @@ class Driver:
             if reason is not None:
                 self.reasons.append(reason)
                 dropped.pop("phase_ended", None)
-        limited = client_limit(descriptors, dropped.get("client_limit", 0), emfile)
+        limited = client_limit(descriptors, dropped.get("client_limit", 0), waited, emfile)
         if limited is not None:
             self.reasons.append(limited)
 

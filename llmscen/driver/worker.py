@@ -62,6 +62,7 @@ class Watch(BaseHandler):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.requests = self.ok = self.check_failures = self.not_sent = self.emfile = 0
+        self.client_waits = 0      # arrivals that waited for the client's own in-flight limit
         self.errors: dict[str, int] = {}
         self.not_sent_by: dict[str, int] = {}
         self.streak: dict[str, int] = {}
@@ -102,6 +103,8 @@ class Watch(BaseHandler):
         self.not_sent_by[event.why] = self.not_sent_by.get(event.why, 0) + event.count
 
     def on_tick(self, event: Tick) -> None:
+        if event.client_cap:
+            self.client_waits += event.slot_waits
         self.worker.progress(event)
 
     def on_note(self, event: NoteEvent) -> None:
@@ -143,12 +146,14 @@ class Worker:
         sealed = int(now) - SEAL_AFTER
         self.send(m.Progress(
             worker=self.index, now=now, phase=t.phase if t else "", counts=self.watch.counts(),
+            tick=tick is not None,
             in_flight=t.in_flight if t else 0, max_lag=t.max_lag if t else 0.0,
             loop_lag=t.loop_lag if t else 0.0, cpu=t.cpu if t else 0.0,
             points=self.recorder.store.take_series(sealed),
             connect_streak={k: v for k, v in self.watch.streak.items() if v},
             not_sent_by=dict(self.watch.not_sent_by),
-            descriptors=(open_descriptors(), self.cap + FD_RESERVE), emfile=self.watch.emfile))
+            descriptors=(open_descriptors(), self.cap + FD_RESERVE), emfile=self.watch.emfile,
+            client_waits=self.watch.client_waits))
 
     def not_the_api(self, target: str, evidence: list[str]) -> None:
         url = next((t.url or "" for t in self.plan.targets if t.name == target), "")
@@ -196,6 +201,8 @@ class Worker:
                     self._phase = asyncio.create_task(self._run_phase(command))
                 elif isinstance(command, m.Scrape):
                     await self._scrape(command.phase)
+                elif isinstance(command, m.Share):
+                    self.engine.share(command.values)
                 elif isinstance(command, m.Stop):
                     self.engine.interrupt(abandon=command.abandon)
                     if command.abandon and self._phase is not None:
@@ -225,7 +232,8 @@ class Worker:
             info = self.recorder.store.phase_info(phase.name)
             self.progress()
             self.send(m.PhaseDone(self.index, command.index,
-                                  info.started if info else 0.0, info.ended if info else 0.0))
+                                  info.started if info else 0.0, info.ended if info else 0.0,
+                                  self.engine.captured if phase.role == "before" else {}))
 
     async def _scrape(self, phase: str | None) -> None:
         now = await self.engine.scrape()

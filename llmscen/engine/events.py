@@ -60,9 +60,12 @@ class Tick:
     now: float
     phase: str
     in_flight: int
-    max_lag: float           # seconds: worst schedule lag of a request started this second
+    max_lag: float           # seconds: worst client lag (intended start → the client got to
+    #                          the request, before any wait for an in-flight slot)
     loop_lag: float          # seconds: how late the engine's own one-second timer woke
     cpu: float               # this process's CPU over the second, in cores (1.0 = one core)
+    slot_waits: int = 0      # arrivals that waited for an in-flight slot this second
+    client_cap: bool = False  # the in-flight limit is the client's own (not max_in_flight)
 
 
 @dataclass(slots=True)

@@ -78,9 +78,11 @@ class Flow:
         self.origin = clock_origin_ns
         self.goodput = _goodput_check(goodput)
         self.base_dir = base_dir
+        self.shared: dict[str, Any] = {}    # what `before:` flows captured, for every call
         multi = len(plan.steps) > 1
         self.steps = [self._prepare(s, f"{plan.name}.{s.name}" if multi else plan.name)
                       for s in plan.steps]
+        self.captures = frozenset(var for s in self.steps for var, _ in s.captures)
 
     def _prepare(self, step: StepPlan, name: str) -> Step:
         expect = step.expect
@@ -94,11 +96,12 @@ class Flow:
                                             "tolerance", None))
 
     async def execute(self, phase: str, intended_ns: int, context: dict[str, Any],
-                      rng: random.Random) -> None:
-        """Run every step; the first starts at `intended_ns`, later ones when due."""
-        ctx = context
+                      rng: random.Random) -> dict[str, Any]:
+        """Run every step; the first starts at `intended_ns`, later ones when due. Returns the
+        context the last step saw, captured values included (a `before:` flow shares them)."""
+        ctx = {**self.shared, **context} if self.shared else context
         if self.feeder is not None:
-            ctx = {**context, "row": self.feeder.next()}
+            ctx = {**ctx, "row": self.feeder.next()}
         for index, step in enumerate(self.steps):
             if index:
                 ctx = dict(ctx)
@@ -129,7 +132,7 @@ class Flow:
                     exchange.fail("client", f"{self.plugin} raised from send(): "
                                             f"{type(exc).__name__}: {exc}")
                     self._emit(phase, step, exchange, [])
-                    return
+                    return ctx
                 failures = self._check(step, exchange)
                 if step.batch_tolerance is not None and exchange.error is None:
                     failures += await self._batch_consistency(step, call, exchange)
@@ -142,11 +145,12 @@ class Flow:
                         ctx[var] = value
             self._emit(phase, step, exchange, failures)
             if exchange.error is not None:
-                return
+                return ctx
             low, high = step.think
             if high > 0:   # after every step, the last too: the flow holds its user meanwhile
                 await asyncio.sleep(rng.uniform(low, high))
             intended_ns = time.perf_counter_ns()
+        return ctx
 
     def _emit(self, phase: str, step: Step, exchange: Exchange,
               failures: list[tuple[str, str]]) -> None:

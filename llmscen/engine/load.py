@@ -5,10 +5,17 @@ hand it to its Flow with the intended start. In the open model the intended
 start comes from the schedule, never from when the loop got round to it, so
 a late client or a slow server cannot hide delay (coordinated omission).
 
+In flight is bounded: by the phase's `max_in_flight`, else by the client's
+own limit (its open-file descriptors). An arrival that finds every slot taken
+waits for one — its latency still counts from its intended start, so a slow
+server cannot hide (coordinated omission) — and the time it waited is not
+the client's lag. Only when the line of waiting arrivals grows past
+QUEUE_FACTOR × the limit (and QUEUE_MIN) is an arrival dropped.
+
 Every arrival is accounted for: it is started, or it is counted as not sent
-(`NotSent`) — when the in-flight limit is reached at its intended time (as
-k6's dropped iterations), when the phase's time is up before a lagging client
-got to it, or when the run stops with it due. So scheduled = sent + not sent.
+(`NotSent`) — dropped from a full line, due when the phase's time was up
+before a lagging client got to it, or due when the run stopped. So scheduled
+= sent + not sent.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from llmscen.engine.feed import DataExhausted
 from llmscen.engine.flow import Flow
 from llmscen.engine.schedule import arrivals
 
+QUEUE_FACTOR = 10        # arrivals waiting for an in-flight slot, per slot, before drops ...
+QUEUE_MIN = 10_000       # ... but at least this many (a few KB each)
+
 
 @dataclass
 class PhaseState:
@@ -35,10 +45,14 @@ class PhaseState:
     in_flight_cap: int | None = None      # the client's own limit when the phase sets none
     started: int = 0
     in_flight: int = 0
-    max_lag_ns: int = 0            # worst spawn lag since the last tick
+    waiting: int = 0               # arrivals waiting for an in-flight slot
+    slot_waits: int = 0            # arrivals that had to wait, since the last tick
+    max_lag_ns: int = 0            # worst client lag (intended → task start) since the last tick
+    gate: asyncio.Semaphore | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     exhausted: str | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    captured: dict[str, object] = field(default_factory=dict)   # a `before:` phase's values
 
 
 async def pause(stop: asyncio.Event, seconds: float) -> None:
@@ -68,14 +82,31 @@ async def _one(state: PhaseState, flow: Flow, intended_ns: int, context: dict[st
                rng: random.Random, begun: list[bool] | None = None) -> None:
     if begun is not None:
         begun.append(True)
+    # how late the client itself got to this arrival (an in-flight slot wait comes after)
+    lag = time.perf_counter_ns() - intended_ns
+    if lag > state.max_lag_ns:
+        state.max_lag_ns = lag
+    gate = state.gate
+    if gate is not None:
+        if gate.locked():
+            state.slot_waits += 1
+        state.waiting += 1
+        try:
+            await gate.acquire()
+        finally:
+            state.waiting -= 1
     state.in_flight += 1
     try:
-        await flow.execute(state.phase.name, intended_ns, context, rng)
+        seen = await flow.execute(state.phase.name, intended_ns, context, rng)
+        if state.phase.role == "before":
+            state.captured.update({k: v for k, v in seen.items() if k in flow.captures})
     except DataExhausted as exc:
         state.exhausted = str(exc)
         state.stop.set()
     finally:
         state.in_flight -= 1
+        if gate is not None:
+            gate.release()
 
 
 def _settled(state: PhaseState, flow: Flow, begun: list[bool]
@@ -113,6 +144,8 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int) -> None:
     rng = random.Random(phase.seed + 1_000_003 * phase.stride[0])
     cap = phase.max_in_flight or state.in_flight_cap
     cap_why = "max_in_flight" if phase.max_in_flight else "client_limit"
+    if cap is not None:
+        state.gate = asyncio.Semaphore(cap)
     end_ns = None if phase.duration is None else start_ns + int(phase.duration * 1e9)
     schedule = iter(arrivals(phase.rate or 0.0, phase.ramp_to, phase.duration, phase.arrival,
                              phase.burstiness, phase.seed))
@@ -148,11 +181,8 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int) -> None:
             return
         if remaining is not None:
             remaining -= 1
-        lag = now - intended
-        if lag > state.max_lag_ns:
-            state.max_lag_ns = lag
         flow = mix.pick(rng)
-        if cap is not None and state.in_flight >= cap:
+        if cap is not None and state.waiting >= max(QUEUE_FACTOR * cap, QUEUE_MIN):
             flow.not_sent(state.phase.name, None, 1, cap_why)
             continue
         context: dict[str, object] = {"phase": phase.name, "seq": seq, "user": 0,

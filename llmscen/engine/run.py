@@ -53,6 +53,7 @@ class Engine:
         self.live: list[PhaseState] = []
         self.runners: dict[str, Runner] = {}
         self.flows: list[Flow] = []
+        self.captured: dict[str, object] = {}    # what this worker's `before:` flows captured
         self._stack = AsyncExitStack()
 
     def now(self) -> float:
@@ -158,6 +159,9 @@ class Engine:
             for state in states:
                 if state.exhausted:
                     self.note(f"phase {state.phase.name!r} stopped early: {state.exhausted}")
+                if state.captured:
+                    self.captured.update(state.captured)
+                    self.share(state.captured)
         finally:
             for supervisor in supervisors:
                 supervisor.cancel()
@@ -183,10 +187,17 @@ class Engine:
         else:
             await run_closed(state, self._mix(phase), start_ns)
 
+    def share(self, values: dict[str, object]) -> None:
+        """Values a `before:` flow captured become part of every call's context."""
+        for flow in self.flows:
+            flow.shared = {**flow.shared, **values}
+
     def _mix(self, phase: PhasePlan) -> Mix:
-        """The phase's own choice of requests and weights, or every request by its weight."""
+        """The phase's own choice of requests and weights, or every request by its weight
+        (but those that run once, in `before:` and `after:`)."""
         if phase.mix is None:
-            return Mix(self.flows)
+            once = {*self.plan.before, *self.plan.after}
+            return Mix([f for f in self.flows if f.plan.name not in once])
         flows = {f.plan.name: f for f in self.flows}
         chosen = [(flows[name], weight) for name, weight in phase.mix if name in flows]
         return Mix([f for f, _ in chosen], [w for _, w in chosen])
@@ -205,8 +216,10 @@ class Engine:
             cpu = time.process_time()
             lag = state.max_lag_ns / 1e9
             state.max_lag_ns = 0
+            waits, state.slot_waits = state.slot_waits, 0
             self.handler.handle(Tick(self.now(), state.phase.name, state.in_flight, lag,
-                                     loop_lag, used / max(woke - last, 1e-3)))
+                                     loop_lag, used / max(woke - last, 1e-3), waits,
+                                     not state.phase.max_in_flight))
             last = woke
 
     def _drain_budget(self) -> float:

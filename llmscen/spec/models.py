@@ -320,6 +320,11 @@ class Scenario(Strict):
     goodput: dict[str, Duration] = Field(default_factory=dict,
                                          description="per-request objectives, e.g. ttft: 500ms")
     run: RunSpec = Field(default_factory=RunSpec)
+    before: list[str] = Field(default_factory=list, description="requests (flows) run once, "
+                              "in order, before the first phase; what they capture (a login "
+                              "token) is available to every request")
+    after: list[str] = Field(default_factory=list, description="requests run once, in order, "
+                             "after the last phase (delete what the run created)")
 
 
 # Keys a request or step takes whatever its plugin; the rest belong to the plugin.
