@@ -18,6 +18,7 @@ from llmscen.compile.data import DataFileError, columns_of, detect_format, read_
 from llmscen.compile.phases import derive_seed, expand
 from llmscen.compile.plan import (
     DataPlan,
+    FaultPlan,
     GoodputObjective,
     PhasePlan,
     Plan,
@@ -38,6 +39,7 @@ from llmscen.spec.models import (
     STEP_COMMON_KEYS,
     TARGET_COMMON_KEYS,
     DataSpec,
+    FaultSpec,
     PhaseSpec,
     RequestSpec,
     RunSpec,
@@ -80,6 +82,7 @@ class _Compiler:
         self.target_urls = target_urls
         self.problems: list[Diagnostic] = []
         self.env = templates.environment()
+        self.fault_specs: dict[str, tuple[Loc, list[FaultSpec]]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
     def error(self, loc: Loc, message: str, *, key: bool = False, offset: int = 0) -> None:
@@ -109,7 +112,7 @@ class _Compiler:
         services = self.services()
         targets = self.targets(services)
         data_plans = self.data()
-        phases = self.phases()
+        phases = self.faults(self.phases(), services, targets)
         requests = self.requests(targets, data_plans)
         before, after = self.once("before"), self.once("after")
         phases = self.with_setup(phases, before, after)
@@ -245,7 +248,45 @@ class _Compiler:
                                f"phase name {plan.name!r} is used twice (first by phase "
                                f"{seen[plan.name] + 1})", key=not spec.name)
                 seen[plan.name] = index
+                if spec.faults:
+                    self.fault_specs[plan.name] = (loc, spec.faults)
                 out.append(self.traffic(plan, loc))
+        return out
+
+    def faults(self, phases: list[PhasePlan], services: dict[str, ServicePlan],
+               targets: dict[str, TargetPlan]) -> list[PhasePlan]:
+        """What each phase's `faults:` do, checked against the services and targets."""
+        out = []
+        for phase in phases:
+            loc, specs = self.fault_specs.get(phase.name, ((), []))
+            plans = []
+            for i, fault in enumerate(specs):
+                where = (*loc, "faults", i)
+                if fault.stop is not None:
+                    hit = tuple(t.name for t in targets.values() if t.service == fault.stop)
+                    if fault.stop not in services:
+                        self.error((*where, "stop"), f"unknown service {fault.stop!r}"
+                                   f"{did_you_mean(fault.stop, services)} (declared: "
+                                   f"{one_of(services)})")
+                        continue
+                    if not hit:
+                        self.error((*where, "stop"), f"service {fault.stop!r} is not started in "
+                                   "this run (no target uses it, or --target replaced it)")
+                        continue
+                    plans.append(FaultPlan(at=fault.at, action="stop", subject=fault.stop,
+                                           duration=fault.for_, targets=hit))
+                else:
+                    assert fault.unload is not None and fault.target is not None
+                    target = targets.get(fault.target)
+                    if target is None or target.plugin != "triton":
+                        self.error((*where, "target"), f"`unload` needs a Triton target; "
+                                   f"{fault.target!r} is "
+                                   f"{'not a target' if target is None else target.plugin}")
+                        continue
+                    plans.append(FaultPlan(at=fault.at, action="unload", subject=fault.unload,
+                                           target=fault.target, duration=fault.for_,
+                                           targets=(fault.target,)))
+            out.append(phase.model_copy(update={"faults": tuple(plans)}) if plans else phase)
         return out
 
     def once(self, key: str) -> list[str]:

@@ -39,6 +39,15 @@ class DataPlan(Frozen):
     rows: int
 
 
+class FaultPlan(Frozen):
+    at: float                              # seconds after the phase starts
+    action: Literal["stop", "unload"]
+    subject: str                           # the service, or the model
+    target: str | None = None              # unload: the Triton target
+    duration: float                        # seconds until it is undone
+    targets: tuple[str, ...] = ()          # the targets it affects
+
+
 class PhasePlan(Frozen):
     name: str
     kind: Literal["open", "closed", "pause", "each", "parallel"]
@@ -72,6 +81,7 @@ class PhasePlan(Frozen):
     groups: tuple[PhasePlan, ...] = ()
     parent: str | None = None
     role: Literal["load", "before", "after"] = "load"   # `before:`/`after:` flows run once
+    faults: tuple[FaultPlan, ...] = ()
 
 
 class StepPlan(Frozen):

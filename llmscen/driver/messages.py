@@ -39,6 +39,15 @@ class Share:
 
 
 @dataclass(frozen=True)
+class FaultStarted:
+    """A fault of the plan hit `targets` at `at_ns`: measure the time to the first success."""
+
+    targets: tuple[str, ...]
+    at_ns: int
+    what: str
+
+
+@dataclass(frozen=True)
 class Stop:
     abandon: bool = False  # cancel in-flight requests now instead of after a grace
 
@@ -48,7 +57,7 @@ class Finish:
     """The last phase is done: close, and send `Final`."""
 
 
-Command = StartPhase | Scrape | Share | Stop | Finish
+Command = StartPhase | Scrape | Share | FaultStarted | Stop | Finish
 
 # -- worker → driver -----------------------------------------------------------------
 

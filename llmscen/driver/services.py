@@ -17,6 +17,7 @@ class Started:
 
     plan: Plan
     watches: dict[str, Callable[[], str | None]] = field(default_factory=dict)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
 
     def dead(self) -> str | None:
         """How the first service that stopped under the run ended, or None."""
@@ -51,4 +52,4 @@ async def start_services(plan: Plan, registry: Any, log_dir: str | None
                     "options": target.options.model_copy(update=fill)})
             targets.append(target)
         watches = {name: e.exited for name, e in endpoints.items() if e.exited is not None}
-        yield Started(plan.model_copy(update={"targets": tuple(targets)}), watches)
+        yield Started(plan.model_copy(update={"targets": tuple(targets)}), watches, endpoints)

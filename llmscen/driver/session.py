@@ -19,16 +19,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from llmscen.compile.plan import PhasePlan, Plan
+from llmscen.compile.plan import FaultPlan, PhasePlan, Plan
 from llmscen.driver import messages as m
 from llmscen.driver.client import ClientFigures, client_limit, judge_phase
+from llmscen.driver.faults import FaultError, run_fault
 from llmscen.driver.handles import Handle, InProcess, spawn_processes
 from llmscen.driver.live import Live
-from llmscen.driver.services import start_services
+from llmscen.driver.services import Started, start_services
 from llmscen.errors import RunError
 from llmscen.metrics.merge import merge
 from llmscen.metrics.recorder import declared_requests
-from llmscen.metrics.results import Meta, Reason, RunResults, Series
+from llmscen.metrics.results import FaultInfo, Meta, Reason, RunResults, Series
 
 READY_TIMEOUT_S = 120.0
 FINAL_TIMEOUT_S = 15.0
@@ -85,6 +86,10 @@ class Driver:
         self.origin_ns = time.perf_counter_ns()
         self._last_judged = -1
         self._gone: dict[int, float] = {}
+        self._stopping = asyncio.Event()
+        self.finishing = False             # every phase is done: reports no longer stop the run
+        self.faults: list[FaultInfo] = []
+        self.started: Started | None = None
 
     # -- stopping ------------------------------------------------------------------------
     def interrupt(self) -> None:
@@ -103,6 +108,7 @@ class Driver:
             self.reasons.append(reason)
         if not self.stopping or abandon:
             self.stopping = True
+            self._stopping.set()
             self._send_all(m.Stop(abandon=abandon))
 
     def _send_all(self, command: m.Command) -> None:
@@ -122,6 +128,7 @@ class Driver:
         self.origin_ns = time.perf_counter_ns()
         try:
             async with start_services(self.plan, self.registry, self.options.log_dir) as started:
+                self.started = started
                 await self._run(started.plan, started.dead)
         except RunError as exc:
             self.reasons.append(Reason(kind=exc.kind, message=str(exc)))
@@ -155,12 +162,16 @@ class Driver:
                         self.options.display.phase_started(phase, self.live)
                     for handle in workers.live():
                         handle.send(m.StartPhase(index, start_ns, self.origin_ns))
+                    faults = [asyncio.create_task(self._fault(f, plan, phase.name, start_ns))
+                              for f in phase.faults]
                     await self._until(lambda i=index: not {h.index for h in workers.live()} -
                                       workers.done.get(i, set()), None, "")
+                    await self._settle(faults)
                     self.live.phase_ended((time.perf_counter_ns() - self.origin_ns) / 1e9)
                     self._keep_client_figures(phase)
                     if workers.handles[0].index not in workers.lost | workers.failed:
                         workers.handles[0].send(m.Scrape(phase.name))
+            self.finishing = True
             self._send_all(m.Finish())
             await self._until(lambda: not {h.index for h in workers.live()} - set(workers.finals),
                               FINAL_TIMEOUT_S, "")
@@ -171,6 +182,26 @@ class Driver:
                 await pump.close()
             while not self.reports.empty():
                 self._on(self.reports.get_nowait())
+
+    async def _fault(self, fault: FaultPlan, plan: Plan, phase: str, start_ns: int) -> None:
+        assert self.started is not None, "faults run once the services have started"
+        record = FaultInfo(phase=phase, action=fault.action, subject=fault.subject,
+                           targets=list(fault.targets), at=0.0)
+        try:
+            await run_fault(fault, plan, self.started, start_ns, self._send_all, self._note,
+                            self._stopping, record)
+        except FaultError as exc:
+            self.stop(Reason(kind="fault_failed", message=str(exc)))
+        if record.at:   # perf_counter seconds → seconds since the run's origin
+            origin = self.origin_ns / 1e9
+            self.faults.append(record.model_copy(update={
+                "at": record.at - origin,
+                "undone_at": None if record.undone_at is None else record.undone_at - origin}))
+
+    async def _settle(self, faults: list[asyncio.Task[None]]) -> None:
+        """A phase's faults are undone before the next phase starts."""
+        if faults:
+            await asyncio.gather(*faults, return_exceptions=True)
 
     async def _until(self, done: Any, timeout: float | None, what: str) -> bool:
         """Handle reports (and watch the run) until `done()`; False on timeout."""
@@ -223,14 +254,14 @@ class Driver:
     def _judge_live(self, report: m.Progress) -> None:
         limit = self.options.connect_failures
         for target, streak in report.connect_streak.items():
-            if limit and streak >= limit:
+            if limit and streak >= limit and not self.finishing:
                 url = next((t.url for t in self.plan.targets if t.name == target), None)
                 self.stop(Reason(kind="connection_failures", message=(
                     f"target {target!r}{f' at {url}' if url else ''}: {streak} connections in "
                     "a row failed; stopping (run.connect_failures in the scenario sets how "
                     "many)"), detail={"target": target, "streak": streak}))
         sealed = self.live.sealed()
-        if sealed > self._last_judged:
+        if sealed > self._last_judged and not self.finishing:
             self._last_judged = sealed
             failed = self.live.failed_abort(self.plan.slos)
             if failed is not None:
@@ -291,6 +322,7 @@ class Driver:
         meta.interrupted = any(r.kind == "interrupted" for r in self.reasons)
         results.meta = meta
         results.requests = declared_requests(self.plan)   # all of them, sent or not
+        results.faults = list(self.faults)
         self._judge_client(results)
         return results
 

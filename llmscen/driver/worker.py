@@ -66,6 +66,8 @@ class Watch(BaseHandler):
         self.errors: dict[str, int] = {}
         self.not_sent_by: dict[str, int] = {}
         self.streak: dict[str, int] = {}
+        self.faults: dict[str, tuple[int, str]] = {}   # target → (fault at, what), until it
+        #                                                 recovers
         self.first: dict[str, list[str]] = {}        # target → evidence of its first answers
         self.judged_targets: set[str] = set()
 
@@ -82,7 +84,17 @@ class Watch(BaseHandler):
             if error == "client" and "too many open files" in ex.error_message:
                 self.emfile += 1
         target = event.target
-        self.streak[target] = self.streak.get(target, 0) + 1 if error == "connect" else 0
+        fault = self.faults.get(target)
+        # connections refused while a fault of the plan acts on the target are expected
+        self.streak[target] = self.streak.get(target, 0) + 1 \
+            if error == "connect" and fault is None else 0
+        if fault is not None and error is None and ex.sent_ns >= fault[0]:
+            del self.faults[target]
+            took = ex.end_ns - fault[0]
+            self.worker.recorder.store.record_value(event.phase, event.request, target,
+                                                    "time_to_recover", (took + 500) // 1000)
+            self.worker.send(m.Note(self.worker.index, f"target {target!r} answered again "
+                                    f"{took / 1e9:.2f}s after {fault[1]}"))
         if target not in self.judged_targets:
             self._first_answers(event)
 
@@ -203,6 +215,9 @@ class Worker:
                     await self._scrape(command.phase)
                 elif isinstance(command, m.Share):
                     self.engine.share(command.values)
+                elif isinstance(command, m.FaultStarted):
+                    for target in command.targets:
+                        self.watch.faults[target] = (command.at_ns, command.what)
                 elif isinstance(command, m.Stop):
                     self.engine.interrupt(abandon=command.abandon)
                     if command.abandon and self._phase is not None:

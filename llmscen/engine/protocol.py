@@ -182,9 +182,20 @@ class Endpoint:
     url: str
     urls: dict[str, str] = field(default_factory=dict)
     exited: Callable[[], str | None] | None = field(default=None, compare=False)
+    control: ServiceControl | None = field(default=None, compare=False)
 
     def url_for(self, scheme: str) -> str:
         return self.urls.get(scheme, self.url)
+
+
+class ServiceControl(Protocol):
+    """What a service kind offers when the scenario may stop and start it again mid-run
+    (`faults: [{stop: NAME, for: 3s}]`): same address, same options."""
+
+    async def stop(self) -> None: ...
+
+    async def start(self) -> None:
+        """Start it again and wait until it is ready; raises `ServiceError` if it is not."""
 
 
 class ServiceKind(Protocol):

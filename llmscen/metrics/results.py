@@ -288,6 +288,17 @@ class ServerMetrics(Model):
     delta: dict[str, float] = Field(default_factory=dict)
 
 
+class FaultInfo(Model):
+    """A fault of the plan, as it happened (seconds since run start)."""
+
+    phase: str
+    action: str                       # stop | unload
+    subject: str                      # the service, or the model
+    targets: list[str] = Field(default_factory=list)
+    at: float                         # when it took effect
+    undone_at: float | None = None    # when the service or model was back (ready)
+
+
 class StepInfo(Model):
     name: str                         # the metric name: `request`, or `request.step`
     expectations: list[str] = Field(default_factory=list)
@@ -348,6 +359,7 @@ class RunResults(Model):
     errors: list[ErrorSummary] = Field(default_factory=list)
     server_metrics: list[ServerMetrics] = Field(default_factory=list)
     requests: list[RequestInfo] = Field(default_factory=list)
+    faults: list[FaultInfo] = Field(default_factory=list)
     outcome: Outcome | None = None    # None only while a run is still being judged
 
     @field_validator("schema_version")

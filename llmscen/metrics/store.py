@@ -72,6 +72,7 @@ class ScopeStats:
         "second",
         "seconds",
         "taken",
+        "time_to_recover",
         "tokens_estimated",
         "tpot",
         "ttft",
@@ -86,6 +87,7 @@ class ScopeStats:
         self.itl = Histogram("duration")
         self.tpot = Histogram("duration")
         self.schedule_lag = Histogram("duration")
+        self.time_to_recover = Histogram("duration")
         self.output_tokens = Histogram("amount")
         self.input_tokens = Histogram("amount")
         self.chunks = Histogram("amount")
@@ -117,6 +119,7 @@ class ScopeStats:
 
 _HISTOGRAM_SLOTS: tuple[str, ...] = (
     "latency", "latency_sent", "ttft", "ttft_sent", "itl", "tpot", "schedule_lag",
+    "time_to_recover",
     "output_tokens", "input_tokens", "chunks", "bytes_received",
 )
 
@@ -214,6 +217,11 @@ class MetricStore:
         if exchange.input_tokens is not None:
             s.input_tokens.record(exchange.input_tokens)
         s.bytes_received.record(exchange.bytes_received)
+
+    def record_value(self, phase: str, request: str, target: str, metric: str,
+                     value_us: int) -> None:
+        """One value of a histogram metric that is not read off an exchange."""
+        self.scope(phase, request, target).histograms()[metric].record(value_us)
 
     def record_not_sent(self, phase: str, request: str, target: str, count: int, *,
                         now: float) -> None:

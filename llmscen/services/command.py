@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmscen.engine.protocol import Endpoint
-from llmscen.services.process import free_port, spawn, wait_ready
+from llmscen.services.process import Child, Restartable, free_port, wait_ready
 from llmscen.spec.models import ReadySpec
 from llmscen.spec.units import Duration
 
@@ -41,11 +41,19 @@ class CommandService:
             argv, shell = [a.replace("{port}", port) for a in opts.command], False
         url = opts.url.replace("{port}", port)
         ready = opts.ready or ReadySpec(tcp=True)
-        async with spawn(plan.name, argv, log_dir=log_dir, env=env, cwd=opts.cwd,
-                         shell=shell) as child:
+
+        async def until_ready(child: Child) -> None:
             await wait_ready(child, url, http_path=ready.http if not ready.tcp else None,
                              timeout=opts.startup_timeout)
-            yield Endpoint(url=url, urls={"http": url}, exited=child.exit_status)
+
+        service = Restartable(plan.name, argv, log_dir, until_ready, env=env, cwd=opts.cwd,
+                              shell=shell)
+        await service.start()
+        try:
+            yield Endpoint(url=url, urls={"http": url}, exited=service.exit_status,
+                           control=service)
+        finally:
+            await service.stop()
 
 
 service = CommandService()

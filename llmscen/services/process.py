@@ -15,7 +15,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -117,6 +117,45 @@ async def spawn(name: str, argv: Sequence[str], *, log_dir: str | None,
         yield child
     finally:
         await child.stop()
+
+
+class Restartable:
+    """A child that may be stopped and started again on the same address (a fault in the
+    plan); while it is stopped on purpose, it is not reported as having died."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_dir: str | None,
+                 ready: Callable[[Child], Awaitable[None]], *,
+                 env: Mapping[str, str] | None = None, cwd: str | None = None,
+                 shell: bool = False) -> None:
+        self.name, self.argv, self.log_dir, self.ready = name, list(argv), log_dir, ready
+        self.env, self.cwd, self.shell = env, cwd, shell
+        self.child: Child | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self.stopped = False
+
+    async def start(self) -> None:
+        stack = contextlib.AsyncExitStack()
+        self.child = await stack.enter_async_context(spawn(
+            self.name, self.argv, log_dir=self.log_dir, env=self.env, cwd=self.cwd,
+            shell=self.shell))
+        self._stack = stack
+        try:
+            await self.ready(self.child)
+        except BaseException:
+            await self.stop()
+            raise
+        self.stopped = False
+
+    async def stop(self) -> None:
+        self.stopped = True
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    def exit_status(self) -> str | None:
+        if self.stopped or self.child is None:
+            return None
+        return self.child.exit_status()
 
 
 async def wait_listening(child: Child, timeout: float) -> dict[str, str]:

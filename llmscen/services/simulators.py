@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from llmscen.engine.protocol import Endpoint
-from llmscen.services.process import spawn, wait_listening
+from llmscen.services.process import Child, Restartable, wait_listening
 
 
 class _SimulatorService:
@@ -22,7 +22,6 @@ class _SimulatorService:
     description: str
     module: str
     startup_timeout = 30.0
-    args: tuple[str, ...] = ("--host", "127.0.0.1", "--port", "0")
 
     @property
     def options(self) -> type[BaseModel]:
@@ -30,12 +29,24 @@ class _SimulatorService:
 
     @asynccontextmanager
     async def launch(self, plan: Any, log_dir: str | None) -> AsyncIterator[Endpoint]:
-        argv = [sys.executable, "-m", self.module, *self.args,
-                "--options", plan.options.model_dump_json()]
-        async with spawn(plan.name, argv, log_dir=log_dir) as child:
-            urls = await wait_listening(child, self.startup_timeout)
-            yield Endpoint(url=urls.get("http") or next(iter(urls.values())), urls=urls,
-                           exited=child.exit_status)
+        def argv(port: str) -> list[str]:
+            return [sys.executable, "-m", self.module, "--host", "127.0.0.1", "--port", port,
+                    "--options", plan.options.model_dump_json()]
+
+        found: dict[str, str] = {}
+
+        async def ready(child: Child) -> None:
+            found.update(await wait_listening(child, self.startup_timeout))
+
+        service = Restartable(plan.name, argv("0"), log_dir, ready)
+        await service.start()
+        try:
+            url = found.get("http") or next(iter(found.values()))
+            service.argv = argv(url.rsplit(":", 1)[-1])   # started again, it listens there
+            yield Endpoint(url=url, urls=dict(found), exited=service.exit_status,
+                           control=service)
+        finally:
+            await service.stop()
 
 
 class OpenAISimService(_SimulatorService):

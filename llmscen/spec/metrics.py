@@ -38,6 +38,8 @@ CATALOG: dict[str, Metric] = {
         Metric("itl", "duration", "gap between consecutive content chunks (vLLM ITL)"),
         Metric("tpot", "duration", "(latency_sent − ttft_sent) / (output_tokens − 1), per request"),
         Metric("schedule_lag", "duration", "actual send − intended start"),
+        Metric("time_to_recover", "duration", "from a fault of the plan (`faults:`) to the first "
+                                              "successful call sent after it, per target"),
         Metric("output_tokens", "amount", "output tokens per request (usage, else counted chunks)"),
         Metric("input_tokens", "amount", "input tokens per request (usage)"),
         Metric("chunks", "amount", "content chunks per streamed response"),

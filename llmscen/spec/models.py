@@ -192,6 +192,28 @@ class GroupSpec(Strict):
         return self
 
 
+class FaultSpec(Strict):
+    """Something done to the system under test during a phase (`faults:`)."""
+
+    at: Duration = Field(description="when, after the phase starts")
+    stop: str | None = Field(None, description="a service llmscen started: stop it, and start "
+                                               "it again on the same address after `for`")
+    unload: str | None = Field(None, description="a model of a Triton `target`: unload it "
+                                                 "through the repository API, load it after `for`")
+    target: str | None = Field(None, description="the Triton target of `unload`")
+    for_: Duration = Field(alias="for", description="how long the fault lasts")
+
+    @model_validator(mode="after")
+    def _one_action(self) -> FaultSpec:
+        if (self.stop is None) == (self.unload is None):
+            raise ValueError("a fault does exactly one of `stop: SERVICE` or `unload: MODEL`")
+        if self.unload is not None and self.target is None:
+            raise ValueError("`unload` needs the Triton `target` that serves the model")
+        if self.stop is not None and self.target is not None:
+            raise ValueError("`target` goes with `unload`; `stop` names a service")
+        return self
+
+
 class PhaseSpec(Strict):
     name: Name | None = None
     duration: Duration | None = None
@@ -220,6 +242,9 @@ class PhaseSpec(Strict):
         None, description="several load models at once, each with its own mix, e.g. users "
                           "on chat beside an open stream of health checks")
     mix: Mix | None = None
+    faults: list[FaultSpec] = Field(default_factory=list, description="act on the system "
+                                    "under test during the phase; `time_to_recover` measures "
+                                    "each from the fault to the first success after it")
 
     @model_validator(mode="after")
     def _one_model(self) -> PhaseSpec:

@@ -100,6 +100,9 @@ def _command_env(dist: TritonDist, workdir: Path, options: TritonSimOptions,
     cmd = [
         str(dist.binary),
         f"--model-repository={workdir / 'models'}",
+        # every model loads at start, and the repository API may unload and load it again
+        # (a `faults: [{unload: flux, ...}]` in a scenario)
+        "--model-control-mode=explicit", "--load-model=*",
         f"--backend-directory={workdir / 'backends'}",
         f"--cache-directory={dist.root / 'caches'}",
         f"--grpc-address={host}", f"--grpc-port={ports['grpc']}",
