@@ -26,10 +26,15 @@ def fail(message: str, code: int = exitcodes.INVALID_INPUT) -> NoReturn:
 
 
 def load_results(path: str) -> RunResults:
+    """A user's results file, read and checked (metrics/checks.py); exit 2 when unsound."""
+    from llmscen.metrics.checks import check_results
+
     try:
-        return RunResults.load(path)
+        results = RunResults.load(path)
+        check_results(results, path)
     except ResultsError as exc:
         fail(str(exc))
+    return results
 
 
 def scope_names(results: RunResults) -> dict[str, set[str]]:
