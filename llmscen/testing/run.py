@@ -16,16 +16,17 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmscen.compile.compiler import compile_document
 from llmscen.compile.plan import Plan
+from llmscen.driver.run import RunOutcome
 from llmscen.engine.registry import Registry
 from llmscen.errors import COULD_NOT_RUN, INVALID_INPUT, INVALID_MEASUREMENT, OK
 from llmscen.errors import FAILED as ASSERTIONS_FAILED
-from llmscen.metrics.results import CheckSummary, Outcome, RunResults, SloResult
+from llmscen.metrics.results import CheckSummary, SloResult
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError
 from llmscen.spec.loader import load_file
 
@@ -34,25 +35,10 @@ Targets = Mapping[str, str] | Sequence[str]
 
 
 @dataclass
-class ScenarioRun:
-    """One finished run: what was measured, the verdict, and where the files are."""
-
-    plan: Plan
-    results: RunResults
-    out_dir: Path | None = None
-    written: list[Path] = field(default_factory=list)
-    write_errors: list[str] = field(default_factory=list)
-
-    @property
-    def outcome(self) -> Outcome:
-        assert self.results.outcome is not None
-        return self.results.outcome
-
-    @property
-    def exit_code(self) -> int:
-        """As `llmscen run`: 0 passed, 1 failed, 3 could not run or interrupted, 4 invalid
-        measurement."""
-        return self.outcome.exit_code
+class ScenarioRun(RunOutcome):
+    """One finished run: what was measured, the outcome (`exit_code` as `llmscen run`'s:
+    0 passed, 1 failed, 3 could not run or interrupted, 4 invalid measurement), and where
+    the files are."""
 
     @property
     def problem(self) -> str | None:
@@ -125,8 +111,7 @@ def run_plan(plan: Plan, registry: Registry, out_dir: str | Path, *, workers: in
 
     done = drive(plan, registry, out_dir, workers=workers,
                  command_line=list(command_line) or None)
-    return ScenarioRun(plan=plan, results=done.results, out_dir=done.out_dir,
-                       written=done.written, write_errors=done.write_errors)
+    return ScenarioRun(**vars(done))
 
 
 def run_scenario(path: str | Path, *, sets: Overrides = (), targets: Targets = (),
