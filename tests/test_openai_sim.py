@@ -434,17 +434,20 @@ def test_cut_stream_ends_early_without_done() -> None:
 
 def test_stall_window_arithmetic() -> None:
     window = StallWindow(after=1.0, length=0.5)
-    assert window.release(5.0) == 5.0 and window.hold(0.0, 10, 0.1) == (10, 0.0)
+    assert window.release(5.0) == 5.0 and window.last_due(0.0, 10, 0.1) == pytest.approx(0.9)
     window.note_request(10.0)
     window.note_request(20.0)  # only the first request starts the clock
     assert (window.release(10.99), window.release(11.0), window.release(11.49)) == \
         (10.99, 11.5, 11.5)
     assert window.release(11.5) == 11.5
-    assert window.hold(10.5, 10, 0.1) == (5, pytest.approx(0.5))  # token 5 due at 11.0
-    assert window.hold(10.55, 10, 0.1) == (5, pytest.approx(0.45))
-    assert window.hold(10.0, 5, 0.1) == (5, 0.0)  # done before the stall
-    assert window.hold(11.6, 5, 0.1) == (5, 0.0)  # starts after it
-    assert window.hold(11.2, 3, 0.0) == (0, pytest.approx(0.3))
+    # token 5 is due at 11.0, held to 11.5; tokens 6..9 follow 0.1 apart
+    assert window.last_due(10.5, 10, 0.1) == pytest.approx(11.9)
+    assert window.last_due(10.55, 10, 0.1) == pytest.approx(11.9)  # token 5 due at 11.05
+    assert window.last_due(10.0, 5, 0.1) == pytest.approx(10.4)    # done before the stall
+    assert window.last_due(11.6, 5, 0.1) == pytest.approx(12.0)    # starts after it
+    assert window.last_due(11.2, 3, 0.0) == pytest.approx(11.5)    # starts inside it
+    assert window.last_due(10.95, 2, 0.6) == pytest.approx(11.55)  # the window falls between
+    assert window.last_due(11.2, 0, 0.1) == pytest.approx(11.5)    # no tokens: the prefill
 
 
 def test_stall_holds_new_requests_and_streams_in_flight() -> None:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
-from llmscen.services.openai_sim.state import STATE, Fault, SimState, prometheus_text
+from llmscen.services.openai_sim.state import STATE, Fault, Seq, SimState, Tally, prometheus_text
 from llmscen.services.openai_sim.stream import DONE, MALFORMED, ChunkEncoder, write_paced
 from llmscen.services.openai_sim.text import (
     chat_prompt,
@@ -156,20 +156,24 @@ async def completions(request: web.Request, kind: Literal["chat", "text"]) -> we
         gen = plan_generation(state, await _read_object(request), kind)
     except BadRequest as exc:
         return error_response(exc.status, str(exc), exc.param)
-    async with state.slot(arrival) as start:
+    async with state.slot(arrival) as seq:
         fault = state.draw_fault()
         if fault == "error":
             return error_response(state.options.error_status,
                                   "openai-sim: injected error (error_rate)")
         state.prompt_tokens += gen.prompt_tokens
         if gen.stream:
-            return await _stream(request, state, gen, start, fault)
-        return await _respond(request, state, gen, start, fault)
+            return await _stream(request, state, gen, seq, fault)
+        return await _respond(request, state, gen, seq, fault)
 
 
-async def _stream(request: web.Request, state: SimState, gen: Generation, start: float,
-                  fault: Fault) -> web.StreamResponse:
+def _first_due(state: SimState, gen: Generation, seq: Seq) -> float:
     o = state.options
+    return seq.start + o.ttft + o.prefill_per_token * gen.prompt_tokens
+
+
+async def _stream(request: web.Request, state: SimState, gen: Generation, seq: Seq,
+                  fault: Fault) -> web.StreamResponse:
     encoder = ChunkEncoder(gen.kind, gen.request_id, int(time.time()), gen.model)
     n = len(gen.tokens)
     chunks = encoder.tokens(encode_tokens(gen.tokens), gen.finish_reason)
@@ -181,7 +185,6 @@ async def _stream(request: web.Request, state: SimState, gen: Generation, start:
         chunks[middle] = MALFORMED + chunks[middle]
     elif fault == "cut":
         del chunks[n // 2:]
-    held_from, held_for = state.stall.hold(start + o.ttft, n, o.itl)
 
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-cache"})
@@ -192,11 +195,15 @@ async def _stream(request: web.Request, state: SimState, gen: Generation, start:
     except ConnectionError:
         state.finished["abort"] += 1
         return response
-    sent = await write_paced(response, chunks, start + o.ttft, o.itl, held_from, held_for,
-                             state.sleep_until, state.count_token)
+    tally = Tally(state, seq.arrival)
+    sent, due = await write_paced(response, chunks, _first_due(state, gen, seq),
+                                  state.batch.step, state.stall, state.sleep_until, tally)
     if sent < len(chunks):
         state.finished["abort"] += 1
-    elif fault == "cut" and o.cut_mode == "reset":
+        return response
+    seq.done = due
+    tally.finish(now())
+    if fault == "cut" and state.options.cut_mode == "reset":
         if request.transport is not None:
             request.transport.close()
     elif fault is None:
@@ -204,13 +211,35 @@ async def _stream(request: web.Request, state: SimState, gen: Generation, start:
     return response
 
 
-async def _respond(request: web.Request, state: SimState, gen: Generation, start: float,
+async def _decode(state: SimState, seq: Seq, first_due: float, count: int) -> float:
+    """Sleep while `count` tokens are generated (unseen until the end); when the last was due."""
+    tally = Tally(state, seq.arrival)
+    stall = state.stall
+    due = stall.release(first_due)
+    if not state.options.batch_slowdown:   # a constant pace: one sleep
+        last = stall.last_due(first_due, count, state.options.itl)
+        await state.sleep_until(last)
+        if count:
+            tally(due)
+        if count > 1:
+            tally(last, count - 1)
+        due = last
+    else:   # the pace follows the batch: a step at a time
+        await state.sleep_until(due)
+        if count:
+            tally(due)
+        for _ in range(count - 1):
+            due = stall.release(due + state.batch.step())
+            await state.sleep_until(due)
+            tally(due)
+    tally.finish(due)
+    return due
+
+
+async def _respond(request: web.Request, state: SimState, gen: Generation, seq: Seq,
                    fault: Fault) -> web.StreamResponse:
-    o = state.options
     n = len(gen.tokens)
-    first_due = start + o.ttft
-    _, held_for = state.stall.hold(first_due, max(n, 1), o.itl)
-    await state.sleep_until(first_due + max(n - 1, 0) * o.itl + held_for)
+    seq.done = await _decode(state, seq, _first_due(state, gen, seq), n)
     text = "".join(gen.tokens)
     if gen.kind == "chat":
         choice: dict[str, Any] = {"index": 0,
@@ -226,7 +255,6 @@ async def _respond(request: web.Request, state: SimState, gen: Generation, start
                          "usage": {"prompt_tokens": gen.prompt_tokens,
                                    "total_tokens": gen.prompt_tokens + n,
                                    "completion_tokens": n}})
-    state.generation_tokens += n
     if fault is None:
         state.finished[gen.finish_reason] += 1
     return await _deliver(request, body, fault)
@@ -276,7 +304,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
                              param="encoding_format")
     except BadRequest as exc:
         return error_response(exc.status, str(exc), exc.param)
-    async with state.slot(arrival) as start:
+    async with state.slot(arrival) as seq:
         fault = state.draw_fault()
         if fault == "error":
             return error_response(state.options.error_status,
@@ -288,7 +316,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
                          "embedding": embedding_base64(vector) if encoding == "base64" else vector})
         tokens = sum(count for _, count in inputs)
         state.prompt_tokens += tokens
-        await state.sleep_until(state.stall.release(start + state.options.ttft))
+        seq.done = state.stall.release(seq.start + state.options.ttft)
+        await state.sleep_until(seq.done)
         if fault is None:
             state.finished["stop"] += 1
         return await _deliver(request, orjson.dumps({

@@ -37,6 +37,10 @@ class OpenAISimOptions(BaseModel):
     stall_for: Duration = Field(0.0, description="how long the freeze lasts")
     max_concurrency: int | None = Field(None, ge=1, description="requests beyond this many in "
                                                                 "flight wait in a queue")
+    batch_slowdown: Percent = Field(0.0, description="each running request beyond the first "
+                                                     "lengthens every decode step (itl) by this "
+                                                     "share, as a batch does in vLLM")
+    prefill_per_token: Duration = Field(0.0, description="added to the TTFT per prompt token")
     embedding_dimensions: int = Field(384, ge=1, description="default length of embeddings")
     max_model_len: int = Field(32768, ge=1, description="prompt + max_tokens limit, as in vLLM")
 

@@ -1,4 +1,4 @@
-"""openai-sim's state: counters, random source, stall clock, queue; and its /metrics view.
+"""openai-sim's state: counters, random source, stall clock, batch; and its /metrics view.
 
 All mutable state of one simulator lives in a `SimState` stored on its
 application, so two simulators in one process never share anything.
@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 
+from llmscen.services.openai_sim.batch import Batch
+from llmscen.services.openai_sim.exposition import Exposition, Timings, label_value
 from llmscen.services.openai_sim.stream import StallWindow
 from llmscen.services.openai_sim.text import split_tokens
 from llmscen.services.openai_sim.timer import Waker, now
@@ -29,30 +31,36 @@ Fault = Literal["error", "malformed", "cut"] | None
 
 @dataclass
 class SimState:
-    """Counters, random source and stall clock of one simulator."""
+    """Counters, random source, stall clock and batch of one simulator."""
 
     options: OpenAISimOptions
     rng: random.Random
     stall: StallWindow
-    slots: asyncio.Semaphore | None
+    batch: Batch
     reply_tokens: list[str] | None
     waker: Waker | None = None   # set while the app runs (on_startup .. on_cleanup)
     started: int = field(default_factory=lambda: int(time.time()))
     requests: int = 0
-    running: int = 0
-    waiting: int = 0
     prompt_tokens: int = 0
     generation_tokens: int = 0
     finished: dict[str, int] = field(default_factory=lambda: {"stop": 0, "length": 0, "abort": 0})
     injected: dict[str, int] = field(default_factory=lambda: {"error": 0, "malformed": 0, "cut": 0})
+    timings: Timings = field(default_factory=Timings)
 
     @classmethod
     def create(cls, options: OpenAISimOptions) -> SimState:
         return cls(options=options, rng=random.Random(options.seed),
                    stall=StallWindow(options.stall_after, options.stall_for),
-                   slots=(asyncio.Semaphore(options.max_concurrency)
-                          if options.max_concurrency else None),
+                   batch=Batch(options.max_concurrency, options.itl, options.batch_slowdown),
                    reply_tokens=split_tokens(options.reply) if options.reply is not None else None)
+
+    @property
+    def running(self) -> int:
+        return self.batch.running
+
+    @property
+    def waiting(self) -> int:
+        return self.batch.waiting
 
     def draw_fault(self) -> Fault:
         o = self.options
@@ -74,9 +82,6 @@ class SimState:
         self.requests += 1
         return f"{prefix}-sim{self.options.seed & 0xFFFF:04x}{self.requests:010d}"
 
-    def count_token(self) -> None:
-        self.generation_tokens += 1
-
     async def sleep_until(self, deadline: float) -> None:
         """Sleep until `now()` reaches `deadline`, precisely when the app runs."""
         if self.waker is not None:
@@ -94,30 +99,60 @@ class SimState:
         return t
 
     @asynccontextmanager
-    async def slot(self, arrival: float) -> AsyncIterator[float]:
-        """A place among `max_concurrency` running requests, queueing when all are taken.
+    async def slot(self, arrival: float) -> AsyncIterator[Seq]:
+        """A place in the batch (see `batch.Batch`), queueing when it is full.
 
-        Yields when the request starts being served: `arrival`, or for a request
-        that had to queue, the moment it got its place (after any stall).
+        The sequence starts at `arrival`, or for a request that had to queue,
+        when its place was freed (after any stall). Set `done` to when the
+        request was due to finish; a place is otherwise freed at once.
         """
-        start = arrival
-        if self.slots is not None:
-            if self.slots.locked():
-                self.waiting += 1
-                try:
-                    await self.slots.acquire()
-                finally:
-                    self.waiting -= 1
-                start = await self.hold()
-            else:
-                await self.slots.acquire()
-        self.running += 1
+        handed = await self.batch.admit()
+        seq = Seq(arrival, arrival)
         try:
-            yield start
+            if handed is not None:
+                seq.start = max(handed, arrival)
+                t = now()
+                until = self.stall.release(t)
+                if until > t:   # freed inside a stall: nothing starts before it ends
+                    await self.sleep_until(until)
+                    seq.start = until
+            self.timings.queue.observe(seq.start - arrival)
+            yield seq
         finally:
-            self.running -= 1
-            if self.slots is not None:
-                self.slots.release()
+            self.batch.release(seq.done if seq.done is not None else now())
+
+
+@dataclass(slots=True)
+class Seq:
+    """One admitted request: when it arrived, started and (once known) was due to finish."""
+
+    arrival: float
+    start: float
+    done: float | None = None
+
+
+class Tally:
+    """Counts one response's tokens as they go out and times them (TTFT, ITL, E2E)."""
+
+    __slots__ = ("_state", "arrival", "last")
+
+    def __init__(self, state: SimState, arrival: float) -> None:
+        self._state = state
+        self.arrival = arrival
+        self.last: float | None = None
+
+    def __call__(self, t: float, tokens: int = 1) -> None:
+        """`tokens` went out by `t`, evenly spaced since the last ones (the first: one token)."""
+        state = self._state
+        state.generation_tokens += tokens
+        if self.last is None:
+            state.timings.ttft.observe(t - self.arrival)
+        else:
+            state.timings.itl.observe((t - self.last) / tokens, tokens)
+        self.last = t
+
+    def finish(self, t: float) -> None:
+        self._state.timings.e2e.observe(t - self.arrival)
 
 
 STATE = web.AppKey("openai_sim_state", SimState)
@@ -136,28 +171,31 @@ async def stop_waker(app: web.Application) -> None:
 
 def prometheus_text(state: SimState) -> str:
     """vLLM-named metrics in Prometheus' text format."""
-    label = 'model_name="' + state.options.model.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str,
-               samples: list[tuple[str, float]]) -> None:
-        base = name.removesuffix("_total") if kind == "counter" else name
-        lines.append(f"# HELP {base} {help_text}")
-        lines.append(f"# TYPE {base} {kind}")
-        for labels, value in samples:
-            lines.append(f"{name}{{{labels}}} {float(value)!r}")
-
-    metric("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.",
-           [(label, state.running)])
-    metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.",
-           [(label, state.waiting)])
-    metric("vllm:request_success_total", "counter", "Count of successfully processed requests.",
-           [(f'finished_reason="{reason}",{label}', state.finished[reason])
-            for reason in ("stop", "length", "abort")])
-    metric("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.",
-           [(label, state.prompt_tokens)])
-    metric("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
-           [(label, state.generation_tokens)])
-    metric("openai_sim:injected_faults_total", "counter", "Faults injected by openai-sim.",
-           [(f'kind="{kind}",{label}', count) for kind, count in state.injected.items()])
-    return "\n".join(lines) + "\n"
+    label = f'model_name="{label_value(state.options.model)}"'
+    out = Exposition()
+    out.gauge("vllm:num_requests_running", "Number of requests in model execution batches.",
+              [(label, state.running)])
+    out.gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
+              [(label, state.waiting)])
+    out.counter("vllm:request_success", "Count of successfully processed requests.",
+                [(f'finished_reason="{reason}",{label}', state.finished[reason])
+                 for reason in ("stop", "length", "abort")])
+    out.counter("vllm:prompt_tokens", "Number of prefill tokens processed.",
+                [(label, state.prompt_tokens)])
+    out.counter("vllm:generation_tokens", "Number of generation tokens processed.",
+                [(label, state.generation_tokens)])
+    t = state.timings
+    out.histogram("vllm:request_queue_time_seconds",
+                  "Histogram of time spent in WAITING phase for request.", label, t.queue)
+    out.histogram("vllm:time_to_first_token_seconds",
+                  "Histogram of time to first token in seconds.", label, t.ttft)
+    out.histogram("vllm:inter_token_latency_seconds",
+                  "Histogram of inter-token latency in seconds.", label, t.itl)
+    out.histogram("vllm:e2e_request_latency_seconds",
+                  "Histogram of e2e request latency in seconds.", label, t.e2e)
+    out.gauge("openai_sim:decode_step_seconds",
+              "Time of one decode step at the current batch size (openai-sim's engine model).",
+              [(label, state.batch.step())])
+    out.counter("openai_sim:injected_faults", "Faults injected by openai-sim.",
+                [(f'kind="{kind}",{label}', count) for kind, count in state.injected.items()])
+    return out.text()

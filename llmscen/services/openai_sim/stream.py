@@ -1,8 +1,9 @@
 """openai-sim's hot path: SSE chunks as byte templates, paced against absolute deadlines.
 
-Token i of a response is due at `start + ttft + i * itl` on the monotonic
-clock; the writer sleeps until each deadline (never for a relative interval), so
-scheduling error does not accumulate over a long stream. Every chunk is built
+The first token of a response is due at `start + ttft`, each next one a decode
+step (`itl`, longer in a larger batch) after the one before was *due*, on the
+monotonic clock; the writer sleeps until each deadline (never for a relative
+interval), so scheduling error does not accumulate over a long stream. Every chunk is built
 before the first one is due: per token only the token's JSON string literal is
 spliced between two constant byte strings.
 """
@@ -52,26 +53,20 @@ class StallWindow:
             return self.end
         return t
 
-    def hold(self, first_due: float, count: int, itl: float) -> tuple[int, float]:
-        """For `count` tokens due at `first_due + i * itl`: the first token the window
-        holds and how long; tokens after it keep their spacing behind it.
+    def last_due(self, first_due: float, count: int, itl: float) -> float:
+        """When the last of `count` tokens paced `itl` apart from `first_due` is due.
 
-        (count, 0.0) when the window holds none of them.
+        The first token due inside the window waits for its end; the rest keep
+        their spacing behind it.
         """
-        if self.start is None or self.end is None or count <= 0:
-            return count, 0.0
-        if first_due >= self.start:
-            index = 0
-        elif itl > 0:
-            index = math.ceil((self.start - first_due) / itl)
-        else:
-            return count, 0.0
-        if index >= count:
-            return count, 0.0
-        due = first_due + index * itl
-        if due >= self.end:
-            return count, 0.0
-        return index, self.end - due
+        due = self.release(first_due)
+        last = due + max(count - 1, 0) * itl
+        start, end = self.start, self.end
+        if start is not None and end is not None and due < start <= last and itl > 0:
+            held = due + math.ceil((start - due) / itl) * itl
+            if held < end:
+                last += end - held
+        return last
 
 
 class ChunkEncoder:
@@ -122,20 +117,25 @@ class ChunkEncoder:
 
 
 async def write_paced(response: web.StreamResponse, chunks: list[bytes], first_due: float,
-                      itl: float, held_from: int, held_for: float,
+                      step: Callable[[], float], stall: StallWindow,
                       sleep_until: Callable[[float], Awaitable[None]],
-                      on_chunk: Callable[[], None]) -> int:
-    """Write `chunks[i]` at `first_due + i * itl` (plus `held_for` from `held_from` on).
+                      on_chunk: Callable[[float], None]) -> tuple[int, float]:
+    """Write `chunks[0]` at `first_due`, each next one `step()` after the one before was due.
 
-    Returns how many chunks went out; stops early (without raising) when the
-    client has gone away.
+    `step()` is asked when the previous chunk has gone out, so a batch that
+    grows or shrinks meanwhile changes the pace from then on. A deadline inside
+    the stall window moves to its end and the rest keep their spacing behind it.
+    Returns how many chunks went out and when the last of them was due; stops
+    early (without raising) when the client has gone away.
     """
     write = response.write
+    release = stall.release
     sent = 0
-    for i, chunk in enumerate(chunks):
-        due = first_due + i * itl
-        if i >= held_from:
-            due += held_for
+    due = first_due
+    for chunk in chunks:
+        if sent:
+            due += step()
+        due = release(due)
         if due > now():
             await sleep_until(due)
         else:
@@ -143,7 +143,8 @@ async def write_paced(response: web.StreamResponse, chunks: list[bytes], first_d
         try:
             await write(chunk)
         except ConnectionError:
-            return sent
+            return sent, due
         sent += 1
-        on_chunk()
-    return sent
+        on_chunk(now())
+    return sent, due
+
