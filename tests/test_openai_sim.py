@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +33,7 @@ from llmscen.services.openai_sim import (
     parse_options,
     running_sim,
 )
+from llmscen.services.openai_sim.batch import Batch, capacity, service_time
 from llmscen.services.openai_sim.stream import StallWindow
 from llmscen.services.openai_sim.text import split_tokens
 from llmscen.services.openai_sim.timer import Waker, now
@@ -615,3 +617,220 @@ def test_ttft_and_itl_are_accurate_under_concurrency(timed_sim: str) -> None:
 
     problems = asyncio.run(scenario())
     assert not problems, problems
+
+
+# --- the engine model: a bounded batch, a queue, decode slowing with the batch ---------------
+
+ENGINE = {"ttft": "20ms", "itl": "5ms", "output_tokens": 20, "max_concurrency": 4,
+          "batch_slowdown": "25%"}
+
+
+def samples(text: str) -> dict[str, float]:
+    """Every sample of a Prometheus text page, labels dropped, summed by name."""
+    out: dict[str, float] = {}
+    for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})? (\S+)$", text, re.MULTILINE):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def test_service_time_and_capacity_follow_the_documented_formula() -> None:
+    o = OpenAISimOptions(**ENGINE)
+    # T(4) = 20 ms + 19 × 5 ms × (1 + 0.25 × 3); C = 4 / T(4)
+    assert service_time(o, 4, 20) == pytest.approx(0.020 + 19 * 0.005 * 1.75)
+    assert capacity(o, 20) == pytest.approx(4 / 0.18625)
+    assert capacity(o, 20, prompt_tokens=100) == capacity(o, 20)   # no prefill cost set
+    prefill = OpenAISimOptions(**ENGINE, prefill_per_token="0.1ms")
+    assert service_time(prefill, 4, 20, 100) == pytest.approx(0.18625 + 0.01)
+    assert capacity(OpenAISimOptions(), 128) == math.inf                # nothing limits it
+    # unbounded batch, slowing down: throughput approaches 1 / ((n - 1) · itl · slowdown)
+    assert capacity(OpenAISimOptions(itl="10ms", batch_slowdown="10%"), 11) == \
+        pytest.approx(1 / (10 * 0.01 * 0.1))
+
+
+def test_the_worked_example_of_the_docs_holds() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "simulators.md").read_text()
+    example = re.search(r"<!-- worked example -->(.+?)<!-- end -->", text, re.S)
+    assert example is not None
+    options = yaml_options(example.group(1))
+    figures = dict(re.findall(r"^(T|C) = .* = ([0-9.]+) ?(?:s|requests/s)$", example.group(1),
+                              re.M))
+    o = OpenAISimOptions(**options)
+    n = options.get("output_tokens", 128)
+    assert float(figures["T"]) == pytest.approx(service_time(o, o.max_concurrency or 1, n),
+                                                rel=1e-3)
+    assert float(figures["C"]) == pytest.approx(capacity(o, n), rel=1e-3)
+
+
+def yaml_options(text: str) -> dict[str, Any]:
+    from ruamel.yaml import YAML
+
+    block = re.search(r"```yaml\n(.+?)\n```", text, re.S)
+    assert block is not None
+    doc = YAML(typ="safe").load(block.group(1))
+    return dict(next(iter(doc["services"].values()))["options"])
+
+
+def test_the_batch_is_fifo_and_hands_a_place_over_at_the_due_time() -> None:
+    async def scenario() -> None:
+        batch = Batch(limit=1, itl=0.01, slowdown=0.5)
+        assert await batch.admit() is None and batch.running == 1
+        order: list[str] = []
+
+        async def wait(name: str) -> float | None:
+            handed = await batch.admit()
+            order.append(name)
+            return handed
+
+        tasks = [asyncio.create_task(wait(name)) for name in "abc"]
+        await asyncio.sleep(0)
+        gone = asyncio.create_task(wait("gone"))
+        await asyncio.sleep(0)
+        assert batch.waiting == 4
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert batch.waiting == 3
+        for t in (1.0, 2.0, 3.0):
+            batch.release(t)
+            await asyncio.sleep(0)
+        assert [await task for task in tasks] == [1.0, 2.0, 3.0]
+        assert order == ["a", "b", "c"] and batch.running == 1 and batch.waiting == 0
+        batch.release(4.0)
+        assert batch.running == 0
+        assert batch.step() == 0.01
+        batch.running = 3
+        assert batch.step() == pytest.approx(0.01 * (1 + 0.5 * 2))
+    asyncio.run(scenario())
+
+
+@pytest.fixture(scope="module")
+def engine_sim() -> Iterator[str]:
+    process, url = start_cli(ENGINE)
+    yield url
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["stream", "json"])
+def test_saturation_throughput_matches_the_capacity(engine_sim: str, streaming: bool) -> None:
+    """Eight closed-loop users against four places: the server's own count of completions
+    over a measured window is the capacity the formula gives, within 5%.
+
+    The simulator hands a place over at the time it was due to free, so a
+    loaded machine makes the client slower but not the server's throughput.
+    """
+    expected = capacity(OpenAISimOptions(**ENGINE), 20)
+
+    async def scenario() -> tuple[float, dict[str, float], dict[str, float]]:
+        stop = asyncio.Event()
+        async with aiohttp.ClientSession(engine_sim) as s:
+            async def user() -> None:
+                while not stop.is_set():
+                    async with s.post(CHAT, json={**user_body, "stream": streaming}) as r:
+                        assert r.status == 200
+                        await r.read()
+
+            async def scrape() -> tuple[float, dict[str, float]]:
+                async with s.get("/metrics") as r:
+                    return time.monotonic(), samples(await r.text())
+
+            users = [asyncio.create_task(user()) for _ in range(8)]
+            await asyncio.sleep(0.6)
+            t0, before = await scrape()
+            await asyncio.sleep(3.0)
+            t1, after = await scrape()
+            stop.set()
+            await asyncio.gather(*users)
+        done = after["vllm:request_success_total"] - before["vllm:request_success_total"]
+        return done / (t1 - t0), before, after
+
+    user_body = user("saturate")
+    measured, before, after = asyncio.run(scenario())
+    assert measured == pytest.approx(expected, rel=0.05)
+    def grew(name: str) -> float:
+        return after[name] - before[name]
+
+    # saturated: requests waited, and the batch never held more than four
+    assert grew("vllm:request_queue_time_seconds_count") > 0
+    assert grew("vllm:request_queue_time_seconds_sum") > 0
+    for page in (before, after):
+        assert page["vllm:num_requests_running"] <= 4
+        if page["vllm:num_requests_running"] == 4:
+            assert page["openai_sim:decode_step_seconds"] == pytest.approx(0.005 * 1.75)
+    # the server's histograms: every step of a full batch took 8.75 ms, give or take a wake-up
+    itl = (grew("vllm:inter_token_latency_seconds_sum")
+           / grew("vllm:inter_token_latency_seconds_count"))
+    assert itl == pytest.approx(0.00875, rel=0.1)
+
+
+def test_below_capacity_nobody_waits_and_the_histograms_count_every_request() -> None:
+    async def scenario() -> dict[str, float]:
+        async with sim(**ENGINE) as s:   # capacity 21.5/s; send 10/s, evenly spaced
+            async def one(delay: float, streaming: bool) -> None:
+                await asyncio.sleep(delay)
+                async with s.post(CHAT, json={**user("q"), "stream": streaming}) as r:
+                    await r.read()
+
+            await asyncio.gather(*(one(i * 0.1, i % 2 == 0) for i in range(10)))
+            async with s.get("/metrics") as r:
+                return samples(await r.text())
+
+    page = asyncio.run(scenario())
+    assert page["vllm:request_queue_time_seconds_count"] == 10
+    assert page["vllm:request_queue_time_seconds_sum"] == 0       # nobody queued
+    assert page["vllm:time_to_first_token_seconds_count"] == 10
+    assert page["vllm:e2e_request_latency_seconds_count"] == 10
+    assert page["vllm:inter_token_latency_seconds_count"] == 10 * 19
+    ttft = page["vllm:time_to_first_token_seconds_sum"] / 10
+    assert 0.020 <= ttft < 0.035
+    assert page["vllm:generation_tokens_total"] == 200
+    assert page["vllm:num_requests_running"] == 0 and page["vllm:num_requests_waiting"] == 0
+
+
+# --- docs/simulators.md ----------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "simulators.md"
+
+
+def test_every_option_is_documented_with_its_default() -> None:
+    from ruamel.yaml import YAML
+
+    section = DOCS.read_text().split("## Options", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", section, re.MULTILINE)
+    documented = dict(rows)
+    assert len(documented) == len(rows), "an option is listed twice"
+    assert set(documented) == set(OpenAISimOptions.model_fields)
+    defaults = OpenAISimOptions()
+    for name, shown in documented.items():
+        value = YAML(typ="safe").load(shown)
+        parsed = getattr(OpenAISimOptions.model_validate({name: value}), name)
+        assert parsed == getattr(defaults, name), f"{name}: the docs say {shown}"
+
+
+def test_the_measuring_example_saturates_at_the_capacity(tmp_path: Path) -> None:
+    """docs/simulators.md's scenario, run through the CLI: its throughput is C."""
+    from llmscen.metrics.query import aggregate
+    from llmscen.metrics.results import RunResults
+
+    section = DOCS.read_text().split("### Measuring it", 1)[1]
+    scenario = re.search(r"```yaml\n(.+?)\n```", section, re.S)
+    assert scenario is not None
+    (tmp_path / "saturate.yaml").write_text(scenario.group(1))
+    proc = subprocess.run([sys.executable, "-m", "llmscen.cli.main", "run",
+                           str(tmp_path / "saturate.yaml"), "--out", str(tmp_path / "out"),
+                           "--json", str(tmp_path / "results.json")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = RunResults.load(tmp_path / "results.json")
+    options = yaml_options(section)
+    expected = capacity(OpenAISimOptions(**options), options["output_tokens"])
+    run = aggregate(results)
+    assert run.value("throughput") == pytest.approx(expected, rel=0.1)
+    # every gap is one step of a full batch: 13.5 ms as the server timed it; the client's
+    # mean gap too (a late read shortens the next gap as much as it lengthens this one)
+    server = results.server_metrics[0].delta
+    assert (server["vllm:inter_token_latency_seconds_sum"]
+            / server["vllm:inter_token_latency_seconds_count"]) == \
+        pytest.approx(0.010 * 1.35, rel=0.05)
+    assert run.value("itl", "mean") == pytest.approx(0.010 * 1.35, rel=0.1)
+    assert 0 < server["vllm:request_success_total"] <= run.counters.ok  # scraped before the drain
+    assert server["vllm:request_queue_time_seconds_sum"] > 0   # requests waited
