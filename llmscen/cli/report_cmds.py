@@ -173,33 +173,87 @@ def _bound(ctx: click.Context, param: click.Parameter, value: str) -> float:
     return bound
 
 
-@click.command()
-@click.argument("base_path", metavar="BASE.json", type=click.Path(dir_okay=False))
-@click.argument("new_path", metavar="NEW.json", type=click.Path(dir_okay=False))
+def _alpha(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """`5%` or `0.05`, strictly between 0 and 1."""
+    text = value.strip()
+    try:
+        alpha = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise click.BadParameter(f"expected a level such as 5% or 0.05, got {value!r}") from None
+    if not 0 < alpha < 1:
+        raise click.BadParameter(f"must lie between 0% and 100%, got {value!r}")
+    return alpha
+
+
+def _split_runs(files: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """`BASE NEW`, or `BASE... --against NEW...`."""
+    for f in files:
+        if f.startswith("-") and f != "--against":
+            raise click.NoSuchOption(f.split("=", 1)[0])
+    if "--against" in files:
+        at = files.index("--against")
+        bases, news = list(files[:at]), list(files[at + 1:])
+        if "--against" in news:
+            raise click.UsageError("give --against once: BASE.json... --against NEW.json...")
+        if not bases or not news:
+            raise click.UsageError("name at least one run on each side: "
+                                   "BASE.json... --against NEW.json...")
+        return bases, news
+    if len(files) != 2:
+        raise click.UsageError("give two runs (BASE.json NEW.json), or several on each side: "
+                               "BASE.json... --against NEW.json...")
+    return [files[0]], [files[1]]
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("files", nargs=-1, required=True, metavar="BASE.json... [--against] NEW.json...")
 @click.option("--max-regression", default="10%", show_default=True, callback=_bound,
-              help="Largest change for the worse allowed, relative to BASE (10% or 0.1)")
+              help="Largest change for the worse allowed, relative to BASE (10% or 0.1); "
+                   "a regression must also be significant")
+@click.option("--alpha", default="5%", show_default=True, callback=_alpha,
+              help="Significance level, over all values compared together (Holm)")
+@click.option("--min-samples", default=30, show_default=True, type=click.IntRange(min=2),
+              help="Fewest requests a side needs to judge a value (more for high percentiles)")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
               help="Also write the comparison as HTML")
-def compare(base_path: str, new_path: str, max_regression: float,
-            html_path: str | None) -> None:
-    """Compare NEW.json with BASE.json: latency, TTFT, ITL, TPOT, throughput, errors.
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
+              help="Also write it as Markdown for a pull-request comment")
+def compare(files: tuple[str, ...], max_regression: float, alpha: float, min_samples: int,
+            html_path: str | None, markdown_path: str | None) -> None:
+    """Compare NEW runs with BASE runs: latency, TTFT, ITL, TPOT, throughput, errors.
 
-    Overall, per phase and per request. Higher latency or error rate and lower
-    throughput are worse. Exits 1 when any got worse by more than
-    --max-regression, 2 on invalid input, else 0.
+    Two files (BASE.json NEW.json), or repeated runs of each side:
+    BASE1.json BASE2.json --against NEW1.json NEW2.json. Overall, per phase
+    and per request. A value regressed when it got worse by more than
+    --max-regression and a statistical test says it is not noise; values with
+    too few samples are reported as not enough data.
+
+    Exits 1 on a regression, 2 on invalid input, 3 when no value had enough
+    data to judge, else 0.
     """
     from llmscen.report.compare import compare as compare_runs
-    from llmscen.report.compare import terminal_table, verdict_line, write_compare_html
+    from llmscen.report.compare_view import (
+        terminal_table,
+        verdict_line,
+        write_compare_html,
+        write_compare_markdown,
+    )
 
-    base, new = load_results(base_path), load_results(new_path)
-    comparison = compare_runs(base, new, max_regression)
+    base_paths, new_paths = _split_runs(files)
+    bases = [load_results(p) for p in base_paths]
+    news = [load_results(p) for p in new_paths]
+    comparison = compare_runs(bases, news, max_regression, alpha=alpha, min_samples=min_samples,
+                              base_files=base_paths, new_files=new_paths)
     click.echo(terminal_table(comparison))
     click.echo("")
     click.echo(verdict_line(comparison))
-    if html_path:
-        try:
-            write_compare_html(comparison, html_path)
-        except OSError as exc:
-            fail(f"cannot write {exc.filename}: {exc.strerror}")
-        click.echo(f"  wrote {html_path}")
-    sys.exit(exitcodes.ASSERTIONS_FAILED if comparison.regressions else exitcodes.OK)
+    for path, write in ((html_path, write_compare_html), (markdown_path, write_compare_markdown)):
+        if path:
+            try:
+                write(comparison, path)
+            except OSError as exc:
+                fail(f"cannot write {exc.filename}: {exc.strerror}")
+            click.echo(f"  wrote {path}")
+    if comparison.regressions:
+        sys.exit(exitcodes.ASSERTIONS_FAILED)
+    sys.exit(exitcodes.OK if comparison.judged else exitcodes.COULD_NOT_RUN)
