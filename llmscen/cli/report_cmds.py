@@ -244,16 +244,19 @@ def compare(files: tuple[str, ...], max_regression: float, alpha: float, min_sam
     news = [load_results(p) for p in new_paths]
     comparison = compare_runs(bases, news, max_regression, alpha=alpha, min_samples=min_samples,
                               base_files=base_paths, new_files=new_paths)
-    click.echo(terminal_table(comparison))
-    click.echo("")
-    click.echo(verdict_line(comparison))
+    written = []
     for path, write in ((html_path, write_compare_html), (markdown_path, write_compare_markdown)):
         if path:
             try:
                 write(comparison, path)
             except OSError as exc:
                 fail(f"cannot write {exc.filename}: {exc.strerror}")
-            click.echo(f"  wrote {path}")
+            written.append(path)
+    click.echo(terminal_table(comparison))
+    click.echo("")
+    click.echo(verdict_line(comparison))
+    for path in written:
+        click.echo(f"  wrote {path}")
     if comparison.regressions:
         sys.exit(exitcodes.ASSERTIONS_FAILED)
     sys.exit(exitcodes.OK if comparison.judged else exitcodes.COULD_NOT_RUN)

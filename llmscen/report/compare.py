@@ -92,18 +92,25 @@ class Comparison:
     only_base: list[str] = field(default_factory=list)   # scopes missing from NEW
     only_new: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    same_as: dict[str, str] = field(default_factory=dict)   # scope → an earlier one, same data
+    tests: int = 0             # distinct tests, the family Holm adjusts over
+
+    @property
+    def distinct(self) -> list[Delta]:
+        """The values, each scope that repeats another's data left out."""
+        return [d for d in self.deltas if d.scope not in self.same_as]
 
     @property
     def regressions(self) -> list[Delta]:
-        return [d for d in self.deltas if d.regression]
+        return [d for d in self.distinct if d.regression]
 
     @property
     def judged(self) -> list[Delta]:
-        return [d for d in self.deltas if d.measured and d.enough]
+        return [d for d in self.distinct if d.measured and d.enough]
 
     @property
     def too_little(self) -> list[Delta]:
-        return [d for d in self.deltas if d.measured and not d.enough]
+        return [d for d in self.distinct if d.measured and not d.enough]
 
     def scopes(self) -> list[str]:
         return list(dict.fromkeys(d.scope for d in self.deltas))
@@ -148,6 +155,7 @@ class _Side:
         self.totals = Aggregate(counters, {}, sum(a.wall_seconds for a in self.aggregates))
         self._empirical: dict[str, list[sig.Empirical]] = {}
         self._pools: dict[str, sig.Pool | None] = {}
+        self._estimates: dict[str, dict[float, sig.Estimate]] = {}
         self._windows: list[list[tuple[float, float, float]]] | None = None
 
     @property
@@ -180,6 +188,17 @@ class _Side:
             self._empirical[metric] = out
         return self._empirical[metric]
 
+    def estimates(self, metric: str, min_samples: int) -> dict[float, sig.Estimate]:
+        """The percentiles compared of `metric` that this side has the requests for."""
+        if metric not in self._estimates:
+            runs = self.empirical(metric)
+            n = sum(r.units for r in runs)
+            wanted = [percentile_of(s) for m, s in COMPARED
+                      if m == metric and s and needed(m, s, min_samples) <= n]
+            self._estimates[metric] = sig.percentile_estimates(
+                runs, [p for p in wanted if p is not None])
+        return self._estimates[metric]
+
     def windows(self) -> list[list[tuple[float, float, float]]]:
         """Per run: (completions, output tokens, seconds) of each one-second window."""
         if self._windows is None:
@@ -207,8 +226,8 @@ class _Outcome:
     test: sig.Test | None = None    # None: too little data to test
 
 
-def _test(metric: str, stat: str | None, base: _Side, new: _Side, min_samples: int,
-          cache: dict[str, dict[float, sig.Estimate]]) -> _Outcome:
+def _test(metric: str, stat: str | None, base: _Side, new: _Side, min_samples: int
+          ) -> _Outcome:
     kind = CATALOG[metric].kind
     needs = needed(metric, stat, min_samples)
     if metric == "error_rate":
@@ -232,19 +251,11 @@ def _test(metric: str, stat: str | None, base: _Side, new: _Side, min_samples: i
                                                sig.rate_estimate(new_value, sides[1]))
         return outcome
     p = percentile_of(stat or "")
-    runs = [base.empirical(metric), new.empirical(metric)]
-    n = [sum(r.units for r in side) for side in runs]
+    n = [sum(r.units for r in side.empirical(metric)) for side in (base, new)]
     outcome = _Outcome(n[0], n[1], f"{needs} requests")
     if p is None or min(n) < needs:
         return outcome
-    estimates = []
-    for side, key in zip(runs, ("base", "new"), strict=True):
-        if key + metric not in cache:   # a metric's percentiles come from one pool
-            wanted = [percentile_of(s) for m, s in COMPARED if m == metric and s
-                      and needed(m, s, min_samples) <= min(n)]
-            cache[key + metric] = sig.percentile_estimates(
-                side, [w for w in wanted if w is not None])
-        estimates.append(_in_seconds(cache[key + metric][p], kind))
+    estimates = [_in_seconds(side.estimates(metric, min_samples)[p], kind) for side in (base, new)]
     outcome.test = sig.difference_test(*estimates)
     return outcome
 
@@ -293,21 +304,23 @@ def compare(bases: RunResults | Sequence[RunResults], news: RunResults | Sequenc
 
     drafts: list[tuple[Delta, tuple[object, ...]]] = []
     tested: dict[tuple[object, ...], _Outcome] = {}
-    sides: dict[tuple[object, ...], tuple[_Side, _Side]] = {}
+    sides: dict[tuple[object, ...], tuple[str, _Side, _Side]] = {}
     for label, phase, request in scopes:
         base, new = _Side(base_runs, phase, request), _Side(new_runs, phase, request)
         fingerprint = (base.fingerprint, new.fingerprint)
-        base, new = sides.setdefault(fingerprint, (base, new))   # same data: reuse its work
-        cache: dict[str, dict[float, sig.Estimate]] = {}
+        first, base, new = sides.setdefault(fingerprint, (label, base, new))
+        if first != label:   # the same data as an earlier scope: reuse its work
+            out.same_as[label] = first
         for metric, stat in COMPARED:
             d = delta(label, metric, stat, base.value(metric, stat), new.value(metric, stat),
                       max_regression)
             key: tuple[object, ...] = (*fingerprint, metric, stat)   # same data: tested once
             if key not in tested:
-                tested[key] = _test(metric, stat, base, new, min_samples, cache)
+                tested[key] = _test(metric, stat, base, new, min_samples)
             drafts.append((d, key))
 
     keys = [k for k, o in tested.items() if o.test is not None]
+    out.tests = len(keys)
     adjusted = dict(zip(keys, sig.holm([_p(tested[k]) for k in keys]), strict=True))
     for d, key in drafts:
         outcome = tested[key]

@@ -77,6 +77,9 @@ def terminal_table(comparison: Comparison) -> str:
     lines += [f"warning: {w}" for w in comparison.warnings]
     header = ("metric", "base", "new", "change", "95% interval", "p", "n", "")
     for scope in comparison.scopes():
+        if scope in comparison.same_as:
+            lines += ["", f"{scope}: the same requests as {comparison.same_as[scope]}"]
+            continue
         rows = [header]
         for d in comparison.deltas:
             if d.scope == scope:
@@ -110,14 +113,14 @@ def markdown(comparison: Comparison) -> str:
     out = [f"### {ICONS[word]} {word}: {cell(c.news[0].scenario)}", "", cell(line), "",
            f"Base: {cell(run_label(c.bases))} · new: {cell(run_label(c.news))} · "
            f"bound {c.max_regression * 100:g}% · significance {c.alpha * 100:g}% "
-           f"(Holm-adjusted over {len(c.judged)} values)", ""]
+           f"(Holm-adjusted over {c.tests} tests)", ""]
     out += [f"> ⚠️ {cell(w)}" for w in c.warnings]
     if c.warnings:
         out.append("")
     header = ["scope", "metric", "base", "new", "change", "95% interval", "p", "n base/new",
               "result"]
     align = "|" + "|".join("--:" if 2 <= i <= 7 else "---" for i in range(len(header))) + "|"
-    notable = [d for d in c.deltas if d.verdict and d.verdict != "not enough data"]
+    notable = [d for d in c.distinct if d.verdict and d.verdict != "not enough data"]
     if notable:
         out += ["| " + " | ".join(header) + " |", align]
         out += ["| " + " | ".join(_row(d)) + " |" for d in notable]
@@ -127,9 +130,12 @@ def markdown(comparison: Comparison) -> str:
     if c.too_little:
         names = sorted({f"{d.name} ({d.needs})" for d in c.too_little})
         out += [f"Not enough data for: {cell(', '.join(names))}.", ""]
+    repeats = sorted({f"{scope} = {first}" for scope, first in c.same_as.items()})
+    if repeats:
+        out += [f"Scopes with the same requests, shown once: {cell('; '.join(repeats))}.", ""]
     out += ["<details><summary>All values</summary>", "",
             "| " + " | ".join(header) + " |", align]
-    out += ["| " + " | ".join(_row(d)) + " |" for d in c.deltas]
+    out += ["| " + " | ".join(_row(d)) + " |" for d in c.distinct]
     out += ["", "</details>", ""]
     for label, names in (("Only in base", c.only_base), ("Only in new", c.only_new)):
         if names:
@@ -159,5 +165,6 @@ def write_compare_html(comparison: Comparison, path: str | Path) -> None:
         **page_context(env), c=comparison, rows=rows, word=word,
         line=verdict_line(comparison), regressed=bool(comparison.regressions),
         base_label=run_label(comparison.bases), new_label=run_label(comparison.news),
-        bound=f"{comparison.max_regression * 100:g}%", alpha=f"{comparison.alpha * 100:g}%")
+        bound=f"{comparison.max_regression * 100:g}%", alpha=f"{comparison.alpha * 100:g}%",
+        same_as=comparison.same_as)
     Path(path).write_text(html, encoding="utf-8")
