@@ -1,8 +1,9 @@
 """Are these runs comparable? What a reader of a comparison must be told first.
 
 Runs of different scenarios (another name, file, phases or requests), runs
-that were interrupted and runs with notes (e.g. a saturated load generator)
-can still be compared, but the verdict means less: each becomes a warning.
+whose outcome says their measurement is unsound (interrupted, could not run,
+a saturated load generator) and runs with notes can still be compared, but
+the verdict means less: each becomes a warning.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from llmscen.metrics.results import RunResults
+
+# outcomes whose numbers do not describe the deployment (a failed SLO does not matter here)
+UNSOUND = {"interrupted": "was interrupted: its results are partial",
+           "could_not_run": "could not be carried out: its results are partial",
+           "invalid_measurement": "is not a valid measurement"}
 
 
 def _phases(run: RunResults) -> tuple[tuple[str, str, float | None], ...]:
@@ -69,7 +75,19 @@ def scenario_warnings(bases: Sequence[RunResults], news: Sequence[RunResults],
         if differs:
             out.append(f"{label} differs from the first of its side: " + "; ".join(differs))
     for label, run in labelled:
-        if run.meta.interrupted:
-            out.append(f"{label} was interrupted: its results are partial")
-        out += [f"{label}: {note}" for note in run.meta.notes]
+        out += _doubts(label, run)
+    return out
+
+
+def _doubts(label: str, run: RunResults) -> list[str]:
+    """What the run itself says is wrong with its measurement."""
+    out = []
+    outcome = run.outcome
+    if outcome is not None and outcome.status in UNSOUND:
+        why = "; ".join(r.message for r in outcome.reasons[:2]   # beyond the status itself
+                        if r.kind != outcome.status and r.message not in run.meta.notes)
+        out.append(f"{label} {UNSOUND[outcome.status]}" + (f" ({why})" if why else ""))
+    elif run.meta.interrupted:
+        out.append(f"{label} was interrupted: its results are partial")
+    out += [f"{label}: {note}" for note in run.meta.notes]
     return out
