@@ -19,7 +19,11 @@ prints one line `LISTENING http://127.0.0.1:PORT`, serves until SIGTERM or
 SIGINT, then exits 0.
 
 Timing notes: the origin of a request's deadlines is the moment its handler
-starts (after any wait for a `max_concurrency` slot and any stall). A chat
+starts (after any stall), or for a request that queued for one of the
+`max_concurrency` places, the moment its place was freed. With
+`batch_slowdown` each decode step lengthens with the batch, so the
+simulator's capacity is known in advance (`batch.capacity`,
+docs/simulators.md). A chat
 stream sends the role-only chunk at once and the first content chunk at
 `ttft`, so a client timing TTFT at the first byte instead of the first content
 measures about zero. A stall shifts the rest of a stream in flight: the held
@@ -27,8 +31,10 @@ chunk goes out when the stall ends and the following ones keep their spacing.
 
 Modules: `options` (the options model), `app` (the app, the in-process runner,
 the process entry point), `handlers` (the endpoints), `state` (counters,
-faults, queue, /metrics), `stream` (SSE byte templates, pacing, stall window),
-`text` (tokens, pseudo-words, embeddings), `timer` (sub-millisecond sleeps).
+faults, /metrics), `batch` (the engine model: places, queue, decode steps,
+capacity), `exposition` (server-side histograms, Prometheus text), `stream`
+(SSE byte templates, pacing, stall window), `text` (tokens, pseudo-words,
+embeddings), `timer` (sub-millisecond sleeps).
 """
 
 from __future__ import annotations
