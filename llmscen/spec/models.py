@@ -32,7 +32,8 @@ Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
 
 def _printable(value: str) -> str:
     if not value.isprintable():
-        raise ValueError("a name is printable text on one line (no tabs or control characters)")
+        raise ValueError(f"a name is printable text on one line; {value!r} has a tab, a line "
+                         "break or a control character")
     if value != value.strip():
         raise ValueError(f"a name does not start or end with spaces: {value!r}")
     return value
