@@ -262,6 +262,7 @@ def test_an_open_phase_ignores_a_trailing_think_and_says_so(api: tuple[str, ApiS
     assert code == exitcodes.OK, output
     assert counters(results, "browse.details")["ok"] == 5
     assert took < 25, took     # the 30 s think would have held the phase's tasks
+    assert any("open phases (arrivals) ignore it" in n for n in results["meta"]["notes"])
 
 
 # --- api: models, names with spaces ----------------------------------------------------------
