@@ -135,6 +135,17 @@ requests:
       - name: read back
         if: "{{ created_id is defined and created_id >= 0 }}"
         get: "/echo?id={{ created_id }}"
+        headers: {X-Seq: "{{ seq }}", X-Keep: "{{ keep }}"}    # typed values, sent as text
+        query: {keep: "{{ keep }}"}
+        expect:
+          json_schema:
+            type: object
+            properties:
+              headers:
+                type: object
+                required: [X-Seq, X-Keep]
+                properties: {X-Keep: {enum: ["true", "false"]}}
+              query: {properties: {keep: {items: {enum: ["true", "false"]}}}}
 slos:
   - {assert: latency.count == 5, request: thing flow.delete}
 """
