@@ -265,15 +265,15 @@ def test_an_open_phase_ignores_a_trailing_think_and_says_so(api: tuple[str, ApiS
     validated = invoke("validate", str(scenario))
     assert validated.exit_code == 0, validated.output
     assert "note: request 'browse': the think after its last step" in validated.output
-    assert "open phases (arrivals) ignore it" in validated.output
-    assert "open phases (arrivals) ignore it" in invoke("plan", str(scenario)).output
+    ignored = "open and test-case phases (arrivals) ignore it"
+    assert ignored in validated.output and ignored in invoke("plan", str(scenario)).output
     started = time.monotonic()
     code, output, results = run(scenario, tmp_path / "out", "--target", f"api={url}")
     took = time.monotonic() - started
     assert code == exitcodes.OK, output
     assert counters(results, "browse.details")["ok"] == 5
     assert took < 25, took     # the 30 s think would have held the phase's tasks
-    assert any("open phases (arrivals) ignore it" in n for n in results["meta"]["notes"])
+    assert any("test-case phases (arrivals) ignore it" in n for n in results["meta"]["notes"])
 
 
 # --- api: models, names with spaces ----------------------------------------------------------
