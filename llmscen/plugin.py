@@ -32,6 +32,7 @@ from llmscen.runners.guard import CANCELLED, describe, guarded
 from llmscen.runners.http_errors import classify_client_error
 from llmscen.runners.problems import StreamProblem, excerpt
 from llmscen.runners.secrets import Headers
+from llmscen.spec.paths import DirPath, FilePath
 from llmscen.spec.units import Duration, Percent, Rate
 
 __all__ = [
@@ -39,10 +40,12 @@ __all__ = [
     "ERROR_CLASSES",
     "PLUGIN_API_VERSION",
     "Call",
+    "DirPath",
     "Duration",
     "Endpoint",
     "ErrorClass",
     "Exchange",
+    "FilePath",
     "Headers",
     "Percent",
     "Plugin",

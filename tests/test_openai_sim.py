@@ -250,6 +250,12 @@ def test_embeddings_are_deterministic_unit_vectors() -> None:
      400, "min_tokens"),
     (b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', 400, "'n'"),
     (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 99999}', 400, "context"),
+    # numbers sent as strings are refused, as OpenAI and llama.cpp's server refuse them
+    (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": "60"}', 400,
+     "'max_tokens' must be an integer >= 1, got '60'"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "temperature": "0.7"}', 400,
+     "'temperature' must be a number, got '0.7'"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "top_p": 1.5}', 400, "between 0 and 1"),
 ])
 def test_bad_requests_get_openai_style_errors(body: bytes, status: int, needle: str) -> None:
     async def scenario() -> None:

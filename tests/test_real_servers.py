@@ -92,6 +92,39 @@ def test_ttft_waits_for_content_not_the_role_chunk(tmp_path: Path) -> None:
     assert code == 0, output
 
 
+def test_per_request_numbers_from_a_csv_against_llama_server(llama: str, tmp_path: Path) -> None:
+    """The seed-003 stress plan: max_tokens and temperature from a CSV row per request,
+    sent as numbers (llama.cpp refuses strings: "type must be number, but is string")."""
+    quick = ["--target", f"chat={llama}", "--set", "phases.0.duration=2s", "--set",
+             "phases.0.users=1", "--set", "phases.0.ramp_to=2", "--set",
+             "phases.1.duration=6s", "--set", "phases.1.users=2",
+             "--set", "slos=[error_rate == 0]"]     # a CPU model on shared cores: no speed SLOs
+    code, output, results = run(["scenarios/stress-random-params.yaml", *quick],
+                                {"LLM_MODEL": llama.model}, tmp_path / "typed")
+    counters = aggregate(results).counters
+    assert counters.requests >= 4 and counters.ok == counters.requests, output
+    assert counters.tokens_estimated == 0        # the server's own usage counts
+    tokens = aggregate(results)
+    low, high = tokens.value("output_tokens", "min"), tokens.value("output_tokens", "max")
+    assert low is not None and high is not None and 1 <= low <= high <= 48, (low, high)
+    assert code == 0, output
+
+    strings = tmp_path / "scenarios" / "strings.yaml"
+    strings.parent.mkdir()
+    (strings.parent / "data").mkdir()
+    (strings.parent / "data" / "sampling.csv").write_text(
+        (ROOT / "scenarios/data/sampling.csv").read_text())
+    strings.write_text((ROOT / "scenarios/stress-random-params.yaml").read_text()
+                       .replace(" | int }}", " }}"))
+    code, output, results = run([str(strings), *quick, "--set", "phases.1.duration=2s"],
+                                {"LLM_MODEL": llama.model}, tmp_path / "strings")
+    counters = aggregate(results).counters
+    assert counters.requests > 0 and counters.ok == 0, output
+    assert counters.errors == {"http": counters.requests}
+    assert "type must be number, but is string" in output
+    assert code == 1, output
+
+
 @pytest.fixture(autouse=True)
 def _in_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)

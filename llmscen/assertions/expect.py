@@ -27,11 +27,14 @@ class Checker:
     Holds closures, so it does not pickle: build it where it runs (each worker).
     """
 
-    __slots__ = ("_checks", "_error_check")
+    __slots__ = ("_checks", "_error_check", "accepts")
 
-    def __init__(self, checks: Sequence[Check] = (), error_check: Check | None = None) -> None:
+    def __init__(self, checks: Sequence[Check] = (), error_check: Check | None = None,
+                 accepts: frozenset[str] = frozenset()) -> None:
         self._checks = tuple(checks)
         self._error_check = error_check
+        # the error classes a negative test turns into a pass (when its checks hold)
+        self.accepts = accepts
 
     @property
     def expects_error(self) -> bool:
@@ -58,7 +61,8 @@ def build_checker(expect: Expect | None, base_dir: str | Path | None = None) -> 
     if expect is None:
         return Checker()
     if expect.error is not None:
-        return Checker((), _error_check(expect.error))
+        accepts = frozenset({"timeout"} if expect.error.timeout else {"http", "protocol"})
+        return Checker((), _error_check(expect.error), accepts)
     checks: list[Check] = []
     if expect.status is not None:
         checks.append(_status_check(_as_list(expect.status)))
@@ -339,7 +343,16 @@ def _strings(value: Any, depth: int = 0) -> Iterator[str]:
             yield from _strings(item, depth + 1)
 
 
+def _timeout_check(ex: Exchange, out: list[CheckFailure]) -> None:
+    if ex.error != "timeout":
+        got = (f"a {ex.error} failure: {show(ex.error_message)}" if ex.error else
+               f"an answer (status {ex.status}): {show(ex.text)}")
+        out.append(CheckFailure("error", f"expected the request to time out; got {got}"))
+
+
 def _error_check(spec: ErrorExpect) -> Check:
+    if spec.timeout:
+        return _timeout_check
     codes = _as_list(spec.status)
     needles = _as_list(spec.contains)
     wanted = f" with status {_one_of(codes)}" if codes else ""

@@ -61,6 +61,8 @@ def validate(scenarios: tuple[str, ...]) -> None:
             continue
         click.echo(f"ok  {path}  ({len(plan.phases)} phases, {len(plan.requests)} requests, "
                    f"{len(plan.slos)} SLOs)")
+        for note in plan.notes:
+            click.echo(f"    note: {note}")
     if problems:
         raise invalid(ScenarioError(problems))
 

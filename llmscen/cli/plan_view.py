@@ -56,7 +56,12 @@ def render_plan(plan: Plan) -> str:
     if plan.services:
         lines.append("services:")
         for s in plan.services:
-            lines.append(f"  {s.name:<16} {s.kind}")
+            cwd = getattr(s.options, "cwd", None)
+            lines.append(f"  {s.name:<16} {s.kind}" + (f"  in {cwd}" if cwd else ""))
+    if plan.data:
+        lines.append("data:")
+        for d in plan.data:
+            lines.append(f"  {d.name:<16} {d.file}  ({d.rows} rows, {d.order})")
     lines.append("")
     header = f"  {'phase':<20} {'model':<7} {'duration':>9} {'load':<40} {'expected':>9}"
     lines += ["phases:", header, "  " + "-" * (len(header) - 2)]
@@ -98,4 +103,7 @@ def render_plan(plan: Plan) -> str:
     if plan.goodput:
         lines.append("goodput objectives: " + ", ".join(
             f"{g.metric} ≤ {format_duration(g.threshold)}" for g in plan.goodput))
+    if plan.notes:
+        lines.append("")
+        lines += [f"note: {note}" for note in plan.notes]
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from llmscen.compile import templates
+from llmscen.compile import paths, templates
 from llmscen.compile.data import DataFileError, columns_of, detect_format, read_rows
 from llmscen.compile.phases import derive_seed, expand
 from llmscen.compile.plan import (
@@ -127,7 +127,8 @@ class _Compiler:
                     services=tuple(services.values()), targets=tuple(targets.values()),
                     data=tuple(data_plans.values()), phases=tuple(phases),
                     requests=tuple(requests), slos=tuple(slos), goodput=tuple(goodput),
-                    run=self.run_settings(), before=tuple(before), after=tuple(after))
+                    run=self.run_settings(), before=tuple(before), after=tuple(after),
+                    notes=tuple(self.notes(phases, requests)))
 
     def services(self) -> dict[str, ServicePlan]:
         out: dict[str, ServicePlan] = {}
@@ -146,11 +147,19 @@ class _Compiler:
             model = entry.obj.options
             fields = spec.options if spec.builtin else {
                 k: v for k, v in raw.items() if k != "builtin"}
-            options = self.validate(model, (*loc, "options") if spec.builtin else loc, fields,
-                                    model)
+            options_loc = (*loc, "options") if spec.builtin else loc
+            options = self.validate(model, options_loc, fields, model)
             if options is not None:
+                options = self.resolve_paths(options, options_loc)
                 out[name] = ServicePlan(name=name, kind=kind, options=options)
         return out
+
+    def resolve_paths(self, value: Any, loc: Loc) -> Any:
+        """Path options made absolute against the scenario's folder; missing ones reported."""
+        resolved, problems = paths.resolve(value, self.doc.base_dir)
+        for sub, message in problems:
+            self.error((*loc, *sub), message)
+        return resolved
 
     def targets(self, services: dict[str, ServicePlan]) -> dict[str, TargetPlan]:
         out: dict[str, TargetPlan] = {}
@@ -176,6 +185,7 @@ class _Compiler:
                 continue
             options = self.validate(plugin.target_options, loc, extras, plugin.target_options)
             if options is not None:
+                options = self.resolve_paths(options, loc)
                 out[name] = TargetPlan(name=name, plugin=spec.plugin, service=service,
                                        url=url, options=options)
         unknown = set(self.target_urls) - set(self.section("targets", dict))
@@ -413,7 +423,9 @@ class _Compiler:
             if steps is not None and target is not None:
                 out.append(RequestPlan(name=spec.name, target=spec.target, weight=spec.weight,
                                        data=spec.data, stream=spec.stream, timeout=spec.timeout,
-                                       steps=tuple(steps), expect=spec.expect))
+                                       steps=tuple(steps),
+                                       expect=steps[0].expect if spec.steps is None
+                                       else spec.expect))
         return out
 
     def request_extras(self, raw: Any, loc: Loc, targets: dict[str, TargetPlan]) -> None:
@@ -457,6 +469,18 @@ class _Compiler:
         ok = plugin is not None
         common = STEP_COMMON_KEYS if spec.steps is not None else REQUEST_COMMON_KEYS
         for i, (step_loc, payload, step) in enumerate(raw_steps):
+            assert step is not None
+            if spec.steps is not None and self.think_only(step, payload):
+                if not plans:
+                    self.error((*step_loc, "think"), "a flow cannot start with a think; put the "
+                                                    "pause in the phase (`think:` of a closed "
+                                                    "phase) or after a step", key=True)
+                else:   # Artillery's `- think: 2`: a pause after the step before it
+                    low, high = step.think or (0.0, 0.0)
+                    last = plans[-1]
+                    plans[-1] = last.model_copy(update={"think_min": last.think_min + low,
+                                                        "think_max": last.think_max + high})
+                continue
             if plugin is not None:
                 model = plugin.request_options
                 if self.validate(model, step_loc, payload, model) is None:
@@ -467,13 +491,37 @@ class _Compiler:
                 if templates.is_template(text):
                     for message in templates.check(self.env, text, captured, columns):
                         self.error((*step_loc, *sub), message)
-            assert step is not None
+            if step.if_ is not None:
+                for message in templates.check_condition(self.env, step.if_, captured, columns):
+                    self.error((*step_loc, "if"), message)
             captured |= set(step.capture)
             think = step.think or (0.0, 0.0)
+            expect = self.resolve_paths(step.expect, (*step_loc, "expect"))
             plans.append(StepPlan(name=step.name or f"step{i + 1}", payload=payload,
-                                  capture=step.capture, think_min=think[0], think_max=think[1],
-                                  expect=step.expect))
+                                  condition=step.if_, capture=step.capture,
+                                  think_min=think[0], think_max=think[1], expect=expect))
         return plans if ok else None
+
+    @staticmethod
+    def think_only(step: StepSpec, payload: dict[str, Any]) -> bool:
+        """A step that only pauses: `- think: 2s` (Artillery writes pauses this way)."""
+        return step.think is not None and not payload and step.name is None and \
+            step.if_ is None and not step.capture and step.expect is None
+
+    def notes(self, phases: list[PhasePlan], requests: list[RequestPlan]) -> list[str]:
+        """What runs differently from how it reads."""
+        flat = [g for p in phases for g in (p.groups or (p,))]
+        out = []
+        for r in requests:
+            scheduled = [p.name for p in flat if (p.kind == "open" and (
+                p.mix is None or r.name in dict(p.mix))) or (p.kind == "each" and (
+                    not p.cases or r.name in p.cases))]
+            if r.steps[-1].think_max > 0 and scheduled:
+                out.append(f"request {r.name!r}: the think after its last step waits before "
+                           "the user's next iteration in closed phases; open and test-case "
+                           f"phases ({', '.join(scheduled)}) ignore it, since they decide "
+                           "when requests start")
+        return out
 
     def slos(self, phases: list[PhasePlan], requests: list[RequestPlan],
              targets: dict[str, TargetPlan]) -> list[SLOPlan]:

@@ -89,6 +89,7 @@ class StepPlan(Frozen):
 
     name: str
     payload: dict[str, Any]
+    condition: str | None = None           # `if:`: the step runs only when this holds
     capture: dict[str, str] = Field(default_factory=dict)
     think_min: float = 0.0
     think_max: float = 0.0
@@ -144,6 +145,7 @@ class Plan(Frozen):
     run: RunSettings = RunSettings()
     before: tuple[str, ...] = ()           # requests run once before the phases (setup)
     after: tuple[str, ...] = ()            # ... and once after them (teardown)
+    notes: tuple[str, ...] = ()            # things the user should know before running
 
     def target(self, name: str) -> TargetPlan:
         return next(t for t in self.targets if t.name == name)

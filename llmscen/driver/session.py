@@ -126,6 +126,8 @@ class Driver:
     # -- the run -------------------------------------------------------------------------
     async def run(self) -> RunResults:
         self.origin_ns = time.perf_counter_ns()
+        for note in self.plan.notes:     # what the compiler found runs differently than it reads
+            self._note(note)
         try:
             async with start_services(self.plan, self.registry, self.options.log_dir) as started:
                 self.started = started

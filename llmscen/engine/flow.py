@@ -2,7 +2,10 @@
 
 A single call is a flow of one step. Every step is one Exchange and one
 `Completed` event; a flow stops at its first failed step, since later steps
-depend on what it should have returned.
+depend on what it should have returned. A step whose `if:` does not hold is
+skipped: nothing is sent or counted. The think after the last step is not
+waited here: `execute` returns it, and the closed model's user waits it before
+its next iteration (open and test-case phases decide starts, so they drop it).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 from llmscen.assertions.expect import build_checker
 from llmscen.compile.plan import GoodputObjective, RequestPlan, StepPlan
-from llmscen.compile.templates import Renderer
+from llmscen.compile.templates import RNG, Renderer, TemplateFailed, compile_condition
 from llmscen.engine.capture import compile_capture, is_missing
 from llmscen.engine.events import Completed, Handler, NotSent
 from llmscen.engine.feed import Feeder
@@ -27,6 +30,7 @@ from llmscen.engine.protocol import Call, Exchange, Runner, unbatcher
 class Step:
     name: str                      # metric name of the step: request, or request.step
     renderer: Renderer
+    condition: Callable[[dict[str, Any]], bool] | None   # `if:`; None = always
     checker: Any                   # assertions.expect.Checker or None
     expects_error: bool
     captures: list[tuple[str, Callable[[Exchange], Any]]]
@@ -62,6 +66,15 @@ def _goodput_check(objectives: tuple[GoodputObjective, ...]) -> Callable[[Exchan
     return met
 
 
+@dataclass(slots=True)
+class Ran:
+    """What one execution of a flow leaves behind."""
+
+    context: dict[str, Any]        # what the last step saw, captures included (`before:` shares)
+    rest: float = 0.0              # the think after the last step, when it ran: a closed
+    #                                user waits it before its next iteration
+
+
 class Flow:
     """A request plan made ready to execute many times."""
 
@@ -86,71 +99,92 @@ class Flow:
 
     def _prepare(self, step: StepPlan, name: str) -> Step:
         expect = step.expect
-        return Step(name=name, renderer=Renderer(step.payload),
-                    checker=build_checker(expect, self.base_dir) if expect is not None
-                    else None,
-                    expects_error=getattr(expect, "error", None) is not None,
+        renderer = Renderer(step.payload)
+        checker = build_checker(expect, self.base_dir) if expect is not None else None
+        return Step(name=name, renderer=renderer,
+                    condition=compile_condition(renderer.env, step.condition)
+                    if step.condition is not None else None,
+                    checker=checker,
+                    expects_error=checker is not None and checker.expects_error,
                     captures=[(k, compile_capture(v)) for k, v in step.capture.items()],
                     think=(step.think_min, step.think_max),
                     batch_tolerance=getattr(getattr(expect, "batch_consistent", None),
                                             "tolerance", None))
 
     async def execute(self, phase: str, intended_ns: int, context: dict[str, Any],
-                      rng: random.Random) -> dict[str, Any]:
-        """Run every step; the first starts at `intended_ns`, later ones when due. Returns the
-        context the last step saw, captured values included (a `before:` flow shares them)."""
-        ctx = {**self.shared, **context} if self.shared else context
+                      rng: random.Random) -> Ran:
+        """Run every step; the first starts at `intended_ns`, later ones when due."""
+        # templates' random helpers draw from the phase's RNG
+        ctx = {**self.shared, **context, RNG: rng}
         if self.feeder is not None:
-            ctx = {**ctx, "row": self.feeder.next()}
+            ctx["row"] = self.feeder.next()
+        last = len(self.steps) - 1
         for index, step in enumerate(self.steps):
-            if index:
-                ctx = dict(ctx)
+            if step.condition is not None:
+                try:
+                    wanted = step.condition(ctx)
+                except Exception as exc:   # an expression can raise anything on odd values
+                    self._fail_unsent(phase, step, intended_ns, f"request {step.name!r}: `if:` "
+                                      f"failed: {type(exc).__name__}: {exc}")
+                    return Ran(ctx)
+                if not wanted:
+                    continue
             exchange = Exchange(intended_ns=intended_ns)
             failures: list[tuple[str, str]] = []
             try:
                 payload = step.renderer.render(ctx)
-            except Exception as exc:  # a template can raise anything on a bad row
-                exchange.sent_ns = exchange.end_ns = time.perf_counter_ns()
-                exchange.fail("client", f"template failed: {type(exc).__name__}: {exc}")
-            else:
-                call = Call(request=step.name, payload=payload, stream=self.plan.stream,
-                            timeout=self.plan.timeout)
-                try:
-                    await self.runner.send(call, exchange)
-                except asyncio.CancelledError:
-                    # the run is stopping: record what this request saw, then let go
-                    if not exchange.sent_ns:
-                        self.not_sent(phase, step.name)
-                        raise
-                    exchange.end_ns = exchange.end_ns or time.perf_counter_ns()
-                    exchange.fail("cancelled", "the run stopped while the request was in flight")
-                    self._emit(phase, step, exchange, [])
+            except TemplateFailed as exc:
+                self._fail_unsent(phase, step, intended_ns, f"request {step.name!r}: template "
+                                  f"in {exc.field} failed: {type(exc.cause).__name__}: "
+                                  f"{exc.cause}")
+                return Ran(ctx)
+            call = Call(request=step.name, payload=payload, stream=self.plan.stream,
+                        timeout=self.plan.timeout)
+            try:
+                await self.runner.send(call, exchange)
+            except asyncio.CancelledError:
+                # the run is stopping: record what this request saw, then let go
+                if not exchange.sent_ns:
+                    self.not_sent(phase, step.name)
                     raise
-                except Exception as exc:  # a plugin bug: count it against the request
-                    exchange.end_ns = time.perf_counter_ns()
-                    exchange.sent_ns = exchange.sent_ns or exchange.end_ns
-                    exchange.fail("client", f"{self.plugin} raised from send(): "
-                                            f"{type(exc).__name__}: {exc}")
-                    self._emit(phase, step, exchange, [])
-                    return ctx
-                failures = self._check(step, exchange)
-                if step.batch_tolerance is not None and exchange.error is None:
-                    failures += await self._batch_consistency(step, call, exchange)
-                for var, extract in step.captures:
-                    value = extract(exchange)
-                    if is_missing(value):
-                        failures.append(("capture", f"capture {var!r} found nothing"))
-                        exchange.fail("check", f"capture {var!r} found nothing")
-                    else:
-                        ctx[var] = value
+                exchange.end_ns = exchange.end_ns or time.perf_counter_ns()
+                exchange.fail("cancelled", "the run stopped while the request was in flight")
+                self._emit(phase, step, exchange, [])
+                raise
+            except Exception as exc:  # a plugin bug: count it against the request
+                exchange.end_ns = time.perf_counter_ns()
+                exchange.sent_ns = exchange.sent_ns or exchange.end_ns
+                exchange.fail("client", f"{self.plugin} raised from send(): "
+                                        f"{type(exc).__name__}: {exc}")
+                self._emit(phase, step, exchange, [])
+                return Ran(ctx)
+            failures = self._check(step, exchange)
+            if step.batch_tolerance is not None and exchange.error is None:
+                failures += await self._batch_consistency(step, call, exchange)
+            for var, extract in step.captures:
+                value = extract(exchange)
+                if is_missing(value):
+                    failures.append(("capture", f"capture {var!r} found nothing"))
+                    exchange.fail("check", f"capture {var!r} found nothing")
+                else:
+                    ctx[var] = value
             self._emit(phase, step, exchange, failures)
             if exchange.error is not None:
-                return ctx
+                return Ran(ctx)
             low, high = step.think
-            if high > 0:   # after every step, the last too: the flow holds its user meanwhile
+            if index == last:
+                return Ran(ctx, rng.uniform(low, high) if high > 0 else 0.0)
+            if high > 0:
                 await asyncio.sleep(rng.uniform(low, high))
             intended_ns = time.perf_counter_ns()
-        return ctx
+        return Ran(ctx)
+
+    def _fail_unsent(self, phase: str, step: Step, intended_ns: int, message: str) -> None:
+        """A step that could not be built (template, `if:`): a `client` error, nothing sent."""
+        exchange = Exchange(intended_ns=intended_ns)
+        exchange.sent_ns = exchange.end_ns = time.perf_counter_ns()
+        exchange.fail("client", message)
+        self._emit(phase, step, exchange, [])
 
     def _emit(self, phase: str, step: Step, exchange: Exchange,
               failures: list[tuple[str, str]]) -> None:
@@ -195,7 +229,7 @@ class Flow:
         if step.checker is None:
             return []
         failures = [(f.check, f.message) for f in step.checker.check(exchange)]
-        if step.expects_error and exchange.error in ("http", "protocol") and not failures:
+        if step.expects_error and exchange.error in step.checker.accepts and not failures:
             # a negative test got the error it expected: the request passed
             exchange.error = None
             exchange.error_message = ""

@@ -80,6 +80,13 @@ class Mix:
 
 async def _one(state: PhaseState, flow: Flow, intended_ns: int, context: dict[str, object],
                rng: random.Random, begun: list[bool] | None = None) -> None:
+    # open and test-case phases decide starts: the think after a flow's last step is dropped
+    await _run(state, flow, intended_ns, context, rng, begun)
+
+
+async def _run(state: PhaseState, flow: Flow, intended_ns: int, context: dict[str, object],
+               rng: random.Random, begun: list[bool] | None = None) -> float:
+    """Run one flow; returns the think after its last step (closed users wait it)."""
     if begun is not None:
         begun.append(True)
     # how late the client itself got to this arrival (an in-flight slot wait comes after)
@@ -97,12 +104,14 @@ async def _one(state: PhaseState, flow: Flow, intended_ns: int, context: dict[st
             state.waiting -= 1
     state.in_flight += 1
     try:
-        seen = await flow.execute(state.phase.name, intended_ns, context, rng)
+        ran = await flow.execute(state.phase.name, intended_ns, context, rng)
         if state.phase.role == "before":
-            state.captured.update({k: v for k, v in seen.items() if k in flow.captures})
+            state.captured.update({k: v for k, v in ran.context.items() if k in flow.captures})
+        return ran.rest
     except DataExhausted as exc:
         state.exhausted = str(exc)
         state.stop.set()
+        return 0.0
     finally:
         state.in_flight -= 1
         if gate is not None:
@@ -244,11 +253,13 @@ async def run_closed(state: PhaseState, mix: Mix, start_ns: int) -> None:
                 return
             flow = mix.pick(user_rng)
             state.started += 1
-            await _one(state, flow, time.perf_counter_ns(),
-                       {"phase": phase.name, "seq": seq, "user": uid, "iteration": iteration,
-                        "request": flow.plan.name}, user_rng)
-            if phase.think_max > 0 and not state.stop.is_set():
-                await pause(state.stop, user_rng.uniform(phase.think_min, phase.think_max))
+            rest = await _run(state, flow, time.perf_counter_ns(),
+                              {"phase": phase.name, "seq": seq, "user": uid,
+                               "iteration": iteration, "request": flow.plan.name}, user_rng)
+            if phase.think_max > 0:
+                rest += user_rng.uniform(phase.think_min, phase.think_max)
+            if rest > 0 and not state.stop.is_set():
+                await pause(state.stop, rest)
 
     loop = asyncio.get_running_loop()
     total = max(users, final)

@@ -22,18 +22,35 @@ def method_of(payload: dict[str, Any]) -> tuple[str, str]:
     raise ValueError(f"a step takes exactly one method key: {', '.join(METHODS)}")
 
 
+def as_text(value: Any) -> str:
+    """A rendered value where HTTP takes text; `{{ seq }}` renders a number, `true` stays
+    lowercase, lists and objects are JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return orjson.dumps(value).decode()
+    return "" if value is None else str(value)
+
+
+def text_headers(headers: Any) -> dict[str, str]:
+    """Header values as text (a header that is one template expression may be a number)."""
+    return {str(k): as_text(v) for k, v in (headers or {}).items()}
+
+
 def param_pairs(params: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """Query or form pairs; a list repeats its key, `true`/`false` stay lowercase."""
     for key, value in params.items():
         for item in value if isinstance(value, list) else [value]:
             if item is None:
                 continue
-            yield key, ("true" if item else "false") if isinstance(item, bool) else str(item)
+            yield key, as_text(item)
 
 
 def encode_body(payload: dict[str, Any]) -> tuple[dict[str, str], bytes | None]:
     """The step's headers (with a content type for its body) and body bytes."""
-    headers = dict(payload.get("headers") or {})
+    headers = text_headers(payload.get("headers"))
     has_type = any(k.lower() == "content-type" for k in headers)
     if "json" in payload:
         data = orjson.dumps(payload["json"])
@@ -42,7 +59,7 @@ def encode_body(payload: dict[str, Any]) -> tuple[dict[str, str], bytes | None]:
         data = urlencode(list(param_pairs(payload["form"]))).encode()
         content_type = "application/x-www-form-urlencoded"
     elif payload.get("body") is not None:
-        data = str(payload["body"]).encode()
+        data = as_text(payload["body"]).encode()
         content_type = "text/plain; charset=utf-8"
     else:
         return headers, None

@@ -26,6 +26,7 @@ from llmscen import __version__ as _llmscen_version
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
 from llmscen.runners.guard import describe, guarded
 from llmscen.runners.http_errors import classify_client_error
+from llmscen.runners.http_request import text_headers
 from llmscen.runners.keepalive import (
     STALE_CONNECTION_ERRORS,
     ReuseTrackingConnector,
@@ -238,7 +239,7 @@ class OpenAIRunner:
                 ex.fail("client", f"request body cannot be encoded as JSON: {exc}")
                 return
         method = "GET" if data is None else "POST"
-        headers = payload.get("headers") or None
+        headers = text_headers(payload.get("headers")) or None
         timeout = self._timeout(call.timeout)
         session = self.session
         ex.sent_ns = time.perf_counter_ns()

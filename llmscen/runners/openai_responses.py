@@ -146,10 +146,11 @@ def read_body(api: str, obj: Any, ex: Exchange) -> str | None:
     if not isinstance(obj, dict):
         return f"response is not a JSON object: {excerpt(orjson.dumps(obj))!r}"
     if api == "models":
-        models = obj.get("data")
-        if not isinstance(models, list):
+        if not isinstance(obj.get("data"), list):
             return "models response has no `data` list"
-        ex.text = "\n".join(str(m.get("id")) for m in models if isinstance(m, dict))
+        # a model list is data, not generated text: its output is the JSON body itself,
+        # so `contains` finds a model id and `json_schema`/`equals` check the body
+        ex.text = orjson.dumps(obj).decode()
         return None
     usage = obj.get("usage")
     if isinstance(usage, dict):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmscen.engine.protocol import Endpoint
 from llmscen.services.process import Child, Restartable, free_port, wait_ready
 from llmscen.spec.models import ReadySpec
+from llmscen.spec.paths import DirPath
 from llmscen.spec.units import Duration
 
 
@@ -21,7 +22,8 @@ class CommandOptions(BaseModel):
     ready: ReadySpec | None = None
     startup_timeout: Duration = 60.0
     env: dict[str, str] = Field(default_factory=dict)
-    cwd: str | None = None
+    cwd: DirPath = Field(".", description="working folder, relative to the scenario file; "
+                                          "default: the scenario's folder")
     url: str = Field("http://127.0.0.1:{port}", description="where the process listens")
 
 

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from llmscen.spec.paths import FilePath
+
 # KServe v2 / Triton tensor datatypes.
 DATATYPES: tuple[str, ...] = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
                               "INT32", "INT64", "FP16", "FP32", "FP64", "BF16", "BYTES")
@@ -59,17 +61,26 @@ class CountRange(_Frozen):
 
 
 class ErrorExpect(_Frozen):
-    """A negative test: the request passes when the server refuses it this way."""
+    """A negative test: the request passes when the server refuses it this way (or,
+    with `timeout: true`, when it does not answer within the request's timeout)."""
 
     status: Status | None = Field(None, description="the error status (or one of them)")
     contains: Texts | None = Field(None, description="text the error message or body contains")
+    timeout: bool = Field(False, description="expect the request to time out")
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> ErrorExpect:
+        if self.timeout and (self.status is not None or self.contains is not None):
+            raise ValueError("a request that times out has no status or message: `timeout: "
+                             "true` takes no `status` or `contains`")
+        return self
 
 
 class Similarity(_Frozen):
     """Compare a tensor with a reference array or image."""
 
-    file: str = Field(description="reference: .npy, or .png with Pillow installed; "
-                                  "relative to the scenario file")
+    file: FilePath = Field(description="reference: .npy, or .png with Pillow installed; "
+                                       "relative to the scenario file")
     metric: Literal["ssim", "psnr", "mae"] = "ssim"
     min_similarity: float | None = Field(
         None, description="ssim: lowest accepted index (≤ 1); psnr: lowest accepted dB")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,9 +23,28 @@ from pydantic import (
 )
 
 from llmscen.spec.expect import Expect
+from llmscen.spec.paths import DirPath, FilePath
 from llmscen.spec.units import Duration, Rate, parse_duration
 
+# Names other parts of the file refer to (targets, services, data): identifier-like.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError(f"a name is printable text on one line; {value!r} has a tab, a line "
+                         "break or a control character")
+    if value != value.strip():
+        raise ValueError(f"a name does not start or end with spaces: {value!r}")
+    return value
+
+
+# Names that only label output (phases, requests, steps): any printable text, spaces included.
+Label = Annotated[str, StringConstraints(min_length=1, max_length=120),
+                  AfterValidator(_printable),
+                  WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 120,
+                                  "pattern": r"^\S(.*\S)?$",
+                                  "description": "printable text; spaces allowed inside"})]
 
 
 def parse_think(value: Any) -> tuple[float, float]:
@@ -75,7 +95,8 @@ class ServiceSpec(Strict):
     ready: ReadySpec | None = None
     startup_timeout: Duration = 60.0
     env: dict[str, str] = Field(default_factory=dict)
-    cwd: str | None = None
+    cwd: DirPath | None = Field(None, description="working folder of the command, relative to "
+                                                  "the scenario file; default: its folder")
     url: str | None = Field(None, description="where a command listens; default "
                                               "http://127.0.0.1:{port}")
 
@@ -105,7 +126,7 @@ class TargetSpec(Open):
 
 
 class DataSpec(Strict):
-    file: str
+    file: FilePath = Field(description="relative to the scenario file")
     order: Literal["sequential", "random", "once"] = "sequential"
     format: Literal["csv", "jsonl"] | None = None
 
@@ -215,7 +236,7 @@ class FaultSpec(Strict):
 
 
 class PhaseSpec(Strict):
-    name: Name | None = None
+    name: Label | None = None
     duration: Duration | None = None
     requests: PositiveInt | None = None
     warmup: bool = False
@@ -297,14 +318,17 @@ class PhaseSpec(Strict):
 
 
 class StepSpec(Open):
-    name: Name | None = None
+    name: Label | None = None
+    if_: str | None = Field(None, alias="if", description="run the step only when this "
+                            "expression over captured values holds, e.g. `created_id is "
+                            "defined`; braces optional")
     capture: dict[str, str] = Field(default_factory=dict)
     think: Think | None = None
     expect: Expect | None = None
 
 
 class RequestSpec(Open):
-    name: Name
+    name: Label
     target: Name
     weight: PositiveFloat = 1.0
     data: Name | None = None
@@ -353,6 +377,10 @@ class Scenario(Strict):
 
 
 # Keys a request or step takes whatever its plugin; the rest belong to the plugin.
-REQUEST_COMMON_KEYS = frozenset(RequestSpec.model_fields)
-STEP_COMMON_KEYS = frozenset(StepSpec.model_fields)
-TARGET_COMMON_KEYS = frozenset(TargetSpec.model_fields)
+def _keys(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(f.alias or name for name, f in model.model_fields.items())
+
+
+REQUEST_COMMON_KEYS = _keys(RequestSpec)
+STEP_COMMON_KEYS = _keys(StepSpec)
+TARGET_COMMON_KEYS = _keys(TargetSpec)

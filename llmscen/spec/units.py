@@ -125,7 +125,9 @@ def show_value(kind: str, value: float | None) -> str:
         return f"{value * 100:.3g}%"
     if kind == "rate":
         return f"{value:.4g}/s"
-    return f"{value:.4g}"
+    if value == int(value) and abs(value) < 1e15:    # counts and token sums: whole numbers
+        return str(int(value))
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
 
 
 def show(metric: str, value: float | None, stat: str | None = None) -> str:

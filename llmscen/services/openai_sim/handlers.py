@@ -93,6 +93,24 @@ def _int_param(body: dict[str, Any], name: str, minimum: int) -> int | None:
     return value
 
 
+# Sampling parameters and their ranges, as the OpenAI API documents them.
+_NUMBER_PARAMS = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0),
+                  "presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0)}
+
+
+def _number_params(body: dict[str, Any]) -> None:
+    """Numbers must be JSON numbers: `"0.7"` is refused, as OpenAI and llama.cpp do."""
+    for name, (low, high) in _NUMBER_PARAMS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise BadRequest(f"'{name}' must be a number, got {value!r}", param=name)
+        if not low <= value <= high:
+            raise BadRequest(f"'{name}' must be between {low:g} and {high:g}, got {value!r}",
+                             param=name)
+
+
 def plan_generation(state: SimState, body: dict[str, Any], kind: Literal["chat", "text"]
                     ) -> Generation:
     """Validate a completion request and decide its tokens and finish reason."""
@@ -107,6 +125,7 @@ def plan_generation(state: SimState, body: dict[str, Any], kind: Literal["chat",
             last_user = prompt
     except ValueError as exc:
         raise BadRequest(str(exc), param="messages" if kind == "chat" else "prompt") from None
+    _number_params(body)
     if body.get("n") not in (None, 1):
         raise BadRequest("openai-sim answers with one choice: 'n' must be 1", param="n")
     max_tokens = _int_param(body, "max_completion_tokens", 1) if kind == "chat" else None
