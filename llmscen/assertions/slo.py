@@ -46,6 +46,8 @@ def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = Non
     # the threshold as the user wrote it (50/min stays 50/min)
     written = slo.text.split(slo.op, 1)[-1].strip() if slo.op in slo.text else ""
     limit = f"{slo.op} {written or show(slo.metric, slo.threshold, slo.stat)}"
+    if slo.metric == "capacity":
+        return _capacity(slo, results, base, name, limit)
     if slo.window:
         if slo.metric not in WINDOW_METRICS:
             return base.model_copy(update={"message": f"{slo.metric} is not kept per second; "
@@ -82,6 +84,29 @@ def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = Non
         "measured": value, "passed": passed,
         "message": f"{name} = {show(slo.metric, value, slo.stat)}, expected {limit} "
                    f"[{scope_text(slo)}] {verdict}"})
+
+
+def _capacity(slo: SLOPlan, results: RunResults, base: SloResult, name: str,
+              limit: str) -> SloResult:
+    """`capacity` is what a `search:` phase found: the one named by `phase:`, or the only one."""
+    found = [s for s in results.search if slo.phase in (None, s.phase)]
+    if not found:
+        return base.model_copy(update={"message": f"{name}: no search phase "
+                                       f"{'named ' + repr(slo.phase) + ' ' if slo.phase else ''}"
+                                       "ran (capacity comes from a `search:` phase)"})
+    search = found[-1]
+    if search.capacity is None:
+        return base.model_copy(update={"measured": 0.0, "message": (
+            f"{name}: even the minimum load tried in phase {search.phase!r} failed its "
+            f"objectives, expected {limit}")})
+    value = search.capacity
+    passed = OPS[slo.op](value, slo.threshold)
+    unit = "" if search.axis == "users" else "/s"
+    bound = f"–{search.ceiling:.4g}{unit}" if search.ceiling is not None else "+ (held at max)"
+    return base.model_copy(update={
+        "measured": value, "passed": passed,
+        "message": (f"{name} = {value:.4g}{unit} ({value:.4g}{bound}), expected {limit} "
+                    f"[search {search.phase}] {'ok' if passed else 'FAILED'}")})
 
 
 __all__ = ["OPS", "evaluate", "evaluate_one", "scope_text", "show"]

@@ -15,6 +15,12 @@ def _load(phase: PhasePlan) -> str:
 
 
 def _model(phase: PhasePlan) -> str:
+    if phase.search is not None:
+        spec = phase.search
+        unit = "/s" if spec.axis == "arrival_rate" else " users"
+        goals = ", ".join(o.text for o in spec.objectives)
+        return (f"search {spec.low:g}..{spec.high:g}{unit} ±{spec.precision:.0%}, "
+                f"≤{spec.max_steps} steps of {format_duration(spec.step)}: {goals}")
     if phase.kind == "each":
         order = "all at once" if phase.concurrent else "in order"
         return f"each of {', '.join(phase.cases)} ×{phase.times}, {order}"

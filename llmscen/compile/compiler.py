@@ -260,6 +260,9 @@ class _Compiler:
                 seen[plan.name] = index
                 if spec.faults:
                     self.fault_specs[plan.name] = (loc, spec.faults)
+                if spec.search is not None:
+                    plan = self.search_objectives(plan, spec.search.objectives,
+                                                  (*loc, "search", "objectives"))
                 out.append(self.traffic(plan, loc))
         return out
 
@@ -378,7 +381,7 @@ class _Compiler:
         for phase in [*phases, *(g for p in phases for g in p.groups)]:
             if phase.kind == "each":
                 sendable |= set(phase.cases)
-            elif phase.kind in ("open", "closed"):
+            elif phase.kind in ("open", "closed", "search"):
                 if phase.mix is None:
                     everything = True
                 else:
@@ -572,6 +575,43 @@ class _Compiler:
                                threshold=expr.threshold, where=f"{where.file}:{where.line}:"
                                                                 f"{where.col}", **scope))
         return out
+
+    def search_objectives(self, plan: PhasePlan, raw: list[Any], loc: Loc) -> PhasePlan:
+        """A search's objectives: SLOs judged on each step (a request or target scope only)."""
+        declared_requests = set(self.request_names())
+        declared_targets = set(self.section("targets", dict))
+        out = []
+        for i, item in enumerate(raw):
+            where: Loc = (*loc, i)
+            text = item if isinstance(item, str) else item.assert_
+            text_loc = where if isinstance(item, str) else (*where, "assert")
+            try:
+                expr = parse_slo(text)
+            except SLOSyntaxError as exc:
+                self.error(text_loc, str(exc), offset=exc.column)
+                continue
+            if expr.metric == "capacity":
+                self.error(text_loc, "`capacity` is what the search finds: assert it in `slos:`")
+                continue
+            scope: dict[str, Any] = {}
+            if not isinstance(item, str):
+                for key in ("phase", "window"):
+                    if getattr(item, key) is not None:
+                        self.error((*where, key), f"an objective is judged on each step; it "
+                                                  f"takes no `{key}`", key=True)
+                for key, known in (("request", declared_requests), ("target", declared_targets)):
+                    value = getattr(item, key)
+                    if value is not None and value not in known:
+                        self.error((*where, key), f"unknown {key} {value!r}"
+                                   f"{did_you_mean(value, known)} (known: {one_of(known)})")
+                    scope[key] = value
+            at = self.doc.diagnostic(text_loc, "")
+            out.append(SLOPlan(text=text, metric=expr.metric, stat=expr.stat, op=expr.op,
+                               threshold=expr.threshold, where=f"{at.file}:{at.line}:{at.col}",
+                               **scope))
+        assert plan.search is not None
+        return plan.model_copy(update={"search": plan.search.model_copy(
+            update={"objectives": tuple(out)})})
 
     def check_window(self, loc: Loc, metric: str, window: float) -> None:
         if window < 1 or window != int(window):

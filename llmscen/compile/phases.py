@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 
-from llmscen.compile.plan import PhasePlan
+from llmscen.compile.plan import PhasePlan, SearchPlan
 from llmscen.spec.models import PhaseSpec
 from llmscen.spec.units import format_rate, parse_rate
 
@@ -48,6 +48,22 @@ def expand(spec: PhaseSpec, index: int, base_seed: int) -> list[PhasePlan]:
                           warmup=spec.warmup, groups=tuple(groups),
                           expected_requests=sum(k for k in known if k is not None)
                           if all(k is not None for k in known) else None)]
+    if spec.search is not None:
+        search = spec.search
+        axis = "users" if search.users is not None else "arrival_rate"
+        bounds = search.users or search.arrival_rate
+        assert bounds is not None
+        think = spec.think or (0.0, 0.0)
+        return [PhasePlan(
+            name=name, kind="search", seed=seed, warmup=spec.warmup, mix=spec.mix,
+            arrival=spec.arrival or "constant", burstiness=spec.burstiness or 1.0,
+            max_in_flight=spec.max_in_flight, spawn_rate=spec.spawn_rate,
+            think_min=think[0], think_max=think[1],
+            search=SearchPlan(axis=axis, low=bounds.min, high=bounds.max,
+                              precision=search.precision, step=search.step,
+                              max_steps=search.max_steps, repeats=search.repeats,
+                              tolerance=search.tolerance if search.tolerance is not None
+                              else max(0.01, search.precision / 5)))]
     if spec.pause is not None:
         return [PhasePlan(name=name, kind="pause", duration=spec.pause, seed=seed,
                           warmup=spec.warmup)]

@@ -48,9 +48,21 @@ class FaultPlan(Frozen):
     targets: tuple[str, ...] = ()          # the targets it affects
 
 
+class SearchPlan(Frozen):
+    axis: Literal["arrival_rate", "users"]
+    low: float
+    high: float
+    precision: float                       # relative
+    step: float                            # seconds per try
+    max_steps: int
+    repeats: int
+    tolerance: float                       # served may fall this far short of offered
+    objectives: tuple[SLOPlan, ...] = ()
+
+
 class PhasePlan(Frozen):
     name: str
-    kind: Literal["open", "closed", "pause", "each", "parallel"]
+    kind: Literal["open", "closed", "pause", "each", "parallel", "search"]
     duration: float | None = None          # seconds
     max_requests: int | None = None
     warmup: bool = False
@@ -82,6 +94,7 @@ class PhasePlan(Frozen):
     parent: str | None = None
     role: Literal["load", "before", "after"] = "load"   # `before:`/`after:` flows run once
     faults: tuple[FaultPlan, ...] = ()
+    search: SearchPlan | None = None       # kind search: the driver runs its steps as phases
 
 
 class StepPlan(Frozen):
@@ -153,3 +166,7 @@ class Plan(Frozen):
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dump with secrets masked, for `llmscen plan --json`."""
         return self.model_dump(mode="json")
+
+
+SearchPlan.model_rebuild()   # objectives are SLOPlans, defined after it
+PhasePlan.model_rebuild()

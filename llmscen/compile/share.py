@@ -34,11 +34,13 @@ def _split_by(total: int | None, weights: list[int], index: int) -> int | None:
 
 def share(plan: Plan, index: int, count: int) -> Plan:
     """The part of `plan` worker `index` of `count` runs."""
-    phases = tuple(_phase_share(p, index, count) for p in plan.phases)
+    phases = tuple(phase_share(p, index, count) for p in plan.phases)
     return plan.model_copy(update={"phases": phases, "seed": plan.seed + index})
 
 
-def _phase_share(p: PhasePlan, index: int, count: int) -> PhasePlan:
+def phase_share(p: PhasePlan, index: int, count: int) -> PhasePlan:
+    """Worker `index`'s part of one phase (also of a phase made during the run, a search's
+    step)."""
     # each worker its own random stream; an open phase's workers share one schedule
     update: dict[str, Any] = {"seed": p.seed + index * 1_000_003 if p.kind != "open" else p.seed}
     if p.kind == "each":
@@ -46,7 +48,7 @@ def _phase_share(p: PhasePlan, index: int, count: int) -> PhasePlan:
         update["times"] = p.times if index == 0 else 0
         update["expected_requests"] = p.expected_requests if index == 0 else 0
     elif p.kind == "parallel":
-        update["groups"] = tuple(_phase_share(g, index, count) for g in p.groups)
+        update["groups"] = tuple(phase_share(g, index, count) for g in p.groups)
     elif p.kind != "pause":
         update["max_requests"] = _split(p.max_requests, index, count)
         update["expected_requests"] = _split(p.expected_requests, index, count)

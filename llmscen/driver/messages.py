@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llmscen.compile.plan import PhasePlan
 from llmscen.metrics.results import ScopeSeries
 
 # -- driver → worker -----------------------------------------------------------------
@@ -22,6 +23,13 @@ class StartPhase:
     index: int            # into the plan's phases
     start_ns: int         # perf_counter_ns of the shared start (one clock per machine)
     origin_ns: int        # the run's time zero: when every worker was ready
+    phase: PhasePlan | None = None   # a phase made during the run (a search's step), whole:
+    #                                  each worker takes its share of it
+
+
+@dataclass(frozen=True)
+class SnapshotNow:
+    """Send a `Snapshot` of everything measured so far, now."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ class Finish:
     """The last phase is done: close, and send `Final`."""
 
 
-Command = StartPhase | Scrape | Share | FaultStarted | Stop | Finish
+Command = StartPhase | SnapshotNow | Scrape | Share | FaultStarted | Stop | Finish
 
 # -- worker → driver -----------------------------------------------------------------
 

@@ -23,6 +23,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from llmscen.assertions.slo import evaluate_one
+from llmscen.compile.phases import derive_seed, expected_open
+from llmscen.compile.plan import PhasePlan
+from llmscen.driver.client import ClientFigures, judge_phase
+from llmscen.metrics.query import aggregate
+from llmscen.metrics.results import RunResults, SearchStep
+
 
 @dataclass(frozen=True)
 class Step:
@@ -104,8 +111,67 @@ class Search:
         return max(kept) if kept else None
 
 
+def default_tolerance(precision: float) -> float:
+    """How far served may fall short of offered: well inside the precision, above noise."""
+    return max(0.01, precision / 5)
+
+
 def saturated(offered: float | None, served: float | None, tolerance: float) -> bool:
     """The server did not keep up: it served less than the offered rate, past `tolerance`."""
     if offered is None or served is None or offered <= 0:
         return False
     return served < offered * (1 - tolerance)
+
+
+# -- the steps of a search phase, as phases -------------------------------------------
+
+
+def search_step(phase: PhasePlan, value: float, repeat: int) -> PhasePlan:
+    """The phase that tries `value`: an open or closed phase of `step` seconds, named
+    `search-value` (and `/2`, `/3` for repeats), part of the search as a sweep's steps are."""
+    spec = phase.search
+    assert spec is not None
+    name = f"{phase.name}-{value:g}" + (f"/{repeat + 1}" if repeat else "")
+    common = {"name": name, "duration": spec.step, "warmup": phase.warmup, "sweep": phase.name,
+              "mix": phase.mix, "seed": derive_seed(phase.seed, value, repeat)}
+    if spec.axis == "users":
+        return PhasePlan(kind="closed", users=int(value), spawn_rate=phase.spawn_rate,
+                         think_min=phase.think_min, think_max=phase.think_max, **common)
+    plan = PhasePlan(kind="open", rate=value, arrival=phase.arrival, burstiness=phase.burstiness,
+                     max_in_flight=phase.max_in_flight, **common)
+    return plan.model_copy(update={"expected_requests": expected_open(plan)})
+
+
+def judge_step(phase: PhasePlan, value: float, names: list[str], measured: RunResults,
+               figures: list[ClientFigures]) -> SearchStep:
+    """Did the step hold? Its objectives on its phases' pooled data, and the served rate."""
+    spec = phase.search
+    assert spec is not None
+    view = measured.model_copy(update={
+        "phases": [p for p in measured.phases if p.name in names],
+        "scopes": [s for s in measured.scopes if s.phase in names]})
+    failed = [r.message for r in (evaluate_one(o, view) for o in spec.objectives)
+              if not r.passed]
+    agg = aggregate(view)
+    # the rate the server kept up, over the step's own time: a step ends when its last
+    # request has, so its wall time is the step, plus one service time when the server kept
+    # up, plus the time to clear its backlog when it did not
+    offered = value if spec.axis == "arrival_rate" else None
+    fastest = agg.value("latency_sent", "min") or 0.0
+    # n arrivals span (n - 1) gaps of 1/offered: count the last one's gap too
+    busy = agg.wall_seconds - (fastest - (1 / offered if offered else 0.0)) * len(names)
+    served = agg.counters.ok / busy if busy > 0 else agg.value("throughput")
+    full = saturated(offered, served, spec.tolerance)
+    bound = any(judge_phase(view, p, f, 0) is not None
+                for p, f in zip(view.phases, figures, strict=False))
+    return SearchStep(value=value, phases=names, passed=not failed and not full,
+                      saturated=full, client_bound=bound, served=served, offered=offered,
+                      latency_p95=agg.value("latency", "p95"), failed=failed)
+
+
+def step_line(step: SearchStep, axis: str) -> str:
+    unit = "/s" if axis == "arrival_rate" else " users"
+    served = f", served {step.served:.4g}/s" if step.served is not None else ""
+    verdict = "held" if step.passed else "saturated" if step.saturated else "failed"
+    why = f" ({'; '.join(step.failed)})" if step.failed and not step.passed else ""
+    return f"{step.value:g}{unit}: {verdict}{served}{why}"

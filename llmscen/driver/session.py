@@ -25,11 +25,12 @@ from llmscen.driver.client import ClientFigures, client_limit, judge_phase
 from llmscen.driver.faults import FaultError, run_fault
 from llmscen.driver.handles import Handle, InProcess, spawn_processes
 from llmscen.driver.live import Live
+from llmscen.driver.search import Search, Step, judge_step, search_step, step_line
 from llmscen.driver.services import Started, start_services
 from llmscen.errors import RunError
 from llmscen.metrics.merge import merge
 from llmscen.metrics.recorder import declared_requests
-from llmscen.metrics.results import FaultInfo, Meta, Reason, RunResults, Series
+from llmscen.metrics.results import FaultInfo, Meta, Reason, RunResults, SearchInfo, Series
 
 READY_TIMEOUT_S = 120.0
 FINAL_TIMEOUT_S = 15.0
@@ -89,6 +90,7 @@ class Driver:
         self._stopping = asyncio.Event()
         self.finishing = False             # every phase is done: reports no longer stop the run
         self.faults: list[FaultInfo] = []
+        self.searches: list[SearchInfo] = []
         self.started: Started | None = None
 
     # -- stopping ------------------------------------------------------------------------
@@ -158,21 +160,10 @@ class Driver:
                 for index, phase in enumerate(plan.phases):
                     if self.stopping:
                         break
-                    start_ns = time.perf_counter_ns() + int(margin * 1e9)
-                    self.live.phase_started(phase, (start_ns - self.origin_ns) / 1e9)
-                    if self.options.display is not None:
-                        self.options.display.phase_started(phase, self.live)
-                    for handle in workers.live():
-                        handle.send(m.StartPhase(index, start_ns, self.origin_ns))
-                    faults = [asyncio.create_task(self._fault(f, plan, phase.name, start_ns))
-                              for f in phase.faults]
-                    await self._until(lambda i=index: not {h.index for h in workers.live()} -
-                                      workers.done.get(i, set()), None, "")
-                    await self._settle(faults)
-                    self.live.phase_ended((time.perf_counter_ns() - self.origin_ns) / 1e9)
-                    self._keep_client_figures(phase)
-                    if workers.handles[0].index not in workers.lost | workers.failed:
-                        workers.handles[0].send(m.Scrape(phase.name))
+                    if phase.kind == "search":
+                        await self._search(index, phase, plan, margin)
+                    else:
+                        await self._phase(index, phase, plan, margin)
             self.finishing = True
             self._send_all(m.Finish())
             await self._until(lambda: not {h.index for h in workers.live()} - set(workers.finals),
@@ -184,6 +175,75 @@ class Driver:
                 await pump.close()
             while not self.reports.empty():
                 self._on(self.reports.get_nowait())
+
+    async def _phase(self, index: int, phase: PhasePlan, plan: Plan, margin: float,
+                     made: bool = False) -> None:
+        """One barrier: every worker runs its share of `phase` from one instant; returns
+        when all have finished. `made`: a phase made during the run (a search's step)."""
+        workers = self.workers
+        assert workers is not None
+        workers.done.pop(index, None)
+        start_ns = time.perf_counter_ns() + int(margin * 1e9)
+        self.live.phase_started(phase, (start_ns - self.origin_ns) / 1e9)
+        if self.options.display is not None:
+            self.options.display.phase_started(phase, self.live)
+        for handle in workers.live():
+            handle.send(m.StartPhase(index, start_ns, self.origin_ns, phase if made else None))
+        faults = [asyncio.create_task(self._fault(f, plan, phase.name, start_ns))
+                  for f in phase.faults]
+        await self._until(lambda: not {h.index for h in workers.live()} -
+                          workers.done.get(index, set()), None, "")
+        await self._settle(faults)
+        self.live.phase_ended((time.perf_counter_ns() - self.origin_ns) / 1e9)
+        self._keep_client_figures(phase)
+        if workers.handles[0].index not in workers.lost | workers.failed:
+            workers.handles[0].send(m.Scrape(phase.name))
+
+    async def _search(self, index: int, phase: PhasePlan, plan: Plan, margin: float) -> None:
+        """Run the search's steps as phases until it knows the answer (driver/search.py)."""
+        spec = phase.search
+        assert spec is not None and self.workers is not None
+        search = Search(spec.low, spec.high, spec.precision, spec.max_steps,
+                        integer=spec.axis == "users")
+        info = SearchInfo(phase=phase.name, axis=spec.axis, capacity=None, ceiling=None,
+                          precision=spec.precision, converged=False)
+        self.searches.append(info)
+        while not self.stopping and (value := search.next()) is not None:
+            names = []
+            for repeat in range(spec.repeats):
+                trial = search_step(phase, value, repeat)
+                names.append(trial.name)
+                await self._phase(index, trial, plan, margin, made=True)
+                if self.stopping:
+                    return
+            measured = await self._snapshot()
+            step = judge_step(phase, value, names, measured, [self.client[n] for n in names])
+            search.steps.append(Step(value=value, passed=step.passed, saturated=step.saturated,
+                                     served=step.served, offered=step.offered,
+                                     client_bound=step.client_bound))
+            info.steps.append(step)
+            self._note(f"search {phase.name!r}: {step_line(step, spec.axis)}")
+            if step.client_bound:
+                self.stop(Reason(kind="client_saturated", message=(
+                    f"search {phase.name!r} stopped at {value:g}: the load generator, not the "
+                    "server, was the bottleneck — the capacity is at least "
+                    f"{search.best or 0:g}; add workers or machines to search higher")))
+        info.capacity, info.ceiling = search.best, search.ceiling
+        info.converged = search.converged
+        info.knee = search.knee()
+
+    async def _snapshot(self) -> RunResults:
+        """Everything every worker measured so far, merged exactly."""
+        workers = self.workers
+        assert workers is not None
+        asked = {h.index for h in workers.live()}
+        for index in asked:
+            workers.snapshots.pop(index, None)
+        self._send_all(m.SnapshotNow())
+        await self._until(lambda: not {h.index for h in workers.live()} - set(workers.snapshots),
+                          FINAL_TIMEOUT_S, "")
+        return merge([RunResults.from_json(workers.snapshots[i], f"worker {i}")
+                      for i in sorted(workers.snapshots)])
 
     async def _fault(self, fault: FaultPlan, plan: Plan, phase: str, start_ns: int) -> None:
         assert self.started is not None, "faults run once the services have started"
@@ -325,6 +385,7 @@ class Driver:
         results.meta = meta
         results.requests = declared_requests(self.plan)   # all of them, sent or not
         results.faults = list(self.faults)
+        results.search = list(self.searches)
         self._judge_client(results)
         return results
 

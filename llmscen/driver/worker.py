@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmscen.compile.plan import Plan
-from llmscen.compile.share import share
+from llmscen.compile.share import phase_share, share
 from llmscen.driver import messages as m
 from llmscen.engine.events import BaseHandler, Completed, Fanout, Handler, NotSent, Tick
 from llmscen.engine.events import Note as NoteEvent
@@ -136,6 +136,7 @@ class Worker:
         self.origin_ns = origin_ns
         self.snapshots = snapshots
         self.cap = raise_descriptor_limit()
+        self.count = count
         self.mine = share(plan, index, count)
         self.recorder = Recorder(Meta(scenario=plan.name))
         self.watch = Watch(self)
@@ -211,6 +212,8 @@ class Worker:
                 command = await commands.get()
                 if isinstance(command, m.StartPhase):
                     self._phase = asyncio.create_task(self._run_phase(command))
+                elif isinstance(command, m.SnapshotNow):
+                    self.send(m.Snapshot(self.index, self._snapshot()))
                 elif isinstance(command, m.Scrape):
                     await self._scrape(command.phase)
                 elif isinstance(command, m.Share):
@@ -239,7 +242,8 @@ class Worker:
             await self._close()
 
     async def _run_phase(self, command: m.StartPhase) -> None:
-        phase = self.mine.phases[command.index]
+        phase = self.mine.phases[command.index] if command.phase is None else \
+            phase_share(command.phase, self.index, self.count)
         self.origin_ns = self.engine.origin_ns = command.origin_ns
         try:
             await self.engine.run_phase(phase, command.start_ns)

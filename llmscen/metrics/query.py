@@ -72,6 +72,8 @@ class Aggregate:
             part = {"error_rate": c.error_total, "check_failure_rate": c.check_failures,
                     "success_rate": c.ok}[metric]
             return part / c.requests
+        if metric == "capacity":    # not a scope's aggregate: read off results.search
+            return None
         if self.wall_seconds <= 0:
             return None
         amount = {"throughput": c.ok, "output_token_throughput": c.output_tokens,

@@ -299,6 +299,31 @@ class FaultInfo(Model):
     undone_at: float | None = None    # when the service or model was back (ready)
 
 
+class SearchStep(Model):
+    value: float                      # the load tried: arrivals per second, or users
+    phases: list[str] = Field(default_factory=list)   # the step's phases (one per repeat)
+    passed: bool
+    saturated: bool = False
+    client_bound: bool = False
+    served: float | None = None       # successful requests per second
+    offered: float | None = None      # arrivals per second asked (open searches)
+    latency_p95: float | None = None  # seconds
+    failed: list[str] = Field(default_factory=list)   # objectives that did not hold
+
+
+class SearchInfo(Model):
+    """What a `search:` phase found."""
+
+    phase: str
+    axis: str                         # arrival_rate | users
+    capacity: float | None            # the highest load that passed (None: not even min)
+    ceiling: float | None             # the lowest load that failed above it
+    precision: float
+    converged: bool                   # capacity and ceiling are within the precision
+    knee: float | None = None         # the highest load the server still followed
+    steps: list[SearchStep] = Field(default_factory=list)
+
+
 class StepInfo(Model):
     name: str                         # the metric name: `request`, or `request.step`
     expectations: list[str] = Field(default_factory=list)
@@ -360,6 +385,7 @@ class RunResults(Model):
     server_metrics: list[ServerMetrics] = Field(default_factory=list)
     requests: list[RequestInfo] = Field(default_factory=list)
     faults: list[FaultInfo] = Field(default_factory=list)
+    search: list[SearchInfo] = Field(default_factory=list)
     outcome: Outcome | None = None    # None only while a run is still being judged
 
     @field_validator("schema_version")

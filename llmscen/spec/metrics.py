@@ -48,6 +48,8 @@ CATALOG: dict[str, Metric] = {
         Metric("output_token_throughput", "rate", "output tokens per second over the scope's wall time"),
         Metric("images_per_second", "rate", "images received per second over the scope's wall time"),
         Metric("goodput", "rate", "successful requests per second that met every goodput objective"),
+        Metric("capacity", "rate", "the largest load a `search:` phase found meeting its "
+                                   "objectives (arrivals per second; users for a users search)"),
         Metric("error_rate", "ratio", "failed requests (any class but check) / all requests"),
         Metric("check_failure_rate", "ratio", "requests that failed an expectation / all requests"),
         Metric("success_rate", "ratio", "requests with no error and no failed check / all requests"),

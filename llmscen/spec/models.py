@@ -24,7 +24,7 @@ from pydantic import (
 
 from llmscen.spec.expect import Expect
 from llmscen.spec.paths import DirPath, FilePath
-from llmscen.spec.units import Duration, Rate, parse_duration
+from llmscen.spec.units import Duration, Percent, Rate, parse_duration
 
 # Names other parts of the file refer to (targets, services, data): identifier-like.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
@@ -181,7 +181,43 @@ Mix = Annotated[tuple[tuple[str, float], ...], BeforeValidator(parse_mix), WithJ
 _OPEN_KEYS = ("ramp_to", "arrival", "burstiness", "max_in_flight")
 _CLOSED_KEYS = ("spawn_rate", "think")
 _EACH_KEYS = ("times", "concurrent")
-_MODELS = ("arrival_rate", "users", "pause", "sweep", "each", "groups")
+_MODELS = ("arrival_rate", "users", "pause", "sweep", "each", "groups", "search")
+
+
+class SearchRange(Strict):
+    min: float = Field(gt=0, description="the lowest load to consider")
+    max: float = Field(gt=0, description="the highest load to consider")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if self.max <= self.min:
+            raise ValueError("`max` must be above `min`")
+        return self
+
+
+class SearchSpec(Strict):
+    """Find the largest load at which objectives hold (`search:`)."""
+
+    arrival_rate: SearchRange | None = Field(None, description="search arrivals per second "
+                                             "(an open model)")
+    users: SearchRange | None = Field(None, description="search a number of users (closed)")
+    precision: Percent = Field(0.05, description="how close the answer must be: the highest "
+                               "load that passed and the lowest that failed end this close")
+    step: Duration = Field(10.0, description="how long each load is tried")
+    max_steps: PositiveInt = Field(10, description="the most loads tried")
+    repeats: PositiveInt = Field(1, description="runs of each load, judged on their data pooled")
+    tolerance: Percent | None = Field(None, description="how far the served rate may fall short "
+                                      "of the offered one before a step counts as saturated "
+                                      "(default: a fifth of the precision, at least 1%)")
+    objectives: list[str | SLOSpec] = Field(min_length=1, description="SLOs each step must "
+                                            "meet, e.g. latency.p95 < 400ms, error_rate < 1%")
+
+    @model_validator(mode="after")
+    def _one_axis(self) -> SearchSpec:
+        if (self.arrival_rate is None) == (self.users is None):
+            raise ValueError("a search varies exactly one of `arrival_rate:` or `users:`, "
+                             "each as {min: ..., max: ...}")
+        return self
 
 
 class GroupSpec(Strict):
@@ -263,6 +299,8 @@ class PhaseSpec(Strict):
         None, description="several load models at once, each with its own mix, e.g. users "
                           "on chat beside an open stream of health checks")
     mix: Mix | None = None
+    search: SearchSpec | None = Field(None, description="find the largest load meeting "
+                                      "`objectives`; assert it with `capacity >= 40/s`")
     faults: list[FaultSpec] = Field(default_factory=list, description="act on the system "
                                     "under test during the phase; `time_to_recover` measures "
                                     "each from the fault to the first success after it")
@@ -272,13 +310,15 @@ class PhaseSpec(Strict):
         given = [k for k in _MODELS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("a phase is exactly one of: `arrival_rate` (open model), `users` "
-                             "(closed model), `pause`, `sweep`, `each` (test cases) or "
-                             "`groups` (several at once)" +
+                             "(closed model), `pause`, `sweep`, `each` (test cases), "
+                             "`groups` (several at once) or `search` (find the limit)" +
                              (f"; this one has {', '.join(given)}" if given else ""))
         kind = given[0]
         swept = None
         if self.sweep is not None:
             swept = "users" if self.sweep.users is not None else "arrival_rate"
+        if self.search is not None:
+            swept = "users" if self.search.users is not None else "arrival_rate"
         is_open = kind == "arrival_rate" or swept == "arrival_rate"
         is_closed = kind == "users" or swept == "users"
         misplaced = [k for k in _OPEN_KEYS if getattr(self, k) is not None and not is_open
@@ -290,7 +330,7 @@ class PhaseSpec(Strict):
         if misplaced:
             model = {"arrival_rate": "an open (arrival_rate)", "users": "a closed (users)",
                      "pause": "a pause", "sweep": "this sweep", "each": "a test-case (each)",
-                     "groups": "a groups"}[kind]
+                     "groups": "a groups", "search": "this search"}[kind]
             names = ", ".join(f"`{k}`" for k in misplaced)
             raise ValueError(f"{names} {'does' if len(misplaced) == 1 else 'do'} not apply to "
                              f"{model} phase")
@@ -302,6 +342,10 @@ class PhaseSpec(Strict):
             if self.duration is not None or self.requests is not None:
                 raise ValueError("a test-case phase (`each`) ends when every case was sent "
                                  "`times` times; drop `duration` and `requests`")
+        elif kind == "search":
+            if self.duration is not None or self.requests is not None:
+                raise ValueError("a search runs `max_steps` steps of `step` each; drop "
+                                 "`duration` and `requests`")
         elif kind == "groups":
             if not self.groups:
                 raise ValueError("`groups` needs at least one group")
@@ -375,6 +419,9 @@ class Scenario(Strict):
     after: list[str] = Field(default_factory=list, description="requests run once, in order, "
                              "after the last phase (delete what the run created)")
 
+
+SearchSpec.model_rebuild()   # its objectives are SLOSpecs, defined above after it
+PhaseSpec.model_rebuild()
 
 # Keys a request or step takes whatever its plugin; the rest belong to the plugin.
 def _keys(model: type[BaseModel]) -> frozenset[str]:
