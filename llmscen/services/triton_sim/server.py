@@ -36,7 +36,7 @@ from typing import IO, Any
 from .options import TritonSimOptions
 from .repository import install_python_backend, write_model_repository
 
-INSTALL_HINT = "pip install 'llmscen[triton]'"
+INSTALL_HINT = "pip install 'llmscen[triton-sim]'"
 _PORT_RETRIES = 3
 
 
