@@ -237,6 +237,8 @@ class Driver:
                 self._send_all(m.Share(report.shared))
         elif isinstance(report, m.Ready):
             workers.ready.add(report.worker)
+            if report.targets:      # resolved URLs and server identities, for the reports
+                self.meta.targets = list(report.targets)
         elif isinstance(report, m.Snapshot):
             workers.snapshots[report.worker] = report.results
         elif isinstance(report, m.Final):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import resource
 import time
@@ -20,15 +21,17 @@ from typing import Any
 from llmscen.compile.plan import Plan
 from llmscen.compile.share import share
 from llmscen.driver import messages as m
+from llmscen.driver.context import server_info
 from llmscen.engine.events import BaseHandler, Completed, Fanout, Handler, NotSent, Tick
 from llmscen.engine.events import Note as NoteEvent
 from llmscen.engine.run import Engine
 from llmscen.errors import RunError
 from llmscen.metrics.recorder import Recorder
 from llmscen.metrics.request_log import RequestLog
-from llmscen.metrics.results import Meta
+from llmscen.metrics.results import Meta, TargetInfo
 from llmscen.metrics.series import SEAL_AFTER
 
+log = logging.getLogger(__name__)
 SNAPSHOT_S = 2.0        # a lost worker loses at most this much of its histograms
 FD_RESERVE = 128        # descriptors kept free for logs, services, the runners' own use
 NOT_THE_API_AFTER = 5   # this many first answers, all "no such endpoint", end the run
@@ -151,8 +154,11 @@ class Worker:
 
     # -- reports -----------------------------------------------------------------------
     def progress(self, tick: Tick | None = None) -> None:
+        users = self._users()
         if tick is not None:
             self._last_tick = tick
+            if users:
+                self.recorder.store.note_users(tick.now, users, phase=tick.phase)
         t = tick or self._last_tick
         now = (time.perf_counter_ns() - self.origin_ns) / 1e9
         sealed = int(now) - SEAL_AFTER
@@ -165,7 +171,12 @@ class Worker:
             connect_streak={k: v for k, v in self.watch.streak.items() if v},
             not_sent_by=dict(self.watch.not_sent_by),
             descriptors=(open_descriptors(), self.cap + FD_RESERVE), emfile=self.watch.emfile,
-            client_waits=self.watch.client_waits))
+            client_waits=self.watch.client_waits, users=users))
+
+    def _users(self) -> int:
+        """Virtual users running now (closed phases: each user is one task of the phase)."""
+        live = self.engine.live
+        return len(live.tasks) if live is not None and live.phase.kind == "closed" else 0
 
     def not_the_api(self, target: str, evidence: list[str]) -> None:
         url = next((t.url or "" for t in self.plan.targets if t.name == target), "")
@@ -204,7 +215,9 @@ class Worker:
                                f"{exc}"))
             await self._close()
             return
-        self.send(m.Ready(self.index, self.cap))
+        log.info("worker %d ready: %d targets, in-flight cap %d", self.index,
+                 len(self.plan.targets), self.cap)
+        self.send(m.Ready(self.index, self.cap, await self._targets() if self.index == 0 else []))
         snapshots = asyncio.create_task(self._snapshots()) if self.snapshots else None
         try:
             while True:
@@ -240,6 +253,8 @@ class Worker:
 
     async def _run_phase(self, command: m.StartPhase) -> None:
         phase = self.mine.phases[command.index]
+        log.debug("worker %d: phase %r starts (its share: rate %s, users %s)", self.index,
+                  phase.name, phase.rate, phase.users)
         self.origin_ns = self.engine.origin_ns = command.origin_ns
         try:
             await self.engine.run_phase(phase, command.start_ns)
@@ -249,6 +264,18 @@ class Worker:
             self.send(m.PhaseDone(self.index, command.index,
                                   info.started if info else 0.0, info.ended if info else 0.0,
                                   self.engine.captured if phase.role == "before" else {}))
+
+    async def _targets(self) -> list[TargetInfo]:
+        """The targets as reached: resolved URLs and what each server says it is."""
+        out = []
+        for target in self.plan.targets:
+            runner = self.engine.runners.get(target.name)
+            server = await server_info(runner, target.name) if runner is not None else {}
+            log.info("target %r at %s: %s", target.name, target.url,
+                     ", ".join(f"{k} {v}" for k, v in server.items()) or "no server identity")
+            out.append(TargetInfo(name=target.name, plugin=target.plugin,
+                                  service=target.service, url=target.url, server=server))
+        return out
 
     async def _scrape(self, phase: str | None) -> None:
         now = await self.engine.scrape()
