@@ -132,7 +132,7 @@ def test_charts_are_inline_svg_with_phase_bands(failing_html: str) -> None:
     assert len(svgs) >= 8
     over_time = [s for s in svgs if 'class="band-label"' in s]
     assert over_time and all(">steady</text>" in s for s in over_time)
-    assert any('aria-label="Errors per second"' in s for s in svgs)
+    assert any('aria-label="Error rate over time"' in s for s in svgs)
     assert all(re.search(r'<path class="line s\d|<path class="line bad', s) for s in svgs)
 
 

@@ -166,6 +166,12 @@ def _mask_lines(text: str) -> str:
     return "".join(lines)
 
 
+def target_model(target: Any) -> str | None:
+    """The model a target's options name (`model:` of openai, vllm, triton), if any."""
+    model = getattr(getattr(target, "options", None), "model", None)
+    return model if isinstance(model, str) and model else None
+
+
 async def server_info(runner: Any, target: str) -> dict[str, str]:
     """What a runner's server says it is (`server_info()`, optional in the plugin contract:
     `engine.protocol.Describing`); {} when the plugin cannot tell, or the server does not

@@ -15,7 +15,7 @@ from typing import Any
 from llmscen.assertions.slo import evaluate
 from llmscen.assertions.verdict import conclude
 from llmscen.compile.plan import Plan
-from llmscen.driver.context import client_info, scenario_source
+from llmscen.driver.context import client_info, scenario_source, target_model
 from llmscen.driver.outputs import write_outputs
 from llmscen.driver.session import Display, Driver, RunOptions, install_signals
 from llmscen.engine.loop import run_loop
@@ -67,6 +67,7 @@ def make_meta(plan: Plan, registry: Any, workers: int,
                for n in used]
     # the workers replace these with the URLs the services got and what the servers say
     targets = [TargetInfo(name=t.name, plugin=t.plugin, service=t.service,
+                          model=target_model(t),
                           url=t.url or (f"service:{t.service}" if t.service else None))
                for t in plan.targets]
     argv = list(command_line) if command_line is not None else ["llmscen", *sys.argv[1:]]

@@ -21,7 +21,7 @@ from typing import Any
 from llmscen.compile.plan import Plan
 from llmscen.compile.share import share
 from llmscen.driver import messages as m
-from llmscen.driver.context import server_info
+from llmscen.driver.context import server_info, target_model
 from llmscen.engine.events import BaseHandler, Completed, Fanout, Handler, NotSent, Tick
 from llmscen.engine.events import Note as NoteEvent
 from llmscen.engine.run import Engine
@@ -274,7 +274,8 @@ class Worker:
             log.info("target %r at %s: %s", target.name, target.url,
                      ", ".join(f"{k} {v}" for k, v in server.items()) or "no server identity")
             out.append(TargetInfo(name=target.name, plugin=target.plugin,
-                                  service=target.service, url=target.url, server=server))
+                                  service=target.service, model=target_model(target),
+                                  url=target.url, server=server))
         return out
 
     async def _scrape(self, phase: str | None) -> None:

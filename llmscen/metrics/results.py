@@ -86,6 +86,7 @@ class TargetInfo(Model):
     plugin: str
     url: str | None = None            # as resolved at run time (a service's own address)
     service: str | None = None        # the service llmscen started for it
+    model: str | None = None          # the model it serves, as the scenario names it
     server: dict[str, str] = Field(default_factory=dict)   # what the server says it is
     #                                   (e.g. {"name": "vLLM", "version": "0.6.3"})
 

@@ -57,6 +57,9 @@ def summary(results: RunResults) -> str:
     out = ["", *lines]
     cases = results.outcome.cases if results.outcome else []
     marks = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
+    # a case not judged for a reason the last line gives says so, instead of repeating it
+    said = {f"not judged: {r.message}" for r in results.outcome.reasons} \
+        if results.outcome else set()
     for kind, title in (("slo", "SLOs"), ("request", "requests"),
                         ("expectation", "expectations")):
         shown = [c for c in cases if c.kind == kind]
@@ -65,8 +68,12 @@ def summary(results: RunResults) -> str:
             out += ["", f"{title}: {len(shown)} {skipped.pop()}"]
         elif shown:
             out += ["", f"{title}:"]
-            out += [f"  {marks[c.status]:<5} {c.name}: {c.message}" if kind != "slo" else
-                    f"  {marks[c.status]:<5} {c.message or c.name}" for c in shown]
+            for c in shown:
+                message = "not judged (why: see the last line)" if c.message in said \
+                    else c.message
+                out.append(f"  {marks[c.status]:<5} {c.name}: {message}" if kind != "slo" or
+                           message != c.message else
+                           f"  {marks[c.status]:<5} {c.message or c.name}")
     groups = error_groups(results)
     if groups:
         out += ["", "errors:"]
