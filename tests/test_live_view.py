@@ -185,7 +185,7 @@ def test_a_real_run_in_lines_mode_with_verbose(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 def test_the_panel_in_a_real_terminal(tmp_path: Path) -> None:
     """Runs peak.yaml in tmux and reads the screen; LLMSCEN_UPDATE_SCREENSHOT=1 keeps it as
-    docs/live-view.txt."""
+    docs/live-view.txt and, with its colours, docs/live-view.svg."""
     session = f"llmscen-live-{os.getpid()}"
     command = (f"{sys.executable} -m llmscen.cli.main run scenarios/peak.yaml -v --workers 2 "
                "--set phases.0.duration=1s --set phases.1.duration=4s "
@@ -212,7 +212,18 @@ def test_the_panel_in_a_real_terminal(tmp_path: Path) -> None:
             ansi = subprocess.run(["tmux", "capture-pane", "-p", "-e", "-t", session],
                                   capture_output=True, text=True, check=True).stdout
             (ROOT / "docs" / "live-view.txt").write_text(screen.rstrip() + "\n")
-            (tmp_path / "live-view.ansi").write_text(ansi)
-            shutil.copyfile(tmp_path / "live-view.ansi", ROOT / "docs" / "live-view.ansi")
+            (ROOT / "docs" / "live-view.svg").write_text(terminal_svg(ansi))
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+
+
+def terminal_svg(ansi: str) -> str:
+    """The captured screen as an SVG picture of a terminal (rich draws it); fonts are the
+    viewer's own monospace ones, so the picture fetches nothing."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(record=True, width=118, file=io.StringIO(), force_terminal=True)
+    console.print(Text.from_ansi(ansi.rstrip()), soft_wrap=True)
+    svg = console.export_svg(title="llmscen run scenarios/peak.yaml -v --workers 2")
+    return re.sub(r"@font-face \{.*?\}\s*", "", svg, flags=re.S)

@@ -313,6 +313,14 @@ class Quiet(_View):
         pass
 
 
+def _columns(stream: TextIO) -> int | None:
+    """The terminal's width (rich guesses 80 for a stream that is not stdout)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def make_display(plan: Plan, *, quiet: bool = False, verbose: int = 0, mode: str = "auto",
                  log_level: str = "warning", stream: TextIO | None = None) -> _View:
     """The view `llmscen run` shows on `stream` (stderr), with llmscen's log set up to print
@@ -325,7 +333,7 @@ def make_display(plan: Plan, *, quiet: bool = False, verbose: int = 0, mode: str
         handler: logging.Handler = logging.StreamHandler(stream)
     elif mode == "live" or (mode == "auto" and tty):
         console = Console(file=stream, force_terminal=True if mode == "live" else None,
-                          highlight=False)
+                          highlight=False, width=_columns(stream))
         view = PanelView(plan, console, verbose=verbose)
         handler = RichHandler(console=console, show_path=False, show_time=False,
                               markup=False, rich_tracebacks=False)
