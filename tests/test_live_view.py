@@ -99,7 +99,7 @@ def test_ci_lines_come_once_per_interval_and_say_everything() -> None:
     ramp_run(until=12, each=view.progress)
     view.close()
     lines = out.getvalue().splitlines()
-    assert lines[0] == "[    0.0s] phase 1/1 ramp (open, 10→50/s, 20s)"
+    assert lines[0] == "[    0.0s] phase ramp (1 of 1: open, 10→50/s, 20s)"
     ticks = [line for line in lines if re.match(r"\[ *\d+\.\ds\] ramp ", line)]
     assert [line.split("]")[0] for line in ticks] == ["[    5.0s", "[   10.0s"]
     last = ticks[-1]
@@ -173,7 +173,7 @@ def test_a_real_run_in_lines_mode_with_verbose(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     err = proc.stderr
-    assert "phase 1/1 smoke (open, 4/s, 6s)" in err
+    assert "phase smoke (1 of 1: open, 4/s, 6s)" in err
     assert re.search(r"\[ +5\.\ds\] smoke 5s of 6s .* asked 4\.0/s", err), err
     assert "worker 0: CPU " in err
     assert re.search(r"llmscen INFO llmscen\.driver\.services: service 'sim' ready at "

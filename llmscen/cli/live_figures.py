@@ -150,7 +150,7 @@ def interval(live: Live, phase: str | None, seconds: int = INTERVAL_S) -> Interv
     points: list[SeriesPoint] = []
     for mine in live.points.values():
         for key, by_second in mine.items():
-            if key[0] != phase:
+            if key[0] != phase and not key[0].startswith(phase + "."):   # groups: phase.group
                 continue
             points += [p for t, p in by_second.items() if start <= t < end]
     if not points:

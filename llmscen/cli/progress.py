@@ -64,6 +64,10 @@ def describe_load(phase: PhasePlan) -> str:
         users = f"{phase.users or 0}" + (f"→{phase.users_ramp_to}" if phase.users_ramp_to
                                          is not None else "")
         return f"closed, {users} users"
+    if phase.kind == "parallel":
+        return f"parallel, {len(phase.groups)} groups"
+    if phase.kind == "each":
+        return f"each, {len(phase.cases)} cases"
     return "pause"
 
 
@@ -73,11 +77,11 @@ def load_text(frame: Frame) -> str:
     if phase is None or phase.kind == "pause":
         return "pause"
     if phase.kind == "closed":
-        asked = int(frame.asked or 0)
-        return (f"users {frame.users} running of {asked} asked · done "
+        return (f"users {frame.users} running of {int(frame.asked or 0)} asked · done "
                 f"{_rate(frame.done_rate)}")
-    return (f"asked {_rate(frame.asked)} · sent {_rate(frame.sent_rate)} · done "
-            f"{_rate(frame.done_rate)}")
+    users = f"users {frame.users} running · " if frame.users else ""
+    asked = f"asked {_rate(frame.asked)} · " if frame.asked is not None else ""
+    return f"{users}{asked}sent {_rate(frame.sent_rate)} · done {_rate(frame.done_rate)}"
 
 
 def percentiles_text(name: str, p: Percentiles) -> str:
@@ -150,8 +154,8 @@ class _View:
         self.figures.phase_started(live)
         self.frame = None
         at = live.phases[-1].started if live.phases else 0.0
-        self.print(f"[{at:7.1f}s] phase {self.figures.number}/{len(self.plan.phases)} "
-                   f"{phase.name} ({describe_load(phase)}"
+        self.print(f"[{at:7.1f}s] phase {phase.name} ({self.figures.number} of "
+                   f"{len(self.plan.phases)}: {describe_load(phase)}"
                    + (f", {_clock(phase.duration)}" if phase.duration else "")
                    + (", warmup" if phase.warmup else "") + ")")
 

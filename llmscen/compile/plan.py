@@ -96,7 +96,7 @@ class PhasePlan(Frozen):
 
     def load_at(self, t: float) -> float | None:
         """The load asked for `t` seconds into the phase: arrivals per second (open) or
-        users (closed); None for a pause."""
+        users (closed); None for other kinds (pause, each, parallel groups)."""
         if self.kind == "open":
             rate = self.rate or 0.0
             if self.ramp_to is None or not self.duration:
@@ -116,9 +116,9 @@ class PhasePlan(Frozen):
         return None
 
     def planned_curve(self, points: int = 60) -> list[tuple[float, float]]:
-        """`load_at` sampled over the phase: (seconds into the phase, load); [] for a pause
-        or a phase with no duration."""
-        if self.kind == "pause" or not self.duration:
+        """`load_at` sampled over the phase: (seconds into the phase, load); [] for other
+        kinds than open and closed, or a phase with no duration."""
+        if self.kind not in ("open", "closed") or not self.duration:
             return []
         if self.kind == "open":
             ends = (0.0, self.duration)

@@ -154,29 +154,32 @@ class Worker:
 
     # -- reports -----------------------------------------------------------------------
     def progress(self, tick: Tick | None = None) -> None:
-        users = self._users()
         if tick is not None:
             self._last_tick = tick
-            if users:
-                self.recorder.store.note_users(tick.now, users, phase=tick.phase)
+            running = self._users(tick.phase)
+            if running:
+                self.recorder.store.note_users(tick.now, running, phase=tick.phase)
         t = tick or self._last_tick
+        states = self.engine.live      # a phase of parallel groups runs several at once
+        in_flight = sum(s.in_flight for s in states) if states else t.in_flight if t else 0
         now = (time.perf_counter_ns() - self.origin_ns) / 1e9
         sealed = int(now) - SEAL_AFTER
         self.send(m.Progress(
             worker=self.index, now=now, phase=t.phase if t else "", counts=self.watch.counts(),
             tick=tick is not None,
-            in_flight=t.in_flight if t else 0, max_lag=t.max_lag if t else 0.0,
+            in_flight=in_flight, max_lag=t.max_lag if t else 0.0,
             loop_lag=t.loop_lag if t else 0.0, cpu=t.cpu if t else 0.0,
             points=self.recorder.store.take_series(sealed),
             connect_streak={k: v for k, v in self.watch.streak.items() if v},
             not_sent_by=dict(self.watch.not_sent_by),
             descriptors=(open_descriptors(), self.cap + FD_RESERVE), emfile=self.watch.emfile,
-            client_waits=self.watch.client_waits, users=users))
+            client_waits=self.watch.client_waits, users=self._users()))
 
-    def _users(self) -> int:
-        """Virtual users running now (closed phases: each user is one task of the phase)."""
-        live = self.engine.live
-        return len(live.tasks) if live is not None and live.phase.kind == "closed" else 0
+    def _users(self, phase: str | None = None) -> int:
+        """Virtual users running now in closed phases (or groups), or in `phase` alone: each
+        user is one task of its phase."""
+        return sum(len(s.tasks) for s in self.engine.live if s.phase.kind == "closed" and
+                   phase in (None, s.phase.name))
 
     def not_the_api(self, target: str, evidence: list[str]) -> None:
         url = next((t.url or "" for t in self.plan.targets if t.name == target), "")
