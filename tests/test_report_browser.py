@@ -145,6 +145,8 @@ def displayed_charts(browser: Any) -> list[str]:
 def test_the_outcome_context_and_load_of_a_chat_run(browser: Any, real_report: Path) -> None:
     results = RunResults.load(real_report.with_name("results.json"))
     assert results.outcome is not None
+    peak = results.phase("peak")      # every worker's share adds up to what was asked
+    assert peak is not None and peak.offered_rate == 40 and peak.planned[0][1] == 40
     open_page(browser, real_report)
     cases = browser.find_elements(By.CSS_SELECTOR, "#cases tr.case")
     assert len(cases) == len(results.outcome.cases) >= 10

@@ -117,11 +117,13 @@ def test_workers_asked_for_shares_that_add_up() -> None:
 
 
 @pytest.mark.slow
-def test_a_run_saves_its_context(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_run_saves_its_context(tmp_path: Path, workers: str) -> None:
+    """With several workers too: each asks for its share, and the shares add up."""
     path = tmp_path / "context.yaml"
     path.write_text(SCENARIO)
     result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out"), "-q",
-                                      "--workers", "1"])
+                                      "--workers", workers])
     assert result.exit_code == 0, result.output
     raw = (tmp_path / "out" / "results.json").read_bytes()
     assert b"sk-literal-123456" not in raw and b"abc.def" not in raw
@@ -138,6 +140,7 @@ def test_a_run_saves_its_context(tmp_path: Path) -> None:
     assert "ttft" in plugin.metrics and "images_per_second" not in plugin.metrics
     opened, users = results.phases
     assert opened.planned[0][1] == 10.0 and opened.planned[-1][1] == 20.0
+    assert opened.offered_rate == 15.0 and users.users == 4
     assert opened.planned[-1][0] - opened.planned[0][0] == pytest.approx(2.0)
     assert max(v for _, v in users.planned) == 4.0
     (running,) = results.series.users

@@ -96,12 +96,13 @@ class PhasePlan(Frozen):
 
     def load_at(self, t: float) -> float | None:
         """The load asked for `t` seconds into the phase: arrivals per second (open) or
-        users (closed); None for other kinds (pause, each, parallel groups)."""
+        users (closed); None for other kinds (pause, each, parallel groups). A worker's
+        share of an open phase (`stride`) asks for its part of the arrivals."""
         if self.kind == "open":
             rate = self.rate or 0.0
-            if self.ramp_to is None or not self.duration:
-                return rate
-            return rate + (self.ramp_to - rate) * min(1.0, max(0.0, t / self.duration))
+            if self.ramp_to is not None and self.duration:
+                rate += (self.ramp_to - rate) * min(1.0, max(0.0, t / self.duration))
+            return rate / self.stride[1]
         if self.kind == "closed":
             users = self.users or 0
             total = max(users, self.users_ramp_to if self.users_ramp_to is not None else users)
