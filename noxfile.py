@@ -33,6 +33,14 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+@nox.session(python=["3.10", "3.11", "3.12", "3.13"])
+def versions(session: nox.Session) -> None:
+    """The test suite on every supported Python: `nox -s versions` (not run by default)."""
+    session.install("-e", ".[dev,triton-sim]")
+    session.run("bash", "scripts/install-test-deps.sh", external=True)
+    session.run("pytest", *session.posargs)
+
+
 @nox.session
 def plugin(session: nox.Session) -> None:
     """The example third-party plugin, installed as a team would install theirs."""

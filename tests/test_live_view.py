@@ -160,8 +160,10 @@ def test_quiet_shows_nothing_and_logs_go_where_the_view_is() -> None:
     view = make_display(plan(RAMP), stream=out, log_level="warning")   # replaces the handler
     logging.getLogger("llmscen.driver").info("not shown")
     assert isinstance(view, LineView) and "not shown" not in out.getvalue()
-    assert len([h for h in logging.getLogger("llmscen").handlers
-                if getattr(h, "llmscen_cli", False)]) == 1
+    ours = [h for h in logging.getLogger("llmscen").handlers if getattr(h, "llmscen_cli", False)]
+    assert len(ours) == 1
+    view.close()                  # the run is over: its stream is not written to any more
+    assert ours[0] not in logging.getLogger("llmscen").handlers
 
 
 @pytest.mark.slow

@@ -147,6 +147,7 @@ class _View:
         self.verbose = verbose
         self.figures = Figures(len(plan.phases))
         self.frame: Frame | None = None
+        self.log_handler: logging.Handler | None = None
 
     # what the driver calls (driver.session.Display)
     def phase_started(self, phase: PhasePlan, live: Live) -> None:
@@ -185,7 +186,11 @@ class _View:
                    f"{checks} check failures{extra}")
 
     def close(self) -> None:
+        """The run is over: the last phase's line; llmscen's log goes back to its default."""
         self._phase_done()
+        if self.log_handler is not None:
+            logging.getLogger("llmscen").removeHandler(self.log_handler)
+            self.log_handler = None
 
     def _phase_done(self) -> None:
         frame, self.frame = self.frame, None
@@ -347,6 +352,7 @@ def make_display(plan: Plan, *, quiet: bool = False, verbose: int = 0, mode: str
     if not isinstance(handler, RichHandler):
         handler.setFormatter(logging.Formatter("llmscen %(levelname)s %(name)s: %(message)s"))
     set_log(handler, log_level)
+    view.log_handler = handler
     return view
 
 
