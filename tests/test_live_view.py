@@ -192,7 +192,7 @@ def test_the_panel_in_a_real_terminal(tmp_path: Path) -> None:
     command = (f"{sys.executable} -m llmscen.cli.main run scenarios/peak.yaml -v --workers 2 "
                "--set phases.0.duration=1s --set phases.1.duration=4s "
                "--set phases.2.duration=10s --set phases.3.duration=3s "
-               f"--out {tmp_path}/out; sleep 30")
+               f"--out {tmp_path}/out; echo llmscen-exited-$?; sleep 30")
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "118", "-y", "24",
                     "-c", str(ROOT), command], check=True)
     try:
@@ -215,6 +215,14 @@ def test_the_panel_in_a_real_terminal(tmp_path: Path) -> None:
                                   capture_output=True, text=True, check=True).stdout
             (ROOT / "docs" / "live-view.txt").write_text(screen.rstrip() + "\n")
             (ROOT / "docs" / "live-view.svg").write_text(terminal_svg(ansi))
+        # Ctrl-C, as a person would: the run stops and stops the simulator it started
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
+        deadline = time.monotonic() + 60
+        while "llmscen-exited-" not in screen and time.monotonic() < deadline:
+            time.sleep(0.5)
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-S", "-200", "-t", session],
+                                    capture_output=True, text=True, check=True).stdout
+        assert "llmscen-exited-3" in screen or "llmscen-exited-0" in screen, screen
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
 
@@ -229,3 +237,41 @@ def terminal_svg(ansi: str) -> str:
     console.print(Text.from_ansi(ansi.rstrip()), soft_wrap=True)
     svg = console.export_svg(title="llmscen run scenarios/peak.yaml -v --workers 2")
     return re.sub(r"@font-face \{.*?\}\s*", "", svg, flags=re.S)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_closing_the_terminal_stops_the_run_and_keeps_its_results(tmp_path: Path) -> None:
+    """SIGHUP (the terminal went away) is an interrupt: the services stop, the files are
+    written, though nothing can be shown any more."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from llmscen.metrics.results import RunResults
+
+    session = f"llmscen-hup-{os.getpid()}"
+    out = tmp_path / "out"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "20",
+                    "-c", str(ROOT), f"{sys.executable} -m llmscen.cli.main run "
+                    f"scenarios/peak.yaml --workers 1 --out {out}; sleep 30"], check=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                                    capture_output=True, text=True, check=True).stdout
+            if "phase ramp" in screen:
+                break
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    deadline = time.monotonic() + 60
+    while not (out / "report.html").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    results = RunResults.load(out / "results.json")
+    assert results.outcome is not None and results.outcome.status == "interrupted"
+    assert sum(s.counters.requests for s in results.scopes) > 0
+    (target,) = results.meta.targets
+    parts = urlsplit(target.url or "")
+    assert parts.hostname == "127.0.0.1" and parts.port
+    with pytest.raises(OSError):     # the simulator it started is gone, not orphaned
+        socket.create_connection((parts.hostname, parts.port), timeout=2).close()

@@ -148,9 +148,31 @@ class _View:
         self.figures = Figures(len(plan.phases))
         self.frame: Frame | None = None
         self.log_handler: logging.Handler | None = None
+        self.gone = False       # the terminal went away: the run goes on and saves its files
 
-    # what the driver calls (driver.session.Display)
+    # what the driver calls (driver.session.Display); a display that cannot write any
+    # more (a closed terminal, a broken pipe) goes quiet instead of stopping the run
     def phase_started(self, phase: PhasePlan, live: Live) -> None:
+        try:
+            self._phase_started(phase, live)
+        except OSError:
+            self.gone = True
+
+    def progress(self, live: Live) -> None:
+        try:
+            self.frame = self.figures.frame(live)
+            if not self.gone:
+                self.show(self.frame)
+        except OSError:
+            self.gone = True
+
+    def note(self, message: str) -> None:
+        try:
+            self.print(f"note: {message}")
+        except OSError:
+            self.gone = True
+
+    def _phase_started(self, phase: PhasePlan, live: Live) -> None:
         self._phase_done()
         self.figures.phase_started(live)
         self.frame = None
@@ -159,13 +181,6 @@ class _View:
                    f"{len(self.plan.phases)}: {describe_load(phase)}"
                    + (f", {_clock(phase.duration)}" if phase.duration else "")
                    + (", warmup" if phase.warmup else "") + ")")
-
-    def progress(self, live: Live) -> None:
-        self.frame = self.figures.frame(live)
-        self.show(self.frame)
-
-    def note(self, message: str) -> None:
-        self.print(f"note: {message}")
 
     # what the CLI calls
     def finished(self, results: RunResults) -> None:
@@ -187,7 +202,10 @@ class _View:
 
     def close(self) -> None:
         """The run is over: the last phase's line; llmscen's log goes back to its default."""
-        self._phase_done()
+        try:
+            self._phase_done()
+        except OSError:
+            self.gone = True
         if self.log_handler is not None:
             logging.getLogger("llmscen").removeHandler(self.log_handler)
             self.log_handler = None
@@ -221,7 +239,7 @@ class LineView(_View):
         self.next_at = every
 
     def print(self, text: str) -> None:
-        if not self.quiet:
+        if not (self.quiet or self.gone):
             self.stream.write(text + "\n")
             self.stream.flush()
 
@@ -261,7 +279,8 @@ class PanelView(_View):
         self.started = False
 
     def print(self, text: str) -> None:
-        self.console.print(Text(text), highlight=False, soft_wrap=True)
+        if not self.gone:
+            self.console.print(Text(text), highlight=False, soft_wrap=True)
 
     def show(self, frame: Frame) -> None:
         now = time.monotonic()
@@ -276,8 +295,11 @@ class PanelView(_View):
     def close(self) -> None:
         super().close()
         if self.started:
-            self.live.stop()
             self.started = False
+            try:
+                self.live.stop()
+            except OSError:
+                self.gone = True
 
     def panel(self, frame: Frame) -> Group:
         phase = frame.phase

@@ -367,10 +367,11 @@ class Driver:
 
 
 def install_signals(driver: Driver) -> list[signal.Signals]:
-    """SIGINT and SIGTERM go to the driver (in the main thread only); the ones installed."""
+    """SIGINT, SIGTERM and SIGHUP (the terminal went away) go to the driver (in the main
+    thread only), so the services it started are stopped; the ones installed."""
     loop = asyncio.get_running_loop()
     installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             loop.add_signal_handler(sig, driver.interrupt)
         except (RuntimeError, ValueError, NotImplementedError):   # not the main thread
