@@ -175,3 +175,15 @@ def test_a_failed_window_slo_says_where_it_failed() -> None:
     html = render_html(results)
     assert '<span class="why">error_rate was ' in html
     assert "in the window starting at" in html
+
+
+def test_the_groups_of_a_parallel_phase_share_its_band() -> None:
+    from llmscen.report.charts import phase_bands
+
+    results = RunResults(meta=Meta(scenario="s"), phases=[
+        PhaseInfo(name="warm", kind="open", started=0, ended=2),
+        PhaseInfo(name="mixed.a", kind="closed", started=2, ended=8, sweep="mixed"),
+        PhaseInfo(name="mixed.b", kind="open", started=2, ended=8, sweep="mixed"),
+        PhaseInfo(name="mixed", kind="parallel", started=2, ended=8),
+        PhaseInfo(name="sweep-1", kind="open", started=8, ended=9, sweep="sweep")])
+    assert [b.label for b in phase_bands(results)] == ["warm", "mixed", "sweep-1"]

@@ -93,8 +93,10 @@ def bin_seconds(end: float) -> int:
 
 
 def phase_bands(results: RunResults) -> list[Band]:
+    """A band per phase; the groups of a parallel phase share its band (they overlap)."""
+    parallel = {p.name for p in results.phases if p.kind == "parallel"}
     return [Band(p.started, p.ended, p.name, muted=p.warmup or p.kind == "pause")
-            for p in results.phases]
+            for p in results.phases if p.sweep not in parallel]
 
 
 def _per_second(part: Callable[[Aggregate], int]) -> Value:
