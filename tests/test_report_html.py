@@ -187,3 +187,13 @@ def test_the_groups_of_a_parallel_phase_share_its_band() -> None:
         PhaseInfo(name="mixed", kind="parallel", started=2, ended=8),
         PhaseInfo(name="sweep-1", kind="open", started=8, ended=9, sweep="sweep")])
     assert [b.label for b in phase_bands(results)] == ["warm", "mixed", "sweep-1"]
+
+
+def test_calls_that_failed_before_their_check_are_counted_beside_it() -> None:
+    results = build_results(errors_every=9)
+    status = next(c for c in results.checks if c.expectation == "status")
+    status.unchecked = {"http": 13, "timeout": 2}
+    html = render_html(results)
+    section = html.split('id="checks"')[1].split("</section>")[0]
+    assert "Not checked</th>" in section
+    assert '<td class="num" title="http ×13 timeout ×2 ">15</td>' in section
