@@ -48,7 +48,7 @@ def feed(live: Live, worker: int, now: float, done: int, in_flight: int, phase: 
          points: list[SeriesPoint] | None = None, users: int = 0,
          errors: dict[str, int] | None = None) -> None:
     live.progress(m.Progress(
-        worker=worker, now=now, phase=phase,
+        worker=worker, now=now, phase=phase, tick=True,
         counts=m.Counts(requests=done, ok=done - sum((errors or {}).values()),
                         errors=dict(errors or {})),
         in_flight=in_flight, max_lag=0.003, loop_lag=0.001, cpu=0.25,
