@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
+from llmscen.cli import exitcodes
 from llmscen.cli.main import cli
 from llmscen.compile.plan import PhasePlan
 from llmscen.driver.context import mask_source
@@ -124,7 +125,9 @@ def test_a_run_saves_its_context(tmp_path: Path, workers: str) -> None:
     path.write_text(SCENARIO)
     result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out"), "-q",
                                       "--workers", workers])
-    assert result.exit_code == 0, result.output
+    # what is saved about the run does not depend on its verdict: a busy machine may make
+    # the client the bottleneck (invalid measurement), the context is the same
+    assert result.exit_code in (exitcodes.OK, exitcodes.INVALID_MEASUREMENT), result.output
     raw = (tmp_path / "out" / "results.json").read_bytes()
     assert b"sk-literal-123456" not in raw and b"abc.def" not in raw
     results = RunResults.from_json(raw)
