@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the test suite needs beyond `pip install -e '.[dev,triton]'`:
+# What the test suite needs beyond `pip install -e '.[dev,triton-sim]'`:
 # real third-party OpenAI-compatible servers (cached under ~/.cache/llmscen) and
 # Debian's Chromium for the report's browser test. Idempotent; safe to re-run.
 set -euo pipefail

@@ -103,6 +103,9 @@ def test_login_flow_in_process(registry_with_http: None, api: tuple[str, ApiStat
                      *QUICK])
     assert result.exit_code == exitcodes.OK, result.output
     check_good_run(results_of(out), state)
+    # an HTTP run's table has no token columns (the plugin does not produce them)
+    header = next(line for line in result.output.splitlines() if line.startswith("phase "))
+    assert "latency.p95" in header and "ttft" not in header and "tokens/s" not in header
 
 
 def test_login_flow_as_a_subprocess(api: tuple[str, ApiState], tmp_path: Path) -> None:

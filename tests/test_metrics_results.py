@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from llmscen.engine.protocol import Exchange
 from llmscen.metrics import (
+    SCHEMA_VERSION,
     CheckSummary,
     Meta,
     MetricStore,
@@ -139,10 +140,10 @@ def test_merge_sums_in_flight_and_checks() -> None:
 
 def test_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
     data = orjson.loads(finish(MetricStore()).to_json())
-    data["schema_version"] = 3
+    data["schema_version"] = SCHEMA_VERSION + 1
     path = tmp_path / "results.json"
     path.write_bytes(orjson.dumps(data))
-    with pytest.raises(ResultsVersionError, match=r"schema 3.*upgrade llmscen"):
+    with pytest.raises(ResultsVersionError, match=rf"schema {SCHEMA_VERSION + 1}.*upgrade llmscen"):
         RunResults.load(path)
 
 

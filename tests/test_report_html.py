@@ -132,7 +132,7 @@ def test_charts_are_inline_svg_with_phase_bands(failing_html: str) -> None:
     assert len(svgs) >= 8
     over_time = [s for s in svgs if 'class="band-label"' in s]
     assert over_time and all(">steady</text>" in s for s in over_time)
-    assert any('aria-label="Errors per second"' in s for s in svgs)
+    assert any('aria-label="Error rate over time"' in s for s in svgs)
     assert all(re.search(r'<path class="line s\d|<path class="line bad', s) for s in svgs)
 
 
@@ -175,3 +175,25 @@ def test_a_failed_window_slo_says_where_it_failed() -> None:
     html = render_html(results)
     assert '<span class="why">error_rate was ' in html
     assert "in the window starting at" in html
+
+
+def test_the_groups_of_a_parallel_phase_share_its_band() -> None:
+    from llmscen.report.charts import phase_bands
+
+    results = RunResults(meta=Meta(scenario="s"), phases=[
+        PhaseInfo(name="warm", kind="open", started=0, ended=2),
+        PhaseInfo(name="mixed.a", kind="closed", started=2, ended=8, sweep="mixed"),
+        PhaseInfo(name="mixed.b", kind="open", started=2, ended=8, sweep="mixed"),
+        PhaseInfo(name="mixed", kind="parallel", started=2, ended=8),
+        PhaseInfo(name="sweep-1", kind="open", started=8, ended=9, sweep="sweep")])
+    assert [b.label for b in phase_bands(results)] == ["warm", "mixed", "sweep-1"]
+
+
+def test_calls_that_failed_before_their_check_are_counted_beside_it() -> None:
+    results = build_results(errors_every=9)
+    status = next(c for c in results.checks if c.expectation == "status")
+    status.unchecked = {"http": 13, "timeout": 2}
+    html = render_html(results)
+    section = html.split('id="checks"')[1].split("</section>")[0]
+    assert "Not checked</th>" in section
+    assert '<td class="num" title="http ×13 timeout ×2 ">15</td>' in section

@@ -22,7 +22,7 @@ def test_summary_has_verdict_slos_phases_and_failures() -> None:
     assert "| **whole run** | 200 |" in text
     assert "| warmup | 40 |" in text and "| steady | 120 |" in text
     assert "### Failed expectations" in text and "**chat · contains**: 3 of" in text
-    assert "### Errors" in text and "| chat | http | 13 |" in text
+    assert "### Errors" in text and "| chat | http 503 | 13 | warmup, ramp, steady |" in text
 
 
 def test_untrusted_text_cannot_inject_markup_or_break_tables() -> None:

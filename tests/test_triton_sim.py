@@ -77,7 +77,7 @@ def test_missing_pytriton_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "pytriton" else real(name, *a))
-    with pytest.raises(TritonSimError, match=r"pip install 'llmscen\[triton\]'"):
+    with pytest.raises(TritonSimError, match=r"pip install 'llmscen\[triton-sim\]'"):
         start_triton_sim({"image_size": 64})
 
 

@@ -42,7 +42,7 @@ fi
 # the two shared libraries the binary needs, from the pytriton wheel of the project venv
 LIBS=$(ls -d "$VENV"/lib/python3.*/site-packages/nvidia_pytriton.libs 2>/dev/null | head -n1 || true)
 if [ -z "$LIBS" ]; then
-    echo "no nvidia_pytriton.libs in $VENV; install the triton extra first: pip install 'llmscen[triton]'" >&2
+    echo "no nvidia_pytriton.libs in $VENV; install the triton-sim extra first: pip install 'llmscen[triton-sim]'" >&2
     exit 1
 fi
 b64=$(ls "$LIBS"/libb64-*.so.0d | head -n1)

@@ -21,6 +21,8 @@ from llmscen.errors import LlmscenError
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError
 from llmscen.spec.loader import load_file
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 def parse_targets(items: Sequence[str]) -> dict[str, str]:
     out = {}
@@ -91,8 +93,9 @@ def plan(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], as_json
               help="Override a value, e.g. --set phases.0.duration=5s")
 @click.option("--target", "targets", multiple=True, metavar="NAME=URL",
               help="Point a target at a URL; its service is not started")
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Output folder [default: reports/<name>-<UTC time>/]")
+@click.option("--out", "outs", multiple=True, metavar="DIR | FORMAT=FILE",
+              help="Output folder [default: reports/<name>-<UTC time>/]; or, k6-style, one "
+                   "file: json=F, junit=F, html=F, summary=F (repeatable)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="results.json path")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="JUnit XML path")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="HTML report path")
@@ -102,18 +105,28 @@ def plan(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], as_json
               help="Local worker processes sharing the load [default: one per core]")
 @click.option("--log-requests", "log_path", type=click.Path(dir_okay=False),
               help="Also write one JSON line per request (timings, status, errors)")
-@click.option("-q", "--quiet", is_flag=True, help="No live progress line")
-def run(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], out: str | None,
+@click.option("-q", "--quiet", is_flag=True, help="No live view, no notes while running")
+@click.option("-v", "--verbose", count=True,
+              help="Per-worker detail in the live view and llmscen's info log (-vv: debug)")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              default=None, help="Level of llmscen's own log on stderr [default: warning]")
+@click.option("--progress", type=click.Choice(("auto", "live", "lines")), default="auto",
+              show_default=True,
+              help="live: redrawn in place (a terminal); lines: a line per interval (CI logs)")
+def run(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], outs: tuple[str, ...],
         json_path: str | None, junit_path: str | None, html_path: str | None,
         summary_path: str | None, workers: int | None, log_path: str | None,
-        quiet: bool) -> None:
+        quiet: bool, verbose: int, log_level: str | None, progress: str) -> None:
     """Run SCENARIO: send its traffic, check every response, judge its SLOs."""
-    from llmscen.cli.run import run_command
+    from llmscen.cli.run import Outputs, run_command
 
+    outputs = Outputs.parse(outs, json=json_path, junit=junit_path, html=html_path,
+                            summary=summary_path)
     registry = Registry.discover()
     compiled = load_plan(registry, scenario, sets, targets)
-    code = run_command(compiled, registry, out=out, json_path=json_path, junit_path=junit_path,
-                       html_path=html_path, summary_path=summary_path, quiet=quiet,
+    level = log_level or ("debug" if verbose > 1 else "info" if verbose else "warning")
+    code = run_command(compiled, registry, outputs, quiet=quiet, verbose=verbose,
+                       log_level=level, progress=progress,
                        workers=workers or os.cpu_count() or 1, log_path=log_path)
     sys.exit(code)
 

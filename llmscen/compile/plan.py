@@ -96,6 +96,50 @@ class PhasePlan(Frozen):
     faults: tuple[FaultPlan, ...] = ()
     search: SearchPlan | None = None       # kind search: the driver runs its steps as phases
 
+    # -- the load asked for, over the phase (the live view and the report draw it) --------
+    def user_start(self, uid: int) -> float:
+        """Seconds after the phase's start when closed-model user `uid` starts: as the spawn
+        rate and the users ramp both allow."""
+        users = self.users or 0
+        final = self.users_ramp_to if self.users_ramp_to is not None else users
+        at = uid / self.spawn_rate if self.spawn_rate else 0.0
+        if uid >= users and self.duration:
+            at = max(at, self.duration * (uid - users + 1) / (final - users + 1))
+        return at
+
+    def load_at(self, t: float) -> float | None:
+        """The load asked for `t` seconds into the phase: arrivals per second (open) or
+        users (closed); None for other kinds (pause, each, parallel groups). A worker's
+        share of an open phase (`stride`) asks for its part of the arrivals."""
+        if self.kind == "open":
+            rate = self.rate or 0.0
+            if self.ramp_to is not None and self.duration:
+                rate += (self.ramp_to - rate) * min(1.0, max(0.0, t / self.duration))
+            return rate / self.stride[1]
+        if self.kind == "closed":
+            users = self.users or 0
+            total = max(users, self.users_ramp_to if self.users_ramp_to is not None else users)
+            lo, hi = 0, total     # users started by t: user_start is non-decreasing in uid
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self.user_start(mid) <= t:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            return float(lo)
+        return None
+
+    def planned_curve(self, points: int = 60) -> list[tuple[float, float]]:
+        """`load_at` sampled over the phase: (seconds into the phase, load); [] for other
+        kinds than open and closed, or a phase with no duration."""
+        if self.kind not in ("open", "closed") or not self.duration:
+            return []
+        if self.kind == "open":
+            ends = (0.0, self.duration)
+            return [(t, v) for t in ends if (v := self.load_at(t)) is not None]
+        step = self.duration / points
+        return [(i * step, self.load_at(i * step) or 0.0) for i in range(points + 1)]
+
 
 class StepPlan(Frozen):
     """One call of a flow; `payload` holds the plugin's request options (templates unrendered)."""

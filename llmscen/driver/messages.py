@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmscen.compile.plan import PhasePlan
-from llmscen.metrics.results import ScopeSeries
+from llmscen.metrics.results import ScopeSeries, TargetInfo
 
 # -- driver → worker -----------------------------------------------------------------
 
@@ -74,6 +74,8 @@ Command = StartPhase | SnapshotNow | Scrape | Share | FaultStarted | Stop | Fini
 class Ready:
     worker: int
     in_flight_cap: int    # the client's own limit on requests in flight (descriptors)
+    targets: list[TargetInfo] = field(default_factory=list)   # as this worker reached them
+    #                       (worker 0 only): resolved URLs, what each server says it is
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Progress:
     descriptors: tuple[int, int] = (0, 0)   # open file descriptors, and the limit
     emfile: int = 0                  # calls that failed with "too many open files", so far
     client_waits: int = 0            # arrivals that waited for the client's in-flight limit
+    users: int = 0                   # closed phases: virtual users running now
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 from llmscen.assertions.slo import evaluate
 from llmscen.assertions.verdict import conclude
 from llmscen.compile.plan import Plan
+from llmscen.driver.context import client_info, scenario_source, target_model
 from llmscen.driver.outputs import write_outputs
 from llmscen.driver.session import Display, Driver, RunOptions, install_signals
 from llmscen.engine.loop import run_loop
@@ -61,15 +62,20 @@ def make_meta(plan: Plan, registry: Any, workers: int,
               command_line: Sequence[str] | None = None) -> Meta:
     used = sorted({t.plugin for t in plan.targets})
     plugins = [PluginInfo(name=n, distribution=registry.plugins[n].distribution,
-                          version=registry.plugins[n].version) for n in used]
-    targets = [TargetInfo(name=t.name, plugin=t.plugin,
+                          version=registry.plugins[n].version,
+                          metrics=sorted(getattr(registry.plugins[n].obj, "metrics", ())))
+               for n in used]
+    # the workers replace these with the URLs the services got and what the servers say
+    targets = [TargetInfo(name=t.name, plugin=t.plugin, service=t.service,
+                          model=target_model(t),
                           url=t.url or (f"service:{t.service}" if t.service else None))
                for t in plan.targets]
     argv = list(command_line) if command_line is not None else ["llmscen", *sys.argv[1:]]
     return Meta(scenario=plan.name, file=plan.file, description=plan.description,
                 seed=plan.seed, plugins=plugins, targets=targets,
                 command_line=redact_argv(argv), workers=workers,
-                started_at=dt.datetime.now(dt.timezone.utc))
+                started_at=dt.datetime.now(dt.timezone.utc), client=client_info(),
+                scenario_source=scenario_source(plan.file) if plan.file else None)
 
 
 def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -9,6 +11,8 @@ from typing import Any
 
 from llmscen.compile.plan import Plan
 from llmscen.engine.protocol import Endpoint, service_urls_to_fill, target_protocol
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,8 +42,14 @@ async def start_services(plan: Plan, registry: Any, log_dir: str | None
         for service in plan.services:
             if service.name in used:
                 kind = registry.services[service.kind].obj
-                endpoints[service.name] = await stack.enter_async_context(
+                began = time.monotonic()
+                log.info("starting service %r (%s)", service.name, service.kind)
+                endpoints[service.name] = endpoint = await stack.enter_async_context(
                     kind.launch(service, log_dir))
+                log.info("service %r ready at %s after %.1fs", service.name,
+                         " ".join(endpoint.urls.values()) or endpoint.url,
+                         time.monotonic() - began)
+                stack.callback(log.info, "stopping service %r", service.name)
         targets = []
         for target in plan.targets:
             if target.url is None:

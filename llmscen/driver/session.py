@@ -297,6 +297,8 @@ class Driver:
                 self._send_all(m.Share(report.shared))
         elif isinstance(report, m.Ready):
             workers.ready.add(report.worker)
+            if report.targets:      # resolved URLs and server identities, for the reports
+                self.meta.targets = list(report.targets)
         elif isinstance(report, m.Snapshot):
             workers.snapshots[report.worker] = report.results
         elif isinstance(report, m.Final):
@@ -426,10 +428,11 @@ class Driver:
 
 
 def install_signals(driver: Driver) -> list[signal.Signals]:
-    """SIGINT and SIGTERM go to the driver (in the main thread only); the ones installed."""
+    """SIGINT, SIGTERM and SIGHUP (the terminal went away) go to the driver (in the main
+    thread only), so the services it started are stopped; the ones installed."""
     loop = asyncio.get_running_loop()
     installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             loop.add_signal_handler(sig, driver.interrupt)
         except (RuntimeError, ValueError, NotImplementedError):   # not the main thread

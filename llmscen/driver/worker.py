@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import resource
 import time
@@ -20,15 +21,17 @@ from typing import Any
 from llmscen.compile.plan import Plan
 from llmscen.compile.share import phase_share, share
 from llmscen.driver import messages as m
+from llmscen.driver.context import server_info, target_model
 from llmscen.engine.events import BaseHandler, Completed, Fanout, Handler, NotSent, Tick
 from llmscen.engine.events import Note as NoteEvent
 from llmscen.engine.run import Engine
 from llmscen.errors import RunError
 from llmscen.metrics.recorder import Recorder
 from llmscen.metrics.request_log import RequestLog
-from llmscen.metrics.results import Meta
+from llmscen.metrics.results import Meta, TargetInfo
 from llmscen.metrics.series import SEAL_AFTER
 
+log = logging.getLogger(__name__)
 SNAPSHOT_S = 2.0        # a lost worker loses at most this much of its histograms
 FD_RESERVE = 128        # descriptors kept free for logs, services, the runners' own use
 NOT_THE_API_AFTER = 5   # this many first answers, all "no such endpoint", end the run
@@ -154,19 +157,30 @@ class Worker:
     def progress(self, tick: Tick | None = None) -> None:
         if tick is not None:
             self._last_tick = tick
+            running = self._users(tick.phase)
+            if running:
+                self.recorder.store.note_users(tick.now, running, phase=tick.phase)
         t = tick or self._last_tick
+        states = self.engine.live      # a phase of parallel groups runs several at once
+        in_flight = sum(s.in_flight for s in states) if states else t.in_flight if t else 0
         now = (time.perf_counter_ns() - self.origin_ns) / 1e9
         sealed = int(now) - SEAL_AFTER
         self.send(m.Progress(
             worker=self.index, now=now, phase=t.phase if t else "", counts=self.watch.counts(),
             tick=tick is not None,
-            in_flight=t.in_flight if t else 0, max_lag=t.max_lag if t else 0.0,
+            in_flight=in_flight, max_lag=t.max_lag if t else 0.0,
             loop_lag=t.loop_lag if t else 0.0, cpu=t.cpu if t else 0.0,
             points=self.recorder.store.take_series(sealed),
             connect_streak={k: v for k, v in self.watch.streak.items() if v},
             not_sent_by=dict(self.watch.not_sent_by),
             descriptors=(open_descriptors(), self.cap + FD_RESERVE), emfile=self.watch.emfile,
-            client_waits=self.watch.client_waits))
+            client_waits=self.watch.client_waits, users=self._users()))
+
+    def _users(self, phase: str | None = None) -> int:
+        """Virtual users running now in closed phases (or groups), or in `phase` alone: each
+        user is one task of its phase."""
+        return sum(len(s.tasks) for s in self.engine.live if s.phase.kind == "closed" and
+                   phase in (None, s.phase.name))
 
     def not_the_api(self, target: str, evidence: list[str]) -> None:
         url = next((t.url or "" for t in self.plan.targets if t.name == target), "")
@@ -205,7 +219,9 @@ class Worker:
                                f"{exc}"))
             await self._close()
             return
-        self.send(m.Ready(self.index, self.cap))
+        log.info("worker %d ready: %d targets, in-flight cap %d", self.index,
+                 len(self.plan.targets), self.cap)
+        self.send(m.Ready(self.index, self.cap, await self._targets() if self.index == 0 else []))
         snapshots = asyncio.create_task(self._snapshots()) if self.snapshots else None
         try:
             while True:
@@ -244,6 +260,8 @@ class Worker:
     async def _run_phase(self, command: m.StartPhase) -> None:
         phase = self.mine.phases[command.index] if command.phase is None else \
             phase_share(command.phase, self.index, self.count)
+        log.debug("worker %d: phase %r starts (its share: rate %s, users %s)", self.index,
+                  phase.name, phase.rate, phase.users)
         self.origin_ns = self.engine.origin_ns = command.origin_ns
         try:
             await self.engine.run_phase(phase, command.start_ns)
@@ -253,6 +271,19 @@ class Worker:
             self.send(m.PhaseDone(self.index, command.index,
                                   info.started if info else 0.0, info.ended if info else 0.0,
                                   self.engine.captured if phase.role == "before" else {}))
+
+    async def _targets(self) -> list[TargetInfo]:
+        """The targets as reached: resolved URLs and what each server says it is."""
+        out = []
+        for target in self.plan.targets:
+            runner = self.engine.runners.get(target.name)
+            server = await server_info(runner, target.name) if runner is not None else {}
+            log.info("target %r at %s: %s", target.name, target.url,
+                     ", ".join(f"{k} {v}" for k, v in server.items()) or "no server identity")
+            out.append(TargetInfo(name=target.name, plugin=target.plugin,
+                                  service=target.service, model=target_model(target),
+                                  url=target.url, server=server))
+        return out
 
     async def _scrape(self, phase: str | None) -> None:
         now = await self.engine.scrape()

@@ -264,10 +264,7 @@ async def run_closed(state: PhaseState, mix: Mix, start_ns: int) -> None:
     loop = asyncio.get_running_loop()
     total = max(users, final)
     for uid in range(total):
-        # a user starts when the spawn rate and the users ramp both allow it
-        at = uid / phase.spawn_rate if phase.spawn_rate else 0.0
-        if uid >= users and duration:
-            at = max(at, duration * (uid - users + 1) / (final - users + 1))
+        at = phase.user_start(uid)
         delay = (start_ns + int(at * 1e9) - time.perf_counter_ns()) / 1e9
         if delay > 0:
             await pause(state.stop, delay)

@@ -132,6 +132,19 @@ def reconnects(runner: Runner) -> int:
     return int(runner.reconnects) if isinstance(runner, Reconnecting) else 0
 
 
+@runtime_checkable
+class Describing(Protocol):
+    """A runner that can say what its server is, for the reports: e.g. {"name": "vLLM",
+    "version": "0.6.3"} from vLLM's `/version`, or Triton's server metadata. Asked once,
+    after `start`, by the first worker; {} when the server does not say."""
+
+    async def server_info(self) -> dict[str, str]: ...
+
+
+def describer(runner: Runner) -> Describing | None:
+    return runner if isinstance(runner, Describing) else None
+
+
 # Target options a plugin may declare in its `target_options` model:
 #   timeout: float | None       the per-call limit; the longest one bounds a phase's drain
 #   protocol: str               which of a started service's URLs the target uses (its

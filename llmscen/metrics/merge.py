@@ -9,7 +9,7 @@ SLO results and the outcome are dropped: they must be judged again on the merged
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from llmscen.metrics.histogram import Histogram
 from llmscen.metrics.results import (
@@ -54,7 +54,8 @@ def merge(results: Sequence[RunResults]) -> RunResults:
         scopes=_merge_scopes(s for r in results for s in r.scopes),
         series=Series(
             scopes=_merge_series(s for r in results for s in r.series.scopes),
-            in_flight=_merge_in_flight(f for r in results for f in r.series.in_flight)),
+            in_flight=_merge_in_flight(f for r in results for f in r.series.in_flight),
+            users=_merge_in_flight(f for r in results for f in r.series.users)),
         slos=[],
         checks=_merge_checks(c for r in results for c in r.checks),
         errors=merge_error_summaries(e for r in results for e in r.errors),
@@ -81,9 +82,16 @@ def _merge_phases(phases: Iterable[PhaseInfo]) -> list[PhaseInfo]:
         have = out.get(phase.name)
         if have is None:
             out[phase.name] = phase.model_copy()
-        else:
+        else:   # each worker asked for its share of the load: the whole is their sum
             have.started = min(have.started, phase.started)
             have.ended = max(have.ended, phase.ended)
+            if phase.offered_rate is not None:
+                have.offered_rate = (have.offered_rate or 0.0) + phase.offered_rate
+            if phase.users is not None:
+                have.users = (have.users or 0) + phase.users
+            if len(have.planned) == len(phase.planned):
+                have.planned = [(min(t, u), v + w) for (t, v), (u, w) in
+                                zip(have.planned, phase.planned, strict=True)]
     return list(out.values())
 
 
@@ -162,15 +170,19 @@ def _merge_checks(checks: Iterable[CheckSummary]) -> list[CheckSummary]:
 
 
 def merge_error_summaries(errors: Iterable[ErrorSummary]) -> list[ErrorSummary]:
-    """One summary per (request, error class): counts added, samples kept up to the bound."""
-    out: dict[tuple[str, str], ErrorSummary] = {}
+    """One summary per (request, error class, status): counts added, phases joined, the
+    first and last times widened, samples kept up to the bound."""
+    out: dict[tuple[str, str, int | None], ErrorSummary] = {}
     for error in errors:
-        key = (error.request, error.error)
+        key = (error.request, error.error, error.status)
         have = out.get(key)
         if have is None:
             out[key] = error.model_copy(deep=True)
         else:
             have.count += error.count
+            have.phases = list(dict.fromkeys([*have.phases, *error.phases]))
+            have.first = _extreme(min, have.first, error.first)
+            have.last = _extreme(max, have.last, error.last)
             have.samples = (have.samples + error.samples)[:MAX_SAMPLES]
     return list(out.values())
 
@@ -181,3 +193,8 @@ def _first_server_metrics(metrics: Iterable[ServerMetrics]) -> list[ServerMetric
     for m in metrics:
         out.setdefault((m.phase, m.target), m.model_copy(deep=True))
     return list(out.values())
+
+
+def _extreme(pick: Callable[[float, float], float], a: float | None, b: float | None
+             ) -> float | None:
+    return b if a is None else a if b is None else pick(a, b)

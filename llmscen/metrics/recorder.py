@@ -101,14 +101,14 @@ class Recorder(BaseHandler):
     def on_phase_ended(self, event: PhaseEnded) -> None:
         phase = event.phase
         offered = None
-        if phase.kind == "open" and phase.duration:
-            offered = ((phase.rate or 0.0) + (phase.ramp_to if phase.ramp_to is not None
-                                              else phase.rate or 0.0)) / 2
+        if phase.kind == "open" and phase.duration:   # this worker's part: workers add up
+            offered = ((phase.load_at(0.0) or 0.0) + (phase.load_at(phase.duration) or 0.0)) / 2
         users = phase.users_ramp_to if phase.users_ramp_to is not None else phase.users
         # a group of a `groups` phase belongs to it as a sweep's step does to the sweep
         self.store.mark_phase(phase.name, event.started, event.now, phase.kind, phase.warmup,
                               planned_duration=phase.duration, sweep=phase.sweep or phase.parent,
-                              offered_rate=offered, users=users)
+                              offered_rate=offered, users=users,
+                              planned=[(event.started + t, v) for t, v in phase.planned_curve()])
 
     def on_completed(self, event: Completed) -> None:
         self.store.record(event.phase, event.request, event.target, event.exchange,

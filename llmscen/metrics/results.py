@@ -8,13 +8,16 @@ the run started (phases, series) or UTC datetimes (meta). Bump
      scopes: [{phase, request, target, counters, histograms: {metric: hdr}, out_of_range}],
      series: {scopes: [{phase, request, target, points: [{t, requests, ok, errors, ...,
                                                           latency, ttft}]}],
-              in_flight: [{phase, points: [[t, max]]}]},
+              in_flight: [{phase, points: [[t, max]]}], users: [{phase, points}]},
      slos: [...], checks: [...], errors: [...], server_metrics: [...],
      requests: [...], outcome: {status, exit_code, reasons, cases}}
 
 Version 2 added the outcome, the declared requests, `not_sent` counters,
 checks' `unchecked` counts and SLOs that were not judged; version 1 files are
-read and given an outcome from what they hold.
+read and given an outcome from what they hold. Version 3 added the run's context
+(the scenario file, the client machine, each target's resolved URL and server,
+each plugin's metrics), the load each phase asked for over time, active users
+per second, and errors split by status with the phases and times they occurred.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import llmscen
 from llmscen.errors import InputError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_SAMPLES = 5          # sample messages kept per error class / expectation
 MAX_MESSAGE = 500        # characters kept of one sample message
 MAX_EXCERPT = 300        # characters kept of an output excerpt
@@ -75,17 +78,33 @@ class PluginInfo(Model):
     name: str
     distribution: str | None = None
     version: str | None = None
+    metrics: list[str] = Field(default_factory=list)   # what the plugin can produce
 
 
 class TargetInfo(Model):
     name: str
     plugin: str
-    url: str | None = None
+    url: str | None = None            # as resolved at run time (a service's own address)
+    service: str | None = None        # the service llmscen started for it
+    model: str | None = None          # the model it serves, as the scenario names it
+    server: dict[str, str] = Field(default_factory=dict)   # what the server says it is
+    #                                   (e.g. {"name": "vLLM", "version": "0.6.3"})
 
     @field_validator("url")
     @classmethod
     def _no_credentials(cls, url: str | None) -> str | None:
         return public_url(url)
+
+
+class ClientInfo(Model):
+    """The machine the load came from."""
+
+    host: str = ""
+    os: str = ""
+    python: str = ""
+    cpu: str = ""
+    cores: int | None = None
+    memory_gb: float | None = None
 
 
 class Meta(Model):
@@ -102,6 +121,8 @@ class Meta(Model):
     interrupted: bool = False
     workers: int = 1
     notes: list[str] = Field(default_factory=list)   # e.g. "load generator saturated"
+    client: ClientInfo | None = None
+    scenario_source: str | None = None   # the scenario file as written, secrets masked
 
     @field_validator("started_at", "ended_at")
     @classmethod
@@ -123,6 +144,8 @@ class PhaseInfo(Model):
     sweep: str | None = None          # the sweep (or groups) phase this one is part of
     offered_rate: float | None = None    # arrivals per second asked for (open phases, mean)
     users: int | None = None          # users asked for (closed phases, at the end of a ramp)
+    planned: list[tuple[float, float]] = Field(default_factory=list)   # the load asked for
+    #                                   over time: (seconds since run start, arrivals/s or users)
 
     @property
     def wall(self) -> float:
@@ -219,6 +242,7 @@ class InFlightSeries(Model):
 class Series(Model):
     scopes: list[ScopeSeries] = Field(default_factory=list)
     in_flight: list[InFlightSeries] = Field(default_factory=list)
+    users: list[InFlightSeries] = Field(default_factory=list)   # closed phases: users running
 
 
 # -- slots filled by other layers ----------------------------------------------------
@@ -269,9 +293,15 @@ class CheckSummary(Model):
 
 
 class ErrorSummary(Model):
+    """Failed calls of one request with one error class and status."""
+
     request: str
     error: str                        # one of engine.protocol.ERROR_CLASSES
+    status: int | None = None         # the response status they shared (HTTP, gRPC code)
     count: int = 0
+    phases: list[str] = Field(default_factory=list)   # where they occurred
+    first: float | None = None        # seconds since run start of the first and the last
+    last: float | None = None
     samples: list[Sample] = Field(default_factory=list)   # at most MAX_SAMPLES
 
     @field_validator("samples")

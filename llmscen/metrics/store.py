@@ -46,6 +46,17 @@ def _us(ns: int) -> int:
     return (ns + 500) // 1000
 
 
+class ErrorGroup:
+    """Failed calls of one scope sharing an error class and a status."""
+
+    __slots__ = ("count", "first", "last", "samples")
+
+    def __init__(self, now: float) -> None:
+        self.count = 0
+        self.first = self.last = now
+        self.samples: list[str] = []
+
+
 class ScopeStats:
     """Live histograms, counters and series of one (phase, request, target)."""
 
@@ -96,7 +107,7 @@ class ScopeStats:
         self.not_sent = 0
         self.ok = 0
         self.errors: dict[str, int] = {}
-        self.error_samples: dict[str, list[str]] = {}
+        self.error_samples: dict[tuple[str, int | None], ErrorGroup] = {}   # (class, status)
         self.check_failures = 0
         self.output_tokens_sum = 0
         self.input_tokens_sum = 0
@@ -131,6 +142,7 @@ class MetricStore:
         self._scopes: dict[Key, ScopeStats] = {}
         self._clock = SecondClock()
         self._in_flight = InFlight()
+        self._users = InFlight()
         self._phases: dict[str, PhaseInfo] = {}
 
     def scope(self, phase: str, request: str, target: str) -> ScopeStats:
@@ -171,9 +183,13 @@ class MetricStore:
         else:
             s.errors[error] = s.errors.get(error, 0) + 1
             second.add_error(error)
-            samples = s.error_samples.setdefault(error, [])
-            if len(samples) < MAX_SAMPLES:
-                samples.append(exchange.error_message)
+            group = s.error_samples.get((error, exchange.status))
+            if group is None:
+                group = s.error_samples[(error, exchange.status)] = ErrorGroup(now)
+            group.count += 1
+            group.last = now
+            if len(group.samples) < MAX_SAMPLES:
+                group.samples.append(exchange.error_message)
         output_tokens = exchange.output_tokens
         if output_tokens is not None:
             s.output_tokens_sum += output_tokens
@@ -238,9 +254,14 @@ class MetricStore:
         """Note `n` requests in flight at `now`; the series keeps each second's maximum."""
         self._in_flight.note(now, n, phase)
 
+    def note_users(self, now: float, n: int, *, phase: str) -> None:
+        """Note `n` virtual users running at `now` (closed phases)."""
+        self._users.note(now, n, phase)
+
     def mark_phase(self, name: str, start: float, end: float, kind: str, warmup: bool, *,
                    planned_duration: float | None = None, sweep: str | None = None,
-                   offered_rate: float | None = None, users: int | None = None) -> None:
+                   offered_rate: float | None = None, users: int | None = None,
+                   planned: list[tuple[float, float]] | None = None) -> None:
         """Record a finished phase's wall time (seconds since run start).
 
         Phases that ended before this one started are drained by now, so their
@@ -252,7 +273,8 @@ class MetricStore:
                 self.compact(info.name)
         self._phases[name] = PhaseInfo(name=name, kind=kind, warmup=warmup, started=start,
                                        ended=end, planned_duration=planned_duration,
-                                       sweep=sweep, offered_rate=offered_rate, users=users)
+                                       sweep=sweep, offered_rate=offered_rate, users=users,
+                                       planned=planned or [])
 
     def compact(self, phase: str) -> None:
         """Encode the live histograms of `phase`'s scopes."""
@@ -315,14 +337,16 @@ class MetricStore:
                 timeline.append(ScopeSeries(phase=phase, request=request, target=target,
                                             points=[_point(second) for _, second in
                                                     sorted(s.seconds.items())]))
-            errors.extend(_error_summaries(request, s))
+            errors.extend(_error_summaries(phase, request, s))
         in_flight = [InFlightSeries(phase=phase, points=sorted(seconds.items()))
                      for phase, seconds in self._in_flight.by_phase.items()] if series else []
+        users = [InFlightSeries(phase=phase, points=sorted(seconds.items()))
+                 for phase, seconds in self._users.by_phase.items()] if series else []
         return RunResults(
             meta=meta,
             phases=list(phases) if phases is not None else list(self._phases.values()),
             scopes=scopes,
-            series=Series(scopes=timeline, in_flight=in_flight),
+            series=Series(scopes=timeline, in_flight=in_flight, users=users),
             slos=list(slos), checks=list(checks), errors=merge_error_summaries(errors),
             server_metrics=list(server_metrics),
         )
@@ -336,8 +360,9 @@ def _point(second: Second) -> SeriesPoint:
                        latency=second.latency, ttft=second.ttft)
 
 
-def _error_summaries(request: str, s: ScopeStats) -> list[ErrorSummary]:
-    return [ErrorSummary(request=request, error=error, count=n,
-                         samples=[Sample(message=m) for m in s.error_samples.get(error, [])])
-            for error, n in s.errors.items()]
+def _error_summaries(phase: str, request: str, s: ScopeStats) -> list[ErrorSummary]:
+    return [ErrorSummary(request=request, error=error, status=status, count=g.count,
+                         phases=[phase], first=g.first, last=g.last,
+                         samples=[Sample(message=m) for m in g.samples])
+            for (error, status), g in s.error_samples.items()]
 

@@ -1,17 +1,22 @@
-"""The report's charts, from saved results: rates, latency and load over time; distributions.
+"""The report's charts, from saved results: load, latency and errors over time; distributions.
 
 Time charts use `metrics.query.windows`, so a bin's rate divides by the time
 the bin overlapped a phase, exactly as a `window` SLO does. Long runs are
 binned coarser (at most `MAX_BINS` points per line) to keep the file small.
+There is a set of time charts for the whole run and one per request (and per
+target, when there are several), on one shared time axis, so a mix of short
+and long requests does not hide behind one latency line.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from llmscen.metrics.query import Aggregate, Window, aggregate, windows
-from llmscen.metrics.results import RunResults
+from llmscen.metrics.results import Counters, InFlightSeries, PhaseInfo, RunResults
+from llmscen.report.produced import produced
 from llmscen.report.svg import (
     Axis,
     Band,
@@ -29,6 +34,7 @@ from llmscen.report.svg import (
 )
 
 MAX_BINS = 240
+MAX_SCOPES = 12            # chart sets beyond the whole run's: requests, then targets
 _BIN_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 DISTRIBUTIONS: tuple[tuple[str, str, str], ...] = (
     ("latency", "Latency distribution", "intended start → last byte, per phase"),
@@ -38,8 +44,19 @@ DISTRIBUTIONS: tuple[tuple[str, str, str], ...] = (
     ("schedule_lag", "Schedule lag", "actual send − intended start; a long tail means the "
                                      "load generator fell behind"),
 )
+ASKED = "s6"               # the load asked for: grey and dashed, beside what was achieved
 
 Value = Callable[[Aggregate], float | None]
+
+
+@dataclass(frozen=True)
+class ChartSet:
+    """The time charts of one scope: the whole run, a request or a target."""
+
+    key: str                   # "all", "request-3", ... (an id the page's script uses)
+    label: str
+    kind: str                  # all | request | target
+    charts: list[Chart]
 
 
 def compact_number(value: float) -> str:
@@ -60,6 +77,10 @@ def rate_format(v: float) -> str:
     return f"{compact_number(v)}/s"
 
 
+def percent_format(v: float) -> str:
+    return f"{v * 100:.3g}%"
+
+
 def run_end(results: RunResults) -> float:
     ends = [p.ended for p in results.phases]
     ends += [s.points[-1].t + 1 for s in results.series.scopes if s.points]
@@ -72,8 +93,10 @@ def bin_seconds(end: float) -> int:
 
 
 def phase_bands(results: RunResults) -> list[Band]:
+    """A band per phase; the groups of a parallel phase share its band (they overlap)."""
+    parallel = {p.name for p in results.phases if p.kind == "parallel"}
     return [Band(p.started, p.ended, p.name, muted=p.warmup or p.kind == "pause")
-            for p in results.phases]
+            for p in results.phases if p.sweep not in parallel]
 
 
 def _per_second(part: Callable[[Aggregate], int]) -> Value:
@@ -82,87 +105,208 @@ def _per_second(part: Callable[[Aggregate], int]) -> Value:
     return value
 
 
+def _share(part: Callable[[Aggregate], int]) -> Value:
+    def value(agg: Aggregate) -> float | None:
+        return part(agg) / agg.counters.requests if agg.counters.requests else None
+    return value
+
+
 def _stat(metric: str, stat: str) -> Value:
     return lambda agg: agg.value(metric, stat)
 
 
-def _over_time(title: str, caption: str, wins: Sequence[Window], x: Axis, bands: list[Band],
+def asked_at(phases: Sequence[PhaseInfo], t: float, kind: str) -> float | None:
+    """The load asked for at `t` (run seconds) by a phase of `kind`: its planned curve,
+    linearly between points; None outside such phases."""
+    for p in phases:
+        if p.kind != kind or not p.planned or not p.planned[0][0] <= t <= p.planned[-1][0]:
+            continue
+        for (t0, v0), (t1, v1) in zip(p.planned, p.planned[1:], strict=False):
+            if t0 <= t <= t1:
+                return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+        return p.planned[-1][1]
+    return None
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """What every time chart of a report shares: bins, the time axis, the phase bands."""
+
+    wins: list[Window]
+    x: Axis
+    bands: list[Band]
+    step: int
+
+    @property
+    def per(self) -> str:
+        return f"per {self.step}s interval" if self.step > 1 else "per second"
+
+
+def _over_time(title: str, caption: str, grid: _Grid,
                series: Sequence[tuple[str, str, Value]], fmt: Format | None,
-               step: int) -> Chart | None:
-    """One chart of `series` (label, css class, value of a window) over the windows."""
+               extra: Sequence[tuple[str, list[float | None]]] = ()) -> Chart | None:
+    """One chart of `series` (label, css class, value of a window) over the grid's windows;
+    `extra` adds asked-for lines (label, a value per window) drawn dashed."""
+    wins = grid.wins
     columns = [[value(w.aggregate) for w in wins] for _, _, value in series]
     if all(v is None for column in columns for v in column):
         return None
+    asked = [(label, values) for label, values in extra if any(v is not None for v in values)]
+    every = [*columns, *(values for _, values in asked)]
     if fmt is None:
-        fmt = duration_format(max((v for c in columns for v in c if v is not None), default=0))
-    y = value_axis([v for c in columns for v in c], fmt)
-    lines = [Line(label, [((w.start + w.end) / 2, v) for w, v in zip(wins, column, strict=True)],
-                  css) for (label, css, _), column in zip(series, columns, strict=True)]
+        fmt = duration_format(max((v for c in every for v in c if v is not None), default=0))
+    y = value_axis([v for c in every for v in c], fmt)
+    mids = [(w.start + w.end) / 2 for w in wins]
+    lines = [Line(label, list(zip(mids, values, strict=True)), ASKED, dash=True)
+             for label, values in asked]
+    lines += [Line(label, list(zip(mids, column, strict=True)), css)
+              for (label, css, _), column in zip(series, columns, strict=True)]
+    labels = [label for label, _ in asked] + [label for label, _, _ in series]
+    values = [v for _, v in asked] + columns
     hovers = [Hover(w.start, w.end, f"{format_clock(w.start)}–{format_clock(w.end)}\n" + "\n".join(
         f"{label}: {'–' if column[i] is None else fmt(column[i])}"   # type: ignore[arg-type]
-        for (label, _, _), column in zip(series, columns, strict=True)))
+        for label, column in zip(labels, values, strict=True)))
         for i, w in enumerate(wins)]
-    svg = line_chart(title, lines, x, y, bands=bands, hovers=hovers, gap=step * 1.5)
-    legend = [(label, css) for label, css, _ in series] if len(series) > 1 else []
+    svg = line_chart(title, lines, grid.x, y, bands=grid.bands, hovers=hovers,
+                     gap=grid.step * 1.5, zoom=True)
+    legend = [(line.label, line.css + (" dash" if line.dash else "")) for line in lines] \
+        if len(lines) > 1 else []
     return Chart(title, svg, legend, caption)
 
 
-def _in_flight(results: RunResults, x: Axis, bands: list[Band], step: int) -> Chart | None:
+def _peaks(series: Sequence[InFlightSeries], step: int) -> dict[int, int]:
     peak: dict[int, int] = {}
-    for s in results.series.in_flight:
+    for s in series:
         for t, n in s.points:
             b = t - t % step
             peak[b] = max(peak.get(b, 0), n)
-    if not peak:
+    return peak
+
+
+def _concurrency(results: RunResults, grid: _Grid) -> Chart | None:
+    """Users asked for and running (closed phases), and requests in flight."""
+    step = grid.step
+    flying, running = _peaks(results.series.in_flight, step), _peaks(results.series.users, step)
+    if not flying and not running:
         return None
-    ts = sorted(peak)
-    points: list[tuple[float, float | None]] = [(float(t), float(peak[t])) for t in ts]
-    points.append((float(ts[-1] + step), float(peak[ts[-1]])))
-    y = value_axis([float(v) for v in peak.values()], compact_number)
-    hovers = [Hover(t, t + step, f"{format_clock(t)}–{format_clock(t + step)}\n"
-                    f"at most {peak[t]} in flight") for t in ts]
-    svg = line_chart("Requests in flight", [Line("in flight", points, "s0", step=True)], x, y,
-                     bands=bands, hovers=hovers)
-    return Chart("Requests in flight", svg, [], "most requests open at once in each interval")
+    closed = [p for p in results.phases if p.kind == "closed" and p.planned]
+    asked = [(t, v) for p in closed for t, v in p.planned]
+    lines: list[Line] = []
+    if asked:
+        lines.append(Line("users asked for", asked, ASKED, dash=True))
+    for label, css, peak in (("users running", "s4", running), ("in flight", "s0", flying)):
+        if peak:
+            ts = sorted(peak)
+            points: list[tuple[float, float | None]] = [(float(t), float(peak[t])) for t in ts]
+            points.append((float(ts[-1] + step), float(peak[ts[-1]])))
+            lines.append(Line(label, points, css, step=True))
+    top = [float(v) for v in (*flying.values(), *running.values())] + [v for _, v in asked]
+    y = value_axis(top, compact_number)
+    hovers = []
+    for t in sorted({*flying, *running}):
+        parts = [f"{format_clock(t)}–{format_clock(t + step)}"]
+        if t in running:
+            parts.append(f"{running[t]} users running")
+        want = asked_at(results.phases, t + step / 2, "closed")
+        if want is not None:
+            parts.append(f"{want:.0f} users asked for")
+        if t in flying:
+            parts.append(f"at most {flying[t]} in flight")
+        hovers.append(Hover(t, t + step, "\n".join(parts)))
+    title = "Users and requests in flight" if running or asked else "Requests in flight"
+    svg = line_chart(title, lines, grid.x, y, bands=grid.bands, hovers=hovers, zoom=True)
+    legend = [(line.label, line.css + (" dash" if line.dash else "")) for line in lines] \
+        if len(lines) > 1 else []
+    caption = ("virtual users of closed phases (asked for, and running), and the most "
+               "requests open at once in each interval")
+    return Chart(title, svg, legend, caption if running or asked else
+                 "most requests open at once in each interval")
 
 
-def time_charts(results: RunResults) -> list[Chart]:
-    end = run_end(results)
-    if end <= 0:
-        return []
-    step = bin_seconds(end)
-    wins = list(windows(results, step, include_warmup=True))
-    x = time_axis(max([end] + [w.end for w in wins]))
-    bands = phase_bands(results)
-    per = f"per {step}s interval" if step > 1 else "per second"
-    total = aggregate(results, include_warmup=True).counters
+def _charts_of(results: RunResults, grid: _Grid, made: set[str], *, whole: bool) -> list[Chart]:
+    wins = grid.wins
+    total = Counters()
+    for w in wins:
+        total.add(w.aggregate.counters)
+    per = grid.per
     rates: list[tuple[str, str, Value]] = [("ok", "s0", _per_second(lambda a: a.counters.ok))]
     if total.check_failures:
         rates.append(("failed checks", "s1", _per_second(lambda a: a.counters.check_failures)))
     if total.error_total:
         rates.append(("errors", "bad", _per_second(lambda a: a.counters.error_total)))
+    if total.not_sent:
+        rates.append(("not sent", "s7", _per_second(lambda a: a.counters.not_sent)))
+    asked: list[tuple[str, list[float | None]]] = []
+    if whole:
+        asked = [("asked for", [asked_at(results.phases, (w.start + w.end) / 2, "open")
+                                for w in wins])]
     percentiles = [(f"p{p}", color(i)) for i, p in enumerate((50, 95, 99))]
     charts = [
-        _over_time("Requests per second", f"completed requests {per}", wins, x, bands, rates,
-                   rate_format, step),
+        _over_time("Requests per second", f"completed requests {per}"
+                   + (", beside the arrival rate the open phases asked for" if whole and
+                      any(v is not None for v in asked[0][1]) else ""),
+                   grid, rates, rate_format, asked),
+        _concurrency(results, grid) if whole else None,
         _over_time("Latency over time", f"latency percentiles of the requests completed {per}",
-                   wins, x, bands, [(n, c, _stat("latency", n)) for n, c in percentiles],
-                   None, step),
-        _over_time("TTFT over time", f"time-to-first-token percentiles {per}", wins, x, bands,
-                   [(n, c, _stat("ttft", n)) for n, c in percentiles], None, step),
-        _over_time("Output tokens per second", f"generated tokens {per}", wins, x, bands,
-                   [("tokens", "s2", _per_second(lambda a: a.counters.output_tokens))],
-                   rate_format, step),
-        _in_flight(results, x, bands, step),
+                   grid, [(n, c, _stat("latency", n)) for n, c in percentiles], None),
     ]
+    if "ttft" in made:
+        charts.append(_over_time("TTFT over time", f"time-to-first-token percentiles {per}",
+                                 grid, [(n, c, _stat("ttft", n)) for n, c in percentiles], None))
+    if "output_token_throughput" in made:
+        charts.append(_over_time("Output tokens per second", f"generated tokens {per}", grid,
+                                 [("tokens", "s2",
+                                   _per_second(lambda a: a.counters.output_tokens))],
+                                 rate_format))
     classes = sorted(total.errors)
     if classes:
-        charts.append(_over_time(
-            "Errors per second", f"failed requests by error class {per}", wins, x, bands,
-            [(name, "bad" if len(classes) == 1 else color(i + 3),
-              _per_second(lambda a, name=name: a.counters.errors.get(name, 0)))  # type: ignore[misc]
-             for i, name in enumerate(classes)], rate_format, step))
+        shares: list[tuple[str, str, Value]] = [
+            (name, "bad" if len(classes) == 1 else color(i + 3),
+             _share(lambda a, name=name: a.counters.errors.get(name, 0)))  # type: ignore[misc]
+            for i, name in enumerate(classes)]
+        charts.append(_over_time("Error rate over time",
+                                 f"failed requests / requests, by error class, {per}", grid,
+                                 shares, percent_format))
     return [c for c in charts if c is not None]
+
+
+def time_chart_sets(results: RunResults) -> list[ChartSet]:
+    """The whole run's time charts, then each request's and each target's (when several)."""
+    end = run_end(results)
+    if end <= 0:
+        return []
+    step = bin_seconds(end)
+    made = produced(results)
+
+    def grid(request: str | None = None, target: str | None = None) -> _Grid:
+        wins = list(windows(results, step, include_warmup=True, request=request,
+                            target=target))
+        return _Grid(wins, x, phase_bands(results), step)
+
+    x = time_axis(max([end] + [w.end for w in windows(results, step, include_warmup=True)]))
+    whole = _charts_of(results, grid(), made, whole=True)
+    if not whole:
+        return []
+    sets = [ChartSet("all", "whole run", "all", whole)]
+    names = list(dict.fromkeys(r.name for r in results.requests)) or \
+        list(dict.fromkeys(s.request.split(".", 1)[0] for s in results.scopes))
+    targets = list(dict.fromkeys(s.target for s in results.scopes))
+    scoped: list[tuple[str, str, _Grid]] = []
+    if len(names) > 1:
+        scoped += [("request", n, grid(request=n)) for n in names]
+    if len(targets) > 1:
+        scoped += [("target", t, grid(target=t)) for t in targets]
+    for i, (kind, name, g) in enumerate(scoped[:MAX_SCOPES]):
+        charts = _charts_of(results, g, made, whole=False)
+        if charts:
+            sets.append(ChartSet(f"{kind}-{i}", name, kind, charts))
+    return sets
+
+
+def time_charts(results: RunResults) -> list[Chart]:
+    """The whole run's time charts."""
+    sets = time_chart_sets(results)
+    return sets[0].charts if sets else []
 
 
 MARKS = (50.0, 90.0, 95.0, 99.0, 99.9, 99.99, 99.999)   # percentiles the tooltips show

@@ -4,6 +4,8 @@ Jinja2 with autoescape on: model output, error messages and names are
 untrusted text. The page fetches nothing (styles inline, charts as inline SVG)
 and its Content-Security-Policy forbids fetching anything and every script but
 our own small one, so even a slip in escaping could not run injected code.
+That script only adds to a page that reads whole without it: legend toggles,
+zoom on the time charts, the choice of scope (whole run, request, target).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from markupsafe import Markup
 import llmscen
 from llmscen.metrics.results import RunResults
 from llmscen.report import charts, view
+from llmscen.report.errors import error_groups
 from llmscen.report.svg import format_clock
 
 
@@ -54,10 +57,15 @@ def render_html(results: RunResults) -> str:
     env = environment()
     rows = view.scopes(results)
     tables = view.metric_tables(rows)
+    cases = view.case_rows(results)
     return env.get_template("report.html.j2").render(
         **page_context(env),
         r=results, meta=results.meta,
         verdict=view.verdict_of(results),
+        reasons=view.reasons(results), detail=view.verdict_detail(results),
+        cases=cases, case_summary=view.case_counts(cases),
+        errors=error_groups(results),
+        client=view.client_text(results), server_text=view.server_text,
         figures=view.key_figures(results),
         duration=view.run_duration(results),
         slos=view.slo_rows(results),
@@ -65,7 +73,7 @@ def render_html(results: RunResults) -> str:
         counters=view.counters_table(rows),
         key_tables=[t for t in tables if t.key in view.KEY_METRICS],
         more_tables=[t for t in tables if t.key not in view.KEY_METRICS],
-        time_charts=charts.time_charts(results),
+        chart_sets=charts.time_chart_sets(results),
         distribution_charts=charts.distribution_charts(results),
         server=view.server_tables(results),
     )

@@ -14,13 +14,12 @@ from pathlib import Path
 from llmscen.assertions.slo import show
 from llmscen.metrics.query import Aggregate, aggregate
 from llmscen.metrics.results import RunResults
-from llmscen.report.terminal import verdict
+from llmscen.report.errors import error_groups
+from llmscen.report.terminal import Column, columns, verdict
 from llmscen.report.view import run_duration, slo_rows
 
 ICONS = {"PASSED": "✅", "FAILED": "❌", "INTERRUPTED": "⚠️", "COULD NOT RUN": "❌",
          "INVALID MEASUREMENT": "⚠️"}
-PHASE_COLUMNS = (("latency", "p50"), ("latency", "p95"), ("latency", "p99"), ("ttft", "p50"),
-                 ("ttft", "p99"), ("itl", "p50"))
 MAX_FAILED_CHECKS = 10     # a summary, not the report: the rest are in report.html
 
 
@@ -72,8 +71,9 @@ def summary_markdown(results: RunResults) -> str:
         out += ["### SLOs", "", *_table(["", "SLO", "scope", "measured", "threshold"], rows, (3, 4)),
                 ""]
     out += ["### Phases", ""]
-    header = ["phase", "requests", "error rate", "throughput",
-              *(f"{m} {s}" for m, s in PHASE_COLUMNS)]
+    cols = [c for c in columns(results) if c[0] not in ("requests", "ok", "throughput",
+                                                        "error_rate")]
+    header = ["phase", "requests", "error rate", "throughput", *(title for *_, title in cols)]
     rows = []
     for phase in results.phases:
         if phase.kind == "pause":
@@ -81,8 +81,8 @@ def summary_markdown(results: RunResults) -> str:
         agg = aggregate(results, phase=phase.name)
         warmup = phase.warmup and "warmup" not in phase.name
         label = cell(phase.name) + (" (warmup)" if warmup else "")
-        rows.append(_phase_row(label, agg))
-    rows.append(_phase_row("**whole run**", aggregate(results)))
+        rows.append(_phase_row(label, agg, cols))
+    rows.append(_phase_row("**whole run**", aggregate(results), cols))
     out += [*_table(header, rows, range(1, len(header))), ""]
     failed = [c for c in results.checks if c.failed]
     if failed:
@@ -98,19 +98,19 @@ def summary_markdown(results: RunResults) -> str:
             out.append("")
         if len(failed) > MAX_FAILED_CHECKS:
             out += [f"…and {len(failed) - MAX_FAILED_CHECKS} more in the HTML report.", ""]
-    if results.errors:
-        rows = [[cell(e.request), cell(e.error), f"{e.count:,}",
-                 cell(e.samples[0].message) if e.samples else ""]
-                for e in sorted(results.errors, key=lambda e: -e.count)]
-        out += ["### Errors", "", *_table(["request", "class", "count", "example"], rows, (2,)),
-                ""]
+    groups = error_groups(results)
+    if groups:
+        rows = [[cell(g.request), cell(g.label), f"{g.count:,}", cell(", ".join(g.phases)),
+                 cell(g.url or ""), cell(g.samples[0]) if g.samples else ""] for g in groups]
+        out += ["### Errors", "", *_table(["request", "class", "count", "phases", "URL",
+                                           "example"], rows, (2,)), ""]
     return "\n".join(out)
 
 
-def _phase_row(label: str, agg: Aggregate) -> list[str]:
+def _phase_row(label: str, agg: Aggregate, cols: list[Column]) -> list[str]:
     return [label, f"{agg.counters.requests:,}", show("error_rate", agg.value("error_rate")),
             show("throughput", agg.value("throughput")),
-            *(show(m, agg.value(m, s)) for m, s in PHASE_COLUMNS)]
+            *(show(m, agg.value(m, s)) for m, s, _ in cols)]
 
 
 def write_summary(results: RunResults, path: str | Path) -> None:

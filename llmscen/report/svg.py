@@ -1,8 +1,14 @@
-"""Small server-side SVG line charts, so a report needs no script and no network.
+"""Small server-side SVG line charts, so a report needs no network and reads without script.
 
 Colours come from CSS classes (`s0`..`s7`, `bad`) that the page styles for its
 light and dark themes. Every text is escaped here: phase, request and error
 names come from the user's scenario or the server.
+
+The page's own small script (templates/report.js) adds what needs a browser:
+each line carries `data-series` so the legend can hide it, and a time chart
+(`zoom=True`) keeps its plot in a clipped inner `<svg class="plot">` and its
+x range in `data-*` attributes, so a dragged range zooms every time chart of
+the page at once and the x ticks are redrawn for it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class Line:
     points: Sequence[tuple[float, float | None]]   # (x, y); a None y breaks the line
     css: str = "s0"
     step: bool = False      # hold each value until the next x (counts per interval)
+    dash: bool = False      # e.g. the load asked for, beside the load achieved
 
 
 @dataclass(frozen=True)
@@ -164,53 +171,74 @@ def _path(frame: _Frame, line: Line, gap: float | None) -> str:
 
 def line_chart(title: str, lines: Sequence[Line], x: Axis, y: Axis, *,
                bands: Sequence[Band] = (), hovers: Sequence[Hover] = (),
-               gap: float | None = None, width: int = WIDTH, height: int = HEIGHT) -> Markup:
-    """An SVG line chart; `gap` breaks a line where consecutive x differ by more."""
+               gap: float | None = None, width: int = WIDTH, height: int = HEIGHT,
+               zoom: bool = False) -> Markup:
+    """An SVG line chart; `gap` breaks a line where consecutive x differ by more; `zoom`
+    makes its x range zoomable by the page's script (time charts)."""
     frame = _Frame(x, y, width, height)
+    zoomable = (f' data-zoom="x" data-lo="{x.lo:g}" data-hi="{x.hi:g}" '
+                f'data-left="{frame.left}" data-right="{frame.right}" '
+                f'data-top="{frame.top}" data-bottom="{frame.bottom}"') if zoom else ""
     out: list[str] = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'role="img" aria-label="{escape(title)}">'
+        f'role="img" aria-label="{escape(title)}"{zoomable}>'
     ]
+    labels: list[str] = []
+    plot: list[str] = []    # what a zoom stretches: bands, lines, hover areas
     for i, band in enumerate(bands):
         x0, x1 = frame.px(max(band.start, x.lo)), frame.px(min(band.end, x.hi))
         if x1 <= x0:
             continue
         kind = "band muted" if band.muted else f"band b{i % 2}"
-        out.append(f'<g class="{kind}"><title>{escape(band.label)}</title>'
-                   f'<rect x="{x0:.1f}" y="{frame.top}" width="{x1 - x0:.1f}" '
-                   f'height="{frame.bottom - frame.top}"/>')
+        plot.append(f'<g class="{kind}"><title>{escape(band.label)}</title>'
+                    f'<rect x="{x0:.1f}" y="{frame.top}" width="{x1 - x0:.1f}" '
+                    f'height="{frame.bottom - frame.top}"/>')
         if i:
-            out.append(f'<line class="edge" x1="{x0:.1f}" x2="{x0:.1f}" y1="{frame.top}" '
-                       f'y2="{frame.bottom}"/>')
+            plot.append(f'<line class="edge" x1="{x0:.1f}" x2="{x0:.1f}" y1="{frame.top}" '
+                        f'y2="{frame.bottom}"/>')
+        plot.append("</g>")
         if len(band.label) * _CHAR_WIDTH + 8 <= x1 - x0:
-            out.append(f'<text class="band-label" x="{x0 + 4:.1f}" y="{frame.top - 7}">'
-                       f'{escape(band.label)}</text>')
-        out.append("</g>")
+            labels.append(f'<text class="band-label" x="{x0 + 4:.1f}" y="{frame.top - 7}">'
+                          f'{escape(band.label)}</text>')
+    if labels:
+        out.append('<g class="band-labels">' + "".join(labels) + "</g>")
+    if not zoom:
+        out += plot
+        plot = []
     for value, text in y.ticks:
         py = frame.py(value)
         out.append(f'<line class="grid" x1="{frame.left}" x2="{frame.right}" y1="{py:.1f}" '
                    f'y2="{py:.1f}"/><text class="tick" x="{frame.left - 6}" y="{py + 4:.1f}" '
                    f'text-anchor="end">{escape(text)}</text>')
+    out.append('<g class="xticks">')
     for value, text in x.ticks:
         px = frame.px(value)
         out.append(f'<line class="tick-mark" x1="{px:.1f}" x2="{px:.1f}" y1="{frame.bottom}" '
                    f'y2="{frame.bottom + 4}"/><text class="tick" x="{px:.1f}" '
                    f'y="{frame.bottom + 17}" text-anchor="middle">{escape(text)}</text>')
+    out.append("</g>")
     out.append(f'<line class="axis" x1="{frame.left}" x2="{frame.right}" y1="{frame.bottom}" '
                f'y2="{frame.bottom}"/>')
-    for line in lines:
+    target = plot if zoom else out
+    for index, line in enumerate(lines):
         d = _path(frame, line, gap)
         if d:
-            out.append(f'<path class="line {line.css}" d="{d}"><title>{escape(line.label)}'
-                       f'</title></path>')
+            dash = " dash" if line.dash else ""
+            target.append(f'<path class="line {line.css}{dash}" data-series="{index}" d="{d}">'
+                          f'<title>{escape(line.label)}</title></path>')
     if hovers:
-        out.append('<g class="hover">')
+        target.append('<g class="hover">')
         for h in hovers:
             x0, x1 = frame.px(max(h.start, x.lo)), frame.px(min(h.end, x.hi))
             if x1 > x0:
-                out.append(f'<rect x="{x0:.1f}" y="{frame.top}" width="{x1 - x0:.1f}" '
-                           f'height="{frame.bottom - frame.top}"><title>{escape(h.text)}'
-                           f'</title></rect>')
-        out.append("</g>")
+                target.append(f'<rect x="{x0:.1f}" y="{frame.top}" width="{x1 - x0:.1f}" '
+                              f'height="{frame.bottom - frame.top}"><title>{escape(h.text)}'
+                              f'</title></rect>')
+        target.append("</g>")
+    if zoom:   # an inner viewport clips what a zoom pushes past the axes
+        wide, tall = frame.right - frame.left, frame.bottom - frame.top
+        out.append(f'<svg class="plot" x="{frame.left}" y="{frame.top}" width="{wide}" '
+                   f'height="{tall}"><g class="zoom" transform="translate({-frame.left} '
+                   f'{-frame.top})">' + "".join(plot) + "</g></svg>")
     out.append("</svg>")
     return Markup("".join(out))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from llmscen.assertions.slo import show
 from llmscen.metrics.query import Aggregate, aggregate
 from llmscen.metrics.results import PhaseInfo, RunResults, SloResult
+from llmscen.report.produced import produced
 from llmscen.report.svg import format_clock
 from llmscen.report.terminal import verdict
 from llmscen.spec.metrics import CATALOG, HISTOGRAM_METRICS
@@ -172,25 +173,102 @@ def slo_rows(results: RunResults) -> list[SloRow]:
     return rows
 
 
+TENSOR_CHECKS = ("outputs", "batch_consistent")
+
+
 def key_figures(results: RunResults) -> list[tuple[str, str, str]]:
-    """(label, value, detail) for the summary strip; the whole run, warmup excluded."""
+    """(label, value, detail) for the summary strip; the whole run, warmup excluded. Tiles
+    follow what the run produced: tokens for LLMs, images and tensor checks for FLUX."""
     agg = aggregate(results)
     c = agg.counters
+    made = produced(results)
+    tokens = ("output_token_throughput" in made)
     figures = [
-        ("Requests", f"{c.requests:,}", f"{c.ok:,} ok"),
+        ("Requests", f"{c.requests:,}", f"{c.ok:,} ok" + (f" · {c.not_sent:,} not sent"
+                                                         if c.not_sent else "")),
         ("Success rate", show("success_rate", agg.value("success_rate")),
          f"{c.error_total:,} errors · {c.check_failures:,} failed checks"),
         ("Throughput", show("throughput", agg.value("throughput")),
-         show("output_token_throughput", agg.value("output_token_throughput")) + " tokens"),
+         show("output_token_throughput", agg.value("output_token_throughput")) + " tokens"
+         if tokens else "successful requests per second"),
         ("Latency p50", show("latency", agg.value("latency", "p50")),
          "p99 " + show("latency", agg.value("latency", "p99"))),
-        ("TTFT p50", show("ttft", agg.value("ttft", "p50")),
-         "p99 " + show("ttft", agg.value("ttft", "p99"))),
     ]
-    if agg.histogram("itl") is not None:
+    if "ttft" in made:
+        figures.append(("TTFT p50", show("ttft", agg.value("ttft", "p50")),
+                        "p99 " + show("ttft", agg.value("ttft", "p99"))))
+    if "itl" in made:
         figures.append(("ITL p50", show("itl", agg.value("itl", "p50")),
                         "p99 " + show("itl", agg.value("itl", "p99"))))
+    if "images_per_second" in made:
+        figures.append(("Images per second", show("images_per_second",
+                                                  agg.value("images_per_second")),
+                        f"{c.images:,} images"))
+    tensors = [k for k in results.checks if k.expectation in TENSOR_CHECKS]
+    if tensors:
+        passed, total = sum(k.passed for k in tensors), sum(k.passed + k.failed for k in tensors)
+        figures.append(("Tensor checks", f"{passed:,} of {total:,}",
+                        ", ".join(sorted({k.expectation for k in tensors})) + " passed"))
     return figures
+
+
+CASE_WORDS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
+CASE_KINDS = {"run": "Run", "slo": "SLO", "request": "Request", "expectation": "Expectation"}
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    status: str        # passed | failed | skipped | error (a CSS class too)
+    word: str
+    kind: str
+    name: str
+    message: str
+
+
+def case_rows(results: RunResults) -> list[CaseRow]:
+    """Every test case of the saved outcome (skipped ones too), in its order. A case skipped
+    for a reason the banner shows says so instead of repeating it."""
+    outcome = results.outcome
+    cases = outcome.cases if outcome else []
+    shown = {f"not judged: {r.message}" for r in outcome.reasons} if outcome else set()
+    return [CaseRow(c.status, CASE_WORDS[c.status], CASE_KINDS.get(c.kind, c.kind), c.name,
+                    "not judged: see why in the banner above" if c.message in shown
+                    else c.message) for c in cases]
+
+
+def case_counts(rows: list[CaseRow]) -> str:
+    """`14 cases: 12 passed, 1 failed, 1 skipped`."""
+    counts = {s: sum(1 for r in rows if r.status == s) for s in CASE_WORDS}
+    parts = [f"{n} {s}" for s, n in counts.items() if n]
+    return f"{len(rows)} case{'s' if len(rows) != 1 else ''}: " + ", ".join(parts)
+
+
+def reasons(results: RunResults) -> list[tuple[str, str]]:
+    """(kind, message) of why the outcome is what it is."""
+    return [(r.kind, r.message) for r in (results.outcome.reasons if results.outcome else [])]
+
+
+def verdict_detail(results: RunResults) -> str:
+    """The headline's detail, unless it only repeats the reasons listed under it."""
+    detail = verdict_of(results).detail
+    listed = "; ".join(message for _, message in reasons(results))
+    return "" if detail == listed else detail
+
+
+def client_text(results: RunResults) -> str:
+    c = results.meta.client
+    if c is None:
+        return "–"
+    cores = f" · {c.cores} cores" if c.cores else ""
+    memory = f" · {c.memory_gb:g} GiB" if c.memory_gb else ""
+    return " · ".join(p for p in (c.host, c.os, c.python, c.cpu) if p) + cores + memory
+
+
+def server_text(server: dict[str, str]) -> str:
+    """`vLLM 0.6.3 · owned_by vllm · server header uvicorn`."""
+    head = " ".join(v for k in ("name", "version") if (v := server.get(k)))
+    rest = [f"{k} {v}" for k, v in server.items() if k not in ("name", "version")]
+    return " · ".join([p for p in [head, *rest] if p])
 
 
 def run_duration(results: RunResults) -> str:

@@ -155,6 +155,31 @@ class OpenAIRunner:
     async def server_metrics(self) -> dict[str, float]:
         return {}
 
+    async def server_info(self) -> dict[str, str]:
+        """What the server says it is (for reports): vLLM's `/version`, the models'
+        `owned_by`, the `Server` header; {} when it says nothing."""
+        info: dict[str, str] = {}
+        for key, url in (("version", self._url_for("/version")), ("models", self._urls["models"])):
+            try:
+                async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                    raw = await resp.read()
+                    if resp.headers.get("Server"):
+                        info.setdefault("server header", resp.headers["Server"])
+                    if resp.status != 200:
+                        continue
+                body = orjson.loads(raw)
+            except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError):
+                continue
+            if key == "version" and isinstance(body, dict) and body.get("version"):
+                info["version"] = str(body["version"])
+                info["name"] = str(body.get("server") or "vLLM")
+            elif key == "models" and isinstance(body, dict):
+                owners = {str(m.get("owned_by")) for m in body.get("data") or []
+                          if isinstance(m, dict) and m.get("owned_by")}
+                if owners:
+                    info["owned_by"] = ", ".join(sorted(owners))
+        return {k: self._scrub(v) for k, v in info.items()}
+
     def _new_session(self, force_close: bool) -> aiohttp.ClientSession:
         options = self.options
         headers = {"User-Agent": f"llmscen/{_llmscen_version}",

@@ -1,7 +1,7 @@
 """pytest fixtures for testing against LLM services with llmscen (exposed by the plugin).
 
 - `openai_sim`: start the bundled OpenAI/vLLM simulator with options; get its base URL.
-- `triton_sim`: a running triton-sim (session-wide), or a skip without the triton extra.
+- `triton_sim`: a running triton-sim (session-wide), or a skip without the triton-sim extra.
 - `llmscen_run`: run a scenario file; get its `RunResults` and exit code to assert on.
 
 Imported by the pytest plugin in every session, so llmscen is imported inside
@@ -129,14 +129,14 @@ def triton_sim(triton_sim_options: dict[str, Any],
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSim]:
     """A running triton-sim for the session (`.grpc_url`, `.http_url`, `.urls`).
 
-    Skips when the triton extra is not installed (`pip install 'llmscen[triton]'`).
+    Skips when the triton-sim extra is not installed (`pip install 'llmscen[triton-sim]'`).
     """
     try:
         from llmscen.services.triton_sim import TritonSimError, find_tritonserver, start_triton_sim
 
         find_tritonserver()
     except (ImportError, RuntimeError) as exc:
-        pytest.skip(f"triton_sim needs the triton extra (pip install 'llmscen[triton]'): {exc}")
+        pytest.skip(f"triton_sim needs the triton-sim extra (pip install 'llmscen[triton-sim]'): {exc}")
     log = tmp_path_factory.mktemp("triton-sim") / "tritonserver.log"
     try:
         sim = start_triton_sim(triton_sim_options, log_file=log)

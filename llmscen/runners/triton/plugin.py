@@ -221,6 +221,18 @@ class TritonRunner:
                 await resource.close()
         self._client = self._session = None
 
+    async def server_info(self) -> dict[str, str]:
+        """What the server says it is (for reports): Triton's server metadata."""
+        info: dict[str, str] = {}
+        try:
+            meta = await self._client.get_server_metadata(headers=self._headers,
+                                                          **self._as_json())
+        except Exception:   # best effort: a report without the version is still a report
+            meta = {}
+        if isinstance(meta, dict):
+            info.update({k: str(meta[k]) for k in ("name", "version") if meta.get(k)})
+        return info
+
     async def server_metrics(self) -> dict[str, float]:
         """Triton's `nv_*` Prometheus counters, when `metrics_url` is set; {} otherwise."""
         if not self.options.metrics_url:

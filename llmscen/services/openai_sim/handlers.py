@@ -355,6 +355,13 @@ async def models(request: web.Request) -> web.StreamResponse:
          "root": o.model, "parent": None, "max_model_len": o.max_model_len}]})
 
 
+async def version(request: web.Request) -> web.StreamResponse:
+    """As vLLM's `/version`, naming the simulator."""
+    from llmscen import __version__
+
+    return web.json_response({"version": __version__, "server": "llmscen openai-sim"})
+
+
 async def health(request: web.Request) -> web.StreamResponse:
     await request.app[STATE].hold()
     return web.Response(status=200)

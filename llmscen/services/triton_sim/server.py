@@ -36,7 +36,10 @@ from typing import IO, Any
 from .options import TritonSimOptions
 from .repository import install_python_backend, write_model_repository
 
-INSTALL_HINT = "pip install 'llmscen[triton]'"
+# PyTriton pins numpy<2, which has no build for Python 3.13: the extra is empty there
+INSTALL_HINT = ("pip install 'llmscen[triton-sim]'" if sys.version_info < (3, 13) else
+                "Python 3.10 to 3.12 with pip install 'llmscen[triton-sim]' (PyTriton needs "
+                "numpy<2, which has no build for Python 3.13)")
 _PORT_RETRIES = 3
 
 
