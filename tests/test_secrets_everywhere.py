@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow     # five CLI subprocesses and two short runs, ~2
 
 PLANTED = {
     "target api_key (from ${PLANTED_KEY})": "envkey",
+    "target header X-Tenant (from ${PLANTED_TENANT_TOKEN})": "tenant",
     "target header X-Api-Key": "targethdr",
     "request header X-Request-Token": "requesthdr",
     "step header Cookie": "stepcookie",
@@ -94,7 +95,8 @@ targets:
     url: {url}
     model: m
     api_key: ${{PLANTED_KEY}}
-    headers: {{X-Api-Key: {targethdr}, Cookie: placeholder}}
+    headers: {{X-Api-Key: {targethdr}, X-Tenant: "${{PLANTED_TENANT_TOKEN}}",
+              Cookie: placeholder}}
   api: {{plugin: http, url: "http://127.0.0.1:9"}}
 phases:
   - {{name: p, duration: 1500ms, arrival_rate: 8}}
@@ -140,7 +142,9 @@ def leaks(outputs: list[tuple[str, str]]) -> list[str]:
 
 
 def llmscen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PLANTED_KEY": SECRETS["target api_key (from ${PLANTED_KEY})"]}
+    env = {**os.environ, "PLANTED_KEY": SECRETS["target api_key (from ${PLANTED_KEY})"],
+           "PLANTED_TENANT_TOKEN": SECRETS["target header X-Tenant (from "
+                                           "${PLANTED_TENANT_TOKEN})"]}
     return subprocess.run([sys.executable, "-m", "llmscen.cli.main", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 

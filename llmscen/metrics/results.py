@@ -36,6 +36,7 @@ MAX_SAMPLES = 5          # sample messages kept per error class / expectation
 MAX_MESSAGE = 500        # characters kept of one sample message
 MAX_EXCERPT = 300        # characters kept of an output excerpt
 
+
 class ResultsError(InputError):
     """A results file could not be read."""
 
