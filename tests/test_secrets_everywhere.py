@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -188,3 +189,21 @@ def test_no_planted_secret_in_any_output(tmp_path: Path, echo_url: str) -> None:
     plan = orjson.loads(runs["plan --json"].stdout)
     assert plan["targets"][1]["url"] == f"{echo_url}/base?api_key=***&page=2"
     assert (tmp_path / "one" / "requests.jsonl").stat().st_size > 0
+
+
+def test_no_planted_secret_when_the_target_cannot_be_reached(tmp_path: Path) -> None:
+    """A run that never starts says why (preflight, the URL it tried): still no secret."""
+    tags = {tag: SECRETS[where] for where, tag in PLANTED.items()}
+    scenario = tmp_path / "planted.yaml"
+    scenario.write_text(SCENARIO.format(url="http://127.0.0.1:9", **tags))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    refused = f"http://{tags['urluser']}:{tags['urlpw']}@127.0.0.1:{port}/v1?api_key=" \
+              f"{tags['urlquery']}"
+    result = llmscen("run", str(scenario), "--target", f"chat={refused}", "--out", "out",
+                     "--workers", "1", "--log-requests", "out/requests.jsonl", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "127.0.0.1" in result.stdout + result.stderr
+    outputs = [("stdout", result.stdout), ("stderr", result.stderr), *planted_text(tmp_path)]
+    assert leaks(outputs) == [], "\n".join(leaks(outputs))
