@@ -1,7 +1,7 @@
 """Everything a protocol plugin needs from llmscen, in one place (plugin API version 1).
 
     from llmscen.plugin import (PLUGIN_API_VERSION, Call, Exchange, Duration, Headers,
-                                TargetPlan, classify_client_error, guarded)
+                                Scrubber, TargetPlan, classify_client_error, guarded)
 
 A plugin is an object registered under the entry-point group `llmscen.plugins`
 with `name`, `api_version`, `description`, `target_options` and
@@ -31,7 +31,7 @@ from llmscen.engine.protocol import (
 from llmscen.runners.guard import CANCELLED, describe, guarded
 from llmscen.runners.http_errors import classify_client_error
 from llmscen.runners.problems import StreamProblem, excerpt
-from llmscen.runners.secrets import Headers
+from llmscen.runners.secrets import Headers, Scrubber
 from llmscen.spec.paths import DirPath, FilePath
 from llmscen.spec.units import Duration, Percent, Rate
 
@@ -52,6 +52,7 @@ __all__ = [
     "Rate",
     "Reconnecting",
     "Runner",
+    "Scrubber",
     "ServiceError",
     "ServiceKind",
     "StreamProblem",

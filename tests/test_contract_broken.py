@@ -191,6 +191,8 @@ def test_the_secret_is_masked_in_the_report(outcomes):
     """The suite's messages show where a secret leaked without printing it."""
     from llmscen.testing.contract.base import ContractBase
 
+    planted = ContractBase().planted_secrets()
+    assert len(set(planted)) == 4
     for tests in outcomes.values():
         for text in tests.values():
-            assert text is None or ContractBase.secret not in text
+            assert text is None or not any(secret in text for secret in planted)

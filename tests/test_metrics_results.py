@@ -169,7 +169,7 @@ def test_meta_times_are_utc_and_urls_carry_no_secrets() -> None:
                                     url="https://user:sk-123@api.example/v1?api_key=sk-1&x=2")])
     dumped = orjson.loads(orjson.dumps(meta.model_dump(mode="json")))
     assert dumped["started_at"] == "2024-05-01T12:00:00Z"
-    assert dumped["targets"][0]["url"] == "https://api.example/v1?api_key=REDACTED&x=2"
+    assert dumped["targets"][0]["url"] == "https://api.example/v1?api_key=***&x=2"
     assert "sk-" not in orjson.dumps(dumped).decode()
     with pytest.raises(ValueError, match="timezone"):
         Meta(scenario="x", started_at=dt.datetime(2024, 5, 1))

@@ -79,7 +79,7 @@ def test_urls_appear_only_as_text_in_samples_or_run_details(failing_html: str) -
 
 
 def test_target_url_shows_without_credentials(failing_html: str) -> None:
-    assert "http://127.0.0.1:8000/v1?api_key=REDACTED" in failing_html
+    assert "http://127.0.0.1:8000/v1?api_key=***" in failing_html
     assert "s3cret" not in failing_html and "user:pw" not in failing_html
 
 

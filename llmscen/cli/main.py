@@ -20,6 +20,7 @@ from llmscen.engine.registry import Registry
 from llmscen.errors import LlmscenError
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError
 from llmscen.spec.loader import load_file
+from llmscen.spec.secrets import public_url
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -29,7 +30,8 @@ def parse_targets(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         name, sep, url = item.partition("=")
         if not sep or not name or not url:
-            raise Failure(f"--target expects NAME=URL, got {item!r}", exitcodes.INVALID_INPUT)
+            raise Failure(f"--target expects NAME=URL, got {public_url(item)!r}",
+                          exitcodes.INVALID_INPUT)
         out[name] = url
     return out
 
@@ -84,7 +86,7 @@ def plan(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], as_json
     if as_json:
         click.echo(orjson.dumps(compiled.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
-        click.echo(render_plan(compiled))
+        click.echo(compiled.scrubber()(render_plan(compiled)))
 
 
 @cli.command()

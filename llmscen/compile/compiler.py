@@ -49,6 +49,7 @@ from llmscen.spec.models import (
     StepSpec,
     TargetSpec,
 )
+from llmscen.spec.secrets import public_url, secret_values
 
 GOODPUT_METRICS = ("ttft", "ttft_sent", "tpot", "latency", "latency_sent")
 
@@ -128,7 +129,9 @@ class _Compiler:
                     data=tuple(data_plans.values()), phases=tuple(phases),
                     requests=tuple(requests), slos=tuple(slos), goodput=tuple(goodput),
                     run=self.run_settings(), before=tuple(before), after=tuple(after),
-                    notes=tuple(self.notes(phases, requests)))
+                    notes=tuple(self.notes(phases, requests)),
+                    secrets=secret_values(data, self.target_urls, services, targets)
+                    | self.doc.secrets)
 
     def services(self) -> dict[str, ServicePlan]:
         out: dict[str, ServicePlan] = {}
@@ -190,7 +193,8 @@ class _Compiler:
                                        url=url, options=options)
         unknown = set(self.target_urls) - set(self.section("targets", dict))
         for name in sorted(unknown):
-            self.problems.append(Diagnostic(f"--target {name}={self.target_urls[name]}", 1, 1,
+            url = public_url(self.target_urls[name])
+            self.problems.append(Diagnostic(f"--target {name}={url}", 1, 1,
                                             f"no target named {name!r} in the scenario"
                                             f"{did_you_mean(name, self.section('targets', dict))}"))
         return out

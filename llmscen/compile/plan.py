@@ -3,13 +3,18 @@
 Everything here is resolved: sweeps expanded, names checked, units in base
 units (seconds, per second, fractions). Plugin options are the plugin's own
 validated pydantic models, so secrets stay `SecretStr` and dump as `**********`.
+`Plan.secrets` holds every concrete secret the plan carries (spec/secrets.py says
+which), so each process of a run builds the same `Scrubber`; it is never dumped.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SerializeAsAny, field_serializer
+
+from llmscen.spec.secrets import Scrubber, masked, public_url
 
 
 class Frozen(BaseModel):
@@ -28,6 +33,14 @@ class TargetPlan(Frozen):
     service: str | None = None
     url: str | None = None         # filled from the service at run time unless given
     options: SerializeAsAny[BaseModel]   # the plugin's own target options model (dumped whole)
+
+    @field_serializer("url")
+    def _public_url(self, url: str | None) -> str | None:
+        return public_url(url)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, public_url(value) if name == "url" else value
 
 
 class DataPlan(Frozen):
@@ -145,12 +158,16 @@ class StepPlan(Frozen):
     """One call of a flow; `payload` holds the plugin's request options (templates unrendered)."""
 
     name: str
-    payload: dict[str, Any]
+    payload: Annotated[dict[str, Any], PlainSerializer(masked)]   # dumps hide credentials
     condition: str | None = None           # `if:`: the step runs only when this holds
     capture: dict[str, str] = Field(default_factory=dict)
     think_min: float = 0.0
     think_max: float = 0.0
     expect: Any = None                     # spec.expect.Expect or None
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, masked(value) if name == "payload" else value
 
 
 class RequestPlan(Frozen):
@@ -203,13 +220,19 @@ class Plan(Frozen):
     before: tuple[str, ...] = ()           # requests run once before the phases (setup)
     after: tuple[str, ...] = ()            # ... and once after them (teardown)
     notes: tuple[str, ...] = ()            # things the user should know before running
+    secrets: frozenset[str] = Field(default=frozenset(), exclude=True, repr=False)
+
+    def scrubber(self) -> Scrubber:
+        """What hides this plan's secrets (and credential-shaped text) in any output."""
+        return Scrubber(self.secrets)
 
     def target(self, name: str) -> TargetPlan:
         return next(t for t in self.targets if t.name == name)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dump with secrets masked, for `llmscen plan --json`."""
-        return self.model_dump(mode="json")
+        scrubbed: dict[str, Any] = self.scrubber().data(masked(self.model_dump(mode="json")))
+        return scrubbed
 
 
 SearchPlan.model_rebuild()   # objectives are SLOPlans, defined after it

@@ -19,7 +19,7 @@ from typing import Any
 
 from llmscen.engine.protocol import describer
 from llmscen.metrics.results import ClientInfo
-from llmscen.runners.secrets import MASK, SECRET_NAME
+from llmscen.spec.secrets import MASK, is_secret_name
 
 log = logging.getLogger(__name__)
 MAX_SOURCE = 200_000        # characters of the scenario file kept in results
@@ -104,7 +104,7 @@ def _find(node: Any, secret: bool, lines: list[str], spans: list[tuple[int, int,
     for key, value, where in items:
         if key is not None and str(key) in NOT_SECRET_KEYS:
             continue
-        under = secret or (key is not None and bool(SECRET_NAME.search(str(key))))
+        under = secret or (key is not None and is_secret_name(str(key)))
         if isinstance(value, (dict, list)):
             _find(value, under, lines, spans)
         elif under and _secret(value) and where is not None and where[0] < len(lines):
@@ -159,7 +159,7 @@ def _mask_lines(text: str) -> str:
     lines = []
     for line in text.splitlines(keepends=True):
         match = _LINE.match(line.rstrip("\n"))
-        if match and SECRET_NAME.search(match.group(2)) and _secret(match.group(3)) \
+        if match and is_secret_name(match.group(2)) and _secret(match.group(3)) \
                 and not match.group(3).lstrip().startswith(("{", "[", "#")):
             line = match.group(1) + MASK + ("\n" if line.endswith("\n") else "")
         lines.append(line)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,17 +19,13 @@ from llmscen.driver.outputs import write_outputs
 from llmscen.driver.session import Display, Driver, RunOptions, install_signals
 from llmscen.engine.loop import run_loop
 from llmscen.metrics.results import Meta, Outcome, PluginInfo, Reason, RunResults, TargetInfo
+from llmscen.spec import secrets
 
-_SECRET_SET = re.compile(r"(key|token|secret|password|auth)", re.I)
 
-
-def redact_argv(argv: Sequence[str]) -> list[str]:
-    """The command line with values of secret-looking `--set` overrides masked."""
-    out = []
-    for arg in argv:
-        path, sep, _ = arg.partition("=")
-        out.append(f"{path}=***" if sep and _SECRET_SET.search(path) else arg)
-    return out
+def redact_argv(argv: Sequence[str], plan: Plan) -> list[str]:
+    """The command line as it is saved: secret options, `--set` values and URL parts masked."""
+    scrub = plan.scrubber()
+    return [scrub(arg) for arg in secrets.redact_argv(argv)]
 
 
 @dataclass
@@ -73,9 +68,15 @@ def make_meta(plan: Plan, registry: Any, workers: int,
     argv = list(command_line) if command_line is not None else ["llmscen", *sys.argv[1:]]
     return Meta(scenario=plan.name, file=plan.file, description=plan.description,
                 seed=plan.seed, plugins=plugins, targets=targets,
-                command_line=redact_argv(argv), workers=workers,
+                command_line=redact_argv(argv, plan), workers=workers,
                 started_at=dt.datetime.now(dt.timezone.utc), client=client_info(),
-                scenario_source=scenario_source(plan.file) if plan.file else None)
+                scenario_source=_source(plan))
+
+
+def _source(plan: Plan) -> str | None:
+    """The scenario file as written, secret-named values and the plan's secrets hidden."""
+    text = scenario_source(plan.file) if plan.file else None
+    return plan.scrubber()(text) if text else None
 
 
 def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
@@ -112,6 +113,7 @@ def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
     conclude(results, driver.reasons)
     written, failed = write_outputs(results, out, json_path, junit_path, html_path,
                                     summary_path)
+    failed = [driver.scrub(f) for f in failed]
     if failed:
         reasons = [*driver.reasons, *(Reason(kind="output_failed", message=f) for f in failed)]
         conclude(results, reasons)

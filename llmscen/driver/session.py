@@ -78,6 +78,7 @@ class Driver:
         self.options = options
         self.reasons: list[Reason] = []
         self.notes: list[str] = []
+        self.scrub = plan.scrubber()    # reasons and notes quote servers, URLs, exceptions
         self.live = Live(plan.name, options.workers)
         self.client: dict[str, ClientFigures] = {}
         self.stopping = False
@@ -107,7 +108,7 @@ class Driver:
 
     def stop(self, reason: Reason, abandon: bool = False) -> None:
         if not any(r.kind == reason.kind for r in self.reasons):
-            self.reasons.append(reason)
+            self.reasons.append(self._scrubbed(reason))
         if not self.stopping or abandon:
             self.stopping = True
             self._stopping.set()
@@ -119,7 +120,12 @@ class Driver:
                 with contextlib.suppress(Exception):
                     handle.send(command)
 
+    def _scrubbed(self, reason: Reason) -> Reason:
+        return reason.model_copy(update={"message": self.scrub(reason.message),
+                                         "detail": self.scrub.data(reason.detail)})
+
     def _note(self, message: str) -> None:
+        message = self.scrub(message)
         if message not in self.notes:
             self.notes.append(message)
         if self.options.display is not None:
@@ -135,7 +141,7 @@ class Driver:
                 self.started = started
                 await self._run(started.plan, started.dead)
         except RunError as exc:
-            self.reasons.append(Reason(kind=exc.kind, message=str(exc)))
+            self.reasons.append(self._scrubbed(Reason(kind=exc.kind, message=str(exc))))
         return self._results()
 
     async def _run(self, plan: Plan, dead: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from llmscen.compile.plan import Plan, StepPlan
@@ -30,22 +29,7 @@ from llmscen.metrics.results import (
     StepInfo,
 )
 from llmscen.metrics.store import MetricStore
-
-_SECRET_PATTERNS = (
-    # "access_token": "...", token=..., "api_key": "..."
-    re.compile(r"""(?i)(["']?[\w-]*(?:token|secret|password|api[_-]?key)[\w-]*["']?\s*[:=]\s*["']?)"""
-               r"""([^"'\s,}&]{4,})"""),
-    re.compile(r"(?i)(bearer\s+)([\w.~+/=-]{8,})"),
-    re.compile(r"()(eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{4,})"),          # JWTs
-    re.compile(r"()(sk-[A-Za-z0-9_-]{16,})"),                            # API keys
-)
-
-
-def scrub(text: str) -> str:
-    """Mask secret-looking values in text that goes into results (sample outputs)."""
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + "***", text)
-    return text
+from llmscen.spec.secrets import Scrubber
 
 
 def expectation_names(expect: Any) -> list[str]:
@@ -79,7 +63,8 @@ class Recorder(BaseHandler):
 
     def __init__(self, meta: Meta) -> None:
         self.meta = meta
-        self.store = MetricStore()
+        self.scrub = Scrubber()     # credential shapes until the plan brings its secrets
+        self.store = MetricStore(scrub=self.scrub)
         self.phase_starts: dict[str, float] = {}
         self.plan: Plan | None = None
         self.checks: dict[tuple[str, str], CheckSummary] = {}
@@ -89,6 +74,7 @@ class Recorder(BaseHandler):
 
     def on_run_started(self, event: RunStarted) -> None:
         self.plan = event.plan
+        self.scrub = self.store.scrub = event.plan.scrubber()   # text enters results here
         self.meta.started_at = dt.datetime.now(dt.timezone.utc)
         self.requests = declared_requests(event.plan)
         for request in self.requests:
@@ -134,8 +120,8 @@ class Recorder(BaseHandler):
             if name in failed:
                 summary.failed += 1
                 if len(summary.samples) < MAX_SAMPLES:
-                    summary.samples.append(Sample(message=scrub(failed[name]),
-                                                  output=scrub(event.exchange.text)))
+                    summary.samples.append(Sample(message=self.scrub(failed[name]),
+                                                  output=self.scrub(event.exchange.text)))
             else:
                 summary.passed += 1
 
@@ -154,7 +140,7 @@ class Recorder(BaseHandler):
         self.store.note_in_flight(event.now, event.in_flight)
 
     def on_note(self, event: Note) -> None:
-        self.meta.notes.append(event.message)
+        self.meta.notes.append(self.scrub(event.message))
 
     def on_server_scrape(self, event: ServerScrape) -> None:
         delta = {k: v - event.before.get(k, 0.0) for k, v in event.after.items()}

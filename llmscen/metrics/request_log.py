@@ -2,7 +2,8 @@
 
 Durations are integer microseconds; model output is left out (it may be long,
 and it is the user's data), only its length is kept. Errors keep their class
-and message; secrets never reach a message (runners scrub them).
+and message, scrubbed of the plan's secrets (a check's message may quote model output
+that echoes one).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import orjson
 
-from llmscen.engine.events import BaseHandler, Completed, NotSent, RunEnded
+from llmscen.engine.events import BaseHandler, Completed, NotSent, RunEnded, RunStarted
+from llmscen.spec.secrets import Scrubber
 
 
 class RequestLog(BaseHandler):
@@ -22,6 +24,10 @@ class RequestLog(BaseHandler):
     def __init__(self, path: str | Path, worker: int = 0) -> None:
         self.fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.worker = worker
+        self.scrub = Scrubber()
+
+    def on_run_started(self, event: RunStarted) -> None:
+        self.scrub = event.plan.scrubber()
 
     def _write(self, record: dict[str, object]) -> None:
         if self.fd is not None:
@@ -38,7 +44,7 @@ class RequestLog(BaseHandler):
         record = {
             "t": round(event.now, 6), "phase": event.phase, "request": event.request,
             "target": event.target, "status": ex.status, "error": ex.error,
-            "message": ex.error_message or None,
+            "message": self.scrub(ex.error_message) or None,
             "schedule_lag_us": (sent - ex.intended_ns) // 1000,
             "latency_us": (ex.end_ns - ex.intended_ns) // 1000 if ex.end_ns else None,
             "latency_sent_us": (ex.end_ns - sent) // 1000 if ex.end_ns else None,

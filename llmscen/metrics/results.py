@@ -24,23 +24,20 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import llmscen
 from llmscen.errors import InputError
+from llmscen.spec.secrets import public_url
 
 SCHEMA_VERSION = 3
 MAX_SAMPLES = 5          # sample messages kept per error class / expectation
 MAX_MESSAGE = 500        # characters kept of one sample message
 MAX_EXCERPT = 300        # characters kept of an output excerpt
-
-_SECRET_PARAM = re.compile(r"key|token|secret|password|passwd|auth|signature|sig", re.I)
 
 
 class ResultsError(InputError):
@@ -54,17 +51,6 @@ class ResultsVersionError(ResultsError):
 def excerpt(text: str, limit: int = MAX_EXCERPT) -> str:
     """`text` cut to `limit` characters, marking the cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def public_url(url: str | None) -> str | None:
-    """`url` without user:password and with secret-looking query values redacted."""
-    if not url or "://" not in url:
-        return url
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = urlencode([(k, "REDACTED" if _SECRET_PARAM.search(k) else v)
-                       for k, v in parse_qsl(parts.query, keep_blank_values=True)])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class Model(BaseModel):

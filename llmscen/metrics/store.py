@@ -12,7 +12,7 @@ every request that was sent, since it measures the load generator.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from llmscen.metrics.histogram import Histogram
@@ -138,7 +138,8 @@ _HISTOGRAM_SLOTS: tuple[str, ...] = (
 class MetricStore:
     """Aggregates one process's exchanges per (phase, request, target)."""
 
-    def __init__(self) -> None:
+    def __init__(self, scrub: Callable[[str], str] = str) -> None:
+        self.scrub = scrub       # applied to the error messages kept as samples
         self._scopes: dict[Key, ScopeStats] = {}
         self._clock = SecondClock()
         self._in_flight = InFlight()
@@ -189,7 +190,7 @@ class MetricStore:
             group.count += 1
             group.last = now
             if len(group.samples) < MAX_SAMPLES:
-                group.samples.append(exchange.error_message)
+                group.samples.append(self.scrub(exchange.error_message))
         output_tokens = exchange.output_tokens
         if output_tokens is not None:
             s.output_tokens_sum += output_tokens

@@ -46,7 +46,7 @@ from llmscen.runners.keepalive import (
     is_stale_connection,
     was_reused,
 )
-from llmscen.runners.secrets import SECRET_NAME, Headers, credential_parts, scrub, secret_values
+from llmscen.runners.secrets import Headers, Scrubber
 from llmscen.spec.units import Duration
 
 if TYPE_CHECKING:
@@ -131,8 +131,7 @@ class HttpRunner:
         self.target = target
         self.options = options
         self.base = (target.url or "").rstrip("/")
-        self._target_secrets = [s for k, v in options.headers.items() if SECRET_NAME.search(k)
-                                for s in credential_parts(v)]
+        self._scrubber = Scrubber.of(target)
         self.reconnects = 0
         # made in start(): sessions and weak references do not pickle
         self._session: aiohttp.ClientSession | None = None
@@ -174,7 +173,7 @@ class HttpRunner:
         url = URL(self.base)
         host, port = url.host, url.port
         if not host or port is None:
-            return [f"target {self.target.name!r}: URL {self.base!r} has no host"]
+            return [self._scrubber(f"target {self.target.name!r}: URL {self.base!r} has no host")]
         limit = min(self.options.timeout or 10.0, 10.0)
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), limit)
@@ -305,17 +304,13 @@ class HttpRunner:
         return classify_client_error(exc, ex, limit or 0.0, self.target.plugin)
 
     def _scrub(self, message: str, payload: dict[str, Any]) -> str:
-        """Blank out credentials a server or an exception might echo back."""
-        secrets = set(self._target_secrets)
-        for name, value in (payload.get("headers") or {}).items():
-            if SECRET_NAME.search(name) and isinstance(value, str):
-                secrets.update(credential_parts(value))
-        for key in ("json", "form", "query"):
-            secrets.update(secret_values(payload.get(key)))
+        """Blank out credentials a server or an exception might echo back: the target's,
+        the step's own (headers, secret-looking json/form/query fields) and its cookies."""
+        scrub = self._scrubber.with_secrets_of(payload)
         task = asyncio.current_task()
         if self._jars is not None and task is not None and task in self._jars:
-            secrets.update(str(cookie.value) for cookie in self._jars[task])
-        return scrub(message, secrets)
+            scrub = scrub.extended(str(cookie.value) for cookie in self._jars[task])
+        return scrub(message)
 
 
 # -- reading and messages ---------------------------------------------------------------

@@ -41,7 +41,7 @@ from llmscen.runners.openai_responses import (
     parse_error_body,
     read_body,
 )
-from llmscen.runners.secrets import Headers
+from llmscen.runners.secrets import Headers, Scrubber
 from llmscen.runners.sse import SSEParser
 from llmscen.spec.units import Duration
 
@@ -128,6 +128,7 @@ class OpenAIRunner:
         self._bodies: dict[int, tuple[Any, bool, bytes]] = {}
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._secret = options.api_key.get_secret_value() if options.api_key else ""
+        self._scrubber = Scrubber.of(target)
         self.root = self.api_base = ""
         self._urls: dict[str, str] = {}
         if target.url:
@@ -204,21 +205,23 @@ class OpenAIRunner:
 
     async def preflight(self, calls: Sequence[Call]) -> list[str]:
         """Checks that `/v1/models` lists the target's model and every model a request names."""
+        return [self._scrub(problem) for problem in await self._check_models(calls)]
+
+    async def _check_models(self, calls: Sequence[Call]) -> list[str]:
         name, url = self.target.name, self._urls["models"]
         try:
             async with self.session.get(url, timeout=self._timeout(None)) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            return [self._scrub(f"target {name!r}: cannot list models at {url}: "
-                                f"{describe(exc)}")]
+        # ValueError: aiohttp refuses a password in the URL beside an Authorization header
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            return [f"target {name!r}: cannot list models at {url}: {describe(exc)}"]
         if status == 404:
             return []       # the server does not list models; nothing to check against
         if not 200 <= status < 300:
             _, message = parse_error_body(raw)
             hint = " (check api_key)" if status in (401, 403) else ""
-            return [self._scrub(f"target {name!r}: GET {url} answered HTTP {status}{hint}: "
-                                f"{message}")]
+            return [f"target {name!r}: GET {url} answered HTTP {status}{hint}: {message}"]
         try:
             listed = orjson.loads(raw)["data"]
             served = [str(m["id"]) for m in listed]
@@ -243,10 +246,13 @@ class OpenAIRunner:
 
     async def send(self, call: Call, exchange: Exchange) -> None:
         def classify(exc: Exception) -> tuple[str, str]:
-            error, message = self._classify(exc, exchange, call)
-            return error, self._scrub(message)
+            return self._classify(exc, exchange, call)
 
-        await guarded(self._send(call, exchange), exchange, classify)
+        try:
+            await guarded(self._send(call, exchange), exchange, classify)
+        finally:
+            if exchange.error_message:
+                exchange.error_message = self._scrub(exchange.error_message, call.payload)
 
     async def _send(self, call: Call, ex: Exchange) -> None:
         payload = call.payload
@@ -335,7 +341,7 @@ class OpenAIRunner:
             return
         problem = read_body(api, obj, ex)
         if problem is not None:
-            ex.fail("protocol", self._scrub(problem))
+            ex.fail("protocol", problem)
 
     async def _read_stream(self, resp: aiohttp.ClientResponse, ex: Exchange, chat: bool) -> None:
         if resp.content_type == "application/json":
@@ -360,7 +366,7 @@ class OpenAIRunner:
         except StreamProblem as problem:
             ex.end_ns = now
             state.fill(ex, complete=False)
-            ex.fail(problem.error, self._scrub(problem.message))
+            ex.fail(problem.error, problem.message)
             return
         except BaseException:
             state.fill(ex, complete=False)     # keep what arrived before the failure
@@ -377,15 +383,17 @@ class OpenAIRunner:
         body, message = parse_error_body(raw)
         ex.body = body
         reason = f" {resp.reason}" if resp.reason else ""
-        ex.fail("http", self._scrub(f"HTTP {resp.status}{reason}: {message}"))
+        ex.fail("http", f"HTTP {resp.status}{reason}: {message}")   # send() scrubs it
 
     def _classify(self, exc: Exception, ex: Exchange, call: Call) -> tuple[str, str]:
         limit = self.options.timeout if call.timeout is None else call.timeout
         return classify_client_error(exc, ex, limit, self.target.plugin)
 
-    def _scrub(self, message: str) -> str:
-        """Never let the API key reach a message, even when a server echoes it back."""
-        return message.replace(self._secret, "***") if self._secret else message
+    def _scrub(self, message: str, payload: dict[str, Any] | None = None) -> str:
+        """Never let a secret reach a message, even when a server echoes it back: the
+        target's (api key, headers, URL) and, given the payload, the request's own."""
+        scrub = self._scrubber if payload is None else self._scrubber.with_secrets_of(payload)
+        return scrub(message)
 
 
 class OpenAIPlugin:

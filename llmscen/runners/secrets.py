@@ -1,59 +1,28 @@
-"""Which values are credentials, so messages, reprs and plans never show them.
+"""Secrets helpers for runners, built-in and third-party: the policy is llmscen.spec.secrets.
 
-Names are matched loosely on purpose: blanking a harmless value costs nothing,
-showing a token in a CI log costs a rotation.
+- `Headers`, the type of a `headers` option: values under secret-looking names never reach
+  a repr, `llmscen plan --json` or results, and are sent unchanged.
+- `Scrubber`: `Scrubber.of(target)` hides every secret of a runner's TargetPlan (api keys,
+  secret headers, URL userinfo and query secrets) and credential-shaped text in a message;
+  `.with_secrets_of(call.payload)` adds a request's own headers and fields.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import Annotated
 
 from pydantic import AfterValidator, PlainSerializer
 
-# Header, JSON, form and query names whose values are never shown.
-SECRET_NAME = re.compile(r"auth|token|key|secret|passw|cookie|session|credential", re.I)
-MIN_SECRET = 4     # shorter values would blank out ordinary words in messages
+from llmscen.spec.secrets import HIDDEN, MASK, Scrubber, is_secret_name, masked
 
-
-def credential_parts(value: str) -> list[str]:
-    """`Bearer abc` → [`Bearer abc`, `abc`], `a=1; b=2` → [..., `1`, `2`]: servers often
-    echo only the credential."""
-    parts = [value.strip()]
-    scheme, _, credential = parts[0].partition(" ")
-    if credential and scheme.isalpha():
-        parts.append(credential.strip())
-    parts += [pair.partition("=")[2].strip() for pair in value.split(";") if "=" in pair]
-    return parts
-
-
-def secret_values(value: Any, secret: bool = False) -> Iterator[str]:
-    """String values under secret-looking keys (password, token, ...) at any depth."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from secret_values(item, secret or bool(SECRET_NAME.search(str(key))))
-    elif isinstance(value, list):
-        for item in value:
-            yield from secret_values(item, secret)
-    elif secret and value is not None and not isinstance(value, bool):
-        yield str(value)
-
-
-MASK = "**********"     # what pydantic shows for a SecretStr
+__all__ = ["HIDDEN", "MASK", "Headers", "Scrubber", "is_secret_name", "masked_headers"]
 
 
 def masked_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """`headers` with the values of secret-looking names replaced by MASK."""
-    return {k: MASK if SECRET_NAME.search(k) else v for k, v in headers.items()}
-
-
-def scrub(message: str, secrets: set[str]) -> str:
-    """`message` with every secret (long enough to be one) replaced by `***`."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= MIN_SECRET:
-            message = message.replace(secret, "***")
-    return message
+    """`headers` with the values of secret-looking names replaced by HIDDEN."""
+    hidden: dict[str, str] = masked(dict(headers))
+    return hidden
 
 
 class _Headers(dict[str, str]):
@@ -63,6 +32,4 @@ class _Headers(dict[str, str]):
         return repr(masked_headers(self))
 
 
-# The type of a plugin's `headers` option: a token in `Authorization` never reaches a
-# repr, `llmscen plan --json` or results.
 Headers = Annotated[dict[str, str], AfterValidator(_Headers), PlainSerializer(masked_headers)]

@@ -21,6 +21,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError
+from llmscen.spec.secrets import is_secret_name, redact_argv
 
 Loc = tuple[str | int, ...]
 _VAR_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -38,6 +39,7 @@ class Document:
     keys: dict[Loc, tuple[int, int]] = field(default_factory=dict)    # 0-based line, col
     values: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     labels: dict[Loc, str] = field(default_factory=dict)             # values set by --set
+    secrets: set[str] = field(default_factory=set)    # values of secret-named ${VARS}
 
     @property
     def base_dir(self) -> Path:
@@ -121,6 +123,8 @@ class _Builder:
                              f"(write ${{{name}:-default}} to give one)", offset=m.start()))
                     return ""
                 return default
+            if is_secret_name(name):    # ${TENANT_TOKEN} is secret wherever it is used
+                self.doc.secrets.add(value)
             return value
 
         return _VAR_RE.sub(replace, text)
@@ -171,17 +175,19 @@ def apply_overrides(doc: Document, overrides: Sequence[str]) -> None:
     """`phases.0.duration=5s` sets a value; the value is parsed as YAML."""
     problems = []
     for item in overrides:
-        label = f"--set {item}"
+        label = f"--set {redact_argv([item])[0]}"   # it names the source in messages
         path, sep, raw = item.partition("=")
         if not sep or not path:
             problems.append(Diagnostic(label, 1, 1, "expected --set PATH=VALUE, e.g. "
                                                     "--set phases.0.duration=5s"))
             continue
         try:
-            value = parse_yaml(raw, label).data
+            parsed = parse_yaml(raw, label)
         except ScenarioError as exc:
             problems.extend(exc.diagnostics)
             continue
+        value = parsed.data
+        doc.secrets |= parsed.secrets
         parts: list[str | int] = [int(p) if p.isdigit() else p for p in path.split(".")]
         node = doc.data
         for i, part in enumerate(parts[:-1]):

@@ -29,6 +29,7 @@ from llmscen.errors import FAILED as ASSERTIONS_FAILED
 from llmscen.metrics.results import CheckSummary, SloResult
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError
 from llmscen.spec.loader import load_file
+from llmscen.spec.secrets import public_url
 
 Overrides = Mapping[str, Any] | Sequence[str]
 Targets = Mapping[str, str] | Sequence[str]
@@ -89,7 +90,8 @@ def target_urls(targets: Targets, file: str = "<command line>") -> dict[str, str
     for item in targets:
         name, sep, url = item.partition("=")
         if not sep or not name or not url:
-            bad.append(Diagnostic(file, 1, 1, f"--target expects NAME=URL, got {item!r}"))
+            bad.append(Diagnostic(file, 1, 1, f"--target expects NAME=URL, got "
+                                              f"{public_url(item)!r}"))
         out[name] = url
     if bad:
         raise ScenarioError(bad)

@@ -41,7 +41,7 @@ class LeaksKey(OllamaRunner):
         sent = dict(resp.request_info.headers)
         ex.fail("http", f"HTTP {resp.status} for a request with headers {sent}")
 
-    def _scrub(self, message: str) -> str:
+    def _scrub(self, message: str, payload: dict[str, Any] | None = None) -> str:
         return message
 
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
 from llmscen.runners.guard import describe
-from llmscen.runners.secrets import Headers
+from llmscen.runners.secrets import Headers, Scrubber
 from llmscen.runners.triton.errors import classify
 from llmscen.runners.triton.stream import StreamPool, decode_text
 from llmscen.spec.units import Duration
@@ -159,6 +159,7 @@ class TritonRunner:
         self._built: dict[int, tuple[Any, list[Any], list[Any] | None]] = {}
         self._text_outputs: dict[int, str | None] = {}
         self._headers = dict(options.headers) or None
+        self._scrubber = Scrubber.of(target)
         self._session: Any = None   # aiohttp, for metrics_url
         self._streams: StreamPool | None = None
 
@@ -289,6 +290,10 @@ class TritonRunner:
             if status is not None:
                 exchange.status = status
             exchange.fail(error, message)
+        finally:   # a server may echo the target's or the request's credentials
+            if exchange.error_message:
+                exchange.error_message = self._scrubber.with_secrets_of(call.payload)(
+                    exchange.error_message)
 
     def unbatch(self, call: Call) -> list[Call] | None:
         """One call per batch item: inputs whose first dimension is the batch size are

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, ClassVar, TypeVar
 
@@ -19,8 +21,17 @@ from llmscen.testing.contract.violations import Reporter, Sent, raised
 T = TypeVar("T")
 
 
+SECRET_HEADER = "X-Llmscen-Contract-Key"             # of the target
+REQUEST_SECRET_HEADER = "X-Llmscen-Contract-Token"   # of the call
+URL_USER = "contract"
+
+
 class ContractBase:
-    secret: ClassVar[str] = "llmscen-contract-SECRET-5f0c2a91"
+    # Planted where a scenario may put a credential; each must stay out of every message.
+    secret: ClassVar[str] = "llmscen-contract-SECRET-5f0c2a91"             # target_options()
+    header_secret: ClassVar[str] = "llmscen-contract-HEADER-3b7e10d4"      # target `headers`
+    request_secret: ClassVar[str] = "llmscen-contract-REQUEST-9a41c6e2"    # the call's `headers`
+    url_secret: ClassVar[str] = "llmscen-contract-URL-c2d85f37"            # the URL's password
     speaks_http: ClassVar[bool] = True   # failures carry HTTP statuses (`http`, `status`)
     timeout: ClassVar[float] = 0.5       # seconds, as `Call.timeout` in the timeout tests
     slack: ClassVar[float] = 3.0         # seconds a send may take past what it should
@@ -60,7 +71,33 @@ class ContractBase:
         return self.hostile_target_options(self.secret) is not None
 
     def reporter(self, plugin: Any) -> Reporter:
-        return Reporter(plugin, self.secret)
+        basic = base64.b64encode(f"{URL_USER}:{self.url_secret}".encode()).decode()
+        return Reporter(plugin, {self.secret: "<SECRET>", self.header_secret: "<HEADER SECRET>",
+                                 self.request_secret: "<REQUEST SECRET>",
+                                 self.url_secret: "<URL SECRET>",
+                                 basic: "<URL SECRET as Basic auth>"})
+
+    def planted_secrets(self) -> list[str]:
+        return [self.secret, self.header_secret, self.request_secret, self.url_secret]
+
+    def with_secret_url(self, url: str) -> str:
+        """`url` with the URL secret as its password: `http://contract:<URL SECRET>@host`."""
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{URL_USER}:{self.url_secret}@{rest}"
+
+    def with_secret_header(self, plugin: Any, call: Call) -> Call:
+        """`call` with the request secret in its `headers`, when the plugin's request options
+        take a `headers` mapping (runners must scrub a request's own credentials too)."""
+        if "headers" not in plugin.request_options.model_fields:
+            return call
+        headers = {**(call.payload.get("headers") or {}),
+                   REQUEST_SECRET_HEADER: self.request_secret}
+        payload = {**call.payload, "headers": headers}
+        try:
+            plugin.request_options.model_validate(payload)
+        except ValidationError:
+            return call
+        return dataclasses.replace(call, payload=payload)
 
     def options(self, plugin: Any, hostile: bool = False) -> BaseModel:
         hook = self.hostile_target_options if hostile else self.target_options
@@ -74,7 +111,20 @@ class ContractBase:
             pytest.fail(f"{hook.__name__}() returned options the plugin's own target_options "
                         f"model rejects (a problem of the test, not the contract):\n{exc}",
                         pytrace=False)
-        return options
+        return self.with_header_secret(plugin, raw, options)
+
+    def with_header_secret(self, plugin: Any, raw: dict[str, Any], options: BaseModel,
+                           ) -> BaseModel:
+        """The options with the header secret added to a `headers` mapping, if they have one."""
+        if "headers" not in plugin.target_options.model_fields:
+            return options
+        headers = {**(raw.get("headers") or {}), SECRET_HEADER: self.header_secret}
+        try:
+            planted: BaseModel = plugin.target_options.model_validate({**raw,
+                                                                       "headers": headers})
+        except ValidationError:
+            return options
+        return planted
 
     def plan(self, plugin: Any, url: str | None, hostile: bool = False) -> TargetPlan:
         return TargetPlan(name="contract", plugin=plugin.name, url=url,

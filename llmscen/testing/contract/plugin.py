@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from llmscen.engine.registry import PLUGIN_GROUP, Registry, check_plugin
 from llmscen.spec.metrics import CATALOG
 from llmscen.testing.contract import violations as rules
-from llmscen.testing.contract.base import ContractBase
+from llmscen.testing.contract.base import SECRET_HEADER, ContractBase
 from llmscen.testing.contract.hostile import free_port
 from llmscen.testing.contract.violations import raised
 
@@ -104,6 +104,10 @@ class PluginContract(ContractBase):
             if self.secret in text:
                 report.broke(rules.SECRETS_HIDDEN, f"the secret hidden in {where}: declare it "
                              "as pydantic.SecretStr", f"shows it: {text[:300]!r}")
+            if self.header_secret in text:
+                report.broke(rules.SECRETS_HIDDEN, f"a secret header ({SECRET_HEADER}) hidden "
+                             f"in {where}: declare `headers` as llmscen.runners.secrets.Headers",
+                             f"shows it: {text[:300]!r}")
 
     # -- building and lifecycle -------------------------------------------------------------
 

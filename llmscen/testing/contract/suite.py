@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from typing import Any
@@ -40,7 +41,8 @@ class RunnerContract(PluginContract):
     @pytest.mark.parametrize("where", ["refused", "no url"])
     def test_stop_after_a_failed_start(self, plugin: Any, where: str) -> None:
         report = self.reporter(plugin)
-        url = f"http://127.0.0.1:{free_port()}" if where == "refused" else None
+        url = self.with_secret_url(f"http://127.0.0.1:{free_port()}") if where == "refused" \
+            else None
 
         async def body() -> None:
             runner = plugin.create_runner(self.plan(plugin, url))
@@ -50,9 +52,9 @@ class RunnerContract(PluginContract):
                 report.broke(rules.LIFECYCLE, "start() to give up within its own timeout",
                              f"had not returned after {self.slack + 5:g}s")
             except Exception as exc:  # allowed: the engine reports it as "could not start"
-                report.no_secret(rules.NO_SECRETS, "an exception from start()", str(exc))
+                report.no_secret(rules.NO_SECRETS, "an exception from start()", f"{exc!r} {exc}")
             await self.step(report, rules.LIFECYCLE, f"stop() after start() against "
-                            f"{url or 'no URL'}", runner.stop())
+                            f"{'a refused port' if url else 'no URL'}", runner.stop())
         asyncio.run(body())
 
     # -- sending ----------------------------------------------------------------------------
@@ -165,7 +167,7 @@ class RunnerContract(PluginContract):
     @pytest.mark.parametrize("mode", ["close", "cut", "garbage", "junk200", "echo500"])
     def test_misbehaving_server_never_raises(self, plugin: Any, mode: str, kind: str) -> None:
         report = self.reporter(plugin)
-        call = self.call_of(kind)
+        call = self.with_secret_header(plugin, self.call_of(kind))
 
         async def body() -> None:
             async with HostileServer(mode) as server, \
@@ -186,16 +188,17 @@ class RunnerContract(PluginContract):
 
     def test_secret_never_in_messages_when_echoed(self, plugin: Any) -> None:
         report = self.reporter(plugin)
+        call = self.with_secret_header(plugin, self.good_call())
 
         async def body() -> None:
             async with HostileServer("echo500") as server, \
                     self.started(plugin, server.url, server.description) as runner:
-                sent = await send(runner, self.good_call(), self.slack + 5)
+                sent = await send(runner, call, self.slack + 5)
                 problems = await self.step(report, rules.PREFLIGHT, "preflight([good_call()])",
-                                           runner.preflight([self.good_call()]))
-            if self.secret.encode() not in server.received:
-                pytest.skip("the plugin sent no secret configured by target_options(secret): "
-                            "nothing can leak")
+                                           runner.preflight([call]))
+            if not any(s.encode() in server.received for s in self.planted_secrets()):
+                pytest.skip("the plugin sent none of the secrets the suite planted (in "
+                            "target_options(secret), a `headers` option): nothing can leak")
             report.classified(sent, rules.NEVER_RAISE, "a reply of HTTP 500 classified")
             report.no_secret(rules.NO_SECRETS, "error_message (scrub what a server echoes "
                              "back)", sent.exchange.error_message, sent.exchange)
@@ -208,6 +211,7 @@ class RunnerContract(PluginContract):
         calls = [self.good_call(), self.failing_call()]
         if self.streaming_call() is not None:
             calls.append(self.call_of("streaming"))
+        calls = [self.with_secret_header(plugin, call) for call in calls]
         refused = f"http://127.0.0.1:{free_port()}"
 
         async def body() -> list[Any]:
@@ -233,6 +237,35 @@ class RunnerContract(PluginContract):
             if ex.error is None:    # a failed call's text may be what the server echoed
                 report.no_secret(rules.NO_SECRETS, "exchange.text", ex.text, ex)
                 report.no_secret(rules.NO_SECRETS, "exchange.headers", repr(ex.headers), ex)
+
+    @pytest.mark.parametrize("where", ["refused", "echo500"])
+    def test_secret_in_the_url_never_in_messages(self, plugin: Any, where: str) -> None:
+        """A password in the target URL (`http://user:pw@host`) is a secret like the others,
+        in messages that name the URL above all."""
+        report = self.reporter(plugin)
+        call = self.with_secret_header(plugin, self.good_call())
+
+        async def body() -> tuple[Any, Any]:
+            async with contextlib.AsyncExitStack() as stack:
+                if where == "echo500":
+                    server = await stack.enter_async_context(HostileServer("echo500"))
+                    url, what = server.url, server.description
+                else:
+                    url, what = f"http://127.0.0.1:{free_port()}", NOTHING_LISTENS
+                runner = await stack.enter_async_context(
+                    self.started(plugin, self.with_secret_url(url), what))
+                sent = await send(runner, call, self.slack + 5)
+                problems = await self.step(report, rules.PREFLIGHT, f"preflight([good_call()]) "
+                                           f"against {what}, with a password in the URL,",
+                                           runner.preflight([call]))
+            return sent, problems
+
+        sent, problems = asyncio.run(body())
+        report.returned(sent, rules.NEVER_RAISE, "send() to a URL with a password to return")
+        report.no_secret(rules.NO_SECRETS, "exchange.error_message", sent.exchange.error_message,
+                         sent.exchange)
+        for problem in problems or []:
+            report.no_secret(rules.NO_SECRETS, "preflight's messages", problem)
 
     # -- preflight and server metrics -------------------------------------------------------
 

@@ -80,14 +80,19 @@ async def send(runner: Any, call: Call, bound: float) -> Sent:
 
 
 class Reporter:
-    """Builds failure messages for one plugin, masking the suite's test secret."""
+    """Builds failure messages for one plugin, masking the suite's test secrets.
 
-    def __init__(self, plugin: Any, secret: str) -> None:
+    `secrets` maps each planted secret to how messages show it (`<SECRET>`, ...)."""
+
+    def __init__(self, plugin: Any, secrets: str | dict[str, str]) -> None:
         self.name = getattr(plugin, "name", repr(plugin))
-        self.secret = secret
+        self.secrets = {secrets: "<SECRET>"} if isinstance(secrets, str) else dict(secrets)
+        self.secrets.pop("", None)
 
     def mask(self, text: str) -> str:
-        return text.replace(self.secret, "<SECRET>") if self.secret else text
+        for secret, shown in sorted(self.secrets.items(), key=lambda kv: -len(kv[0])):
+            text = text.replace(secret, shown)
+        return text
 
     def broke(self, rule: str, expected: str, did: str,
               exchange: Exchange | None = None) -> NoReturn:
@@ -144,9 +149,11 @@ class Reporter:
 
     def no_secret(self, rule: str, where: str, text: str, exchange: Exchange | None = None,
                   ) -> None:
-        if self.secret and self.secret in text:
-            self.broke(rule, f"the secret configured on the target never appears in {where}",
-                       f"put it there: {excerpt_around(text, self.secret)!r}", exchange)
+        for secret, shown in self.secrets.items():
+            if secret in text:
+                self.broke(rule, f"no secret the suite planted (in the api key, the target's "
+                                 f"and the call's headers, the URL) ever appears in {where}",
+                           f"put {shown} there: {excerpt_around(text, secret)!r}", exchange)
 
 
 def raised(exc: BaseException, frames: int = 3) -> str:

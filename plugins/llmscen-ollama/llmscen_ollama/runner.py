@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel
 
-from llmscen.plugin import Call, Exchange, classify_client_error, describe, guarded
+from llmscen.plugin import Call, Exchange, Scrubber, classify_client_error, describe, guarded
 from llmscen_ollama.options import API_PATHS, OllamaTargetOptions
 from llmscen_ollama.stream import (
     LineSplitter,
@@ -44,6 +44,7 @@ class OllamaRunner:
         self.options = options
         self.base = (target.url or "").rstrip("/")
         self._secret = options.api_key.get_secret_value() if options.api_key else ""
+        self._scrubber = Scrubber.of(target)     # api key, secret headers, URL credentials
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None   # made in start(): it does not pickle
 
@@ -84,24 +85,26 @@ class OllamaRunner:
 
     async def preflight(self, calls: Sequence[Call]) -> list[str]:
         """Checks that `/api/tags` lists the target's model and every model a request names."""
+        return [self._scrub(problem) for problem in await self._check_models(calls)]
+
+    async def _check_models(self, calls: Sequence[Call]) -> list[str]:
         name, url = self.target.name, self.base + "/api/tags"
         try:
             async with self.session.get(url, timeout=self._timeout(None)) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            return [self._scrub(f"target {name!r}: cannot list models at {url}: "
-                                f"{describe(exc)}")]
+        # ValueError: aiohttp refuses a password in the URL beside an Authorization header
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            return [f"target {name!r}: cannot list models at {url}: {describe(exc)}"]
         if not 200 <= status < 300:
             _, message = parse_error_body(raw)
             hint = " (check api_key)" if status in (401, 403) else ""
-            return [self._scrub(f"target {name!r}: GET {url} answered HTTP {status}{hint}: "
-                                f"{message}")]
+            return [f"target {name!r}: GET {url} answered HTTP {status}{hint}: {message}"]
         try:
             served = [str(m["name"]) for m in orjson.loads(raw)["models"]]
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            return [self._scrub(f"target {name!r}: GET {url} did not return a model list "
-                                f"({describe(exc)}): {excerpt(raw)!r}")]
+            return [f"target {name!r}: GET {url} did not return a model list "
+                    f"({describe(exc)}): {excerpt(raw)!r}"]
         wanted: dict[str, list[str]] = {self.options.model: []}
         for call in calls:
             body = call.payload.get("body")
@@ -122,10 +125,13 @@ class OllamaRunner:
 
     async def send(self, call: Call, exchange: Exchange) -> None:
         def classify(exc: Exception) -> tuple[str, str]:
-            error, message = self._classify(exc, exchange, call)
-            return error, self._scrub(message)
+            return self._classify(exc, exchange, call)
 
-        await guarded(self._send(call, exchange), exchange, classify)
+        try:
+            await guarded(self._send(call, exchange), exchange, classify)
+        finally:   # one place for every message: the request's own headers are secrets too
+            if exchange.error_message:
+                exchange.error_message = self._scrub(exchange.error_message, call.payload)
 
     async def _send(self, call: Call, ex: Exchange) -> None:
         payload = call.payload
@@ -179,11 +185,11 @@ class OllamaRunner:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            ex.fail("protocol", self._scrub(f"response is not JSON ({exc}): {excerpt(raw)!r}"))
+            ex.fail("protocol", f"response is not JSON ({exc}): {excerpt(raw)!r}")
             return
         problem = read_body(obj, ex, chat)
         if problem is not None:
-            ex.fail("protocol", self._scrub(problem))
+            ex.fail("protocol", problem)
 
     async def _read_stream(self, resp: aiohttp.ClientResponse, ex: Exchange, chat: bool) -> None:
         splitter = LineSplitter()
@@ -202,7 +208,7 @@ class OllamaRunner:
         except StreamProblem as problem:
             ex.end_ns = now
             state.fill(ex, complete=False)
-            ex.fail(problem.error, self._scrub(problem.message))
+            ex.fail(problem.error, problem.message)
             return
         except BaseException:
             state.fill(ex, complete=False)     # keep what arrived before the failure
@@ -219,15 +225,16 @@ class OllamaRunner:
         body, message = parse_error_body(raw)
         ex.body = body
         reason = f" {resp.reason}" if resp.reason else ""
-        ex.fail("http", self._scrub(f"HTTP {resp.status}{reason}: {message}"))
+        ex.fail("http", f"HTTP {resp.status}{reason}: {message}")
 
     def _classify(self, exc: Exception, ex: Exchange, call: Call) -> tuple[str, str]:
         limit = self.options.timeout if call.timeout is None else call.timeout
         return classify_client_error(exc, ex, limit, "ollama")
 
-    def _scrub(self, message: str) -> str:
-        """Never let the API key reach a message, even when a server echoes it back."""
-        return message.replace(self._secret, "***") if self._secret else message
+    def _scrub(self, message: str, payload: dict[str, Any] | None = None) -> str:
+        """Never let a secret reach a message, even when a server echoes it back."""
+        scrub = self._scrubber if payload is None else self._scrubber.with_secrets_of(payload)
+        return scrub(message)
 
 
 def full_name(model: str) -> str:
