@@ -1,4 +1,9 @@
-"""Data files (CSV, JSONL): rows for templates as `{{ row.<column> }}`."""
+"""Data files (CSV, JSONL): rows for templates as `{{ row.<column> }}`.
+
+A data file is read when the scenario is compiled and again by every worker,
+so it must be a regular file (a pipe can be read once, a device never ends),
+and it is read whole, so it is bounded by MAX_DATA_BYTES.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from llmscen.spec.files import MIB, InputFileError, read_text
+
+MAX_DATA_BYTES = 64 * MIB
 
 
 class DataFileError(ValueError):
@@ -37,10 +46,10 @@ def read_rows(path: str | Path, fmt: str) -> list[dict[str, Any]]:
     """All rows; data files are small next to the traffic they drive."""
     p = _shown(Path(path))
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise DataFileError(f"cannot read data file {p}: {reason}") from None
+        text = read_text(p, MAX_DATA_BYTES, "llmscen reads a data file when it checks the "
+                                            "scenario and again in every worker")
+    except InputFileError as exc:
+        raise DataFileError(f"cannot read data file {p}: {exc}") from None
     rows: list[dict[str, Any]] = []
     if fmt == "jsonl":
         for number, line in enumerate(text.splitlines(), 1):
@@ -56,10 +65,14 @@ def read_rows(path: str | Path, fmt: str) -> list[dict[str, Any]]:
     else:
         delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
         reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
-        for row in reader:
-            if None in row:
-                raise DataFileError(f"{p}:{reader.line_num}: more fields than the header has")
-            rows.append(dict(row))
+        try:
+            for row in reader:
+                if None in row:
+                    raise DataFileError(f"{p}:{reader.line_num}: more fields than the header "
+                                        "has")
+                rows.append(dict(row))
+        except csv.Error as exc:   # a NUL byte, a field past csv's size limit
+            raise DataFileError(f"{p}:{reader.line_num + 1}: invalid CSV: {exc}") from None
     if not rows:
         raise DataFileError(f"data file {p} has no rows")
     return rows
