@@ -48,13 +48,19 @@ def _match(regex: re.Pattern[str], value: str, what: str, example: str) -> re.Ma
     return m
 
 
+def _finite(number: float, value: str, what: str) -> float:
+    if not math.isfinite(number):   # `1e999s`: a number past what a float holds
+        raise ValueError(f"{what} {value[:40]!r} is too large")
+    return number
+
+
 def parse_duration(value: Any) -> float:
     """`250ms`, `1.5s`, `2m`, `1h`, or a bare number of seconds → seconds."""
     example = "250ms, 1.5s, 2m or 1h"
     number = _number(value, "duration", example)
     if number is None:
         m = _match(_DURATION_RE, value, "duration", example)
-        number = float(m.group(1)) * DURATION_UNITS[m.group(2) or "s"]
+        number = _finite(float(m.group(1)) * DURATION_UNITS[m.group(2) or "s"], value, "duration")
     if number < 0:
         raise ValueError(f"a duration cannot be negative, got {value!r}")
     return number
@@ -66,7 +72,7 @@ def parse_rate(value: Any) -> float:
     number = _number(value, "rate", example)
     if number is None:
         m = _match(_RATE_RE, value, "rate", example)
-        number = float(m.group(1)) * RATE_UNITS[m.group(2) or "/s"]
+        number = _finite(float(m.group(1)) * RATE_UNITS[m.group(2) or "/s"], value, "rate")
     if number < 0:
         raise ValueError(f"a rate cannot be negative, got {value!r}")
     return number
@@ -90,7 +96,7 @@ def parse_size(value: Any) -> float:
     number = _number(value, "size", example)
     if number is None:
         m = _match(_SIZE_RE, value, "size", example)
-        number = float(m.group(1)) * SIZE_UNITS[m.group(2) or "B"]
+        number = _finite(float(m.group(1)) * SIZE_UNITS[m.group(2) or "B"], value, "size")
     if number < 0:
         raise ValueError(f"a size cannot be negative, got {value!r}")
     return number
