@@ -37,7 +37,6 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "slo.md"
     ("chunks.min == 128", SLOExpr("chunks", "min", "==", 128.0)),
     ("itl.p50<12ms", SLOExpr("itl", "p50", "<", 0.012)),
     ("  itl.p50   <  12 ms  ", SLOExpr("itl", "p50", "<", 0.012)),
-    ("latency.p95 < 2", SLOExpr("latency", "p95", "<", 2.0)),       # bare number: seconds
     ("latency.p99 < 1.5m", SLOExpr("latency", "p99", "<", 90.0)),
     ("schedule_lag.max < 250us", SLOExpr("schedule_lag", "max", "<", 250e-6)),
     ("latency.count > 1000", SLOExpr("latency", "count", ">", 1000.0)),
@@ -82,8 +81,16 @@ def test_fields_match_slo_plan() -> None:
     ("latency.p95 < 5/s", 15, "unit '/s' does not fit latency"),
     ("latency.p95 < 5 parsecs", 16, "unknown unit 'parsecs' for latency"),
     ("error_rate < 5s", 14, "unit 's' does not fit error_rate, which is a fraction; use %"),
-    ("error_rate < 50", 13, "error_rate is a fraction between 0 and 1 (0% to 100%); "
-                            "did you mean 50%?"),
+    ("error_rate < 50", 13, "error_rate is a fraction and 50 means 5000 %: write 50%"),
+    ("error_rate < 1", 13, "error_rate is a fraction and 1 means 100 %: write 1% or 100%"),
+    ("success_rate >= 1.0", 16, "success_rate is a fraction and 1.0 means 100 %: write 1.0% "
+                                "or 100%"),
+    ("error_rate < 101", 13, "error_rate is a fraction between 0 and 1 (0% to 100%)"),
+    ("latency.p95 < 2000", 14, "latency is a duration and its threshold needs a unit: write "
+                               "2000ms or 2s"),
+    ("ttft.p99 < 0.5", 11, "ttft is a duration and its threshold needs a unit: write 0.5s or "
+                           "500ms"),
+    ("itl.p50 < 0", 10, "itl is a duration and its threshold needs a unit: write 0s"),
     ("error_rate < 150%", 13, "error_rate is a fraction between 0 and 1"),
     ("throughput > 5%", 14, "unit '%' does not fit throughput, which is a rate; use /s"),
     ("throughput > 5ms", 14, "unit 'ms' does not fit throughput"),
@@ -116,7 +123,9 @@ def test_non_string_is_a_syntax_error() -> None:
 
 def test_format_is_canonical() -> None:
     assert format_slo(parse_slo("throughput>50/min")) == "throughput > 50/min"
-    assert format_slo(parse_slo("ttft.p99.9<=0.5")) == "ttft.p99.9 <= 0.5s"
+    assert format_slo(parse_slo("ttft.p99.9<=500ms")) == "ttft.p99.9 <= 0.5s"
+    assert format_slo(parse_slo("success_rate >= 100%")) == "success_rate >= 100%"
+    assert format_slo(SLOExpr("latency", "p95", "<", 5e-324)) == "latency.p95 < 5e-324s"
     assert format_slo(parse_slo("itl.p50 < 12 ms")) == "itl.p50 < 12ms"
     assert format_slo(parse_slo("error_rate < 0.01")) == "error_rate < 1%"
     assert format_slo(parse_slo("output_tokens.mean >= 100")) == "output_tokens.mean >= 100"
@@ -168,6 +177,31 @@ def test_written_text_parses_or_fails_cleanly(metric: str, stat: str | None, op:
     assert expr.metric == metric and expr.stat == stat and expr.op == op
     assert math.isfinite(expr.threshold) and expr.threshold >= 0
     assert parse_slo(format_slo(expr)) == expr
+
+
+@given(st.sampled_from([m for m in sorted(CATALOG) if CATALOG[m].kind == "duration"]),
+       _STATS.filter(lambda s: s != "count"), st.sampled_from(OPS),
+       st.floats(0, 1e9, allow_nan=False) | st.integers(0, 10**9))
+def test_a_bare_number_on_a_duration_is_refused_with_both_readings(
+        metric: str, stat: str, op: str, number: float) -> None:
+    written = repr(number)
+    with pytest.raises(SLOSyntaxError) as info:
+        parse_slo(f"{metric}.{stat} {op} {written}")
+    assert "needs a unit: write " in info.value.message
+    suggested = info.value.message.split("write ", 1)[1].split(" or ")
+    for text in suggested:   # every suggestion parses, and to one of the two readings
+        value = parse_slo(f"{metric}.{stat} {op} {text}").threshold
+        assert math.isclose(value, number, rel_tol=1e-12) or \
+            math.isclose(value, number / 1000, rel_tol=1e-12)
+    # the count of samples is a plain number whatever the metric
+    assert parse_slo(f"{metric}.count {op} {written}").threshold == float(number)
+
+
+@given(st.sampled_from([m for m in sorted(CATALOG) if CATALOG[m].kind == "ratio"]),
+       st.sampled_from(OPS), st.floats(1, 1e6) | st.integers(1, 10**6))
+def test_a_bare_ratio_of_one_or_more_is_refused(metric: str, op: str, number: float) -> None:
+    with pytest.raises(SLOSyntaxError, match=f"^{metric} is a fraction"):
+        parse_slo(f"{metric} {op} {number!r}")
 
 
 _ALPHABET = st.sampled_from([*"latency.p95<>=!% /sminuµh0123456789e+-_.\t\n", "é", "\x00"])

@@ -28,8 +28,10 @@ _SPACE_RE = re.compile(r"\s*")
 
 # Unit suffix → factor to the base unit, per kind; "" is the bare number. `%` divides
 # by 100 instead (see _to_base), as units.parse_percent does: 7 * 0.01 != 7 / 100.
+# A duration always has a unit (k6 users write `< 2000` meaning ms), and a bare ratio
+# must be below 1 (`error_rate < 1` reads as 100 %).
 _UNITS: dict[str, dict[str, float]] = {
-    "duration": {"": 1.0, **DURATION_UNITS},
+    "duration": dict(DURATION_UNITS),
     "amount": {"": 1.0},
     "rate": {"": 1.0, **RATE_UNITS},
     "ratio": {"": 1.0, "%": 100.0},
@@ -39,6 +41,7 @@ _EXAMPLES = {"duration": "5s or 500ms", "amount": "a plain number such as 100",
 # Units format_slo may write, preferred first when two texts are equally short.
 _FORMAT_UNITS = {"duration": ("s", "ms", "us", "min", "h"), "amount": ("",),
                  "rate": ("/s", "/min", "/h"), "ratio": ("%", "")}
+_BASE_UNITS = {"duration": "s", "amount": "", "rate": "/s", "ratio": ""}
 
 
 class SLOSyntaxError(ValueError):
@@ -80,10 +83,10 @@ def stats_for(metric: Metric) -> str:
 
 def catalog_markdown() -> str:
     """The metric table of docs/slo.md, generated from the catalog."""
-    units = {"duration": "`us` `ms` `s` `m` `min` `h`; bare number = seconds",
+    units = {"duration": "`us` `ms` `s` `m` `min` `h`: required",
              "amount": "none: a plain number",
              "rate": "`/s` `/min` `/h`; bare number = per second",
-             "ratio": "`%`, or a fraction in [0, 1]"}
+             "ratio": "`%`, or a fraction below 1"}
     rows = ["| metric | kind | stats | units | definition |", "|---|---|---|---|---|"]
     for m in CATALOG.values():
         histogram = m.kind in HISTOGRAM_KINDS
@@ -106,6 +109,8 @@ def _format_threshold(value: float, kind: str) -> str:
     """The shortest plain-decimal text that parses back to exactly `value`."""
     best: str | None = None
     for unit in _FORMAT_UNITS[kind]:
+        if unit == "" and kind == "ratio" and value >= 1:
+            continue
         factor = _UNITS[kind][unit]
         amount = value * factor if unit == "%" else value / factor
         for places in range(21):
@@ -115,7 +120,7 @@ def _format_threshold(value: float, kind: str) -> str:
                 if best is None or len(text + unit) < len(best):
                     best = text + unit
                 break
-    return best if best is not None else repr(value)  # bare: every kind's base unit
+    return best if best is not None else repr(value) + _BASE_UNITS[kind]
 
 
 class _Parser:
@@ -216,6 +221,9 @@ class _Parser:
         u = _UNIT_RE.match(self.text, self.pos)
         unit = u.group() if u else ""
         factors = _UNITS[kind]
+        if unit == "" and kind == "duration":
+            raise SLOSyntaxError(f"{metric.name} is a duration and its threshold needs a "
+                                 f"unit: write {_duration_hint(m.group(), number)}", start)
         if unit not in factors:
             raise SLOSyntaxError(self._unit_message(metric, kind, unit), unit_col)
         if u is None:
@@ -225,10 +233,13 @@ class _Parser:
         value = _to_base(number, kind, unit)
         if not math.isfinite(value):
             raise SLOSyntaxError(f"threshold {m.group()!r} is too large", start)
+        if kind == "ratio" and unit == "" and 1 <= number <= 100:
+            also = " or 100%" if number == 1 else ""
+            raise SLOSyntaxError(f"{metric.name} is a fraction and {m.group()} means "
+                                 f"{number * 100:g} %: write {m.group()}%{also}", start)
         if kind == "ratio" and value > 1.0:
-            hint = f"; did you mean {m.group()}%?" if unit == "" and number <= 100 else ""
             raise SLOSyntaxError(f"{metric.name} is a fraction between 0 and 1 "
-                                 f"(0% to 100%){hint}", start)
+                                 f"(0% to 100%)", start)
         return value
 
     @staticmethod
@@ -243,3 +254,11 @@ class _Parser:
             return (f"unit {unit!r} does not fit {subject}, which is {what}; "
                     f"use {' '.join(allowed)} (e.g. {_EXAMPLES[kind]})")
         return f"unknown unit {unit!r} for {subject}; use {' '.join(allowed)}"
+
+
+def _duration_hint(written: str, number: float) -> str:
+    """Both readings of a bare duration, the likelier first: k6 thresholds are in ms."""
+    if number == 0:
+        return "0s"
+    as_ms, as_s = f"{written}ms or {number / 1000:.15g}s", f"{written}s or {number * 1000:.15g}ms"
+    return as_ms if number >= 10 else as_s
