@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from llmscen.compile import paths, templates
+from llmscen.compile.capture import CaptureSyntaxError, is_variable_name, parse_capture
 from llmscen.compile.data import DataFileError, columns_of, detect_format, read_rows
 from llmscen.compile.phases import derive_seed, expand
 from llmscen.compile.plan import (
@@ -501,6 +502,7 @@ class _Compiler:
             if step.if_ is not None:
                 for message in templates.check_condition(self.env, step.if_, captured, columns):
                     self.error((*step_loc, "if"), message)
+            self.captures(step_loc, step.capture)
             captured |= set(step.capture)
             think = step.think or (0.0, 0.0)
             expect = self.resolve_paths(step.expect, (*step_loc, "expect"))
@@ -529,6 +531,17 @@ class _Compiler:
                            f"phases ({', '.join(scheduled)}) ignore it, since they decide "
                            "when requests start")
         return out
+
+    def captures(self, loc: Loc, capture: dict[str, str]) -> None:
+        for var, expr in capture.items():
+            where = (*loc, "capture", var)
+            if not is_variable_name(var):
+                self.error(where, f"capture name {var!r} cannot be used in a template: use "
+                                  "letters, digits and '_', not starting with a digit", key=True)
+            try:
+                parse_capture(expr)
+            except CaptureSyntaxError as exc:
+                self.error(where, exc.message, offset=exc.column)
 
     def slos(self, phases: list[PhasePlan], requests: list[RequestPlan],
              targets: dict[str, TargetPlan]) -> list[SLOPlan]:
