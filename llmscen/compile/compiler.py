@@ -82,13 +82,14 @@ class _Compiler:
         self.doc = doc
         self.catalog = catalog
         self.target_urls = target_urls
-        self.problems: list[Diagnostic] = []
+        self.problems: list[Diagnostic] = doc.diagnostics()
         self.env = templates.environment()
         self.fault_specs: dict[str, tuple[Loc, list[FaultSpec]]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
     def error(self, loc: Loc, message: str, *, key: bool = False, offset: int = 0) -> None:
-        self.problems.append(self.doc.diagnostic(loc, message, key=key, offset=offset))
+        if self.doc.usable(loc):   # else the loader has said what is wrong there
+            self.problems.append(self.doc.diagnostic(loc, message, key=key, offset=offset))
 
     def validate(self, model: Any, loc: Loc, value: Any, root: type[BaseModel]) -> Any:
         """Validate one node; record its problems and return None when it is invalid."""
@@ -178,7 +179,8 @@ class _Compiler:
                 self.error((*loc, "service"), f"unknown service {spec.service!r}"
                            f"{did_you_mean(spec.service, declared_services)} (declared: "
                            f"{one_of(declared_services)})")
-            url = self.target_urls.get(name, spec.url or spec.base_url)
+            url = self.target_urls.get(name, spec.url if spec.url is not None
+                                       else spec.base_url)
             service = None if name in self.target_urls else spec.service
             if url is None and service is None:
                 self.error(loc, f"target {name!r} needs `url:` or `service:` "
@@ -425,8 +427,7 @@ class _Compiler:
                            f"{one_of(declared_data)})")
             target = targets.get(spec.target)
             plugin = self.plugin_of(spec.target)
-            columns = data[spec.data].columns if spec.data in data else (
-                () if spec.data else None)
+            columns = data[spec.data].columns if spec.data in data else None
             steps = self.steps(spec, raw, loc, plugin, columns)
             if steps is not None and target is not None:
                 out.append(RequestPlan(name=spec.name, target=spec.target, weight=spec.weight,
@@ -495,9 +496,11 @@ class _Compiler:
                     ok = False
             else:
                 self.unknown_keys(step_loc, payload, common, "request_options")
+            # data declared but unreadable (said already): `row` and any column go
+            known = captured | {"row"} if spec.data and columns is None else captured
             for sub, text in templates.walk_strings(payload):
                 if templates.is_template(text):
-                    for message in templates.check(self.env, text, captured, columns):
+                    for message in templates.check(self.env, text, known, columns):
                         self.error((*step_loc, *sub), message)
             if step.if_ is not None:
                 for message in templates.check_condition(self.env, step.if_, captured, columns):

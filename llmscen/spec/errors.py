@@ -78,7 +78,7 @@ def _node_at(data: Any, loc: Loc) -> Any:
 def diagnostics_from(exc: ValidationError, doc: Document, model: type[BaseModel],
                      prefix: Loc = ()) -> list[Diagnostic]:
     """One diagnostic per distinct problem; union noise collapsed to the clearest member."""
-    out: dict[tuple[Loc, str], Diagnostic] = {}
+    out: dict[tuple[Loc, str], tuple[Diagnostic, Any]] = {}
     errors = exc.errors(include_url=False)
     root = _node_at(doc.data, prefix)
     # A value that matched no member of a union (e.g. an SLO that is neither a string nor a
@@ -87,6 +87,8 @@ def diagnostics_from(exc: ValidationError, doc: Document, model: type[BaseModel]
         raw_loc = tuple(err["loc"])
         rel = _where(raw_loc, root)
         loc = (*prefix, *rel)
+        if not doc.usable(loc):
+            continue    # the loader already said what is wrong there
         kind, msg = err["type"], err["msg"]
         key = False
         if kind == "extra_forbidden":
@@ -111,14 +113,40 @@ def diagnostics_from(exc: ValidationError, doc: Document, model: type[BaseModel]
         elif kind == "string_pattern_mismatch":
             msg = (f"invalid name {err['input']!r}: use letters, digits, '_', '.' or '-', "
                    "starting with a letter or digit")
-        out.setdefault((loc, msg), doc.diagnostic(loc, msg, key=key))
-    return _prefer_specific(list(out.values()))
+        out.setdefault((loc, msg), (doc.diagnostic(loc, msg, key=key), err.get("input")))
+    return _prefer_specific(doc, out)
 
 
-def _prefer_specific(diags: list[Diagnostic]) -> list[Diagnostic]:
-    """A union of `str | Model` reports 'should be a string' beside the model's own errors;
-    drop the type-mismatch noise when a more specific message exists at the same place."""
-    noisy = ("Input should be a valid string", "Input should be a valid dictionary")
-    places = {(d.line, d.col) for d in diags if not d.message.startswith(noisy)}
-    return [d for d in diags if not (d.message.startswith(noisy) and (d.line, d.col) in places)
-            or not places]
+_NOISY = {"Input should be a valid string": "a string",
+          "Input should be a valid dictionary": "a mapping"}
+
+
+def _noise(message: str) -> str | None:
+    return next((what for prefix, what in _NOISY.items() if message.startswith(prefix)), None)
+
+
+def _prefer_specific(doc: Document, found: dict[tuple[Loc, str], tuple[Diagnostic, Any]]
+                     ) -> list[Diagnostic]:
+    """A union of `str | Model` reports 'should be a string' beside the model's own errors:
+    drop that noise where the model has errors at or under the same place, and say
+    'expected a string or a mapping' once where nothing else does."""
+    at: dict[Loc, list[tuple[str, Diagnostic, Any]]] = {}
+    for (loc, msg), (diag, given) in found.items():
+        at.setdefault(loc, []).append((msg, diag, given))
+    inner = {loc[:n] for loc in at for n in range(len(loc))}
+    out = []
+    for loc, here in at.items():
+        specific = [d for msg, d, _ in here if _noise(msg) is None]
+        if specific:
+            out += specific
+        elif loc in inner:
+            continue
+        elif len(here) > 1:
+            wanted = " or ".join(sorted({_noise(msg) or "" for msg, _, _ in here}, reverse=True))
+            given = here[0][2]
+            shown = repr(given) if isinstance(given, (int, float, bool)) or given is None \
+                else f"a {type(given).__name__}"
+            out.append(doc.diagnostic(loc, f"expected {wanted}, got {shown}"))
+        else:
+            out += [d for _, d, _ in here]
+    return out

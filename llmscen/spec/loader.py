@@ -1,33 +1,62 @@
-"""YAML → plain Python data with the source position of every node.
+"""YAML → plain Python data with the source position of every node, within bounds.
 
-ruamel.yaml (YAML 1.2, round-trip loader for positions) is used; any explicit
-tag (`!foo`, `!!python/...`) is rejected, so a scenario can never construct
-objects. `${VAR}` and `${VAR:-default}` are replaced inside string scalars after
-parsing, which keeps every position exact; `$${` writes a literal `${`.
+The document is built from ruamel.yaml's event stream (YAML 1.2) by one loop
+with an explicit stack, so nothing recurses on the input and every bound is
+checked before the work it limits: nesting deeper than MAX_DEPTH, aliases
+adding more than MAX_ALIAS_VALUES values or MAX_ALIAS_CHARS characters (a
+"billion laughs" is cut at its first alias past the budget), integers past 64
+bits, files past MAX_FILE_BYTES. Any explicit tag other than YAML's own
+(`!foo`, `!!python/...`) is refused, so a scenario can never construct objects.
+`${VAR}` and `${VAR:-default}` are replaced inside string values, which keeps
+every position exact; `$${` writes a literal `${`.
+
+A problem that leaves the rest of the document readable (an unset variable, a
+tag, an alias over budget) is recorded on the Document and reported by the
+compiler together with its own; only unreadable YAML raises here.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionStartEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+)
+from ruamel.yaml.nodes import ScalarNode
 
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError
+from llmscen.spec.files import KIB, InputFileError, read_text
 from llmscen.spec.secrets import is_secret_name, redact_argv
 
 Loc = tuple[str | int, ...]
+
+MAX_FILE_BYTES = 64 * KIB       # 20x the largest bundled scenario; big inputs go in data files
+MAX_DEPTH = 64                  # nesting levels, aliases expanded
+MAX_ALIAS_VALUES = 10_000       # values aliases may add to a document
+MAX_ALIAS_CHARS = 1_000_000     # characters of text aliases may add
+_INT_RANGE = (-(2 ** 63), 2 ** 64 - 1)
+
 _VAR_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_STANDARD_TAG = "tag:yaml.org,2002:"
-_STANDARD_TAGS = {f"{_STANDARD_TAG}{t}" for t in ("str", "int", "float", "bool", "null", "map",
-                                                     "seq")}
+_STANDARD = "tag:yaml.org,2002:"
+_ALLOWED_TAGS = {f"{_STANDARD}{t}" for t in ("str", "int", "float", "bool", "null", "map",
+                                               "seq")}
+_SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"),
+                   ".nan": float("nan")}
 
 
 @dataclass
@@ -40,6 +69,9 @@ class Document:
     values: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     labels: dict[Loc, str] = field(default_factory=dict)             # values set by --set
     secrets: set[str] = field(default_factory=set)    # values of secret-named ${VARS}
+    # problems found while loading, with the place each is about; the compiler reports them
+    problems: list[tuple[Loc, Diagnostic]] = field(default_factory=list)
+    unusable: set[Loc] = field(default_factory=set)   # values those problems left wrong
 
     @property
     def base_dir(self) -> Path:
@@ -59,55 +91,183 @@ class Document:
             loc, key, offset = loc[:-1], True, 0
         return Diagnostic(self.file, 1, 1, message)
 
+    def usable(self, loc: Loc) -> bool:
+        """False when a loading problem already covers the value at `loc`: one mistake,
+        one message."""
+        return not any(tuple(loc[:n]) in self.unusable for n in range(len(loc) + 1))
 
-def _tag_of(node: Any) -> str | None:
-    tag = getattr(node, "tag", None)
-    value = getattr(tag, "value", tag)
-    if not isinstance(value, str) or value in _STANDARD_TAGS:
-        return None
-    return "!!" + value[len(_STANDARD_TAG):] if value.startswith(_STANDARD_TAG) else value
+    def diagnostics(self, under: Loc = ()) -> list[Diagnostic]:
+        """The loading problems about `under`: about what it holds, or about a part of
+        the document that holds it (the whole document, say)."""
+        return [d for loc, d in self.problems
+                if loc[:len(under)] == under or under[:len(loc)] == loc]
+
+
+class _Frame:
+    """A mapping or sequence being built."""
+
+    __slots__ = ("anchor", "chars", "height", "items", "key", "key_mark", "loc", "mark",
+                 "merges", "skip", "values")
+
+    def __init__(self, loc: Loc, mark: tuple[int, int], anchor: str | None,
+                 items: dict[str, Any] | list[Any] | None) -> None:
+        self.loc, self.mark, self.anchor, self.items = loc, mark, anchor, items
+        self.values, self.chars, self.height = 1, 0, 1   # this node's size, aliases expanded
+        self.key: Any = None                 # pending mapping key (str, _MERGE or _DROP)
+        self.key_mark = mark
+        self.merges: list[tuple[Any, tuple[int, int]]] = []
+        self.skip = 0                        # >0: a refused subtree, counting its own nesting
+
+
+_MERGE, _DROP = object(), object()
+
+
+def _mark(event: Any) -> tuple[int, int]:
+    return event.start_mark.line, event.start_mark.column
+
+
+def _shown_tag(tag: str) -> str:
+    return "!!" + tag[len(_STANDARD):] if tag.startswith(_STANDARD) else tag
 
 
 class _Builder:
-    """Walks ruamel's tree once: positions, tag rejection, `${VAR}` interpolation."""
+    """Turns one document's events into plain data, positions and problems."""
 
-    def __init__(self, doc: Document, env: Mapping[str, str]) -> None:
+    def __init__(self, doc: Document, env: Mapping[str, str], yaml: YAML) -> None:
         self.doc = doc
         self.env = env
-        self.problems: list[Diagnostic] = []
+        self.resolver = yaml.resolver
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, tuple[Any, int, int, int]] = {}   # value, values, chars, height
+        self.alias_values = 0
+        self.alias_chars = 0
+        self.budget_told = False
+        self.done = False
 
-    def build(self, node: Any, loc: Loc) -> Any:
-        tag = _tag_of(node)
-        if tag is not None or isinstance(node, TaggedScalar):
-            self.problems.append(self.doc.diagnostic(
-                loc, f"YAML tag {tag or '!'} is not allowed; scenarios hold plain data only"))
+    # -- problems ----------------------------------------------------------------------
+    def problem(self, loc: Loc, mark: tuple[int, int], message: str, *,
+                unusable: bool = True, offset: int = 0) -> None:
+        self.doc.problems.append((loc, Diagnostic(self.doc.file, mark[0] + 1,
+                                                  mark[1] + 1 + offset, message)))
+        if unusable:
+            self.doc.unusable.add(loc)
+
+    def fatal(self, event: Any, message: str) -> ScenarioError:
+        line, col = _mark(event)
+        return ScenarioError([*self.doc.diagnostics(), Diagnostic(self.doc.file, line + 1,
+                                                                  col + 1, message)])
+
+    # -- where the next value goes -----------------------------------------------------
+    def next_loc(self) -> Loc:
+        if not self.stack:
+            return ()
+        top = self.stack[-1]
+        if isinstance(top.items, list):
+            return (*top.loc, len(top.items))
+        return (*top.loc, top.key) if isinstance(top.key, str) else top.loc
+
+    def expects_key(self) -> bool:
+        top = self.stack[-1] if self.stack else None
+        return top is not None and isinstance(top.items, dict) and top.key is None
+
+    # -- the event loop ----------------------------------------------------------------
+    def feed(self, events: Iterator[Any]) -> Any:
+        for event in events:
+            if self.stack and self.stack[-1].skip:
+                self.skip(event)
+            elif isinstance(event, DocumentStartEvent):
+                if self.done:
+                    raise self.fatal(event, "invalid YAML: a scenario is one YAML document; "
+                                            "found a second one")
+            elif isinstance(event, ScalarEvent):
+                self.scalar(event)
+            elif isinstance(event, AliasEvent):
+                self.alias(event)
+            elif isinstance(event, CollectionStartEvent):
+                self.start(event)
+            elif isinstance(event, (MappingEndEvent, SequenceEndEvent)):
+                self.end()
+        return self.doc.data
+
+    def skip(self, event: Any) -> None:
+        top = self.stack[-1]
+        if isinstance(event, CollectionStartEvent):
+            top.skip += 1
+        elif isinstance(event, (MappingEndEvent, SequenceEndEvent)):
+            top.skip -= 1
+            if top.skip == 0:
+                self.stack.pop()
+                if top.key is _DROP:
+                    self.stack[-1].key, self.stack[-1].key_mark = _DROP, top.mark
+                else:
+                    self.deliver(None, 1, 0, 1, top.mark)
+
+    def tag_of(self, event: Any) -> str | None:
+        """The explicit tag, or None; a refused tag is reported by the caller."""
+        tag = getattr(event, "ctag", None)
+        return None if tag is None or str(tag) == "!" else str(tag)
+
+    def scalar(self, event: ScalarEvent) -> None:
+        mark, loc = _mark(event), self.next_loc()
+        tag = self.tag_of(event)
+        if tag is not None and tag not in _ALLOWED_TAGS:
+            self.problem(loc, mark, f"YAML tag {_shown_tag(tag)} is not allowed; scenarios "
+                                    "hold plain data only")
+            if self.expects_key():
+                self.stack[-1].key, self.stack[-1].key_mark = _DROP, mark
+            else:
+                self.deliver(None, 1, 0, 0, mark)
+            return
+        if tag is None:
+            tag = str(self.resolver.resolve(ScalarNode, event.value, event.implicit))
+        if self.expects_key():
+            if event.anchor is not None:
+                self.anchors[event.anchor] = (event.value, 1, len(event.value), 0)
+            self.key(event.value, mark, merge=tag == f"{_STANDARD}merge")
+            return
+        value = self.convert(event, tag, loc, mark)
+        if event.style in ("'", '"'):   # offsets into the text count from inside the quotes
+            mark = (mark[0], mark[1] + 1)
+        self.deliver(value, 1, len(value) if isinstance(value, str) else 0, 0, mark,
+                     event.anchor)
+
+    def convert(self, event: ScalarEvent, tag: str, loc: Loc, mark: tuple[int, int]) -> Any:
+        text = event.value
+        kind = tag[len(_STANDARD):] if tag.startswith(_STANDARD) else "str"
+        try:
+            if kind == "null":
+                return None
+            if kind == "bool":   # YAML 1.2 spells true/false; a `%YAML 1.1` file yes/on too
+                return text.lower() in ("true", "yes", "on", "y")
+            if kind == "int":
+                return self.integer(text, loc, mark)
+            if kind == "float":
+                special = _SPECIAL_FLOATS.get(text.lower())
+                return special if special is not None else float(text.replace("_", ""))
+        except ValueError:
+            article = "an" if kind == "int" else "a"
+            self.problem(loc, mark, f"invalid YAML: {text[:40]!r} is not {article} {kind}")
             return None
-        if isinstance(node, CommentedMap):
-            out: dict[str, Any] = {}
-            for k in node:
-                child = (*loc, str(k))
-                self.doc.keys[child] = node.lc.key(k)
-                self.doc.values[child] = node.lc.value(k)
-                out[str(k)] = self.build(node[k], child)
-            return out
-        if isinstance(node, CommentedSeq):
-            items = []
-            for i, item in enumerate(node):
-                child = (*loc, i)
-                self.doc.keys[child] = self.doc.values[child] = node.lc.item(i)
-                items.append(self.build(item, child))
-            return items
-        if isinstance(node, str):
-            return self.interpolate(str(node), loc)
-        if isinstance(node, bool) or node is None:
-            return node
-        if isinstance(node, int):
-            return int(node)
-        if isinstance(node, float):
-            return float(node)
-        return node
+        # strings, timestamps (kept as written) and merge keys used as values
+        quoted = 1 if event.style in ("'", '"') else 0
+        return self.interpolate(text, loc, (mark[0], mark[1] + quoted))
 
-    def interpolate(self, text: str, loc: Loc) -> str:
+    def integer(self, text: str, loc: Loc, mark: tuple[int, int]) -> int | None:
+        digits = text.replace("_", "").lstrip("+-")
+        if len(digits) > 70:   # past any 64-bit spelling; int() of 4300+ digits raises
+            self.problem(loc, mark, f"integer of {len(digits)} digits is out of range: "
+                                    "integers are limited to 64 bits")
+            return None
+        base = {"0x": 16, "0o": 8, "0b": 2}.get(digits[:2].lower(), 10)
+        value = int(digits[2:] if base != 10 else digits, base)
+        value = -value if text.lstrip().startswith("-") else value
+        if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            self.problem(loc, mark, f"integer {text} is out of range: integers are limited "
+                                    "to 64 bits")
+            return None
+        return value
+
+    def interpolate(self, text: str, loc: Loc, mark: tuple[int, int]) -> str:
         if "$" not in text:
             return text
 
@@ -118,9 +278,9 @@ class _Builder:
             value = self.env.get(name)
             if value is None or (value == "" and default is not None):
                 if default is None:
-                    self.problems.append(self.doc.diagnostic(
-                        loc, f"environment variable {name} is not set and has no default "
-                             f"(write ${{{name}:-default}} to give one)", offset=m.start()))
+                    self.problem(loc, mark, f"environment variable {name} is not set and has "
+                                            f"no default (write ${{{name}:-default}} to give "
+                                            "one)", offset=m.start())
                     return ""
                 return default
             if is_secret_name(name):    # ${TENANT_TOKEN} is secret wherever it is used
@@ -129,41 +289,176 @@ class _Builder:
 
         return _VAR_RE.sub(replace, text)
 
+    def key(self, text: str, mark: tuple[int, int], *, merge: bool = False) -> None:
+        top = self.stack[-1]
+        assert isinstance(top.items, dict)
+        top.key_mark = mark
+        if merge:
+            top.key = _MERGE
+        elif text in top.items:
+            line = self.doc.keys.get((*top.loc, text), mark)[0] + 1
+            self.problem((*top.loc, text), mark, f"invalid YAML: duplicate key {text!r} (first "
+                                                 f"on line {line})", unusable=False)
+            top.key = _DROP
+        else:
+            top.key = text
+
+    def alias(self, event: AliasEvent) -> None:
+        mark, loc, name = _mark(event), self.next_loc(), event.anchor
+        if name not in self.anchors:
+            inside = any(f.anchor == name for f in self.stack)
+            self.problem(loc, mark, f"alias *{name} is used inside its own anchor &{name}"
+                         if inside else f"invalid YAML: found undefined alias {name!r}")
+            self.deliver_or_drop(None, mark)
+            return
+        value, values, chars, height = self.anchors[name]
+        if self.expects_key():
+            if isinstance(value, (dict, list)):
+                self.problem(loc, mark, "a mapping key must be a plain value, not a "
+                                        f"{'mapping' if isinstance(value, dict) else 'list'}")
+                self.stack[-1].key, self.stack[-1].key_mark = _DROP, mark
+            else:
+                self.key(str(value), mark)
+            return
+        if len(self.stack) + height > MAX_DEPTH:
+            self.problem(loc, mark, f"alias *{name} nests the document deeper than "
+                                    f"{MAX_DEPTH} levels")
+            self.deliver(None, 1, 0, 0, mark)
+            return
+        if self.alias_values + values > MAX_ALIAS_VALUES or \
+                self.alias_chars + chars > MAX_ALIAS_CHARS:
+            if not self.budget_told:   # about the whole document: said once, first use
+                self.budget_told = True
+                self.problem((), mark, f"alias *{name} expands the document past the limit "
+                             f"of {MAX_ALIAS_VALUES} values or {MAX_ALIAS_CHARS} characters "
+                             "that aliases may add (a YAML alias bomb?)", unusable=False)
+            self.doc.unusable.add(loc)
+            self.deliver(None, 1, 0, 0, mark)
+            return
+        self.alias_values += values
+        self.alias_chars += chars
+        self.deliver(copy.deepcopy(value), values, chars, height, mark)
+
+    def start(self, event: Any) -> None:
+        mark, loc = _mark(event), self.next_loc()
+        is_map = isinstance(event, MappingStartEvent)
+        if self.expects_key():
+            self.problem(loc, mark, "a mapping key must be a plain value, not a "
+                                    f"{'mapping' if is_map else 'list'}", unusable=False)
+            frame = _Frame(loc, mark, None, None)
+            frame.skip, frame.key = 1, _DROP    # a refused key: its value is dropped too
+            self.stack.append(frame)
+            return
+        if len(self.stack) >= MAX_DEPTH:
+            raise self.fatal(event, f"the document is nested deeper than {MAX_DEPTH} levels; "
+                                    "a scenario is never that deep")
+        tag = self.tag_of(event)
+        frame = _Frame(loc, mark, event.anchor, {} if is_map else [])
+        if tag is not None and tag not in _ALLOWED_TAGS:
+            self.problem(loc, mark, f"YAML tag {_shown_tag(tag)} is not allowed; scenarios "
+                                    "hold plain data only")
+            frame.items, frame.skip = None, 1
+        self.stack.append(frame)
+
+    def end(self) -> None:
+        frame = self.stack.pop()
+        items = frame.items
+        if isinstance(items, dict):
+            self.merge(frame, items)
+        self.deliver(items, frame.values, frame.chars, frame.height, frame.mark, frame.anchor)
+
+    def merge(self, frame: _Frame, items: dict[str, Any]) -> None:
+        """`<<: *defaults` (or a list of them): keys the mapping doesn't set itself."""
+        for value, mark in frame.merges:
+            for source in value if isinstance(value, list) else [value]:
+                if source is None:   # a refused alias, reported already
+                    continue
+                if not isinstance(source, dict):
+                    self.problem(frame.loc, mark, "`<<` merges a mapping or a list of "
+                                                  "mappings", unusable=False)
+                    continue
+                for k, v in source.items():
+                    if k not in items:
+                        items[k] = v
+                        self.doc.keys[(*frame.loc, k)] = self.doc.values[(*frame.loc, k)] = mark
+
+    def deliver_or_drop(self, value: Any, mark: tuple[int, int]) -> None:
+        if self.expects_key():
+            self.stack[-1].key, self.stack[-1].key_mark = _DROP, mark
+        else:
+            self.deliver(value, 1, 0, 0, mark)
+
+    def deliver(self, value: Any, values: int, chars: int, height: int, mark: tuple[int, int],
+                anchor: str | None = None) -> None:
+        """A finished value: into its parent, and under its anchor."""
+        if anchor is not None:
+            self.anchors[anchor] = (value, values, chars, height)
+        if not self.stack:
+            self.doc.data = value
+            self.done = True
+            return
+        top = self.stack[-1]
+        top.values += values
+        top.chars += chars
+        top.height = max(top.height, height + 1)
+        if isinstance(top.items, list):
+            loc = (*top.loc, len(top.items))
+            self.doc.keys[loc] = self.doc.values[loc] = mark
+            top.items.append(value)
+            return
+        assert isinstance(top.items, dict)
+        key, top.key = top.key, None
+        if key is _MERGE:
+            top.merges.append((value, top.key_mark))
+        elif isinstance(key, str):
+            top.values += 1
+            top.chars += len(key)
+            loc = (*top.loc, key)
+            self.doc.keys[loc] = top.key_mark
+            self.doc.values[loc] = mark
+            top.items[key] = value
+
 
 def parse_yaml(text: str, file: str, env: Mapping[str, str] | None = None) -> Document:
-    """Parse YAML text into a Document; raises ScenarioError with every problem found."""
+    """Parse YAML text into a Document. Problems that leave the rest readable are kept
+    in `Document.problems`; unreadable YAML raises ScenarioError."""
     doc = Document(file=file, data=None)
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
+    yaml = YAML(typ="safe", pure=True)
+    builder = _Builder(doc, os.environ if env is None else env, yaml)
     try:
-        tree = yaml.load(io.StringIO(text))
+        builder.feed(yaml.parse(io.StringIO(text)))
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        raise ScenarioError([Diagnostic(file, line, col, f"invalid YAML: {problem}")]) from None
+        raise ScenarioError([*doc.diagnostics(),
+                             Diagnostic(file, line, col, f"invalid YAML: {problem}")]) from None
     except YAMLError as exc:
         raise ScenarioError([Diagnostic(file, 1, 1, f"invalid YAML: {exc}")]) from None
-    builder = _Builder(doc, os.environ if env is None else env)
-    doc.data = builder.build(tree, ())
-    if builder.problems:
-        raise ScenarioError(builder.problems)
     return doc
+
+
+def read_document(path: str | os.PathLike[str], env: Mapping[str, str] | None = None,
+                  what: str = "scenario") -> Document:
+    """Read (bounded) and parse a YAML file."""
+    file = str(path)
+    try:
+        text = read_text(path, MAX_FILE_BYTES, f"llmscen reads a {what} only from a regular "
+                                               "file, which cannot block or go on for ever")
+    except InputFileError as exc:
+        hint = "; put large inputs in a data file" if exc.too_large else ""
+        raise ScenarioError([Diagnostic(file, 1, 1, f"cannot read the {what}: {exc}{hint}")]) \
+            from None
+    return parse_yaml(text, file, env)
 
 
 def load_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None,
               overrides: Sequence[str] = ()) -> Document:
     """Read and parse a scenario file, then apply `--set PATH=VALUE` overrides."""
+    doc = read_document(path, env)
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ScenarioError([Diagnostic(file, 1, 1, f"cannot read the scenario: {reason}")]) \
-            from None
-    doc = parse_yaml(text, file, env)
     if doc.data is None:
-        raise ScenarioError([Diagnostic(file, 1, 1, "the scenario is empty")])
+        raise ScenarioError([*doc.diagnostics(), Diagnostic(file, 1, 1, "the scenario is empty")])
     if not isinstance(doc.data, dict):
         raise ScenarioError([doc.diagnostic((), "a scenario must be a mapping of sections "
                                                  "(version, targets, phases, requests, ...)")])
@@ -172,49 +467,46 @@ def load_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
 
 
 def apply_overrides(doc: Document, overrides: Sequence[str]) -> None:
-    """`phases.0.duration=5s` sets a value; the value is parsed as YAML."""
-    problems = []
+    """`phases.0.duration=5s` sets a value; the value is parsed as YAML. Problems are
+    added to the document's."""
     for item in overrides:
         label = f"--set {redact_argv([item])[0]}"   # it names the source in messages
         path, sep, raw = item.partition("=")
         if not sep or not path:
-            problems.append(Diagnostic(label, 1, 1, "expected --set PATH=VALUE, e.g. "
-                                                    "--set phases.0.duration=5s"))
+            doc.problems.append(((), Diagnostic(label, 1, 1, "expected --set PATH=VALUE, e.g. "
+                                                             "--set phases.0.duration=5s")))
             continue
+        parts: list[str | int] = [int(p) if p.isdigit() else p for p in path.split(".")]
         try:
             parsed = parse_yaml(raw, label)
         except ScenarioError as exc:
-            problems.extend(exc.diagnostics)
+            doc.problems += [(tuple(parts), d) for d in exc.diagnostics]
             continue
-        value = parsed.data
+        doc.problems += [(tuple(parts), d) for _, d in parsed.problems]
         doc.secrets |= parsed.secrets
-        parts: list[str | int] = [int(p) if p.isdigit() else p for p in path.split(".")]
-        node = doc.data
-        for i, part in enumerate(parts[:-1]):
-            nxt = node[part] if _has(node, part) else None
-            if isinstance(node, list) and nxt is None:
-                where = ".".join(str(p) for p in parts[:i])
-                problems.append(Diagnostic(label, 1, 1, f"{where} has {len(node)} items; "
-                                                        f"index {part} is out of range"))
-                node = None
-                break
-            if not isinstance(nxt, (dict, list)):
-                where = ".".join(str(p) for p in parts[:i + 1])
-                problems.append(Diagnostic(label, 1, 1, f"{where} is not a section of the "
-                                                        "scenario"))
-                node = None
-                break
-            node = nxt
-        if node is None:
-            continue
-        last = parts[-1]
-        if isinstance(node, list) and not (isinstance(last, int) and last < len(node)):
-            problems.append(Diagnostic(label, 1, 1, f"index {last} is out of range"))
-            continue
-        node[last] = value
-        doc.labels[tuple(parts)] = label
-    if problems:
-        raise ScenarioError(problems)
+        problem = _set(doc.data, parts, parsed.data)
+        if problem is not None:
+            doc.problems.append((tuple(parts), Diagnostic(label, 1, 1, problem)))
+        else:
+            doc.labels[tuple(parts)] = label
+
+
+def _set(data: Any, parts: list[str | int], value: Any) -> str | None:
+    """Set `value` at `parts`; the reason it cannot be set, or None."""
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = node[part] if _has(node, part) else None
+        if isinstance(node, list) and nxt is None:
+            where = ".".join(str(p) for p in parts[:i])
+            return f"{where} has {len(node)} items; index {part} is out of range"
+        if not isinstance(nxt, (dict, list)):
+            return f"{'.'.join(str(p) for p in parts[:i + 1])} is not a section of the scenario"
+        node = nxt
+    last = parts[-1]
+    if isinstance(node, list) and not (isinstance(last, int) and last < len(node)):
+        return f"index {last} is out of range"
+    node[last] = value
+    return None
 
 
 def _has(node: Any, part: str | int) -> bool:
