@@ -41,3 +41,19 @@ def test_corpus_covers_the_must_show_case() -> None:
                      "invalid duration '10 seconds'",
                      "unknown metric 'latncy'"):
         assert fragment in text
+
+
+def test_one_run_reports_every_kind_of_mistake() -> None:
+    """Environment, keys, references, SLO units, captures, URLs: one round, not three."""
+    text = (Path(__file__).parent / "scenarios/invalid/every-kind.expected").read_text()
+    for fragment in ("environment variable LLMSCEN_TEST_SURELY_UNSET_URL is not set",
+                     "unknown key 'timout'; did you mean 'timeout'?",
+                     "unknown target 'chta'; did you mean 'chat'?",
+                     "unknown phase 'stedy'; did you mean 'steady'?",
+                     "latency is a duration and its threshold needs a unit: write 2000ms or 2s",
+                     "error_rate is a fraction and 1 means 100 %: write 1% or 100%",
+                     "did you mean '$.choices[0].message.content'?",
+                     "unknown URL scheme 'htp'; did you mean 'http'?",
+                     "itl is not kept per second, so it cannot have a window",
+                     "is out of range: integers are limited to 64 bits"):
+        assert fragment in text, fragment

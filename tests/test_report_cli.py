@@ -106,7 +106,7 @@ def test_bad_slos_file_lists_every_problem_with_positions(saved: Path, tmp_path:
     assert f"{slos}:3:38: unknown phase 'stedy'; did you mean 'steady'?" in out
     assert "(these results have: ramp, steady, warmup)" in out
     assert f"{slos}:4:30: unknown key 'reqest'" in out
-    assert f"{slos}:5:5: an SLO is a line" in out
+    assert f"{slos}:5:5: expected a string or a mapping, got 5" in out
     assert "4 problems in the SLO file" in out
     assert "Traceback" not in out
     assert not (saved.parent / "report.html").exists()
@@ -164,3 +164,47 @@ def test_slos_may_name_a_flow_by_its_steps_prefix(tmp_path: Path) -> None:
     slos.write_text("slos: [{assert: 'latency.p99 < 10s', request: login-flow}]\n")
     result = invoke("report", str(path), "--slos", str(slos), "--junit", str(tmp_path / "j.xml"))
     assert result.exit_code == 0, result.output
+
+
+def test_slos_file_is_checked_like_a_scenarios_slos(saved: Path, tmp_path: Path) -> None:
+    """Windows, units and scopes: what `validate` refuses, `report --slos` refuses too, before
+    judging anything (these windows used to pass and then crash)."""
+    slos = tmp_path / "slos.yaml"
+    slos.write_text("slos:\n"
+                    "  - {assert: itl.p95 < 50ms, window: 10s}\n"
+                    "  - {assert: error_rate < 1%, window: 0.5s}\n"
+                    "  - latency.p95 < 2000\n"
+                    "  - error_rate < 1\n"
+                    "  - {assert: latency.p95 < 1s, window: 2s, phase: steady}\n")
+    result = invoke("report", str(saved), "--slos", str(slos))
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"llmscen: {slos}:2:14: itl is not kept per second, so it cannot have a window; "
+        "windows take: check_failure_rate, error_rate, goodput, latency, "
+        "output_token_throughput, success_rate, throughput, ttft",
+        f"{slos}:3:39: a window is a whole number of seconds (1s or more), not 0.5s",
+        f"{slos}:4:19: latency is a duration and its threshold needs a unit: write 2000ms or 2s",
+        f"{slos}:5:18: error_rate is a fraction and 1 means 100 %: write 1% or 100%",
+        "4 problems in the SLO file"]
+    assert not (saved.parent / "report.html").exists()
+
+
+def test_a_scenario_serves_as_the_slo_file_whatever_its_other_sections_hold(
+        saved: Path, tmp_path: Path) -> None:
+    """Only `slos:` is read: an unset variable elsewhere is not the report's business."""
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text("targets: {chat: {plugin: openai, url: '${LLMSCEN_TEST_UNSET_URL}'}}\n"
+                        "phases: not even a list\n"
+                        "slos:\n  - latency.p95 < 10s\n  - {assert: error_rate < 5%, "
+                        "window: 2s}\n")
+    result = CliRunner().invoke(cli, ["report", str(saved), "--slos", str(scenario)],
+                                env={"LLMSCEN_TEST_UNSET_URL": None})
+    assert result.exit_code == 0, result.output
+    assert "PASSED: 2 SLOs" in result.output
+    scenario.write_text("slos:\n  - latency.p95 < ${LLMSCEN_TEST_UNSET_MS}\n")
+    result = CliRunner().invoke(cli, ["report", str(saved), "--slos", str(scenario)],
+                                env={"LLMSCEN_TEST_UNSET_MS": None})
+    assert result.exit_code == 2
+    assert f"{scenario}:2:19: environment variable LLMSCEN_TEST_UNSET_MS is not set" in \
+        result.output
+    assert "1 problem in the SLO file" in result.output

@@ -12,37 +12,28 @@ from pydantic import BaseModel
 
 from llmscen import __version__
 from llmscen.cli import exitcodes
-from llmscen.cli.failure import Failure, invalid
+from llmscen.cli.failure import invalid
 from llmscen.cli.report_cmds import compare, report
 from llmscen.compile.compiler import compile_document
 from llmscen.compile.plan import Plan
+from llmscen.compile.urls import parse_target_args
 from llmscen.engine.registry import Registry
 from llmscen.errors import LlmscenError
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError
 from llmscen.spec.loader import load_file
-from llmscen.spec.secrets import public_url
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def parse_targets(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, url = item.partition("=")
-        if not sep or not name or not url:
-            raise Failure(f"--target expects NAME=URL, got {public_url(item)!r}",
-                          exitcodes.INVALID_INPUT)
-        out[name] = url
-    return out
-
-
 def load_plan(registry: Registry, path: str, sets: Sequence[str] = (),
               targets: Sequence[str] = ()) -> Plan:
+    """The scenario, `--set` and `--target` compiled; every problem with them in one error."""
+    urls, problems = parse_target_args(targets)
     try:
         doc = load_file(path, overrides=sets)
-        return compile_document(doc, registry, parse_targets(targets))
+        return compile_document(doc, registry, urls, problems)
     except ScenarioError as exc:
-        raise invalid(exc) from None
+        raise invalid(ScenarioError([*exc.diagnostics, *problems])) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
-from pydantic import ValidationError
 
 from llmscen.assertions.slo import evaluate
 from llmscen.cli import exitcodes
 from llmscen.cli.failure import Failure
 from llmscen.compile.plan import SLOPlan
-from llmscen.compile.slo import SLOSyntaxError, parse_slo
+from llmscen.compile.slo import compile_slos
 from llmscen.metrics.results import ResultsError, RunResults
-from llmscen.spec.diagnostics import Diagnostic, ScenarioError, did_you_mean, one_of
-from llmscen.spec.errors import diagnostics_from
-from llmscen.spec.loader import parse_yaml
-from llmscen.spec.models import SLOSpec
+from llmscen.spec.diagnostics import ScenarioError
+from llmscen.spec.loader import read_document
 
 
 def fail(message: str, code: int = exitcodes.INVALID_INPUT) -> NoReturn:
@@ -50,57 +47,17 @@ def scope_names(results: RunResults) -> dict[str, set[str]]:
 
 
 def load_slos(path: str, results: RunResults) -> list[SLOPlan]:
-    """The `slos:` list of a YAML file (a scenario will do), checked against `results`."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ScenarioError([Diagnostic(path, 1, 1, f"cannot read the SLO file: {reason}")]) \
-            from None
-    doc = parse_yaml(text, path)
+    """The `slos:` list of a YAML file (a scenario will do), checked against `results`
+    exactly as a scenario's SLOs are; the rest of the file is not looked at."""
+    doc = read_document(path, what="SLO file")
     raw = doc.data.get("slos") if isinstance(doc.data, dict) else None
     if not isinstance(raw, list):
         at: tuple[str, ...] = ("slos",) if isinstance(doc.data, dict) and "slos" in doc.data \
             else ()
         raise ScenarioError([doc.diagnostic(at, "expected an `slos:` list, e.g.\n"
                                                    "slos:\n  - latency.p95 < 5s")])
-    known = scope_names(results)
-    problems: list[Diagnostic] = []
-    plans = []
-    for index, item in enumerate(raw):
-        loc: tuple[str | int, ...] = ("slos", index)
-        spec: SLOSpec | None = None
-        if isinstance(item, dict):
-            try:
-                spec = SLOSpec.model_validate(item)
-            except ValidationError as exc:
-                problems += diagnostics_from(exc, doc, SLOSpec, prefix=loc)
-                continue
-        elif not isinstance(item, str):
-            problems.append(doc.diagnostic(loc, "an SLO is a line such as 'latency.p95 < 5s' "
-                                                "or a mapping with assert: and scopes"))
-            continue
-        expression = spec.assert_ if spec else str(item)
-        text_loc = (*loc, "assert") if spec else loc
-        try:
-            expr = parse_slo(expression)
-        except SLOSyntaxError as exc:
-            problems.append(doc.diagnostic(text_loc, exc.message, offset=exc.column))
-            continue
-        scope: dict[str, Any] = {}
-        if spec is not None:
-            for key, names in known.items():
-                value = getattr(spec, key)
-                if value is not None and value not in names:
-                    problems.append(doc.diagnostic(
-                        (*loc, key), f"unknown {key} {value!r}{did_you_mean(value, names)} "
-                                     f"(these results have: {one_of(names)})"))
-                scope[key] = value
-            scope["window"] = spec.window
-        where = doc.diagnostic(text_loc, "")
-        plans.append(SLOPlan(text=expression, metric=expr.metric, stat=expr.stat, op=expr.op,
-                             threshold=expr.threshold,
-                             where=f"{where.file}:{where.line}:{where.col}", **scope))
+    plans, problems = compile_slos(doc, scope_names(results), known="these results have")
+    problems = [*doc.diagnostics(("slos",)), *problems]
     if problems:
         raise ScenarioError(problems)
     return plans

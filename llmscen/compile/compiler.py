@@ -7,7 +7,7 @@ one ScenarioError.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,11 +30,11 @@ from llmscen.compile.plan import (
     StepPlan,
     TargetPlan,
 )
-from llmscen.compile.slo import SLOSyntaxError, parse_slo
+from llmscen.compile.slo import SLOSyntaxError, compile_slos, parse_slo
+from llmscen.compile.urls import url_problem
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError, did_you_mean, one_of
 from llmscen.spec.errors import diagnostics_from
 from llmscen.spec.loader import Document, Loc
-from llmscen.spec.metrics import WINDOW_METRICS
 from llmscen.spec.models import (
     REQUEST_COMMON_KEYS,
     STEP_COMMON_KEYS,
@@ -46,11 +46,10 @@ from llmscen.spec.models import (
     RunSpec,
     Scenario,
     ServiceSpec,
-    SLOSpec,
     StepSpec,
     TargetSpec,
 )
-from llmscen.spec.secrets import public_url, secret_values
+from llmscen.spec.secrets import secret_values
 
 GOODPUT_METRICS = ("ttft", "ttft_sent", "tpot", "latency", "latency_sent")
 
@@ -72,17 +71,23 @@ class Catalog(Protocol):
 
 
 def compile_document(doc: Document, catalog: Catalog,
-                     target_urls: Mapping[str, str] | None = None) -> Plan:
-    """Validate `doc` and build its Plan; `target_urls` are `--target NAME=URL` overrides."""
-    return _Compiler(doc, catalog, dict(target_urls or {})).run()
+                     target_urls: Mapping[str, str] | None = None,
+                     problems: Sequence[Diagnostic] = ()) -> Plan:
+    """Validate `doc` and build its Plan; `target_urls` are `--target NAME=URL` overrides.
+
+    Raises one ScenarioError with every problem: the loader's, `problems` found before
+    (e.g. in command-line arguments), and the compiler's own.
+    """
+    return _Compiler(doc, catalog, dict(target_urls or {}), problems).run()
 
 
 class _Compiler:
-    def __init__(self, doc: Document, catalog: Catalog, target_urls: dict[str, str]) -> None:
+    def __init__(self, doc: Document, catalog: Catalog, target_urls: dict[str, str],
+                 problems: Sequence[Diagnostic]) -> None:
         self.doc = doc
         self.catalog = catalog
         self.target_urls = target_urls
-        self.problems: list[Diagnostic] = doc.diagnostics()
+        self.problems: list[Diagnostic] = [*doc.diagnostics(), *problems]
         self.env = templates.environment()
         self.fault_specs: dict[str, tuple[Loc, list[FaultSpec]]] = {}
 
@@ -182,6 +187,10 @@ class _Compiler:
             url = self.target_urls.get(name, spec.url if spec.url is not None
                                        else spec.base_url)
             service = None if name in self.target_urls else spec.service
+            if url is not None and name not in self.target_urls:
+                problem = url_problem(url)
+                if problem is not None:
+                    self.error((*loc, "url" if spec.url is not None else "base_url"), problem)
             if url is None and service is None:
                 self.error(loc, f"target {name!r} needs `url:` or `service:` "
                                 f"(or --target {name}=URL)", key=True)
@@ -194,12 +203,12 @@ class _Compiler:
                 options = self.resolve_paths(options, loc)
                 out[name] = TargetPlan(name=name, plugin=spec.plugin, service=service,
                                        url=url, options=options)
-        unknown = set(self.target_urls) - set(self.section("targets", dict))
-        for name in sorted(unknown):
-            url = public_url(self.target_urls[name])
-            self.problems.append(Diagnostic(f"--target {name}={url}", 1, 1,
-                                            f"no target named {name!r} in the scenario"
-                                            f"{did_you_mean(name, self.section('targets', dict))}"))
+        declared = self.section("targets", dict)
+        for name, url in sorted(self.target_urls.items()):
+            problem = url_problem(url) if name in declared else \
+                f"no target named {name!r} in the scenario{did_you_mean(name, declared)}"
+            if problem is not None:
+                self.problems.append(Diagnostic(f"--target {name}", 1, 1, problem))
         return out
 
     def unknown_keys(self, loc: Loc, extras: dict[str, Any], common: frozenset[str],
@@ -548,7 +557,6 @@ class _Compiler:
 
     def slos(self, phases: list[PhasePlan], requests: list[RequestPlan],
              targets: dict[str, TargetPlan]) -> list[SLOPlan]:
-        out: list[SLOPlan] = []
         # names as written, so a broken phase doesn't also make its SLOs "unknown"
         raw_phases = [p for p in self.section("phases", list) if isinstance(p, dict)]
         phase_names = {p.name for p in phases} | {p.sweep for p in phases if p.sweep} | {
@@ -562,39 +570,9 @@ class _Compiler:
                 request_names |= {f"{r.name}.{step.name}" for step in r.steps}
         scopes = {"phase": phase_names, "request": request_names,
                   "target": set(self.section("targets", dict))}
-        for index, raw in enumerate(self.section("slos", list)):
-            loc: Loc = ("slos", index)
-            item = self.validate(str | SLOSpec, loc, raw, SLOSpec) if not isinstance(raw, str) \
-                else raw
-            if item is None:
-                continue
-            text = item if isinstance(item, str) else item.assert_
-            text_loc = loc if isinstance(item, str) else (*loc, "assert")
-            try:
-                expr = parse_slo(text)
-            except SLOSyntaxError as exc:
-                self.error(text_loc, str(exc), offset=exc.column)
-                continue
-            scope: dict[str, Any] = {}
-            if isinstance(item, SLOSpec):
-                for key, known in scopes.items():
-                    value = getattr(item, key)
-                    if value is not None and value not in known:
-                        self.error((*loc, key), f"unknown {key} {value!r}"
-                                   f"{did_you_mean(value, known)} (known: {one_of(known)})")
-                    scope[key] = value
-                scope["window"] = item.window
-                if item.window is not None:
-                    self.check_window(loc, expr.metric, item.window)
-                scope["abort"] = item.abort
-                if item.abort and item.window is None:
-                    self.error((*loc, "abort"), "`abort: true` needs a `window:` (e.g. window: "
-                                                "10s): a whole-run value is only known at the end")
-            where = self.doc.diagnostic(text_loc, "")
-            out.append(SLOPlan(text=text, metric=expr.metric, stat=expr.stat, op=expr.op,
-                               threshold=expr.threshold, where=f"{where.file}:{where.line}:"
-                                                                f"{where.col}", **scope))
-        return out
+        plans, problems = compile_slos(self.doc, scopes)
+        self.problems += problems
+        return plans
 
     def search_objectives(self, plan: PhasePlan, raw: list[Any], loc: Loc) -> PhasePlan:
         """A search's objectives: SLOs judged on each step (a request or target scope only)."""
@@ -632,14 +610,6 @@ class _Compiler:
         assert plan.search is not None
         return plan.model_copy(update={"search": plan.search.model_copy(
             update={"objectives": tuple(out)})})
-
-    def check_window(self, loc: Loc, metric: str, window: float) -> None:
-        if window < 1 or window != int(window):
-            self.error((*loc, "window"), f"a window is a whole number of seconds (1s or more), "
-                                         f"not {window:g}s")
-        if metric not in WINDOW_METRICS:
-            self.error((*loc, "assert"), f"{metric} is not kept per second, so it cannot have a "
-                                         f"window; windows take: {', '.join(sorted(WINDOW_METRICS))}")
 
     def run_settings(self) -> RunSettings:
         spec = self.validate(RunSpec, ("run",), self.doc.data.get("run") or {}, RunSpec)

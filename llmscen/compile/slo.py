@@ -1,9 +1,10 @@
-"""The SLO grammar of SPEC §6: `METRIC[.STAT] OP VALUE[UNIT]`.
+"""SLOs: the grammar of SPEC §6 (`METRIC[.STAT] OP VALUE[UNIT]`) and the `slos:` list.
 
 A hand-written scanner over one short line; the BNF is in docs/slo.md. Every
 check against the metric catalog happens here, before any traffic, and each
 error carries the 0-based column of the part it is about so the loader can
-point at FILE:LINE:COL.
+point at FILE:LINE:COL. `compile_slos` turns a document's `slos:` list into
+SLOPlans for both a scenario and `llmscen report --slos`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,25 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
-from llmscen.spec.metrics import CATALOG, HISTOGRAM_KINDS, PLAIN_STATS, STAT_RE, Metric
+from pydantic import TypeAdapter, ValidationError
+
+from llmscen.compile.plan import SLOPlan
+from llmscen.spec.diagnostics import Diagnostic, did_you_mean, one_of
+from llmscen.spec.errors import diagnostics_from
+from llmscen.spec.loader import Document, Loc
+from llmscen.spec.metrics import (
+    CATALOG,
+    HISTOGRAM_KINDS,
+    PLAIN_STATS,
+    STAT_RE,
+    WINDOW_METRICS,
+    Metric,
+)
+from llmscen.spec.models import SLOSpec
 from llmscen.spec.units import DURATION_UNITS, RATE_UNITS
 
 Op = Literal["<", "<=", ">", ">=", "=="]
@@ -262,3 +278,70 @@ def _duration_hint(written: str, number: float) -> str:
         return "0s"
     as_ms, as_s = f"{written}ms or {number / 1000:.15g}s", f"{written}s or {number * 1000:.15g}ms"
     return as_ms if number >= 10 else as_s
+
+
+# -- the `slos:` list -------------------------------------------------------------------
+
+_ITEM = TypeAdapter(str | SLOSpec)
+
+
+def compile_slos(doc: Document, scopes: Mapping[str, set[str]],
+                 known: str = "known") -> tuple[list[SLOPlan], list[Diagnostic]]:
+    """The SLOs of `doc["slos"]`, and every problem with them.
+
+    `scopes` holds the names each scope key (`phase`, `request`, `target`) may take;
+    `known` introduces them in messages ("known", "these results have").
+    """
+    plans: list[SLOPlan] = []
+    problems: list[Diagnostic] = []
+    items = doc.data.get("slos") if isinstance(doc.data, dict) else None
+    for index, raw in enumerate(items if isinstance(items, list) else []):
+        loc: Loc = ("slos", index)
+        if not doc.usable(loc):
+            continue
+        try:
+            item = raw if isinstance(raw, str) else _ITEM.validate_python(raw)
+        except ValidationError as exc:
+            problems += diagnostics_from(exc, doc, SLOSpec, prefix=loc)
+            continue
+        text = item if isinstance(item, str) else item.assert_
+        text_loc = loc if isinstance(item, str) else (*loc, "assert")
+        try:
+            expr = parse_slo(text)
+        except SLOSyntaxError as exc:
+            problems.append(doc.diagnostic(text_loc, exc.message, offset=exc.column))
+            continue
+        scope: dict[str, Any] = {}
+        if isinstance(item, SLOSpec):
+            for key, names in scopes.items():
+                value = getattr(item, key)
+                if value is not None and value not in names:
+                    problems.append(doc.diagnostic(
+                        (*loc, key), f"unknown {key} {value!r}{did_you_mean(value, names)} "
+                                     f"({known}: {one_of(names)})"))
+                scope[key] = value
+            scope["window"] = item.window
+            if item.window is not None:
+                problems += _window_problems(doc, loc, expr.metric, item.window)
+            scope["abort"] = item.abort
+            if item.abort and item.window is None:
+                problems.append(doc.diagnostic((*loc, "abort"), "`abort: true` needs a `window:` "
+                                               "(e.g. window: 10s): a whole-run value is only "
+                                               "known at the end"))
+        where = doc.diagnostic(text_loc, "")
+        plans.append(SLOPlan(text=text, metric=expr.metric, stat=expr.stat, op=expr.op,
+                             threshold=expr.threshold,
+                             where=f"{where.file}:{where.line}:{where.col}", **scope))
+    return plans, problems
+
+
+def _window_problems(doc: Document, loc: Loc, metric: str, window: float) -> list[Diagnostic]:
+    out = []
+    if window < 1 or not float(window).is_integer():
+        out.append(doc.diagnostic((*loc, "window"), f"a window is a whole number of seconds "
+                                                    f"(1s or more), not {window:g}s"))
+    if metric not in WINDOW_METRICS:
+        out.append(doc.diagnostic((*loc, "assert"), f"{metric} is not kept per second, so it "
+                                                    f"cannot have a window; windows take: "
+                                                    f"{', '.join(sorted(WINDOW_METRICS))}"))
+    return out
