@@ -512,7 +512,7 @@ class _Compiler:
                     for message in templates.check(self.env, text, known, columns):
                         self.error((*step_loc, *sub), message)
             if step.if_ is not None:
-                for message in templates.check_condition(self.env, step.if_, captured, columns):
+                for message in templates.check_condition(self.env, step.if_, known, columns):
                     self.error((*step_loc, "if"), message)
             self.captures(step_loc, step.capture)
             captured |= set(step.capture)
