@@ -322,7 +322,8 @@ class _Builder:
                 for k, v in source.items():
                     if k not in items:
                         items[k] = v
-                        self.doc.keys[(*frame.loc, k)] = self.doc.values[(*frame.loc, k)] = mark
+                        merged = (*frame.loc, k)
+                        self.doc.keys[merged] = self.doc.values[merged] = mark
 
     def deliver_or_drop(self, value: Any, mark: tuple[int, int]) -> None:
         if self.expects_key():
