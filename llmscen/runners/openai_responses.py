@@ -17,17 +17,24 @@ __all__ = ["MESSAGE_LIMIT", "StreamProblem", "StreamState", "error_text", "excer
            "parse_error_body", "read_body"]
 
 MESSAGE_LIMIT = 500
+_TOKEN = 1      # a chunk that carries a generated token
+_CONTENT = 2    # ... whose text (or reasoning, tool call) is not empty
 
 
 class StreamState:
     """Folds `chat.completion.chunk` / `text_completion` events into counts and timings.
 
-    A content chunk is an event whose delta carries generated output: `content`
-    (`text` for completions), `reasoning_content`/`reasoning`, or `tool_calls`.
-    Role-only, finish-only and usage-only events are not content: some servers
-    send the role chunk before prefill, so timing it would understate TTFT.
-    Events handed over together (one socket read) share one timestamp; their
-    gaps are recorded as 0, which is what the client really observed.
+    A token chunk is an event one of whose choices carries a generated token:
+    a delta with a string `content` (`text` for completions), even an empty one
+    (vLLM streams tokens that decode to no text yet), `reasoning_content`/
+    `reasoning`, `tool_calls`, log-probabilities or token ids. Not token chunks:
+    the role chunk (`role` with empty or null content), a finish-only chunk
+    (empty or no content with a `finish_reason`), usage-only and `[DONE]`
+    events. `chunks` and the ITL gaps count token chunks, as vLLM's own ITL
+    does; TTFT is timed at the first chunk whose content is not empty (some
+    servers send the role chunk before prefill). Events handed over together
+    (one socket read) share one timestamp; their gaps are recorded as 0, which
+    is what the client really observed.
     """
 
     __slots__ = ("chat", "chunks", "done", "finish_reason", "first_ns", "itl_us", "last_ns",
@@ -38,8 +45,8 @@ class StreamState:
         self.itl_us = itl_us
         self.parts: list[str] = []
         self.chunks = 0
-        self.first_ns = 0
-        self.last_ns = 0
+        self.first_ns = 0       # first chunk with non-empty content (TTFT)
+        self.last_ns = 0        # last token chunk (ITL)
         self.done = False
         self.finish_reason: str | None = None
         self.usage: Any = None
@@ -50,9 +57,8 @@ class StreamState:
         Raises StreamProblem for a malformed or error event; the events before it count.
         """
         loads = orjson.loads
-        chat = self.chat
-        parts = self.parts
-        content = 0
+        tokens = 0
+        content = False
         try:
             for data in batch:
                 if data[:1] != b"{":
@@ -68,53 +74,67 @@ class StreamState:
                     raise StreamProblem("protocol", f"malformed stream event ({exc}): "
                                                     f"{excerpt(data)!r}") from None
                 try:
-                    usage = obj.get("usage")
-                    if usage:
-                        self.usage = usage
-                    choices = obj.get("choices")
-                    if not choices:
-                        if obj.get("error") is not None:
-                            raise StreamProblem("http", "error event in stream: "
-                                                        + error_text(obj)[:MESSAGE_LIMIT])
-                        continue
-                    is_content = False
-                    for choice in choices:
-                        first = choice.get("index", 0) == 0
-                        if chat:
-                            delta = choice.get("delta")
-                            if delta:
-                                piece = delta.get("content")
-                                if piece:
-                                    is_content = True
-                                    if first:
-                                        parts.append(piece)
-                                elif (delta.get("reasoning_content") or delta.get("reasoning")
-                                      or delta.get("tool_calls")):
-                                    is_content = True
-                        else:
-                            piece = choice.get("text")
-                            if piece:
-                                is_content = True
-                                if first:
-                                    parts.append(piece)
-                        reason = choice.get("finish_reason")
-                        if reason is not None and first:
-                            self.finish_reason = reason
+                    kind = self._event(obj)
                 except (AttributeError, TypeError) as exc:
                     raise StreamProblem("protocol", f"unexpected stream event ({exc}): "
                                                     f"{excerpt(data)!r}") from None
-                if is_content:
-                    content += 1
+                if kind:
+                    tokens += 1
+                    if kind == _CONTENT:
+                        content = True
         finally:
-            if content:
+            if tokens:
                 if self.last_ns:
                     self.itl_us.append((now_ns - self.last_ns) // 1000)
-                else:
-                    self.first_ns = now_ns
-                if content > 1:
-                    self.itl_us.extend([0] * (content - 1))
+                if tokens > 1:
+                    self.itl_us.extend([0] * (tokens - 1))
                 self.last_ns = now_ns
-                self.chunks += content
+                self.chunks += tokens
+            if content and not self.first_ns:
+                self.first_ns = now_ns
+
+    def _event(self, obj: Any) -> int:
+        """Fold one decoded event: 0 (no token), _TOKEN (a token, no text) or _CONTENT."""
+        usage = obj.get("usage")
+        if usage:
+            self.usage = usage
+        choices = obj.get("choices")
+        if not choices:
+            if obj.get("error") is not None:
+                raise StreamProblem("http", "error event in stream: "
+                                            + error_text(obj)[:MESSAGE_LIMIT])
+            return 0
+        kind = 0
+        for choice in choices:
+            first = choice.get("index", 0) == 0
+            reason = choice.get("finish_reason")
+            if reason is not None and first:
+                self.finish_reason = reason
+            if self.chat:
+                delta = choice.get("delta")
+                piece = delta.get("content") if delta else None
+                if piece:
+                    kind = _CONTENT
+                    if first:
+                        self.parts.append(piece)
+                    continue
+                if delta and (delta.get("reasoning_content") or delta.get("reasoning")
+                              or delta.get("tool_calls")):
+                    kind = _CONTENT
+                    continue
+                # an empty string: a token without text, unless the role or finish chunk
+                empty = isinstance(piece, str) and not delta.get("role") and reason is None
+            else:
+                piece = choice.get("text")
+                if piece:
+                    kind = _CONTENT
+                    if first:
+                        self.parts.append(piece)
+                    continue
+                empty = isinstance(piece, str) and reason is None
+            if kind == 0 and (empty or choice.get("logprobs") or choice.get("token_ids")):
+                kind = _TOKEN
+        return kind
 
     def fill(self, ex: Exchange, complete: bool = True) -> None:
         """Copy the totals into `ex`; a stream that ended without `[DONE]` or a finish_reason
@@ -137,7 +157,7 @@ class StreamState:
             ex.input_tokens = _int(usage.get("prompt_tokens"))
         if complete and not self.done and self.finish_reason is None:
             ex.fail("protocol", f"stream ended before [DONE] or a finish_reason "
-                                f"(after {self.chunks} content chunks)")
+                                f"(after {self.chunks} token chunks)")
 
 
 def read_body(api: str, obj: Any, ex: Exchange) -> str | None:
