@@ -12,9 +12,10 @@ import orjson
 
 from llmscen.engine.protocol import Exchange
 from llmscen.runners.problems import StreamProblem, excerpt
+from llmscen.runners.sse import SSEParser
 
-__all__ = ["MESSAGE_LIMIT", "StreamProblem", "StreamState", "error_text", "excerpt",
-           "parse_error_body", "read_body"]
+__all__ = ["MESSAGE_LIMIT", "StreamBody", "StreamProblem", "StreamState", "error_text",
+           "excerpt", "parse_error_body", "read_body"]
 
 MESSAGE_LIMIT = 500
 _TOKEN = 1      # a chunk that carries a generated token
@@ -158,6 +159,41 @@ class StreamState:
         if complete and not self.done and self.finish_reason is None:
             ex.fail("protocol", f"stream ended before [DONE] or a finish_reason "
                                 f"(after {self.chunks} token chunks)")
+
+
+class StreamBody:
+    """One streamed response's SSE splitter and accounting, fed read by read."""
+
+    __slots__ = ("_account", "_split", "last_ns", "parser", "received", "state")
+
+    def __init__(self, chat: bool, itl_us: list[int]) -> None:
+        self.parser = SSEParser()
+        self.state = StreamState(chat, itl_us)
+        self._split = self.parser.feed
+        self._account = self.state.events
+        self.received = 0
+        self.last_ns = 0
+
+    def feed(self, buf: bytes, now_ns: int) -> None:
+        """One read's bytes, stamped `now_ns`; raises StreamProblem for a bad event."""
+        self.received += len(buf)
+        self.last_ns = now_ns
+        events = self._split(buf)
+        if events:
+            self._account(events, now_ns)
+
+    def finish(self, ex: Exchange, now_ns: int) -> None:
+        """The stream ended cleanly at `now_ns`: fill `ex` (StreamProblem as in feed)."""
+        self.last_ns = now_ns
+        self._account(self.parser.close(), now_ns)
+        ex.end_ns = now_ns
+        ex.bytes_received = self.received
+        self.state.fill(ex)
+
+    def cut(self, ex: Exchange) -> None:
+        """The stream failed: keep in `ex` what arrived before."""
+        ex.bytes_received = self.received
+        self.state.fill(ex, complete=False)
 
 
 def read_body(api: str, obj: Any, ex: Exchange) -> str | None:
