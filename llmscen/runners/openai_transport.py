@@ -105,7 +105,7 @@ class Connection(asyncio.Protocol):
         self._future: asyncio.Future[Reply] | None = None
         self._reply = Reply()
         self._sink: Sink | None = None
-        self._on_headers: Callable[[int, int], None] | None = None
+        self._on_headers: Callable[[Reply, int], None] | None = None
         self._sinking = False
         self._held: list[bytes] = []
         self._decoder: Any = None
@@ -117,7 +117,7 @@ class Connection(asyncio.Protocol):
 
     # -- the request side ----------------------------------------------------------------
 
-    def request(self, data: bytes, sink: Sink | None, on_headers: Callable[[int, int], None],
+    def request(self, data: bytes, sink: Sink | None, on_headers: Callable[[Reply, int], None],
                 loop: asyncio.AbstractEventLoop) -> asyncio.Future[Reply]:
         """Write one request; the future resolves when its response has ended."""
         self._future = future = loop.create_future()
@@ -155,8 +155,11 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             self._fail(exc.__context__ or exc)
         except httptools.HttpParserError as exc:
-            stage = "response" if self._headers_done else "response head"
-            self._fail(TransportError("protocol", f"malformed HTTP {stage}: {exc}"))
+            if self._headers_done:
+                self._fail(TransportError("protocol", f"malformed HTTP response body: {exc}"))
+            else:   # as aiohttp classes it: no response came
+                self._fail(TransportError("connect", "connection lost before a response: "
+                                                     f"the answer is not HTTP/1.1 ({exc})"))
         if self._held:                  # this read's body, handed over at once
             self._hand_over()
 
@@ -212,7 +215,7 @@ class Connection(asyncio.Protocol):
         self._sinking = reply.streamed = (self._sink is not None and 200 <= status < 300
                                           and reply.content_type != "application/json")
         if self._on_headers is not None:
-            self._on_headers(status, self._now)
+            self._on_headers(reply, self._now)
 
     def on_body(self, body: bytes) -> None:
         future = self._future
@@ -292,15 +295,15 @@ class Transport:
         self._closed = False
 
     async def send(self, origin: Origin, data: bytes, sink: Sink | None, timeout: float | None,
-                   on_headers: Callable[[int, int], None]) -> Reply:
+                   on_headers: Callable[[Reply, int], None]) -> Reply:
         """Send `data` (a whole request) and wait for the response, within `timeout` s.
 
-        `on_headers(status, stamp)` is called when the response head has arrived.
+        `on_headers(reply, stamp)` is called when the response head has arrived.
         """
         return await _within(timeout, self._send(origin, data, sink, on_headers))
 
     async def _send(self, origin: Origin, data: bytes, sink: Sink | None,
-                    on_headers: Callable[[int, int], None]) -> Reply:
+                    on_headers: Callable[[Reply, int], None]) -> Reply:
         loop = asyncio.get_running_loop()
         for attempt in (0, 1):
             conn = await self._acquire(origin, fresh=attempt == 1)
