@@ -24,6 +24,7 @@ from llmscen.compile.plan import TargetPlan
 from llmscen.engine.protocol import Call, Exchange
 from llmscen.runners import openai
 from llmscen.runners.openai import OpenAIRunner, OpenAITargetOptions
+from llmscen.runners.openai_responses import StreamProblem, StreamState
 from llmscen.runners.openai_transport import Connection, split_url
 from llmscen.testing.contract.hostile import HostileServer
 
@@ -285,3 +286,48 @@ def test_split_url():
     origin, host, _ = split_url("http://[::1]:8000/v1")  # type: ignore[misc]
     assert (origin.host, origin.port, host) == ("::1", 8000, "[::1]:8000")
     assert split_url("unix:///tmp/s") is None and split_url("http://u:p@h/") is None
+
+
+# -- decoding a token event from its template --------------------------------------------
+
+HEADS = [b'{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":',
+         b'{"choices":[{"finish_reason":null,"index":0,"delta":{"content": ',
+         b'{"id":"c","choices":[{"index":0,"delta":{"role":null,"content":']
+TAILS = [b'},"logprobs":null,"finish_reason":null}]}', b'}}],"created":1,"usage":null}',
+         b'},"logprobs":{"content":[{"token":"x"}]},"finish_reason":null}]}',
+         b',"content":"dup"}}]}', b'}}],"usage":{"completion_tokens":3}}', b'}}]']
+TEXT_HEAD = b'{"id":"t","object":"text_completion","choices":[{"index":0,"text":'
+TEXT_TAIL = b',"logprobs":null,"finish_reason":null}]}'
+string = st.text(max_size=8)
+literal = st.one_of(
+    string.map(orjson.dumps),
+    string.map(lambda t: orjson.dumps(t).replace(b"e", b"\\u0065")),   # escapes orjson won't
+    st.binary(max_size=6).map(lambda b: b'"' + b + b'"'),              # anything, even invalid
+    st.sampled_from([b'"a\\"b"', b'"\\\\"', b'"a"b"', b'"\\x"', b'"\\ud800"', b'null', b'5',
+                     b'"tab\there"', b'"\xc3\xa9"', b'"\xff"']),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(events=st.lists(st.tuples(st.integers(0, len(HEADS) - 1),
+                                 st.integers(0, len(TAILS) - 1), literal), max_size=12),
+       text_events=st.lists(literal, max_size=6), reads=st.lists(st.integers(1, 4)))
+def test_template_decoding_gives_what_full_decoding_gives(events, text_events, reads):
+    chat = [HEADS[h] + lit + TAILS[t] for h, t, lit in events]
+    text = [TEXT_HEAD + lit + TEXT_TAIL for lit in text_events]
+    for is_chat, batch in ((True, chat), (False, text)):
+        fast, full = StreamState(is_chat, []), StreamState(is_chat, [], templates=False)
+        outcomes = []
+        for state in (fast, full):
+            i, now, outcome = 0, 0, None
+            try:
+                for size in [*reads, len(batch)]:   # the same reads for both
+                    now += 1000
+                    state.events(batch[i:i + size], now)
+                    i += size
+            except StreamProblem as problem:
+                outcome = (problem.error, problem.message)
+            outcomes.append(outcome)
+        assert outcomes[0] == outcomes[1]
+        assert [getattr(fast, k) for k in StreamState.__slots__ if k[:4] != "temp"] == \
+            [getattr(full, k) for k in StreamState.__slots__ if k[:4] != "temp"]

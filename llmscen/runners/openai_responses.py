@@ -6,6 +6,7 @@ tested and benchmarked on its own.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -20,6 +21,95 @@ __all__ = ["MESSAGE_LIMIT", "StreamBody", "StreamProblem", "StreamState", "error
 MESSAGE_LIMIT = 500
 _TOKEN = 1      # a chunk that carries a generated token
 _CONTENT = 2    # ... whose text (or reasoning, tool call) is not empty
+
+
+_PLAIN_STRING = re.compile(rb'[\x00-\x1f"\\]')    # what a string's bytes must escape
+
+
+class Template:
+    """A plain token event with its text cut out: a later event that is these very bytes
+    around another JSON string decodes to the same object but for that text.
+
+    Servers send every token of a stream as the same bytes but for the token's string
+    (id, model, created and the keys around it do not change), so one `orjson.loads` per
+    stream proves the bytes around the string well-formed; each later token only needs
+    its string checked and decoded. Built only from an event whose one choice is index 0
+    with a string `content` (`text`) and nothing else that counts: no role, reasoning,
+    tool call, finish reason, usage or error, and whose key appears once in its bytes, so
+    the string cut out is that value and no other.
+    """
+
+    __slots__ = ("head", "size", "tail")
+
+    def __init__(self, head: bytes, tail: bytes) -> None:
+        self.head = head
+        self.tail = tail
+        self.size = len(head) + len(tail) + 2
+
+    def value(self, data: bytes) -> str | None:
+        """The text of an event that starts with `head` and ends with `tail`, or None
+        (decode it in full)."""
+        if len(data) < self.size:
+            return None
+        literal = data[len(self.head):len(data) - len(self.tail)]
+        if literal[0] != 34 or literal[-1] != 34:      # '"'
+            return None
+        inner = literal[1:-1]
+        if _PLAIN_STRING.search(inner) is None:
+            try:
+                return inner.decode()
+            except UnicodeDecodeError:
+                return None
+        try:
+            value = orjson.loads(literal)
+        except orjson.JSONDecodeError:
+            return None
+        return value if isinstance(value, str) else None
+
+    @classmethod
+    def of(cls, data: bytes, obj: Any, chat: bool) -> Template | None:
+        """The template of a decoded event, or None when it is not a plain token event."""
+        if obj.get("usage") or obj.get("error") is not None:
+            return None
+        choices = obj.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1:
+            return None
+        choice = choices[0]
+        if not isinstance(choice, dict) or choice.get("index", 0) != 0 \
+                or choice.get("finish_reason") is not None:
+            return None
+        if chat:
+            delta = choice.get("delta")
+            if not isinstance(delta, dict) or delta.get("role") or delta.get("reasoning_content") \
+                    or delta.get("reasoning") or delta.get("tool_calls"):
+                return None
+            piece, key = delta.get("content"), b'"content":'
+        else:
+            piece, key = choice.get("text"), b'"text":'
+        if not isinstance(piece, str) or data.count(key) != 1:
+            return None
+        start = data.find(key) + len(key)
+        while data[start:start + 1] in (b" ", b"\t", b"\n", b"\r"):
+            start += 1
+        if data[start:start + 1] != b'"':
+            return None
+        end = start + 1
+        while True:     # the closing quote: one not escaped by an odd run of backslashes
+            end = data.find(b'"', end)
+            if end < 0:
+                return None
+            run = 0
+            while data[end - 1 - run] == 92:
+                run += 1
+            if run % 2 == 0:
+                break
+            end += 1
+        try:
+            if orjson.loads(data[start:end + 1]) != piece:
+                return None
+        except orjson.JSONDecodeError:
+            return None
+        return cls(data[:start], data[end + 1:])
 
 
 class StreamState:
@@ -39,10 +129,12 @@ class StreamState:
     """
 
     __slots__ = ("chat", "chunks", "done", "finish_reason", "first_ns", "itl_us", "last_ns",
-                 "parts", "usage")
+                 "parts", "template", "templates", "usage")
 
-    def __init__(self, chat: bool, itl_us: list[int]) -> None:
+    def __init__(self, chat: bool, itl_us: list[int], templates: bool = True) -> None:
         self.chat = chat
+        self.templates = templates      # False: decode every event in full (the reference)
+        self.template: Template | None = None
         self.itl_us = itl_us
         self.parts: list[str] = []
         self.chunks = 0
@@ -60,8 +152,18 @@ class StreamState:
         loads = orjson.loads
         tokens = 0
         content = False
+        template = self.template
         try:
             for data in batch:
+                if template is not None and data.startswith(template.head) \
+                        and data.endswith(template.tail):
+                    value = template.value(data)
+                    if value is not None:       # same event as the last one but its text
+                        tokens += 1
+                        if value:
+                            content = True
+                            self.parts.append(value)
+                        continue
                 if data[:1] != b"{":
                     stripped = data.strip()
                     if stripped == b"[DONE]":
@@ -83,6 +185,8 @@ class StreamState:
                     tokens += 1
                     if kind == _CONTENT:
                         content = True
+                    if self.templates:
+                        self.template = template = Template.of(data, obj, self.chat)
         finally:
             if tokens:
                 if self.last_ns:
@@ -166,9 +270,9 @@ class StreamBody:
 
     __slots__ = ("_account", "_split", "last_ns", "parser", "received", "state")
 
-    def __init__(self, chat: bool, itl_us: list[int]) -> None:
+    def __init__(self, chat: bool, itl_us: list[int], templates: bool = True) -> None:
         self.parser = SSEParser()
-        self.state = StreamState(chat, itl_us)
+        self.state = StreamState(chat, itl_us, templates)
         self._split = self.parser.feed
         self._account = self.state.events
         self.received = 0
