@@ -160,8 +160,15 @@ class Connection(asyncio.Protocol):
             else:   # as aiohttp classes it: no response came
                 self._fail(TransportError("connect", "connection lost before a response: "
                                                      f"the answer is not HTTP/1.1 ({exc})"))
-        if self._held:                  # this read's body, handed over at once
-            self._hand_over()
+        held = self._held
+        if held:                        # this read's body, handed over at once
+            body = held[0] if len(held) == 1 else b"".join(held)
+            held.clear()
+            if not future.done() and self._sink is not None:
+                try:
+                    self._sink(body, self._now)
+                except Exception as exc:    # the sink refused the stream: stop reading it
+                    self._fail(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
