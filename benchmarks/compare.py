@@ -52,11 +52,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from paced_server import KINDS as PACED_KINDS  # noqa: E402
-from paced_server import paced_target  # noqa: E402
+from paced_server import RealServersMissing, paced_target  # noqa: E402
 from static_server import StaticTarget, static_target  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BASELINE = "aiohttp_minimal"
+LLMSCEN = ("llmscen run benchmarks/scenarios/{mode}.yaml --target api={url} "
+           "--set phases.0.duration={duration}s --set phases.0.users={concurrency} "
+           "--workers 1 --out {tmp}/out -q")
 SAMPLE_INTERVAL_S = 0.2
 
 
@@ -147,6 +150,11 @@ def builtin_clients(peers: dict[str, str]) -> list[Client]:
                skip_reason="" if peers.get("GUIDELLM") else
                (peers.get("GUIDELLM_SKIP_REASON") or missing),
                notes={"sse": "concurrent profile, per-token timing; imports torch"}),
+        Client("llmscen", LLMSCEN,
+               notes={"json": "body parsed, usage read, checks, ~10 HDR histograms per "
+                              "response",
+                      "sse": "every event decoded (text, tokens, usage), timed per read, "
+                             "TTFT/ITL/tokens in HDR histograms, `expect: {status: 200}`"}),
         Client("wrk", f"{peers.get('WRK', '')} -t1 -c{{concurrency}} -d{{duration}}s "
                "-s benchmarks/clients/wrk_post.lua {url}/v1/chat/completions",
                skip_reason="" if peers.get("WRK") else "wrk not installed (apt-get install wrk)",
@@ -421,7 +429,8 @@ def markdown(results: list[RunResult], clients: list[Client], modes: list[str], 
         "server) on core 0, each client "
         f"on core {args.client_cpu}; concurrency {args.concurrency}, window {args.duration:g} s "
         f"after {args.warmup:g} s warm-up, {args.reps} reps interleaved. Load average "
-        f"{meta['loadavg_before'][0]:.1f} before, {meta['loadavg_after'][0]:.1f} after; "
+        f"{meta['loadavg_before'][0]:.1f} before, {meta['loadavg_after'][0]:.1f} after"
+        + (f", everything at nice {meta['nice']}" if meta.get("nice") else "") + "; "
         "'other load' is what the rest of the machine used during the windows.",
         "",
     ]
@@ -468,6 +477,8 @@ def markdown(results: list[RunResult], clients: list[Client], modes: list[str], 
                 f"{statistics.median(r.other_cores for r in good):.2f} | "
                 f"{len(good)}/{len(mine)} | {note} |")
         lines.append("")
+    for mode, why in meta.get("skipped_modes", {}).items():
+        lines += [f"### {mode.upper()}: skipped ({why})", ""]
     skipped = [c for c in clients if c.skip_reason]
     if skipped:
         lines.append("Skipped: " + "; ".join(f"{c.name} ({c.skip_reason})" for c in skipped))
@@ -486,7 +497,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--modes", default="json,sse")
+    parser.add_argument("--modes", default="json,sse,paced-sim,paced-xpyd")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--paced-concurrency", type=int, default=16,
                         help="streams in flight in the paced modes")
@@ -508,6 +519,11 @@ def main() -> None:
                         help="extra client command template (repeatable)")
     parser.add_argument("--only", default="",
                         help="comma-separated built-in clients to run (--client ones always run)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="niceness of the driver, hence of the servers and clients it "
+                             "starts (negative needs root): on a busy shared machine a paced "
+                             "server only spaces its events, and a client only reads them one "
+                             "at a time, when they get their CPU at once")
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--client-cpu", default="1", help="core for clients, or 'none'")
     parser.add_argument("--md", type=Path, help="also write the Markdown table here")
@@ -516,6 +532,8 @@ def main() -> None:
     args = parser.parse_args()
 
     signal.signal(signal.SIGTERM, lambda signum, _f: sys.exit(128 + signum))  # clean up
+    if args.nice:
+        os.nice(args.nice)      # inherited by every server and client started below
     modes = [m for m in args.modes.split(",") if m]
     known = ("json", "sse", *(f"paced-{k}" for k in PACED_KINDS))
     for m in modes:
@@ -549,7 +567,7 @@ def main() -> None:
             "loadavg_before": os.getloadavg(),
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, "
                        f"Linux {platform.release()}",
-            "nginx": _nginx_version(), "argv": sys.argv}
+            "nginx": _nginx_version(), "argv": sys.argv, "nice": args.nice}
     results: list[RunResult] = []
     server_cpu = None if args.server_cpu == "none" else int(args.server_cpu)
     i = 0
@@ -557,7 +575,15 @@ def main() -> None:
         runs = [(rep, client) for m, rep, client in plan if m == mode]
         target_cm = (paced_target(mode[6:], cpu=server_cpu) if mode.startswith("paced-")
                      else static_target(cpu=server_cpu))
-        with target_cm as target:
+        try:
+            target = target_cm.__enter__()
+        except (RealServersMissing, RuntimeError) as exc:
+            print(f"{mode}: skipped: {exc}", file=sys.stderr)
+            meta.setdefault("skipped_modes", {})[mode] = str(exc).splitlines()[0]
+            i += len(runs)
+            continue
+        with contextlib.ExitStack() as stack:
+            stack.push(target_cm)
             for rep, client in runs:
                 i += 1
                 r = run_once(client, mode, rep, target, args, workdir, python)

@@ -84,11 +84,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _real_server_paths():  # tests/realservers.py is not a package
-    sys.path.insert(0, str(REPO / "tests"))
-    from realservers import real_server_paths
+sys.path.insert(0, str(REPO / "tests"))       # tests/realservers.py is not a package
+from realservers import RealServersMissing, real_server_paths  # noqa: E402
 
-    return real_server_paths
+__all__ = ["KINDS", "PacedTarget", "RealServersMissing", "paced_target"]
 
 
 def _argv(kind: str, port: int) -> list[str]:
@@ -96,8 +95,8 @@ def _argv(kind: str, port: int) -> list[str]:
         options = {"ttft": "1ms", "itl": "1ms", "output_tokens": TOKENS, "model": MODEL}
         return [sys.executable, "-m", "llmscen.services.openai_sim", "--host", "127.0.0.1",
                 "--port", str(port), "--options", json.dumps(options)]
-    paths = _real_server_paths()(require=["xpyd_sim"] if kind == "xpyd"
-                                 else ["llama_server", "gguf"])
+    paths = real_server_paths(require=["xpyd_sim"] if kind == "xpyd"
+                              else ["llama_server", "gguf"])
     if kind == "xpyd":
         return [str(paths.xpyd_sim), "serve", "--host", "127.0.0.1", "--port", str(port),
                 "--model", MODEL, "--prefill-delay-ms", "1", "--decode-delay-per-token-ms", "1",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from llmscen.engine.protocol import Exchange
@@ -26,33 +26,28 @@ _T = TypeVar("_T")
 
 
 class StreamLane:
-    """One long-lived `ModelStreamInfer` call fed from a queue of serialized requests."""
+    """One long-lived `ModelStreamInfer` call; requests are written to it directly."""
 
     def __init__(self, wire: GrpcWire) -> None:
-        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._call = wire.stream(self._requests())
+        import grpc
 
-    async def _requests(self) -> AsyncIterator[bytes]:
-        while True:
-            request = await self._outbox.get()
-            if request is None:
-                return
-            yield request
+        self._call = wire.stream()
+        self._eof = grpc.aio.EOF
 
     async def next(self) -> Any:
         """The next `ModelStreamInferResponse`; StopAsyncIteration when the stream ended."""
-        import grpc
-
         message = await self._call.read()
-        if message is grpc.aio.EOF:
+        if message is self._eof:
             raise StopAsyncIteration
         return message
 
-    def send(self, request: bytes) -> None:
-        self._outbox.put_nowait(request)
+    async def send(self, request: bytes) -> None:
+        try:
+            await self._call.write(request)
+        except asyncio.InvalidStateError:
+            pass    # the call is over already: reading it says why
 
     def close(self) -> None:
-        self._outbox.put_nowait(None)
         self._call.cancel()
 
 
@@ -92,8 +87,8 @@ async def _read(lane: StreamLane, request: bytes, ex: Exchange, decoupled: bool,
     itl, received, last = ex.itl_us, 0, 0
     clean, last_response = False, None
     ex.sent_ns = time.perf_counter_ns()
-    lane.send(request)
     try:
+        await lane.send(request)
         while True:
             try:
                 message = await lane.next()

@@ -12,7 +12,7 @@ output's contents are read once and viewed with numpy. gRPC errors arrive as
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -52,9 +52,10 @@ class GrpcWire:
         raw: bytes = await self._infer(request, timeout=timeout, metadata=self.metadata)
         return raw
 
-    def stream(self, requests: AsyncIterator[bytes]) -> Any:
-        """A bidirectional `ModelStreamInfer` call fed with serialized requests."""
-        return self._stream(requests, metadata=self.metadata)
+    def stream(self) -> Any:
+        """A bidirectional `ModelStreamInfer` call: `write` serialized requests, `read`
+        responses."""
+        return self._stream(metadata=self.metadata)
 
     async def close(self) -> None:
         await self.channel.close()
