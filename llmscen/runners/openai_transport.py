@@ -35,6 +35,7 @@ from llmscen.runners.guard import describe
 
 Sink = Callable[[bytes, int], None]    # (body bytes, stamp of their read); may raise
 _T = TypeVar("_T")
+_clock = time.perf_counter_ns
 _DECODERS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS,
              b"deflate": zlib.MAX_WBITS}
 
@@ -103,6 +104,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.keep = False
         self._future: asyncio.Future[Reply] | None = None
+        self._live = False          # a request is waiting for its response
         self._reply = Reply()
         self._sink: Sink | None = None
         self._on_headers: Callable[[Reply, int], None] | None = None
@@ -121,6 +123,7 @@ class Connection(asyncio.Protocol):
                 loop: asyncio.AbstractEventLoop) -> asyncio.Future[Reply]:
         """Write one request; the future resolves when its response has ended."""
         self._future = future = loop.create_future()
+        self._live = True
         self._reply = Reply()
         self._sink = sink
         self._on_headers = on_headers
@@ -144,11 +147,10 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        future = self._future
-        if future is None or future.done():
+        if not self._live:
             self.close()            # bytes nobody asked for: the connection is not usable
             return
-        self._now = time.perf_counter_ns()
+        self._now = _clock()
         self._got_bytes = True
         try:
             self.parser.feed_data(data)
@@ -164,7 +166,7 @@ class Connection(asyncio.Protocol):
         if held:                        # this read's body, handed over at once
             body = held[0] if len(held) == 1 else b"".join(held)
             held.clear()
-            if not future.done() and self._sink is not None:
+            if self._live and self._sink is not None:
                 try:
                     self._sink(body, self._now)
                 except Exception as exc:    # the sink refused the stream: stop reading it
@@ -225,8 +227,7 @@ class Connection(asyncio.Protocol):
             self._on_headers(reply, self._now)
 
     def on_body(self, body: bytes) -> None:
-        future = self._future
-        if future is None or future.done():
+        if not self._live:
             return
         if self._decoder is not None:
             try:
@@ -235,7 +236,6 @@ class Connection(asyncio.Protocol):
                 self._fail(TransportError("protocol", f"response cut off: cannot decompress "
                                                       f"the body: {exc}"))
                 return
-        self._reply.end_ns = self._now
         if self._sinking:
             self._held.append(body)     # one sink call per read, not per HTTP chunk
         else:
@@ -245,8 +245,7 @@ class Connection(asyncio.Protocol):
         held = self._held
         body = held[0] if len(held) == 1 else b"".join(held)
         held.clear()
-        future = self._future
-        if future is None or future.done() or self._sink is None:
+        if not self._live or self._sink is None:
             return
         try:
             self._sink(body, self._now)
@@ -275,14 +274,16 @@ class Connection(asyncio.Protocol):
             if future.done():
                 return
         self.served += 1
-        self._reply.end_ns = self._now or time.perf_counter_ns()
+        self._live = False
+        self._reply.end_ns = self._now or _clock()
         future.set_result(self._reply)
 
     def _fail(self, exc: BaseException) -> None:
         future = self._future
+        self._live = False
         self.close()
         if future is not None and not future.done():
-            self._reply.end_ns = self._now or time.perf_counter_ns()
+            self._reply.end_ns = self._now or _clock()
             future.set_exception(exc)
 
 

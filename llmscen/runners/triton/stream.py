@@ -15,6 +15,7 @@ Requests go out serialized (wire.py), one `ModelStreamInfer` call per lane.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -42,10 +43,8 @@ class StreamLane:
         return message
 
     async def send(self, request: bytes) -> None:
-        try:
+        with contextlib.suppress(asyncio.InvalidStateError):   # over already: read says why
             await self._call.write(request)
-        except asyncio.InvalidStateError:
-            pass    # the call is over already: reading it says why
 
     def close(self) -> None:
         self._call.cancel()
