@@ -446,7 +446,7 @@ def markdown(results: list[RunResult], clients: list[Client], modes: list[str], 
             f"### {mode.upper()}" + title,
             "",
             "| client | resp/s per client core, median (min–max) | ratio to "
-            f"{BASELINE} | resp/s (median) | client CPU, cores | nginx CPU, cores | "
+            f"{BASELINE} | resp/s (median) | client CPU, cores | server CPU, cores | "
             "other load, cores | ok runs | notes |",
             "|---|---|---|---|---|---|---|---|---|",
         ]

@@ -24,7 +24,7 @@ from llmscen.compile.plan import TargetPlan
 from llmscen.engine.protocol import Call, Exchange
 from llmscen.runners import openai
 from llmscen.runners.openai import OpenAIRunner, OpenAITargetOptions
-from llmscen.runners.openai_responses import StreamProblem, StreamState
+from llmscen.runners.openai_responses import StreamBody, StreamProblem, StreamState
 from llmscen.runners.openai_transport import Connection, split_url
 from llmscen.testing.contract.hostile import HostileServer
 
@@ -331,3 +331,32 @@ def test_template_decoding_gives_what_full_decoding_gives(events, text_events, r
         assert outcomes[0] == outcomes[1]
         assert [getattr(fast, k) for k in StreamState.__slots__ if k[:4] != "temp"] == \
             [getattr(full, k) for k in StreamState.__slots__ if k[:4] != "temp"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(st.one_of(event, st.tuples(st.sampled_from(HEADS[:2]), literal).map(
+           lambda e: e[0] + e[1] + TAILS[0])), max_size=12),
+       done=st.booleans(), eol=st.sampled_from([b"\n", b"\r\n"]),
+       reads=st.lists(st.integers(0, 4000), max_size=14))
+def test_stream_body_with_and_without_templates_agree(events, done, eol, reads):
+    """Reads of one whole event take a short cut through the template: same results."""
+    raw = sse_bytes(events, done, eol)
+    # cut at event boundaries too, so that whole events arrive alone
+    bounds = [i + 2 for i in range(len(raw)) if raw[i:i + 2] == b"\n\n"]
+    points = sorted({r % (len(raw) + 1) for r in reads} | set(bounds))
+    results = []
+    for templates in (True, False):
+        ex = Exchange(intended_ns=0)
+        body = StreamBody(True, ex.itl_us, templates=templates)
+        start, now, problem = 0, 0, None
+        try:
+            for p in [*points, len(raw)]:
+                now += 1000
+                body.feed(raw[start:p], now)
+                start = p
+            body.finish(ex, now + 1000)
+        except StreamProblem as exc:
+            problem = (exc.error, exc.message)
+            body.cut(ex)
+        results.append((problem, comparable(ex), ex.itl_us, ex.first_content_ns))
+    assert results[0] == results[1]
