@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from llmscen.runners.guard import describe
+from llmscen.runners.http_errors import DESCRIPTORS_EXHAUSTED
 
 Sink = Callable[[bytes, int], None]    # (body bytes, stamp of their read); may raise
 _T = TypeVar("_T")
@@ -157,11 +158,9 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             self._fail(exc.__context__ or exc)
         except httptools.HttpParserError as exc:
-            if self._headers_done:
-                self._fail(TransportError("protocol", f"malformed HTTP response body: {exc}"))
-            else:   # as aiohttp classes it: no response came
-                self._fail(TransportError("connect", "connection lost before a response: "
-                                                     f"the answer is not HTTP/1.1 ({exc})"))
+            stage = "body" if self._headers_done else "head"
+            self._fail(TransportError("protocol", f"malformed response: the {stage} is not "
+                                                  f"HTTP/1.1 ({exc})"))
         held = self._held
         if held:                        # this read's body, handed over at once
             body = held[0] if len(held) == 1 else b"".join(held)
@@ -370,6 +369,9 @@ class Transport:
             else:
                 _, conn = await loop.create_connection(Connection, origin.host, origin.port)
         except (OSError, ssl.SSLError) as exc:
+            if exc.errno in DESCRIPTORS_EXHAUSTED:  # the load generator's limit, not the server
+                raise TransportError("client", "too many open files on the client "
+                                               f"({describe(exc)})") from None
             scheme = "https" if origin.tls else "http"
             raise TransportError("connect", f"cannot connect to {scheme}://{origin.host}:"
                                             f"{origin.port}: {describe(exc)}") from None
