@@ -197,9 +197,10 @@ async def _stream(request: web.Request, state: SimState, gen: Generation, seq: S
     encoder = ChunkEncoder(gen.kind, gen.request_id, int(time.time()), gen.model)
     n = len(gen.tokens)
     tokens = gen.tokens
-    if o.empty_token_rate:
-        tokens = hold_back_text(tokens, o.empty_token_rate,
-                                prompt_rng(gen.request_id, o.seed, "empty"))
+    rate = state.options.empty_token_rate
+    if rate:
+        tokens = hold_back_text(tokens, rate,
+                                prompt_rng(gen.request_id, state.options.seed, "empty"))
     chunks = encoder.tokens(encode_tokens(tokens), gen.finish_reason)
     if gen.include_usage:
         chunks[-1] += encoder.usage(gen.prompt_tokens, n)
