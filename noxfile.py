@@ -50,7 +50,13 @@ def plugin(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Side-by-side load-generator benchmark against nginx (see benchmarks/README.md)."""
-    session.install("-e", ".")
+    """Load generators side by side: nginx, pacing servers, then Triton against perf_analyzer
+    (see benchmarks/README.md). `nox -s bench -- ARGS` runs benchmarks/compare.py ARGS alone."""
+    session.install("-e", ".[triton]")
     session.run("bash", "benchmarks/install-peers.sh", external=True)
     session.run("python", "benchmarks/compare.py", *session.posargs)
+    if not session.posargs:
+        session.run("bash", "benchmarks/triton/install-perf-analyzer.sh", external=True,
+                    env={"VENV": session.virtualenv.location})
+        session.run("python", "benchmarks/triton/compare.py", "--reps", "3", "--duration", "10",
+                    "--clients", "perf_analyzer,llmscen-w1")

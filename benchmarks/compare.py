@@ -1,9 +1,14 @@
-"""Compare load generators side by side against a static nginx target.
+"""Compare load generators side by side against a static nginx target or a pacing server.
 
-    python benchmarks/compare.py --modes json,sse --concurrency 64 --duration 10 --reps 3 \
-        --client llmscen='llmscen run benchmarks/scenarios/{mode}.yaml --target api={url}'
+    python benchmarks/compare.py --modes json,sse,paced-sim --concurrency 64 --duration 10 \
+        --reps 3 --client llmscen='llmscen run benchmarks/scenarios/{mode}.yaml --target api={url}'
 
-nginx runs on core 0 (the driver too), each client on core 1 (`taskset -c 1`). For every
+Modes: json and sse against nginx (static bodies; a stream arrives in one burst); paced-sim,
+paced-xpyd and paced-llama stream against a server that spaces its tokens (openai-sim and
+xpyd-sim 1 ms apart, llama-server at its model's pace; see paced_server.py), at
+--paced-concurrency streams; for the clients a paced mode is mode sse.
+
+The server runs on core 0 (the driver too), each client on core 1 (`taskset -c 1`). For every
 mode, repetition and client, in turn (A B C A B C ...), the driver starts the client, waits
 until nginx sees its requests, lets it warm up, then measures a window of `--duration` s:
 
@@ -46,10 +51,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+from paced_server import KINDS as PACED_KINDS  # noqa: E402
+from paced_server import RealServersMissing, paced_target  # noqa: E402
 from static_server import StaticTarget, static_target  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BASELINE = "aiohttp_minimal"
+LLMSCEN = ("llmscen run benchmarks/scenarios/{mode}.yaml --target api={url} "
+           "--set phases.0.duration={duration}s --set phases.0.users={concurrency} "
+           "--workers 1 --out {tmp}/out -q")
 SAMPLE_INTERVAL_S = 0.2
 
 
@@ -140,6 +150,11 @@ def builtin_clients(peers: dict[str, str]) -> list[Client]:
                skip_reason="" if peers.get("GUIDELLM") else
                (peers.get("GUIDELLM_SKIP_REASON") or missing),
                notes={"sse": "concurrent profile, per-token timing; imports torch"}),
+        Client("llmscen", LLMSCEN,
+               notes={"json": "body parsed, usage read, checks, ~10 HDR histograms per "
+                              "response",
+                      "sse": "every event decoded (text, tokens, usage), timed per read, "
+                             "TTFT/ITL/tokens in HDR histograms, `expect: {status: 200}`"}),
         Client("wrk", f"{peers.get('WRK', '')} -t1 -c{{concurrency}} -d{{duration}}s "
                "-s benchmarks/clients/wrk_post.lua {url}/v1/chat/completions",
                skip_reason="" if peers.get("WRK") else "wrk not installed (apt-get install wrk)",
@@ -270,10 +285,15 @@ def _tail(path: Path, n: int = 8) -> str:
     return ""
 
 
+def client_mode(mode: str) -> str:
+    """What the clients are asked for: a paced mode is a stream."""
+    return "sse" if mode.startswith("paced-") else mode
+
+
 def _wait_idle(target: StaticTarget, timeout: float = 10.0) -> None:
     """Wait until only our own status connection is open (the previous client is gone)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and target.status()["active"] > 1:
+    while time.monotonic() < deadline and target.status()["active"] > target.idle_active:
         time.sleep(0.1)
 
 
@@ -304,10 +324,12 @@ def run_once(client: Client, mode: str, rep: int, target: StaticTarget, args, wo
     client_duration = math.ceil(args.warmup + args.duration + args.margin)
     tmp = workdir / f"{client.name}-{mode}-{rep}"
     tmp.mkdir(parents=True, exist_ok=True)
+    concurrency = args.paced_concurrency if mode.startswith("paced-") else args.concurrency
+    asked = client_mode(mode)
     argv = _format(client.template, {
-        "url": target.url(mode), "concurrency": str(args.concurrency),
-        "duration": str(client_duration), "mode": mode,
-        "stream": "true" if mode == "sse" else "false", "repo": str(REPO),
+        "url": target.url(asked), "concurrency": str(concurrency),
+        "duration": str(client_duration), "mode": asked,
+        "stream": "true" if asked == "sse" else "false", "repo": str(REPO),
         "python": python, "tmp": str(tmp),
     })
     if args.client_cpu != "none":
@@ -332,7 +354,7 @@ def run_once(client: Client, mode: str, rep: int, target: StaticTarget, args, wo
             time.sleep(0.1)
             polls += 1
             now = target.status()["requests"]
-            if now - before - polls >= max(8, args.concurrency):
+            if now - before - polls * target.self_requests >= max(8, concurrency):
                 traffic_at = time.monotonic()
                 break
             if proc.poll() is not None:
@@ -371,7 +393,7 @@ def run_once(client: Client, mode: str, rep: int, target: StaticTarget, args, wo
             _stop_group(proc)
     result.exit_code = proc.returncode
     result.window_s = t1 - t0
-    result.server_responses = r1 - r0 - 1
+    result.server_responses = r1 - r0 - target.self_requests
     result.client_cpu_s = cpu.seconds()
     result.pids_seen = len(cpu.last)
     result.responses_per_s = result.server_responses / result.window_s
@@ -403,10 +425,12 @@ def _k(x: float) -> str:
 def markdown(results: list[RunResult], clients: list[Client], modes: list[str], args,
              meta: dict) -> str:
     lines = [
-        f"Run {meta['date']} on {meta['machine']}; nginx {meta['nginx']} on core 0, each client "
+        f"Run {meta['date']} on {meta['machine']}; nginx {meta['nginx']} (or the pacing "
+        "server) on core 0, each client "
         f"on core {args.client_cpu}; concurrency {args.concurrency}, window {args.duration:g} s "
         f"after {args.warmup:g} s warm-up, {args.reps} reps interleaved. Load average "
-        f"{meta['loadavg_before'][0]:.1f} before, {meta['loadavg_after'][0]:.1f} after; "
+        f"{meta['loadavg_before'][0]:.1f} before, {meta['loadavg_after'][0]:.1f} after"
+        + (f", everything at nice {meta['nice']}" if meta.get("nice") else "") + "; "
         "'other load' is what the rest of the machine used during the windows.",
         "",
     ]
@@ -416,11 +440,13 @@ def markdown(results: list[RunResult], clients: list[Client], modes: list[str], 
             continue
         base = [r.per_client_core for r in rows if r.client == BASELINE and r.ok]
         base_med = statistics.median(base) if base else None
+        title = {"json": " (~390 B body)", "sse": " (64-chunk SSE, one burst)"}.get(
+            mode, f" (64-chunk SSE paced by {mode[6:]}, {args.paced_concurrency} streams)")
         lines += [
-            f"### {mode.upper()}" + (" (64-chunk SSE)" if mode == "sse" else " (~390 B body)"),
+            f"### {mode.upper()}" + title,
             "",
             "| client | resp/s per client core, median (min–max) | ratio to "
-            f"{BASELINE} | resp/s (median) | client CPU, cores | nginx CPU, cores | "
+            f"{BASELINE} | resp/s (median) | client CPU, cores | server CPU, cores | "
             "other load, cores | ok runs | notes |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
@@ -437,7 +463,9 @@ def markdown(results: list[RunResult], clients: list[Client], modes: list[str], 
             pcc = [r.per_client_core for r in good]
             med = statistics.median(pcc)
             ratio = f"{med / base_med:.2f}×" if base_med else "—"
-            note = client.notes.get(mode, "") + (f"; {'; '.join(errors)[:160]}" if errors else "")
+            note = client.notes.get(client_mode(mode), "")
+            if errors:
+                note += f"; {'; '.join(errors)[:160]}"
             killed = sum(r.killed for r in mine)
             if killed:
                 note += f"; stopped by the driver after its duration in {killed} run(s)"
@@ -449,6 +477,8 @@ def markdown(results: list[RunResult], clients: list[Client], modes: list[str], 
                 f"{statistics.median(r.other_cores for r in good):.2f} | "
                 f"{len(good)}/{len(mine)} | {note} |")
         lines.append("")
+    for mode, why in meta.get("skipped_modes", {}).items():
+        lines += [f"### {mode.upper()}: skipped ({why})", ""]
     skipped = [c for c in clients if c.skip_reason]
     if skipped:
         lines.append("Skipped: " + "; ".join(f"{c.name} ({c.skip_reason})" for c in skipped))
@@ -467,8 +497,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--modes", default="json,sse")
+    parser.add_argument("--modes", default="json,sse,paced-sim,paced-xpyd")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--paced-concurrency", type=int, default=16,
+                        help="streams in flight in the paced modes")
     parser.add_argument("--duration", type=float, default=10.0, help="measured window, s")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=1.0)
@@ -487,6 +519,11 @@ def main() -> None:
                         help="extra client command template (repeatable)")
     parser.add_argument("--only", default="",
                         help="comma-separated built-in clients to run (--client ones always run)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="niceness of the driver, hence of the servers and clients it "
+                             "starts (negative needs root): on a busy shared machine a paced "
+                             "server only spaces its events, and a client only reads them one "
+                             "at a time, when they get their CPU at once")
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--client-cpu", default="1", help="core for clients, or 'none'")
     parser.add_argument("--md", type=Path, help="also write the Markdown table here")
@@ -495,10 +532,13 @@ def main() -> None:
     args = parser.parse_args()
 
     signal.signal(signal.SIGTERM, lambda signum, _f: sys.exit(128 + signum))  # clean up
+    if args.nice:
+        os.nice(args.nice)      # inherited by every server and client started below
     modes = [m for m in args.modes.split(",") if m]
+    known = ("json", "sse", *(f"paced-{k}" for k in PACED_KINDS))
     for m in modes:
-        if m not in ("json", "sse"):
-            raise SystemExit(f"unknown mode {m!r} (json, sse)")
+        if m not in known:
+            raise SystemExit(f"unknown mode {m!r} ({', '.join(known)})")
     peers = read_peers_env()
     clients = builtin_clients(peers)
     if args.only:
@@ -512,7 +552,7 @@ def main() -> None:
     python = peers.get("AIOHTTP_PYTHON") or sys.executable
 
     plan = [(mode, rep, c) for mode in modes for rep in range(1, args.reps + 1)
-            for c in runnable if c.modes is None or mode in c.modes]
+            for c in runnable if c.modes is None or client_mode(mode) in c.modes]
     per_run = args.warmup + args.duration + args.margin + 4
     print(f"{len(plan)} runs, about {len(plan) * per_run / 60:.1f} min "
           f"(each ≤ {args.quiet_wait + args.startup_timeout + per_run + args.exit_grace:.0f} s)",
@@ -527,19 +567,34 @@ def main() -> None:
             "loadavg_before": os.getloadavg(),
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, "
                        f"Linux {platform.release()}",
-            "nginx": _nginx_version(), "argv": sys.argv}
+            "nginx": _nginx_version(), "argv": sys.argv, "nice": args.nice}
     results: list[RunResult] = []
     server_cpu = None if args.server_cpu == "none" else int(args.server_cpu)
-    with static_target(cpu=server_cpu) as target:
-        for i, (mode, rep, client) in enumerate(plan, 1):
-            r = run_once(client, mode, rep, target, args, workdir, python)
-            results.append(r)
-            status = "ok" if r.ok else f"FAILED: {r.error}"
-            print(f"[{i}/{len(plan)}] {mode} rep {rep} {client.name}: "
-                  f"{r.responses_per_s:,.0f} resp/s, {r.client_cores:.2f} client cores, "
-                  f"{r.per_client_core:,.0f} per core (nginx {r.server_cores:.2f}, "
-                  f"other {r.other_cores:.2f} cores) — {status}", file=sys.stderr, flush=True)
-            time.sleep(1.0)
+    i = 0
+    for mode in modes:
+        runs = [(rep, client) for m, rep, client in plan if m == mode]
+        target_cm = (paced_target(mode[6:], cpu=server_cpu) if mode.startswith("paced-")
+                     else static_target(cpu=server_cpu))
+        try:
+            target = target_cm.__enter__()
+        except (RealServersMissing, RuntimeError) as exc:
+            print(f"{mode}: skipped: {exc}", file=sys.stderr)
+            meta.setdefault("skipped_modes", {})[mode] = str(exc).splitlines()[0]
+            i += len(runs)
+            continue
+        with contextlib.ExitStack() as stack:
+            stack.push(target_cm)
+            for rep, client in runs:
+                i += 1
+                r = run_once(client, mode, rep, target, args, workdir, python)
+                results.append(r)
+                status = "ok" if r.ok else f"FAILED: {r.error}"
+                print(f"[{i}/{len(plan)}] {mode} rep {rep} {client.name}: "
+                      f"{r.responses_per_s:,.0f} resp/s, {r.client_cores:.2f} client cores, "
+                      f"{r.per_client_core:,.0f} per core (server {r.server_cores:.2f}, "
+                      f"other {r.other_cores:.2f} cores) — {status}", file=sys.stderr,
+                      flush=True)
+                time.sleep(1.0)
     meta["loadavg_after"] = os.getloadavg()
     if not args.keep_logs:
         import shutil

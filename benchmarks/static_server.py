@@ -32,6 +32,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 HERE = Path(__file__).resolve().parent
 NGINX_DIR = HERE / "nginx"
@@ -106,6 +107,8 @@ class StaticTarget:
     status_url: str
     run_dir: Path
     pid: int
+    self_requests: ClassVar[int] = 1    # stub_status counts its own fetch
+    idle_active: ClassVar[int] = 1      # ... and its own connection
 
     def url(self, mode: str) -> str:
         return {"json": self.json_url, "sse": self.sse_url}[mode]

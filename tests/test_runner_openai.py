@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -329,6 +330,38 @@ def test_keepalive_and_done_events_are_not_content():
                                                           "finish_reason": None}]})],
                  [b" [DONE]"])
     assert ex.error is None and ex.chunks == 1 and ex.tokens_estimated and ex.output_tokens == 1
+
+
+def test_every_token_chunk_counts_empty_text_too():
+    """vLLM streams tokens that decode to no text yet as `content: ""`: they are chunks and
+    ITL gaps (as in vLLM's own ITL), while TTFT waits for text; role, finish-only and
+    usage-only chunks are not tokens."""
+    ex = account(True, [delta(role="assistant", content="")],
+                 [delta(content="")],                      # a token before any text
+                 [delta(content="He")],
+                 [delta(content="")],
+                 [delta(content="llo"), delta(content=""), delta(role=None, content="")],
+                 [data({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+                  data({"choices": [{"index": 0, "delta": {"content": ""},
+                                     "finish_reason": "stop"}]}),
+                  data({"choices": [], "usage": {"completion_tokens": 7}}), b"[DONE]"])
+    assert ex.error is None and ex.text == "Hello"
+    assert ex.chunks == 6 and ex.itl_us == [1000, 1000, 1000, 0, 0]
+    assert ex.first_content_ns == 3_000_000 and ex.output_tokens == 7
+
+
+def test_token_ids_and_logprobs_mark_tokens_in_completions():
+    def text(piece: str | None, reason: str | None = None, **extra: Any) -> bytes:
+        choice: dict[str, Any] = {"index": 0, "finish_reason": reason, **extra}
+        if piece is not None:
+            choice["text"] = piece
+        return data({"choices": [choice]})
+
+    ex = account(False, [text("a")], [text("")], [text(None, logprobs={"tokens": ["x"]})],
+                 [text(None, token_ids=[5])], [text(None)],
+                 [text("", "length")])             # llama.cpp's finish-only chunk
+    assert ex.error is None and ex.text == "a" and ex.finish_reason == "length"
+    assert ex.chunks == 4 and ex.itl_us == [1000, 1000, 1000]
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -649,6 +682,26 @@ def test_against_the_simulator():
             assert ex.error == "http" and ex.status == 400 and "context length" in ex.error_message
             metrics = await runner.server_metrics()
             assert metrics["vllm:generation_tokens_total"] >= 16 + 4 + 20
+    run(body())
+
+
+@needs_sim
+def test_simulated_empty_token_chunks_are_counted():
+    async def body() -> None:
+        options = OpenAISimOptions(model=MODEL, ttft="5ms", itl="2ms", output_tokens=24,
+                                   empty_token_rate=0.3)
+        async with running_sim(options) as base, started(plan(base + "/v1")) as runner:
+            messages = {"messages": [{"role": "user", "content": "hello there"}]}
+            async with aiohttp.ClientSession() as session, session.post(
+                    base + "/v1/chat/completions", json={**messages, "stream": True}) as resp:
+                raw = await resp.read()
+            empty = raw.count(b'"delta":{"content":""}')
+            assert 0 < empty < 24       # the role chunk also says "role"
+            plain = await send(runner, messages)
+            ex = await send(runner, messages, stream=True)
+            assert ex.error is None, ex.error_message
+            assert ex.text == plain.text     # held-back text arrives with the next token
+            assert ex.chunks == 24 == ex.output_tokens and len(ex.itl_us) == 23
     run(body())
 
 

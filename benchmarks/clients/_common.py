@@ -27,6 +27,7 @@ def request_body(mode: str) -> bytes:
         "model": "bench",
         "messages": [{"role": "user", "content": "Count to sixty-four."}],
         "max_tokens": 64,
+        "ignore_eos": True,     # llama-server: every response is 64 tokens
         "stream": mode == "sse",
     }
     if mode == "sse":

@@ -11,6 +11,7 @@ const body = JSON.stringify({
   model: 'bench',
   messages: [{ role: 'user', content: 'Count to sixty-four.' }],
   max_tokens: 64,
+  ignore_eos: true,
   stream: mode === 'sse',
   ...(mode === 'sse' ? { stream_options: { include_usage: true } } : {}),
 });

@@ -23,7 +23,7 @@ def _add_mode(parser) -> None:
 
 def _body(mode: str) -> bytes:
     body = {"model": "bench", "messages": [{"role": "user", "content": "Count to sixty-four."}],
-            "max_tokens": 64, "stream": mode == "sse"}
+            "max_tokens": 64, "ignore_eos": True, "stream": mode == "sse"}
     if mode == "sse":
         body["stream_options"] = {"include_usage": True}
     return json.dumps(body).encode()

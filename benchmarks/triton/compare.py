@@ -241,10 +241,9 @@ def read_perf_analyzer(csv_path: Path, log: Path, run: Run) -> None:
 
 
 def llmscen_cmd(mode: str, url: str, conc: int, workers: int, warmup: float,
-                duration: float, out: Path, fast: bool = False) -> list[str]:
+                duration: float, out: Path) -> list[str]:
     _, scenario, target, _, _ = MODES[mode]
-    exe = [str(PYTHON), str(HERE / "llmscen_fast.py")] if fast else [str(LLMSCEN)]
-    return [*exe, "run", str(scenario), "--target", f"{target}={url}",
+    return [str(LLMSCEN), "run", str(scenario), "--target", f"{target}={url}",
             "--set", f"phases.0.users={conc}", "--set", f"phases.1.users={conc}",
             "--set", f"phases.0.duration={warmup:g}s",
             "--set", f"phases.1.duration={duration + MARGIN_S:g}s",
@@ -364,8 +363,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modes", default="flux,stream")
     ap.add_argument("--clients", default="perf_analyzer,llmscen-w1,llmscen-w2",
-                    help="perf_analyzer, llmscen-wN (N worker processes), llmscen-fast-w1 "
-                         "(llmscen with fast_runner.py's proposed runner changes)")
+                    help="perf_analyzer, llmscen-wN (N worker processes)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds before the window")
@@ -401,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         if m not in MODES:
             raise SystemExit(f"unknown mode {m!r}; known: {', '.join(MODES)}")
     for c in clients:
-        if c != "perf_analyzer" and not re.fullmatch(r"llmscen-(fast-)?w\d+", c):
+        if c != "perf_analyzer" and not re.fullmatch(r"llmscen-w\d+", c):
             raise SystemExit(f"unknown client {c!r}")
     pa = args.perf_analyzer or (install_perf_analyzer() if "perf_analyzer" in clients else "")
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="llmscen-bench-triton-"))
@@ -445,8 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                                 workers = int(client.split("-w")[1])
                                 run_dir = out / tag
                                 cmd = llmscen_cmd(mode, sim.grpc_url, conc[mode], workers,
-                                                  args.warmup, args.duration, run_dir,
-                                                  fast="-fast-" in client)
+                                                  args.warmup, args.duration, run_dir)
                             run_client(cmd, cpus=client_cpus, metrics_url=sim.metrics_url,
                                        model=model, server_pgid=sim.pid, warmup=args.warmup,
                                        duration=args.duration,

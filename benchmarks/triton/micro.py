@@ -17,17 +17,15 @@ process CPU (every thread) per request; the table gives medians over slices.
     pb-np     raw-pb + ByteSize() + a numpy view of every output
     tc        tritonclient.grpc.aio `infer()` with InferInputs built once
     tc-np     tc + ByteSize() + as_numpy() of every output: the runner's `_send`, by hand
-    runner    llmscen's TritonRunner.send(call, exchange) (no engine, no metrics)
-    runner-fast  fast_runner.FastTritonRunner: the runner with the changes proposed in
-              README.md (request bytes cached, raw call, outputs read once)
+    runner    llmscen's TritonRunner.send(call, exchange) (no engine, no metrics): request
+              bytes cached per payload, raw call, outputs read once (wire.py)
   stream (decoupled llm_stream, 16 tokens, over ModelStreamInfer, one request at a time
   per stream, streams kept open)
     raw       grpc.aio bidi stream, request bytes built once, each response parsed
     tc        tritonclient `stream_infer()` fed by an async generator (the runner's lane)
     tc-np     tc + the runner's per-response work: timestamp, ByteSize(), as_numpy() of
               text_output and its decoding
-    runner    llmscen's TritonRunner.send() (its StreamPool)
-    runner-fast  the same with text decoded once per call from the raw buffers
+    runner    llmscen's TritonRunner.send() (its StreamPool; text decoded once per call)
 
 Compare with compare.py's `infer/s per client core` (1e6 / that = CPU µs per request) for
 perf_analyzer and for llmscen-w1 (the runner plus the engine and metrics).
@@ -52,8 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
 PROMPTS = ("a red fox in the snow", "a castle on a hill at dusk")
-VARIANTS = {"flux": ("raw", "raw-pb", "pb-np", "tc", "tc-np", "runner", "runner-fast"),
-            "stream": ("raw", "tc", "tc-np", "runner", "runner-fast")}
+VARIANTS = {"flux": ("raw", "raw-pb", "pb-np", "tc", "tc-np", "runner"),
+            "stream": ("raw", "tc", "tc-np", "runner")}
 
 User = Callable[[int], Awaitable[None]]   # one request of one user (k: the user's counter)
 
@@ -211,13 +209,9 @@ def stream_users(variant: str, url: str, conc: int, closers: list[Any]) -> list[
 # -- llmscen's runner ----------------------------------------------------------------------
 
 
-async def runner_users(mode: str, url: str, conc: int, closers: list[Any],
-                       fast: bool = False) -> list[User]:
+async def runner_users(mode: str, url: str, conc: int, closers: list[Any]) -> list[User]:
     from llmscen.engine.protocol import Call, Exchange
     from llmscen.runners.triton import TritonRunner, TritonTargetOptions
-
-    if fast:
-        from fast_runner import FastTritonRunner as TritonRunner
 
     model = "flux" if mode == "flux" else "llm_stream"
     target = SimpleNamespace(name="t", url=url, options=TritonTargetOptions(model=model))
@@ -279,8 +273,7 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         users: dict[str, list[User]] = {}
         for variant in VARIANTS[mode]:
             if variant.startswith("runner"):
-                users[variant] = await runner_users(mode, args.url, conc, closers,
-                                                    fast=variant == "runner-fast")
+                users[variant] = await runner_users(mode, args.url, conc, closers)
             elif mode == "flux":
                 users[variant] = flux_users(variant, args.url, conc, closers)
             else:

@@ -2,9 +2,11 @@
 
 One `ClientSession` per runner with keep-alive. Request bodies are serialised
 with orjson and cached per payload object (the template renderer hands back
-the same object for a payload without templates). Streams are split at the
-bytes level (sse.py) and each event is decoded once; one timestamp is taken
-per socket read.
+the same object for a payload without templates). Requests to http(s) URLs go out
+through openai_transport.py, which splits, decodes and stamps a stream where
+its bytes arrive (sse.py splits at the bytes level; each event is decoded
+once; one timestamp per socket read); aiohttp sends the rest (other schemes,
+redirects) and the model list, health and metrics requests.
 
 A reused keep-alive connection that the server already closed (llama.cpp does
 this after every streamed reply) fails before any response byte; such a
@@ -35,14 +37,20 @@ from llmscen.runners.keepalive import (
     was_reused,
 )
 from llmscen.runners.openai_responses import (
+    StreamBody,
     StreamProblem,
-    StreamState,
     excerpt,
     parse_error_body,
     read_body,
 )
+from llmscen.runners.openai_transport import (
+    Origin,
+    Reply,
+    Transport,
+    TransportError,
+    split_url,
+)
 from llmscen.runners.secrets import Headers, Scrubber
-from llmscen.runners.sse import SSEParser
 from llmscen.spec.units import Duration
 
 if TYPE_CHECKING:
@@ -122,9 +130,11 @@ class OpenAIRunner:
             options = self.options_model.model_validate(raw)
         self.target = target
         self.options = options
-        self.reconnects = 0     # requests sent again after a pooled connection turned out closed
+        self._reconnects = 0
         self._session: aiohttp.ClientSession | None = None
         self._fresh_session: aiohttp.ClientSession | None = None
+        self._wire: Transport | None = None
+        self._heads: dict[tuple[str, str], tuple[Origin, bytes] | None] = {}
         self._bodies: dict[int, tuple[Any, bool, bytes]] = {}
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._secret = options.api_key.get_secret_value() if options.api_key else ""
@@ -146,12 +156,23 @@ class OpenAIRunner:
                                     "(give `url:` or a `service:`)")
         if self._session is None:
             self._session = self._new_session(force_close=not self.options.reuse_connections)
+        if self._wire is None:
+            self._wire = Transport(limit=self.options.max_connections,
+                                   keep_alive=self.options.reuse_connections,
+                                   verify_tls=self.options.verify_tls)
 
     async def stop(self) -> None:
         for session in (self._session, self._fresh_session):
             if session is not None:
                 await session.close()
         self._session = self._fresh_session = None
+        if self._wire is not None:
+            self._wire.close()
+
+    @property
+    def reconnects(self) -> int:
+        """Requests sent again after a pooled connection turned out closed."""
+        return self._reconnects + (self._wire.reconnects if self._wire is not None else 0)
 
     async def server_metrics(self) -> dict[str, float]:
         return {}
@@ -181,13 +202,17 @@ class OpenAIRunner:
                     info["owned_by"] = ", ".join(sorted(owners))
         return {k: self._scrub(v) for k, v in info.items()}
 
-    def _new_session(self, force_close: bool) -> aiohttp.ClientSession:
-        options = self.options
+    def _default_headers(self) -> dict[str, str]:
         headers = {"User-Agent": f"llmscen/{_llmscen_version}",
                    "Content-Type": "application/json"}
         if self._secret:
             headers["Authorization"] = f"Bearer {self._secret}"
-        headers.update(options.headers)
+        headers.update(self.options.headers)
+        return headers
+
+    def _new_session(self, force_close: bool) -> aiohttp.ClientSession:
+        options = self.options
+        headers = self._default_headers()
         connector = ReuseTrackingConnector(limit=options.max_connections, limit_per_host=0,
                                            force_close=force_close,
                                            ssl=options.verify_tls)
@@ -271,9 +296,18 @@ class OpenAIRunner:
                 return
         method = "GET" if data is None else "POST"
         headers = text_headers(payload.get("headers")) or None
+        head = self._head(method, url, headers) if self._wire is not None else None
+        if head is not None:
+            await self._send_wire(head, method, url, data, headers, stream, api, call, ex)
+            return
+        await self._send_aiohttp(method, url, data, headers, stream, api, call, ex)
+
+    async def _send_aiohttp(self, method: str, url: str, data: bytes | None,
+                            headers: dict[str, str] | None, stream: bool, api: str, call: Call,
+                            ex: Exchange) -> None:
         timeout = self._timeout(call.timeout)
         session = self.session
-        ex.sent_ns = time.perf_counter_ns()
+        ex.sent_ns = ex.sent_ns or time.perf_counter_ns()
         for attempt in (0, 1):
             forget_reuse()
             try:
@@ -292,8 +326,90 @@ class OpenAIRunner:
                 # Retry only what never reached the server: no response byte, pooled connection.
                 if attempt or ex.first_byte_ns or not was_reused() or not is_stale_connection(exc):
                     raise
-                self.reconnects += 1
+                self._reconnects += 1
                 session = self._fresh()
+
+    async def _send_wire(self, head: tuple[Origin, bytes], method: str, url: str,
+                         data: bytes | None, headers: dict[str, str] | None, stream: bool,
+                         api: str, call: Call, ex: Exchange) -> None:
+        """The request through openai_transport: a stream is accounted as it arrives."""
+        origin, start = head
+        request = start + (b"Content-Length: %d\r\n\r\n" % len(data) + data
+                           if data is not None else b"\r\n")
+        body = StreamBody(api == "chat", ex.itl_us) if stream else None
+        wire = self._wire
+        assert wire is not None
+
+        streaming = False
+
+        def on_headers(reply: Reply, now_ns: int) -> None:
+            nonlocal streaming
+            ex.first_byte_ns = now_ns
+            ex.status = reply.status
+            streaming = reply.streamed
+
+        limit = self.options.timeout if call.timeout is None else call.timeout
+        ex.sent_ns = time.perf_counter_ns()
+        try:
+            reply = await wire.send(origin, request, body.feed if body is not None else None,
+                                    limit, on_headers)
+            if body is not None and reply.streamed:
+                body.finish(ex, reply.end_ns)
+                return
+        except StreamProblem as problem:
+            assert body is not None
+            ex.end_ns = body.last_ns
+            body.cut(ex)
+            ex.fail(problem.error, problem.message)
+            return
+        except BaseException:
+            if body is not None and streaming:
+                body.cut(ex)
+            raise
+        status = reply.status
+        if 300 <= status < 400 and "location" in reply.headers:
+            # aiohttp follows redirects: the request goes again, through it
+            ex.first_byte_ns = 0
+            ex.status = None
+            await self._send_aiohttp(method, url, data, headers, stream, api, call, ex)
+            return
+        raw = b"".join(reply.body)
+        ex.end_ns = reply.end_ns
+        if not 200 <= status < 300:
+            self._error_body(raw, status, reply.reason, ex)
+        elif stream:
+            self._json_body(raw, ex, "chat" if api == "chat" else "completions")
+            ex.fail("protocol", "asked for a stream but the server answered with one JSON body")
+        else:
+            self._json_body(raw, ex, api)
+
+    def _head(self, method: str, url: str,
+              extra: dict[str, str] | None) -> tuple[Origin, bytes] | None:
+        """Origin and request head (without Content-Length) for the wire path; None when
+        aiohttp must send it. Cached for requests without their own headers."""
+        key = (method, url)
+        if not extra and key in self._heads:
+            return self._heads[key]
+        split = split_url(url)
+        if split is None:
+            head = None
+        else:
+            origin, host, target = split
+            fields = {"host": ("Host", host)}
+            for name, value in {**self._default_headers(), "Accept": "*/*",
+                                "Accept-Encoding": "gzip, deflate", **(extra or {})}.items():
+                fields[name.lower()] = (name, value)
+            lines = [f"{method} {target} HTTP/1.1"]
+            for name, value in fields.values():
+                if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                    raise ValueError(f"header {name!r} holds a line break")
+                lines.append(f"{name}: {value}")
+            head = (origin, ("\r\n".join(lines) + "\r\n").encode("utf-8"))
+        if not extra:
+            if len(self._heads) >= 256:
+                self._heads.clear()
+            self._heads[key] = head
+        return head
 
     def _fresh(self) -> aiohttp.ClientSession:
         """A session that never reuses connections, for the one retry."""
@@ -333,6 +449,9 @@ class OpenAIRunner:
     async def _read_json(self, resp: aiohttp.ClientResponse, ex: Exchange, api: str) -> None:
         raw = await resp.read()
         ex.end_ns = time.perf_counter_ns()
+        self._json_body(raw, ex, api)
+
+    def _json_body(self, raw: bytes, ex: Exchange, api: str) -> None:
         ex.bytes_received = len(raw)
         try:
             obj = orjson.loads(raw)
@@ -348,44 +467,35 @@ class OpenAIRunner:
             await self._read_json(resp, ex, "chat" if chat else "completions")
             ex.fail("protocol", "asked for a stream but the server answered with one JSON body")
             return
-        parser = SSEParser()
-        feed = parser.feed
-        state = StreamState(chat, ex.itl_us)
-        account = state.events
-        received = 0
-        now = 0
+        body = StreamBody(chat, ex.itl_us)
+        feed = body.feed
         try:
             async for buf in resp.content.iter_any():
-                now = time.perf_counter_ns()    # one stamp per read: its events arrived together
-                received += len(buf)
-                events = feed(buf)
-                if events:
-                    account(events, now)
-            now = time.perf_counter_ns()
-            account(parser.close(), now)
+                feed(buf, time.perf_counter_ns())   # one stamp per read: its events came together
+            body.finish(ex, time.perf_counter_ns())
         except StreamProblem as problem:
-            ex.end_ns = now
-            state.fill(ex, complete=False)
+            ex.end_ns = body.last_ns
+            body.cut(ex)
             ex.fail(problem.error, problem.message)
-            return
         except BaseException:
-            state.fill(ex, complete=False)     # keep what arrived before the failure
+            body.cut(ex)                        # keep what arrived before the failure
             raise
-        finally:
-            ex.bytes_received = received
-        ex.end_ns = now
-        state.fill(ex)
 
     async def _read_error(self, resp: aiohttp.ClientResponse, ex: Exchange) -> None:
         raw = await resp.read()
         ex.end_ns = time.perf_counter_ns()
+        self._error_body(raw, resp.status, resp.reason or "", ex)
+
+    def _error_body(self, raw: bytes, status: int, reason: str, ex: Exchange) -> None:
         ex.bytes_received = len(raw)
         body, message = parse_error_body(raw)
         ex.body = body
-        reason = f" {resp.reason}" if resp.reason else ""
-        ex.fail("http", f"HTTP {resp.status}{reason}: {message}")   # send() scrubs it
+        reason = f" {reason}" if reason else ""
+        ex.fail("http", f"HTTP {status}{reason}: {message}")   # send() scrubs it
 
     def _classify(self, exc: Exception, ex: Exchange, call: Call) -> tuple[str, str]:
+        if isinstance(exc, TransportError):
+            return exc.error, exc.message
         limit = self.options.timeout if call.timeout is None else call.timeout
         return classify_client_error(exc, ex, limit, self.target.plugin)
 

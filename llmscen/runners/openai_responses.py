@@ -6,40 +6,147 @@ tested and benchmarked on its own.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 from llmscen.engine.protocol import Exchange
 from llmscen.runners.problems import StreamProblem, excerpt
+from llmscen.runners.sse import SSEParser
 
-__all__ = ["MESSAGE_LIMIT", "StreamProblem", "StreamState", "error_text", "excerpt",
-           "parse_error_body", "read_body"]
+__all__ = ["MESSAGE_LIMIT", "StreamBody", "StreamProblem", "StreamState", "error_text",
+           "excerpt", "parse_error_body", "read_body"]
 
 MESSAGE_LIMIT = 500
+_TOKEN = 1      # a chunk that carries a generated token
+_CONTENT = 2    # ... whose text (or reasoning, tool call) is not empty
+
+
+_PLAIN_STRING = re.compile(rb'[\x00-\x1f"\\]')    # what a string's bytes must escape
+
+
+class Template:
+    """A plain token event with its text cut out: a later event that is these very bytes
+    around another JSON string decodes to the same object but for that text.
+
+    Servers send every token of a stream as the same bytes but for the token's string
+    (id, model, created and the keys around it do not change), so one `orjson.loads` per
+    stream proves the bytes around the string well-formed; each later token only needs
+    its string checked and decoded. Built only from an event whose one choice is index 0
+    with a string `content` (`text`) and nothing else that counts: no role, reasoning,
+    tool call, finish reason, usage or error, and whose key appears once in its bytes, so
+    the string cut out is that value and no other.
+    """
+
+    __slots__ = ("head", "size", "sse_head", "sse_tail", "tail")
+
+    def __init__(self, head: bytes, tail: bytes) -> None:
+        self.head = head
+        self.tail = tail
+        self.size = len(head) + len(tail) + 2
+        # the same event as one whole SSE event in one read: `data: ` ... LF LF; None
+        # when the bytes around the string hold a line end (they would be more lines)
+        plain = not any(c in head or c in tail for c in (b"\n", b"\r"))
+        self.sse_head = b"data: " + head if plain else None
+        self.sse_tail = tail + b"\n\n"
+
+    def value(self, data: bytes, head: int = -1, tail: int = -1) -> str | None:
+        """The text of an event that starts with `head` and ends with `tail` (or as many
+        bytes of their own), or None (decode it in full)."""
+        if head < 0:
+            head, tail = len(self.head), len(self.tail)
+        if len(data) < head + tail + 2:
+            return None
+        literal = data[head:len(data) - tail]
+        if literal[0] != 34 or literal[-1] != 34:      # '"'
+            return None
+        inner = literal[1:-1]
+        if _PLAIN_STRING.search(inner) is None:
+            try:
+                return inner.decode()
+            except UnicodeDecodeError:
+                return None
+        try:
+            value = orjson.loads(literal)
+        except orjson.JSONDecodeError:
+            return None
+        return value if isinstance(value, str) else None
+
+    @classmethod
+    def of(cls, data: bytes, obj: Any, chat: bool) -> Template | None:
+        """The template of a decoded event, or None when it is not a plain token event."""
+        if obj.get("usage") or obj.get("error") is not None:
+            return None
+        choices = obj.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1:
+            return None
+        choice = choices[0]
+        if not isinstance(choice, dict) or choice.get("index", 0) != 0 \
+                or choice.get("finish_reason") is not None:
+            return None
+        if chat:
+            delta = choice.get("delta")
+            if not isinstance(delta, dict) or delta.get("role") or delta.get("reasoning_content") \
+                    or delta.get("reasoning") or delta.get("tool_calls"):
+                return None
+            piece, key = delta.get("content"), b'"content":'
+        else:
+            piece, key = choice.get("text"), b'"text":'
+        if not isinstance(piece, str) or data.count(key) != 1:
+            return None
+        start = data.find(key) + len(key)
+        while data[start:start + 1] in (b" ", b"\t", b"\n", b"\r"):
+            start += 1
+        if data[start:start + 1] != b'"':
+            return None
+        end = start + 1
+        while True:     # the closing quote: one not escaped by an odd run of backslashes
+            end = data.find(b'"', end)
+            if end < 0:
+                return None
+            run = 0
+            while data[end - 1 - run] == 92:
+                run += 1
+            if run % 2 == 0:
+                break
+            end += 1
+        try:
+            if orjson.loads(data[start:end + 1]) != piece:
+                return None
+        except orjson.JSONDecodeError:
+            return None
+        return cls(data[:start], data[end + 1:])
 
 
 class StreamState:
     """Folds `chat.completion.chunk` / `text_completion` events into counts and timings.
 
-    A content chunk is an event whose delta carries generated output: `content`
-    (`text` for completions), `reasoning_content`/`reasoning`, or `tool_calls`.
-    Role-only, finish-only and usage-only events are not content: some servers
-    send the role chunk before prefill, so timing it would understate TTFT.
-    Events handed over together (one socket read) share one timestamp; their
-    gaps are recorded as 0, which is what the client really observed.
+    A token chunk is an event one of whose choices carries a generated token:
+    a delta with a string `content` (`text` for completions), even an empty one
+    (vLLM streams tokens that decode to no text yet), `reasoning_content`/
+    `reasoning`, `tool_calls`, log-probabilities or token ids. Not token chunks:
+    the role chunk (`role` with empty or null content), a finish-only chunk
+    (empty or no content with a `finish_reason`), usage-only and `[DONE]`
+    events. `chunks` and the ITL gaps count token chunks, as vLLM's own ITL
+    does; TTFT is timed at the first chunk whose content is not empty (some
+    servers send the role chunk before prefill). Events handed over together
+    (one socket read) share one timestamp; their gaps are recorded as 0, which
+    is what the client really observed.
     """
 
     __slots__ = ("chat", "chunks", "done", "finish_reason", "first_ns", "itl_us", "last_ns",
-                 "parts", "usage")
+                 "parts", "template", "templates", "usage")
 
-    def __init__(self, chat: bool, itl_us: list[int]) -> None:
+    def __init__(self, chat: bool, itl_us: list[int], templates: bool = True) -> None:
         self.chat = chat
+        self.templates = templates      # False: decode every event in full (the reference)
+        self.template: Template | None = None
         self.itl_us = itl_us
         self.parts: list[str] = []
         self.chunks = 0
-        self.first_ns = 0
-        self.last_ns = 0
+        self.first_ns = 0       # first chunk with non-empty content (TTFT)
+        self.last_ns = 0        # last token chunk (ITL)
         self.done = False
         self.finish_reason: str | None = None
         self.usage: Any = None
@@ -50,11 +157,20 @@ class StreamState:
         Raises StreamProblem for a malformed or error event; the events before it count.
         """
         loads = orjson.loads
-        chat = self.chat
-        parts = self.parts
-        content = 0
+        tokens = 0
+        content = False
+        template = self.template
         try:
             for data in batch:
+                if template is not None and data.startswith(template.head) \
+                        and data.endswith(template.tail):
+                    value = template.value(data)
+                    if value is not None:       # same event as the last one but its text
+                        tokens += 1
+                        if value:
+                            content = True
+                            self.parts.append(value)
+                        continue
                 if data[:1] != b"{":
                     stripped = data.strip()
                     if stripped == b"[DONE]":
@@ -68,53 +184,80 @@ class StreamState:
                     raise StreamProblem("protocol", f"malformed stream event ({exc}): "
                                                     f"{excerpt(data)!r}") from None
                 try:
-                    usage = obj.get("usage")
-                    if usage:
-                        self.usage = usage
-                    choices = obj.get("choices")
-                    if not choices:
-                        if obj.get("error") is not None:
-                            raise StreamProblem("http", "error event in stream: "
-                                                        + error_text(obj)[:MESSAGE_LIMIT])
-                        continue
-                    is_content = False
-                    for choice in choices:
-                        first = choice.get("index", 0) == 0
-                        if chat:
-                            delta = choice.get("delta")
-                            if delta:
-                                piece = delta.get("content")
-                                if piece:
-                                    is_content = True
-                                    if first:
-                                        parts.append(piece)
-                                elif (delta.get("reasoning_content") or delta.get("reasoning")
-                                      or delta.get("tool_calls")):
-                                    is_content = True
-                        else:
-                            piece = choice.get("text")
-                            if piece:
-                                is_content = True
-                                if first:
-                                    parts.append(piece)
-                        reason = choice.get("finish_reason")
-                        if reason is not None and first:
-                            self.finish_reason = reason
+                    kind = self._event(obj)
                 except (AttributeError, TypeError) as exc:
                     raise StreamProblem("protocol", f"unexpected stream event ({exc}): "
                                                     f"{excerpt(data)!r}") from None
-                if is_content:
-                    content += 1
+                if kind:
+                    tokens += 1
+                    if kind == _CONTENT:
+                        content = True
+                    if self.templates:
+                        self.template = template = Template.of(data, obj, self.chat)
         finally:
-            if content:
+            if tokens:
                 if self.last_ns:
                     self.itl_us.append((now_ns - self.last_ns) // 1000)
-                else:
-                    self.first_ns = now_ns
-                if content > 1:
-                    self.itl_us.extend([0] * (content - 1))
+                if tokens > 1:
+                    self.itl_us.extend([0] * (tokens - 1))
                 self.last_ns = now_ns
-                self.chunks += content
+                self.chunks += tokens
+            if content and not self.first_ns:
+                self.first_ns = now_ns
+
+    def token(self, value: str, now_ns: int) -> None:
+        """Account one token event of the template, read alone: `events([it], now_ns)`."""
+        if self.last_ns:
+            self.itl_us.append((now_ns - self.last_ns) // 1000)
+        self.last_ns = now_ns
+        self.chunks += 1
+        if value:
+            self.parts.append(value)
+            if not self.first_ns:
+                self.first_ns = now_ns
+
+    def _event(self, obj: Any) -> int:
+        """Fold one decoded event: 0 (no token), _TOKEN (a token, no text) or _CONTENT."""
+        usage = obj.get("usage")
+        if usage:
+            self.usage = usage
+        choices = obj.get("choices")
+        if not choices:
+            if obj.get("error") is not None:
+                raise StreamProblem("http", "error event in stream: "
+                                            + error_text(obj)[:MESSAGE_LIMIT])
+            return 0
+        kind = 0
+        for choice in choices:
+            first = choice.get("index", 0) == 0
+            reason = choice.get("finish_reason")
+            if reason is not None and first:
+                self.finish_reason = reason
+            if self.chat:
+                delta = choice.get("delta")
+                piece = delta.get("content") if delta else None
+                if piece:
+                    kind = _CONTENT
+                    if first:
+                        self.parts.append(piece)
+                    continue
+                if delta and (delta.get("reasoning_content") or delta.get("reasoning")
+                              or delta.get("tool_calls")):
+                    kind = _CONTENT
+                    continue
+                # an empty string: a token without text, unless the role or finish chunk
+                empty = isinstance(piece, str) and not delta.get("role") and reason is None
+            else:
+                piece = choice.get("text")
+                if piece:
+                    kind = _CONTENT
+                    if first:
+                        self.parts.append(piece)
+                    continue
+                empty = isinstance(piece, str) and reason is None
+            if kind == 0 and (empty or choice.get("logprobs") or choice.get("token_ids")):
+                kind = _TOKEN
+        return kind
 
     def fill(self, ex: Exchange, complete: bool = True) -> None:
         """Copy the totals into `ex`; a stream that ended without `[DONE]` or a finish_reason
@@ -137,7 +280,53 @@ class StreamState:
             ex.input_tokens = _int(usage.get("prompt_tokens"))
         if complete and not self.done and self.finish_reason is None:
             ex.fail("protocol", f"stream ended before [DONE] or a finish_reason "
-                                f"(after {self.chunks} content chunks)")
+                                f"(after {self.chunks} token chunks)")
+
+
+class StreamBody:
+    """One streamed response's SSE splitter and accounting, fed read by read."""
+
+    __slots__ = ("_account", "_split", "last_ns", "parser", "received", "state")
+
+    def __init__(self, chat: bool, itl_us: list[int], templates: bool = True) -> None:
+        self.parser = SSEParser()
+        self.state = StreamState(chat, itl_us, templates)
+        self._split = self.parser.feed
+        self._account = self.state.events
+        self.received = 0
+        self.last_ns = 0
+
+    def feed(self, buf: bytes, now_ns: int) -> None:
+        """One read's bytes, stamped `now_ns`; raises StreamProblem for a bad event."""
+        self.received += len(buf)
+        self.last_ns = now_ns
+        template = self.state.template
+        if template is not None and template.sse_head is not None \
+                and buf.startswith(template.sse_head) and buf.endswith(template.sse_tail) \
+                and self.parser.between_events:
+            # A paced server's read: one whole event of the template. Anything more in
+            # the read (a line end, another event) puts a quote or a control byte in the
+            # string, which sends the read the general way.
+            value = template.value(buf, len(template.sse_head), len(template.sse_tail))
+            if value is not None:
+                self.state.token(value, now_ns)
+                return
+        events = self._split(buf)
+        if events:
+            self._account(events, now_ns)
+
+    def finish(self, ex: Exchange, now_ns: int) -> None:
+        """The stream ended cleanly at `now_ns`: fill `ex` (StreamProblem as in feed)."""
+        self.last_ns = now_ns
+        self._account(self.parser.close(), now_ns)
+        ex.end_ns = now_ns
+        ex.bytes_received = self.received
+        self.state.fill(ex)
+
+    def cut(self, ex: Exchange) -> None:
+        """The stream failed: keep in `ex` what arrived before."""
+        ex.bytes_received = self.received
+        self.state.fill(ex, complete=False)
 
 
 def read_body(api: str, obj: Any, ex: Exchange) -> str | None:

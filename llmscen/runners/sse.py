@@ -30,8 +30,16 @@ class SSEParser:
         # may end with a lone CR that could be the first half of a CRLF.
         self._pending = b""
 
+    @property
+    def between_events(self) -> bool:
+        """Nothing of an unfinished event is held: the next byte starts a new event."""
+        return not self._pending
+
     def feed(self, chunk: bytes) -> list[bytes]:
         """The `data` of each event completed by `chunk`, in order (do not mutate the result)."""
+        if not self._pending and chunk[:6] == b"data: " and chunk.find(b"\n") == len(chunk) - 2 \
+                and chunk[-1:] == b"\n" and b"\r" not in chunk:
+            return [chunk[6:-2]]    # a paced server's read: exactly one one-line event
         data = self._pending + chunk if self._pending else chunk
         held = b""
         if b"\r" in data:

@@ -35,14 +35,16 @@ CATALOG: dict[str, Metric] = {
         Metric("latency_sent", "duration", "actual send → last byte (vLLM E2EL)"),
         Metric("ttft", "duration", "intended start → first chunk carrying generated content"),
         Metric("ttft_sent", "duration", "actual send → first content chunk (vLLM TTFT)"),
-        Metric("itl", "duration", "gap between consecutive content chunks (vLLM ITL)"),
+        Metric("itl", "duration", "gap between consecutive token chunks, as vLLM's ITL: every chunk "
+               "carrying a generated token, empty text too (vLLM sends those); not the "
+               "role, finish-only or usage chunk"),
         Metric("tpot", "duration", "(latency_sent − ttft_sent) / (output_tokens − 1), per request"),
         Metric("schedule_lag", "duration", "actual send − intended start"),
         Metric("time_to_recover", "duration", "from a fault of the plan (`faults:`) to the first "
                                               "successful call sent after it, per target"),
         Metric("output_tokens", "amount", "output tokens per request (usage, else counted chunks)"),
         Metric("input_tokens", "amount", "input tokens per request (usage)"),
-        Metric("chunks", "amount", "content chunks per streamed response"),
+        Metric("chunks", "amount", "token chunks per streamed response, counted as for itl"),
         Metric("bytes_received", "amount", "response body bytes per request"),
         Metric("throughput", "rate", "successful requests per second over the scope's wall time"),
         Metric("output_token_throughput", "rate", "output tokens per second over the scope's wall time"),

@@ -14,7 +14,9 @@ model are ready and reads the model's metadata and config; `preflight()`
 checks every request's inputs against them. Input tensors are built once per
 payload object (a payload without templates is the same object every call).
 
-Decoupled models, and any request with `stream: true`, go over a gRPC stream:
+Over gRPC a request is serialized once per payload object and sent on the runner's
+own channel (wire.py); the response's outputs are read once. Decoupled models, and
+any request with `stream: true`, go over a gRPC stream:
 each response with outputs is a content chunk (TTFT, ITL, chunks, text from
 `text_output` or the first BYTES output); the response flagged
 `triton_final_response` ends the call. Unary calls have no separate first byte.
@@ -39,6 +41,7 @@ from llmscen.runners.guard import describe
 from llmscen.runners.secrets import Headers, Scrubber
 from llmscen.runners.triton.errors import classify
 from llmscen.runners.triton.stream import StreamPool, decode_text
+from llmscen.runners.triton.wire import GrpcWire, encode_request, raw_contents, tensors_of
 from llmscen.spec.units import Duration
 
 if TYPE_CHECKING:
@@ -157,6 +160,8 @@ class TritonRunner:
         self._module: Any = None
         self._client: Any = None
         self._built: dict[int, tuple[Any, list[Any], list[Any] | None]] = {}
+        self._encoded: dict[int, tuple[Any, bytes]] = {}
+        self._wire: GrpcWire | None = None
         self._text_outputs: dict[int, str | None] = {}
         self._headers = dict(options.headers) or None
         self._scrubber = Scrubber.of(target)
@@ -174,6 +179,7 @@ class TritonRunner:
         self._module = _client_module(self.options.protocol)
         if self.grpc:
             self._client = self._module.InferenceServerClient(self.address, ssl=self.ssl)
+            self._wire = GrpcWire(self.address, self.ssl, self._headers)
         else:
             self._client = self._module.InferenceServerClient(self.address, ssl=self.ssl,
                                                               conn_timeout=self.options.timeout)
@@ -217,10 +223,10 @@ class TritonRunner:
         if self._streams is not None:
             self._streams.close()
             self._streams = None
-        for resource in (self._client, self._session):
+        for resource in (self._client, self._session, self._wire):
             if resource is not None:
                 await resource.close()
-        self._client = self._session = None
+        self._client = self._session = self._wire = None
 
     async def server_info(self) -> dict[str, str]:
         """What the server says it is (for reports): Triton's server metadata."""
@@ -320,48 +326,83 @@ class TritonRunner:
     async def _send(self, call: Call, ex: Exchange) -> None:
         if self._client is None or self.info is None:
             raise RuntimeError("runner used before start()")
-        try:
-            inputs, outputs = self._request(call.payload)
-        except ValueError as exc:
-            ex.fail("client", str(exc))
-            return
         timeout = self.options.timeout if call.timeout is None else call.timeout
-        if self.grpc and (call.stream or self.info.decoupled):
-            if self._streams is None:
-                self._streams = StreamPool(self._client, self._headers)
-            request = {"model_name": self.options.model, "inputs": inputs, "outputs": outputs,
-                       "model_version": self.options.model_version,
-                       "parameters": call.payload.get("parameters"),
-                       "enable_empty_final_response": True}
-            await self._streams.call(request, ex, decoupled=self.info.decoupled,
-                                     text_output=self._text_output(call.payload), timeout=timeout)
-            return
-        kwargs = {"model_version": self.options.model_version, "outputs": outputs,
-                  "headers": self._headers, "parameters": call.payload.get("parameters")}
-        ex.sent_ns = time.perf_counter_ns()
-        if self.grpc:
-            result = await self._client.infer(self.options.model, inputs, client_timeout=timeout,
-                                              **kwargs)
+        if self._wire is not None:
+            try:
+                request = self._serialized(call.payload)
+            except ValueError as exc:
+                ex.fail("client", str(exc))
+                return
+            if call.stream or self.info.decoupled:
+                if self._streams is None:
+                    self._streams = StreamPool(self._wire)
+                await self._streams.call(request, ex, decoupled=self.info.decoupled,
+                                         text_output=self._text_output(call.payload),
+                                         timeout=timeout)
+                return
+            ex.sent_ns = time.perf_counter_ns()
+            raw = await self._wire.infer(request, timeout)
+            ex.first_byte_ns = ex.end_ns = time.perf_counter_ns()
+            ex.status = 200
+            ex.bytes_received = len(raw)
+            tensors = tensors_of(self._wire.response_type.FromString(raw))
         else:
-            result = await asyncio.wait_for(self._client.infer(self.options.model, inputs,
-                                                               **kwargs), timeout)
-        ex.first_byte_ns = ex.end_ns = time.perf_counter_ns()
-        ex.status = 200
-        response = result.get_response()
-        if self.grpc:
-            names = [o.name for o in response.outputs]
-            ex.bytes_received = response.ByteSize()
-        else:
-            names = [o["name"] for o in response.get("outputs", [])]
-            ex.bytes_received = sum(int((o.get("parameters") or {}).get("binary_data_size", 0))
-                                    for o in response.get("outputs", []))
-        ex.tensors = tensors = {name: result.as_numpy(name) for name in names}
+            found = await self._send_http(call, ex, timeout)
+            if found is None:
+                return
+            tensors = found
+        ex.tensors = tensors
         images = tensors.get("images")
         if images is not None and images.ndim:
             ex.images = int(images.shape[0])
         text_name = self._text_output(call.payload)
         if text_name in tensors:
             ex.text = decode_text(tensors[text_name])
+
+    async def _send_http(self, call: Call, ex: Exchange, timeout: float
+                         ) -> dict[str, Any] | None:
+        try:
+            inputs, outputs = self._request(call.payload)
+        except ValueError as exc:
+            ex.fail("client", str(exc))
+            return None
+        ex.sent_ns = time.perf_counter_ns()
+        result = await asyncio.wait_for(self._client.infer(
+            self.options.model, inputs, model_version=self.options.model_version,
+            outputs=outputs, headers=self._headers, parameters=call.payload.get("parameters")),
+            timeout)
+        ex.first_byte_ns = ex.end_ns = time.perf_counter_ns()
+        ex.status = 200
+        response = result.get_response()
+        outputs_json = response.get("outputs", [])
+        ex.bytes_received = sum(int((o.get("parameters") or {}).get("binary_data_size", 0))
+                                for o in outputs_json)
+        return {o["name"]: result.as_numpy(o["name"]) for o in outputs_json}
+
+    def _serialized(self, payload: dict[str, Any]) -> bytes:
+        """The gRPC request bytes for a payload, built once per payload object."""
+        key = id(payload)
+        hit = self._encoded.get(key)
+        if hit is not None and hit[0] is payload:
+            return hit[1]
+        from llmscen.runners.triton.tensors import TensorDataError, to_array
+
+        assert self.info is not None
+        tensors = []
+        for name, spec in (payload.get("inputs") or {}).items():
+            try:
+                array = to_array(spec["datatype"], spec["shape"], spec["data"])
+            except TensorDataError as exc:
+                raise ValueError(f"inputs.{name}: {exc}") from None
+            array = array.reshape(self.info.wire_shape(name, array.shape))
+            tensors.append((name, spec["datatype"], list(array.shape),
+                            raw_contents(array, spec["datatype"])))
+        data = encode_request(self.options.model, self.options.model_version, tensors,
+                              payload.get("outputs"), payload.get("parameters"))
+        if len(self._encoded) >= 256:   # templated payloads are new objects each call
+            self._encoded.clear()
+        self._encoded[key] = (payload, data)
+        return data
 
     def _request(self, payload: dict[str, Any]) -> tuple[list[Any], list[Any] | None]:
         """InferInputs and requested outputs for a payload, built once per payload object."""

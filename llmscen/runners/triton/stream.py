@@ -9,55 +9,58 @@ never reused. Reuse saves opening an HTTP/2 stream per call (≈0.6 ms of TTFT
 and client CPU on a loopback).
 
 Each response with outputs is a content chunk, stamped once on arrival.
+Requests go out serialized (wire.py), one `ModelStreamInfer` call per lane.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from llmscen.engine.protocol import Exchange
+from llmscen.runners.triton.wire import GrpcWire, bytes_elements, tensors_of
 
 _T = TypeVar("_T")
 
 
 class StreamLane:
-    """One long-lived `ModelStreamInfer` call fed from a queue."""
+    """One long-lived `ModelStreamInfer` call; requests are written to it directly."""
 
-    def __init__(self, client: Any, headers: dict[str, str] | None) -> None:
-        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._responses = client.stream_infer(self._requests(), headers=headers)
-        self.next = self._responses.__anext__
+    def __init__(self, wire: GrpcWire) -> None:
+        import grpc
 
-    async def _requests(self) -> AsyncIterator[dict[str, Any]]:
-        while True:
-            request = await self._outbox.get()
-            if request is None:
-                return
-            yield dict(request)   # tritonclient fills in defaults in place
+        self._call = wire.stream()
+        self._eof = grpc.aio.EOF
 
-    def send(self, request: dict[str, Any]) -> None:
-        self._outbox.put_nowait(request)
+    async def next(self) -> Any:
+        """The next `ModelStreamInferResponse`; StopAsyncIteration when the stream ended."""
+        message = await self._call.read()
+        if message is self._eof:
+            raise StopAsyncIteration
+        return message
+
+    async def send(self, request: bytes) -> None:
+        with contextlib.suppress(asyncio.InvalidStateError):   # over already: read says why
+            await self._call.write(request)
 
     def close(self) -> None:
-        self._outbox.put_nowait(None)
-        self._responses.cancel()
+        self._call.cancel()
 
 
 class StreamPool:
-    """Idle streams of one gRPC client, and the reading of one streamed call."""
+    """Idle streams of one gRPC channel, and the reading of one streamed call."""
 
-    def __init__(self, client: Any, headers: dict[str, str] | None, max_idle: int = 64) -> None:
-        self._client = client
-        self._headers = headers
+    def __init__(self, wire: GrpcWire, max_idle: int = 64) -> None:
+        self._wire = wire
         self._idle: list[StreamLane] = []
         self._max_idle = max_idle
 
-    async def call(self, request: dict[str, Any], ex: Exchange, *, decoupled: bool,
+    async def call(self, request: bytes, ex: Exchange, *, decoupled: bool,
                    text_output: str | None, timeout: float) -> None:
-        lane = self._idle.pop() if self._idle else StreamLane(self._client, self._headers)
+        lane = self._idle.pop() if self._idle else StreamLane(self._wire)
         reusable = False
         try:
             reusable = await _within(timeout, _read(lane, request, ex, decoupled, text_output))
@@ -72,18 +75,22 @@ class StreamPool:
             self._idle.pop().close()
 
 
-async def _read(lane: StreamLane, request: dict[str, Any], ex: Exchange, decoupled: bool,
+async def _read(lane: StreamLane, request: bytes, ex: Exchange, decoupled: bool,
                 text_output: str | None) -> bool:
-    """Send on `lane` and read until the final response; True if the lane ended clean."""
-    parts: list[str] = []
+    """Send on `lane` and read until the final response; True if the lane ended clean.
+
+    A content response's text stays raw bytes until the call ends and is decoded once
+    (a character split across two tokens decodes whole)."""
+    texts: list[bytes] = []
+    others: list[str] = []      # text from a text output that is not BYTES
     itl, received, last = ex.itl_us, 0, 0
-    clean, last_result = False, None
+    clean, last_response = False, None
     ex.sent_ns = time.perf_counter_ns()
-    lane.send(request)
     try:
+        await lane.send(request)
         while True:
             try:
-                result, error = await lane.next()
+                message = await lane.next()
             except StopAsyncIteration:
                 ex.fail("protocol", "the server closed the stream before the final response")
                 break
@@ -91,38 +98,54 @@ async def _read(lane: StreamLane, request: dict[str, Any], ex: Exchange, decoupl
             if not ex.first_byte_ns:
                 ex.first_byte_ns = now
             ex.end_ns = now
-            if error is not None:
-                ex.fail("http", error.message())
+            if message.error_message:
+                ex.fail("http", message.error_message)
                 break
-            response = result.get_response()
+            response = message.infer_response
             received += response.ByteSize()
-            if response.outputs:
+            outputs = response.outputs
+            if outputs:
                 if last:
                     itl.append((now - last) // 1000)
                 else:
                     ex.first_content_ns = now
                 last = now
                 ex.chunks += 1
-                last_result = result
+                last_response = response
                 if text_output is not None:
-                    text = result.as_numpy(text_output)
-                    if text is not None:
-                        parts.append(decode_text(text))
+                    _keep_text(response, text_output, texts, others)
             flag = response.parameters.get("triton_final_response")
             if (flag is not None and flag.bool_param) or not decoupled:
                 clean = True
                 break
     finally:
-        if last_result is not None:   # the tensors of the last content response
-            ex.tensors = {o.name: last_result.as_numpy(o.name)
-                          for o in last_result.get_response().outputs}
+        if last_response is not None:   # the tensors of the last content response
+            ex.tensors = tensors_of(last_response)
         ex.bytes_received = received
-        ex.text = "".join(parts)
+        ex.text = "".join(others) if others else \
+            b"".join(e for part in texts for e in bytes_elements(part)).decode("utf-8", "replace")
         ex.output_tokens = ex.chunks
         ex.tokens_estimated = True
     if clean:
         ex.status = 200
     return clean
+
+
+def _keep_text(response: Any, name: str, texts: list[bytes], others: list[str]) -> None:
+    for i, output in enumerate(response.outputs):
+        if output.name != name:
+            continue
+        if output.datatype == "BYTES" and i < len(response.raw_output_contents) and not others:
+            texts.append(response.raw_output_contents[i])
+        else:   # not raw BYTES: decode it now, the way as_numpy would read it
+            if texts:
+                others.append(b"".join(e for part in texts for e in bytes_elements(part))
+                              .decode("utf-8", "replace"))
+                texts.clear()
+            array = tensors_of(response).get(name)
+            if array is not None:
+                others.append(decode_text(array))
+        return
 
 
 def decode_text(array: Any) -> str:

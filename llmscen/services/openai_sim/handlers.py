@@ -19,6 +19,7 @@ from llmscen.services.openai_sim.text import (
     embedding_base64,
     embedding_inputs,
     encode_tokens,
+    hold_back_text,
     prompt_rng,
     pseudo_tokens,
     split_tokens,
@@ -195,7 +196,12 @@ async def _stream(request: web.Request, state: SimState, gen: Generation, seq: S
                   fault: Fault) -> web.StreamResponse:
     encoder = ChunkEncoder(gen.kind, gen.request_id, int(time.time()), gen.model)
     n = len(gen.tokens)
-    chunks = encoder.tokens(encode_tokens(gen.tokens), gen.finish_reason)
+    tokens = gen.tokens
+    rate = state.options.empty_token_rate
+    if rate:
+        tokens = hold_back_text(tokens, rate,
+                                prompt_rng(gen.request_id, state.options.seed, "empty"))
+    chunks = encoder.tokens(encode_tokens(tokens), gen.finish_reason)
     if gen.include_usage:
         chunks[-1] += encoder.usage(gen.prompt_tokens, n)
     chunks[-1] += DONE

@@ -43,6 +43,10 @@ class OpenAISimOptions(BaseModel):
     prefill_per_token: Duration = Field(0.0, description="added to the TTFT per prompt token")
     embedding_dimensions: int = Field(384, ge=1, description="default length of embeddings")
     max_model_len: int = Field(32768, ge=1, description="prompt + max_tokens limit, as in vLLM")
+    empty_token_rate: Percent = Field(0.0, description="share of streamed tokens sent as a chunk "
+                                                       "with empty text, their text joining the "
+                                                       "next token's (as vLLM streams tokens that "
+                                                       "decode to no text yet)")
 
     @model_validator(mode="after")
     def _consistent(self) -> OpenAISimOptions:

@@ -154,3 +154,16 @@ def embedding_base64(vector: list[float]) -> str:
     if sys.byteorder != "little":  # pragma: no cover
         packed.byteswap()
     return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def hold_back_text(tokens: Sequence[str], rate: float, rng: random.Random) -> list[str]:
+    """Tokens of which about `rate` carry no text, theirs moved on to the next token:
+    the same reply and the same token count, as a detokenizer that waits for more bytes."""
+    out = list(tokens)
+    if rate <= 0:
+        return out
+    for i in range(len(out) - 1):
+        if rng.random() < rate:
+            out[i + 1] = out[i] + out[i + 1]
+            out[i] = ""
+    return out
