@@ -4,14 +4,16 @@ Latencies count from each request's intended start, so a client that falls
 behind its schedule inflates them and the server would be blamed. A phase's
 measurement is invalid when (docs/results.md, "Outcome"):
 
-- open phases: in at least 3 seconds of the phase, and at least a tenth of them,
-  the client got to a request more than LAG_BOUND after its intended time (its
-  own lag: waiting for an in-flight slot the phase's `max_in_flight` allows is
-  not the client's fault, and latency counts that wait anyway), or arrivals
-  were dropped because the client could not start them in time;
-- closed phases: a worker's event loop woke more than LOOP_LAG_BOUND late in at
+- open phases: in at least 3 seconds of the phase (every second of a shorter
+  one), and at least a tenth of them, the client got to a request more than
+  LAG_BOUND after its intended time (its own lag: waiting for an in-flight slot
+  the phase's `max_in_flight` allows is not the client's fault, and latency
+  counts that wait anyway), or arrivals were dropped because the client could
+  not start them in time;
+- any phase: a worker's event loop woke more than LOOP_LAG_BOUND late in at
   least two seconds, or a worker used ≥ 95 % of a core for at least half of the
-  phase (and 3 s);
+  phase's seconds (and 2 of them): a client out of CPU delays reading answers
+  too, which latency would charge to the server;
 - any phase: requests waited or were dropped because the client's own
   in-flight limit (its open-file descriptors) was reached, or calls failed with
   "too many open files".
@@ -95,20 +97,25 @@ def judge_phase(results: RunResults, phase: PhaseInfo, figures: ClientFigures,
                     "late_seconds": late, "seconds": seconds, "asked_rate": asked,
                     "sent": sent, "dropped": dropped})
     if phase.kind == "closed":
-        stalls = {w: sum(1 for x in v if x > LOOP_LAG_BOUND) for w, v in figures.loop_lag.items()}
-        pegged = {w: sum(1 for x in v if x >= CPU_BOUND) for w, v in figures.cpu.items()}
-        stalled = any(n >= 2 for n in stalls.values())
-        busy = any(n >= 3 and n >= len(figures.cpu[w]) / 2 for w, n in pegged.items())
-        if not (stalled or busy):
-            return None
-        why = ("its event loop woke over " + show("schedule_lag", LOOP_LAG_BOUND) +
-               " late in " + str(max(stalls.values())) + " seconds") if stalled else \
-            "a worker's CPU was at its limit"
-        return Reason(kind="client_saturated", message=(
-            f"the load generator was the bottleneck in phase {phase.name!r}: {why}"
-            f"{_cpu_text(figures)} — " + ADVICE.format(cores=cores)),
-            detail={"phase": phase.name})
+        return _busy(phase, figures, cores)
     return None
+
+
+def _busy(phase: PhaseInfo, figures: ClientFigures, cores: int) -> Reason | None:
+    """A worker whose loop stalled, or whose CPU was at its limit, for much of the phase."""
+    stalls = {w: sum(1 for x in v if x > LOOP_LAG_BOUND) for w, v in figures.loop_lag.items()}
+    pegged = {w: sum(1 for x in v if x >= CPU_BOUND) for w, v in figures.cpu.items()}
+    stalled = any(n >= 2 for n in stalls.values())
+    busy = any(n >= 2 and n >= len(figures.cpu[w]) / 2 for w, n in pegged.items())
+    if not (stalled or busy):
+        return None
+    why = ("its event loop woke over " + show("schedule_lag", LOOP_LAG_BOUND) +
+           " late in " + str(max(stalls.values())) + " seconds") if stalled else \
+        "a worker's CPU was at its limit"
+    return Reason(kind="client_saturated", message=(
+        f"the load generator was the bottleneck in phase {phase.name!r}: {why}"
+        f"{_cpu_text(figures)} — " + ADVICE.format(cores=cores)),
+        detail={"phase": phase.name})
 
 
 def client_limit(descriptors: tuple[int, int], limited: int, waited: int,
