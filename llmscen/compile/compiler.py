@@ -41,6 +41,7 @@ from llmscen.spec.models import (
     TARGET_COMMON_KEYS,
     DataSpec,
     FaultSpec,
+    MetricsSpec,
     PhaseSpec,
     RequestSpec,
     RunSpec,
@@ -613,7 +614,10 @@ class _Compiler:
 
     def run_settings(self) -> RunSettings:
         spec = self.validate(RunSpec, ("run",), self.doc.data.get("run") or {}, RunSpec)
-        return RunSettings(connect_failures=spec.connect_failures) if spec else RunSettings()
+        metrics = self.validate(MetricsSpec, ("metrics",), self.doc.data.get("metrics") or {},
+                                MetricsSpec)
+        return RunSettings(connect_failures=spec.connect_failures if spec else 20,
+                           large_chunk=metrics.large_chunk if metrics else 20)
 
     def goodput(self) -> list[GoodputObjective]:
         raw = self.doc.data.get("goodput")

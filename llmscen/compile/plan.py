@@ -202,6 +202,7 @@ class GoodputObjective(Frozen):
 
 class RunSettings(Frozen):
     connect_failures: int = 20             # consecutive, per target; 0: never stop for them
+    large_chunk: int = 20                  # characters past which a content chunk is large
 
 
 class Plan(Frozen):

@@ -58,6 +58,7 @@ class Exchange:
     tensors: dict[str, Any] | None = None   # output name → numpy array (tensor plugins)
     bytes_received: int = 0
     images: int = 0
+    chunk_chars: list[int] | None = None   # characters of each content chunk (streams)
 
     def fail(self, error: str, message: str) -> None:
         """Record the first failure; later ones (e.g. a timeout after a protocol error) don't hide it."""

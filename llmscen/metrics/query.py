@@ -62,10 +62,14 @@ class Aggregate:
             if h is None:
                 return 0.0 if stat == "count" else None
             v = h.stat(stat)
-            if v is None or stat == "count" or info.kind != "duration":
+            if v is None or stat == "count":
                 return v
-            return v / 1e6
+            if info.kind == "duration":
+                return v / 1e6
+            return v / info.scale
         c = self.counters
+        if metric == "large_chunk_share":   # a share of chunks, not of requests
+            return c.large_chunks / c.content_chunks if c.content_chunks else None
         if info.kind == "ratio":
             if c.requests == 0:
                 return None

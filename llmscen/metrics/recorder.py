@@ -74,6 +74,7 @@ class Recorder(BaseHandler):
 
     def on_run_started(self, event: RunStarted) -> None:
         self.plan = event.plan
+        self.store.large_chunk = event.plan.run.large_chunk
         self.scrub = self.store.scrub = event.plan.scrubber()   # text enters results here
         self.meta.started_at = dt.datetime.now(dt.timezone.utc)
         self.requests = declared_requests(event.plan)

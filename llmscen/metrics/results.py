@@ -156,6 +156,8 @@ class Counters(Model):
     images: int = 0
     bytes_received: int = 0
     goodput_met: int = 0              # ok requests that met every goodput objective
+    content_chunks: int = 0           # content chunks of complete streamed responses
+    large_chunks: int = 0             # ... longer than the scenario's `metrics.large_chunk`
 
     @property
     def error_total(self) -> int:
@@ -163,7 +165,8 @@ class Counters(Model):
 
     def add(self, other: Counters) -> None:
         add_counts(self, other)
-        for name in ("input_tokens", "tokens_estimated", "images", "bytes_received"):
+        for name in ("input_tokens", "tokens_estimated", "images", "bytes_received",
+                     "content_chunks", "large_chunks"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 

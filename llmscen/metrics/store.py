@@ -64,7 +64,11 @@ class ScopeStats:
         "bytes_received",
         "bytes_sum",
         "check_failures",
+        "chunk_chars",
+        "chunk_rate",
+        "chunk_tokens",
         "chunks",
+        "content_chunks",
         "error_samples",
         "errors",
         "goodput_met",
@@ -72,6 +76,7 @@ class ScopeStats:
         "input_tokens",
         "input_tokens_sum",
         "itl",
+        "large_chunks",
         "latency",
         "latency_sent",
         "not_sent",
@@ -103,6 +108,11 @@ class ScopeStats:
         self.input_tokens = Histogram("amount")
         self.chunks = Histogram("amount")
         self.bytes_received = Histogram("amount")
+        self.chunk_chars = Histogram("amount")
+        self.chunk_tokens = Histogram("amount")     # thousandths of a token
+        self.chunk_rate = Histogram("amount")       # thousandths of a chunk per second
+        self.content_chunks = 0
+        self.large_chunks = 0
         self.requests = 0
         self.not_sent = 0
         self.ok = 0
@@ -131,15 +141,17 @@ class ScopeStats:
 _HISTOGRAM_SLOTS: tuple[str, ...] = (
     "latency", "latency_sent", "ttft", "ttft_sent", "itl", "tpot", "schedule_lag",
     "time_to_recover",
-    "output_tokens", "input_tokens", "chunks", "bytes_received",
+    "output_tokens", "input_tokens", "chunks", "bytes_received", "chunk_chars", "chunk_tokens",
+    "chunk_rate",
 )
 
 
 class MetricStore:
     """Aggregates one process's exchanges per (phase, request, target)."""
 
-    def __init__(self, scrub: Callable[[str], str] = str) -> None:
+    def __init__(self, scrub: Callable[[str], str] = str, large_chunk: int = 20) -> None:
         self.scrub = scrub       # applied to the error messages kept as samples
+        self.large_chunk = large_chunk   # characters past which a content chunk is large
         self._scopes: dict[Key, ScopeStats] = {}
         self._clock = SecondClock()
         self._in_flight = InFlight()
@@ -227,8 +239,18 @@ class MetricStore:
             self._clock.opened(second)
         if exchange.itl_us:
             s.itl.record_many(exchange.itl_us)
-        if exchange.chunks:
-            s.chunks.record(exchange.chunks)
+        chunks = exchange.chunks
+        if chunks:
+            s.chunks.record(chunks)
+            sizes = exchange.chunk_chars
+            if sizes:
+                s.chunk_chars.record_many(sizes)
+                s.content_chunks += len(sizes)
+                s.large_chunks += sum(1 for n in sizes if n > self.large_chunk)
+            if output_tokens is not None and not exchange.tokens_estimated:
+                s.chunk_tokens.record(output_tokens * 1000 // chunks)
+            if chunks > 1 and first and end > first:
+                s.chunk_rate.record((chunks - 1) * 1_000_000_000_000 // (end - first))
         if output_tokens is not None:
             s.output_tokens.record(output_tokens)
         if exchange.input_tokens is not None:
@@ -329,7 +351,8 @@ class MetricStore:
                     requests=s.requests, not_sent=s.not_sent, ok=s.ok, errors=dict(s.errors),
                     check_failures=s.check_failures, output_tokens=s.output_tokens_sum,
                     input_tokens=s.input_tokens_sum, tokens_estimated=s.tokens_estimated,
-                    images=s.images, bytes_received=s.bytes_sum, goodput_met=s.goodput_met),
+                    images=s.images, bytes_received=s.bytes_sum, goodput_met=s.goodput_met,
+                    content_chunks=s.content_chunks, large_chunks=s.large_chunks),
                 histograms={name: h.encode() for name, h in s.histograms().items() if h.count},
                 out_of_range={name: h.out_of_range for name, h in s.histograms().items()
                               if h.out_of_range},

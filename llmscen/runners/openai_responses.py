@@ -266,6 +266,7 @@ class StreamState:
         ex.chunks = self.chunks
         try:
             ex.text = "".join(self.parts)
+            ex.chunk_chars = [len(part) for part in self.parts]
         except TypeError:
             ex.fail("protocol", "a stream chunk's content is not a string")
         ex.finish_reason = self.finish_reason if isinstance(self.finish_reason, str) else None

@@ -26,6 +26,7 @@ class Metric:
     name: str
     kind: MetricKind
     description: str
+    scale: int = 1        # an amount recorded in 1/scale units (histograms hold integers)
 
 
 CATALOG: dict[str, Metric] = {
@@ -50,6 +51,14 @@ CATALOG: dict[str, Metric] = {
         Metric("output_token_throughput", "rate", "output tokens per second over the scope's wall time"),
         Metric("images_per_second", "rate", "images received per second over the scope's wall time"),
         Metric("goodput", "rate", "successful requests per second that met every goodput objective"),
+        Metric("chunk_chars", "amount", "characters per content chunk of a streamed response "
+                                        "(one value per chunk)"),
+        Metric("chunk_tokens", "amount", "output tokens per token chunk, per streamed response "
+                                         "(usage ÷ chunks)", scale=1000),
+        Metric("chunk_rate", "amount", "token chunks per second of a streamed response, from its "
+                                       "first content to its end", scale=1000),
+        Metric("large_chunk_share", "ratio", "content chunks longer than `metrics.large_chunk` "
+                                             "characters / all content chunks"),
         Metric("capacity", "rate", "the largest load a `search:` phase found meeting its "
                                    "objectives (arrivals per second; users for a users search)"),
         Metric("error_rate", "ratio", "failed requests (any class but check) / all requests"),

@@ -399,6 +399,13 @@ class RunSpec(Strict):
                                   "one target that stop the run as could_not_run (0: never)")
 
 
+class MetricsSpec(Strict):
+    """How some metrics are measured (`metrics:`)."""
+
+    large_chunk: int = Field(20, ge=1, description="characters past which a content chunk "
+                             "counts as large, for `large_chunk_share`")
+
+
 class Scenario(Strict):
     version: Literal[1] = 1
     name: Name | None = None
@@ -413,6 +420,7 @@ class Scenario(Strict):
     goodput: dict[str, Duration] = Field(default_factory=dict,
                                          description="per-request objectives, e.g. ttft: 500ms")
     run: RunSpec = Field(default_factory=RunSpec)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     before: list[str] = Field(default_factory=list, description="requests (flows) run once, "
                               "in order, before the first phase; what they capture (a login "
                               "token) is available to every request")
