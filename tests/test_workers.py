@@ -95,3 +95,15 @@ requests:
     # 30 rows between two workers: each row once, then both stop early
     assert aggregate(results).counters.requests == 30, result.output
     assert any("has no rows left" in n for n in results.meta.notes)
+
+
+def test_the_default_worker_count_leaves_room_for_local_services(registry: Registry) -> None:
+    from llmscen.driver import default_workers
+
+    local = compile_document(load_file(ROOT / "scenarios/smoke.yaml"), registry)
+    remote = compile_document(load_file(ROOT / "scenarios/smoke.yaml"), registry,
+                              {"chat": "http://127.0.0.1:9"})
+    assert default_workers(local, cores=2) == 1        # the simulator takes a core
+    assert default_workers(remote, cores=2) == 2       # its service is not started
+    assert default_workers(local, cores=1) == 1
+    assert default_workers(remote, cores=64) == 8

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 
@@ -95,7 +94,8 @@ def plan(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], as_json
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Local worker processes sharing the load [default: one per core]")
+              help="Local worker processes sharing the load [default: one per core, less one "
+                   "per service the run starts here]")
 @click.option("--log-requests", "log_path", type=click.Path(dir_okay=False),
               help="Also write one JSON line per request (timings, status, errors)")
 @click.option("-q", "--quiet", is_flag=True, help="No live view, no notes while running")
@@ -112,6 +112,7 @@ def run(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], outs: tu
         quiet: bool, verbose: int, log_level: str | None, progress: str) -> None:
     """Run SCENARIO: send its traffic, check every response, judge its SLOs."""
     from llmscen.cli.run import Outputs, run_command
+    from llmscen.driver import default_workers
 
     outputs = Outputs.parse(outs, json=json_path, junit=junit_path, html=html_path,
                             summary=summary_path)
@@ -120,7 +121,7 @@ def run(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], outs: tu
     level = log_level or ("debug" if verbose > 1 else "info" if verbose else "warning")
     code = run_command(compiled, registry, outputs, quiet=quiet, verbose=verbose,
                        log_level=level, progress=progress,
-                       workers=workers or os.cpu_count() or 1, log_path=log_path)
+                       workers=workers or default_workers(compiled), log_path=log_path)
     sys.exit(code)
 
 

@@ -7,6 +7,14 @@
 
 from __future__ import annotations
 
-from llmscen.driver.run import RunOutcome, default_out_dir, make_meta, redact_argv, run_plan
+from llmscen.driver.run import (
+    RunOutcome,
+    default_out_dir,
+    default_workers,
+    make_meta,
+    redact_argv,
+    run_plan,
+)
 
-__all__ = ["RunOutcome", "default_out_dir", "make_meta", "redact_argv", "run_plan"]
+__all__ = ["RunOutcome", "default_out_dir", "default_workers", "make_meta", "redact_argv",
+           "run_plan"]
