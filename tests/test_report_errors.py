@@ -51,7 +51,7 @@ def test_terminal_and_markdown_show_one_line_per_error_group() -> None:
     text = summary(results)
     lines = text.split("errors:\n", 1)[1].splitlines()
     assert lines[0] == ("  chat: http 502 ×7 in steady (6.2s–11.5s) at "
-                        "http://127.0.0.1:8000/v1?api_key=REDACTED — HTTP 502 Bad Gateway: "
+                        "http://127.0.0.1:8000/v1?api_key=*** — HTTP 502 Bad Gateway: "
                         "502 Bad Gateway [HTML page]")
     assert lines[1].startswith("  chat: timeout ×2 in ramp, steady (3.0s) at ")
     assert "<html>" not in text and "<title>" not in summary_markdown(results)
