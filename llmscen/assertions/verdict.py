@@ -14,7 +14,12 @@ The rules (docs/results.md, "Outcome"):
 - Every SLO, every declared request and every expectation of every step is a
   test case in every outcome. When the run could not be carried out or its
   measurement is not valid, SLO and request cases are skipped ("not judged");
-  expectation cases that saw wrong answers still fail.
+  expectation cases that saw wrong answers still fail. When only the
+  measurement is not valid, what the server answered is still judged: calls it
+  refused with an HTTP error status fail their request as usual, and a wrong
+  or refused answer makes the outcome `failed`, not `invalid_measurement` (a
+  slow client does not make a server answer 400; a closed loop against a
+  server that refuses everything at once always saturates its client).
 - A request whose calls failed (any class but `check`) fails unless the
   scenario declares an error budget for that scope: an SLO on `error_rate`,
   `success_rate` or `goodput` covering it, or `expect: {error: ...}`.
@@ -103,11 +108,16 @@ def conclude(results: RunResults, reasons: Iterable[Reason] = ()) -> Outcome:
         why = ("the load generator was the bottleneck (see the run case)"
                if RUN_REASONS[blocking[0].kind] == "invalid_measurement" else
                "the run could not be carried out (see the run case)")
-    judge = _Judge(results, reasons, judged=not blocking, why=why)
+    answers_only = bool(blocking) and all(RUN_REASONS[r.kind] == "invalid_measurement"
+                                          for r in blocking)
+    judge = _Judge(results, reasons, judged=not blocking, why=why, answers=answers_only)
     cases = judge.cases()
     derived = judge.reasons
     status = run_status
     if status == "passed" and (derived or any(c.status in ("failed", "error") for c in cases)):
+        status = "failed"
+    wrong = any(c.status == "failed" for c in cases if c.kind in ("request", "expectation"))
+    if status == "invalid_measurement" and wrong:
         status = "failed"
     outcome = Outcome(status=status, exit_code=EXIT_CODES[status],
                       reasons=[*reasons, *derived], cases=cases)
@@ -134,6 +144,9 @@ def headline(outcome: Outcome) -> str:
         aborted = next((r for r in outcome.reasons if r.kind == "aborted"), None)
         if aborted is not None:
             parts.insert(0, aborted.message)
+        if any(RUN_REASONS.get(r.kind) == "invalid_measurement" for r in outcome.reasons):
+            parts.append("the client was also the bottleneck, so SLOs were not judged "
+                         "(see the run case)")
         return "FAILED: " + ("; ".join(parts) or "see the test cases")
     run = [r for r in outcome.reasons if r.kind in RUN_REASONS]
     return f"{word}: " + "; ".join(r.message for r in run)
@@ -160,9 +173,10 @@ class _Budget:
 
 class _Judge:
     def __init__(self, results: RunResults, reasons: list[Reason], *, judged: bool,
-                 why: str) -> None:
+                 why: str, answers: bool = False) -> None:
         self.results = results
         self.judged = judged
+        self.answers = answers      # not judged, except for what the server answered
         self.why = why
         self.interrupted = any(r.kind in ("interrupted", "aborted") for r in reasons)
         self.run_reasons = [r for r in reasons if r.kind in RUN_REASONS]
@@ -185,6 +199,8 @@ class _Judge:
         cases = [self._run_case()]
         for index, slo in enumerate(self.slos):
             cases.append(self._slo_case(index, slo))
+        if self.results.baseline is not None:
+            cases.append(self._baseline_case())
         requests = self.results.requests or _requests_seen(self.results)
         for request in requests:
             cases.append(self._request_case(request))
@@ -204,6 +220,21 @@ class _Judge:
         if aborted:
             return Case(kind="run", name="run", status="failed", message=aborted[0].message)
         return Case(kind="run", name="run", status="passed", message="the run completed")
+
+    def _baseline_case(self) -> Case:
+        base = self.results.baseline
+        assert base is not None
+        name = f"baseline {base.file}"
+        if not self.judged:
+            return Case(kind="baseline", name=name, status="skipped",
+                        message=f"not judged: {self.why}")
+        if base.regressions:
+            self.reasons.append(Reason(kind="regressed", message=base.line,
+                                       detail={"baseline": base.file,
+                                               "regressions": base.regressions}))
+            return Case(kind="baseline", name=name, status="failed",
+                        message=base.line + "\n" + "\n".join(base.regressions))
+        return Case(kind="baseline", name=name, status="passed", message=base.line)
 
     def _slo_case(self, index: int, slo: SloResult) -> Case:
         name = _slo_name(slo)
@@ -256,6 +287,10 @@ class _Judge:
         every = [s for s in self.results.scopes if s.request == first.name]
         sent = sum(s.counters.requests for s in every)
         if not self.judged:
+            refused = self._refused(request) if self.answers else ""
+            if refused:
+                return Case(kind="request", name=name, request=name, status="failed",
+                            message=refused)
             return Case(kind="request", name=name, request=name, status="skipped",
                         message=f"not judged: {self.why}")
         if sent == 0:
@@ -301,6 +336,21 @@ class _Judge:
         message = f"{sent:,} sent, {ok:,} ok" + (f"; {'; '.join(notes)}" if notes else "")
         return Case(kind="request", name=name, request=name, status="passed", message=message)
 
+    def _refused(self, request: RequestInfo) -> str:
+        """Calls the server refused with an HTTP error status that no budget covers."""
+        problems = []
+        for step in request.steps or [StepInfo(name=request.name)]:
+            loose, _ = self._unbudgeted(step)
+            if loose.get("http"):
+                problems.append(f"{step.name}: {loose['http']:,} calls were refused with an "
+                                f"HTTP error status{self._example(step.name)}, and the scenario "
+                                "declares no error budget for them (judged although the "
+                                "client was the bottleneck: it was the server's answer)")
+        for text in problems:
+            self.reasons.append(Reason(kind="unbudgeted_errors", message=text,
+                                       detail={"request": request.name}))
+        return "; ".join(problems)
+
     def _example(self, request: str) -> str:
         for error in self.results.errors:
             if error.request == request and error.samples:
@@ -320,12 +370,22 @@ class _Judge:
                                        detail={"request": step.name, "expectation": expectation}))
             return Case(kind="expectation", name=name, request=request.name, status="failed",
                         message=message)
-        if not self.judged:
-            return Case(kind="expectation", name=name, request=request.name, status="skipped",
-                        message=f"not judged: {self.why}")
         unchecked = {k: n for k, n in check.unchecked.items()
                      if n and not (k == "cancelled" and self.interrupted)}
         loose, covering = self._unbudgeted(step)
+        if not self.judged:
+            if self.answers and unchecked.get("http") and loose.get("http"):
+                message = (f"{check.passed:,} passed, {unchecked['http']:,} refused with an "
+                           "HTTP error status before they could be checked")
+                self.reasons.append(Reason(kind="expectation_failed",
+                                           message=f"{name}: {message}",
+                                           detail={"request": step.name,
+                                                   "expectation": expectation,
+                                                   "unchecked": {"http": unchecked["http"]}}))
+                return Case(kind="expectation", name=name, request=request.name,
+                            status="failed", message=message)
+            return Case(kind="expectation", name=name, request=request.name, status="skipped",
+                        message=f"not judged: {self.why}")
         if unchecked and loose:
             n = sum(unchecked.values())
             message = (f"{check.passed:,} passed, {n:,} failed before they could be checked "
