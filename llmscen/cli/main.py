@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from llmscen import __version__
 from llmscen.cli import exitcodes
-from llmscen.cli.failure import invalid
+from llmscen.cli.failure import Failure, invalid
 from llmscen.cli.report_cmds import compare, report
 from llmscen.compile.compiler import compile_document
 from llmscen.compile.plan import Plan
@@ -35,7 +35,18 @@ def load_plan(registry: Registry, path: str, sets: Sequence[str] = (),
         raise invalid(ScenarioError([*exc.diagnostics, *problems])) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """Every command's LlmscenError becomes its message and exit code (also under click's
+    test runner, which does not go through `main`)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except LlmscenError as exc:
+            raise Failure(str(exc), exc.exit_code) from None
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="llmscen")
 def cli() -> None:
     """Load- and correctness-tests for LLM and GenAI inference services."""

@@ -18,6 +18,7 @@ from llmscen.compile.capture import CaptureSyntaxError, is_variable_name, parse_
 from llmscen.compile.data import DataFileError, columns_of, detect_format, read_rows
 from llmscen.compile.phases import derive_seed, expand
 from llmscen.compile.plan import (
+    BaselinePlan,
     DataPlan,
     FaultPlan,
     GoodputObjective,
@@ -39,6 +40,7 @@ from llmscen.spec.models import (
     REQUEST_COMMON_KEYS,
     STEP_COMMON_KEYS,
     TARGET_COMMON_KEYS,
+    BaselineSpec,
     DataSpec,
     FaultSpec,
     MetricsSpec,
@@ -128,6 +130,8 @@ class _Compiler:
         self.unreachable(phases, requests)
         slos = self.slos(phases, requests, targets)
         goodput = self.goodput()
+        baseline = self.baseline()
+        run = self.run_settings()
         if self.problems:
             raise ScenarioError(self.problems)
         name = data.get("name") or Path(self.doc.file).stem
@@ -136,7 +140,7 @@ class _Compiler:
                     services=tuple(services.values()), targets=tuple(targets.values()),
                     data=tuple(data_plans.values()), phases=tuple(phases),
                     requests=tuple(requests), slos=tuple(slos), goodput=tuple(goodput),
-                    run=self.run_settings(), before=tuple(before), after=tuple(after),
+                    run=run, before=tuple(before), after=tuple(after), baseline=baseline,
                     notes=tuple(self.notes(phases, requests)),
                     secrets=secret_values(data, self.target_urls, services, targets)
                     | self.doc.secrets)
@@ -611,6 +615,21 @@ class _Compiler:
         assert plan.search is not None
         return plan.model_copy(update={"search": plan.search.model_copy(
             update={"objectives": tuple(out)})})
+
+    def baseline(self) -> BaselinePlan | None:
+        """The earlier run to compare with (a results file; `run` reads it before traffic)."""
+        raw = self.doc.data.get("baseline")
+        if raw is None:
+            return None
+        spec = self.validate(BaselineSpec, ("baseline",), raw, BaselineSpec)
+        if spec is None:
+            return None
+        path = (self.doc.base_dir / spec.file).resolve()
+        if not path.is_file():   # its contents are checked when the run starts
+            self.error(("baseline", "file"), f"no results file at {spec.file} "
+                                             f"({path.parent} has no {path.name})")
+            return None
+        return BaselinePlan(file=str(path), max_regression=spec.max_regression, alpha=spec.alpha)
 
     def run_settings(self) -> RunSettings:
         spec = self.validate(RunSpec, ("run",), self.doc.data.get("run") or {}, RunSpec)

@@ -200,6 +200,12 @@ class GoodputObjective(Frozen):
     threshold: float                       # seconds; a request meets it when value <= threshold
 
 
+class BaselinePlan(Frozen):
+    file: str                              # absolute path of the earlier results.json
+    max_regression: float
+    alpha: float
+
+
 class RunSettings(Frozen):
     connect_failures: int = 20             # consecutive, per target; 0: never stop for them
     large_chunk: int = 20                  # characters past which a content chunk is large
@@ -218,6 +224,7 @@ class Plan(Frozen):
     slos: tuple[SLOPlan, ...]
     goodput: tuple[GoodputObjective, ...] = ()
     run: RunSettings = RunSettings()
+    baseline: BaselinePlan | None = None   # an earlier run to compare with
     before: tuple[str, ...] = ()           # requests run once before the phases (setup)
     after: tuple[str, ...] = ()            # ... and once after them (teardown)
     notes: tuple[str, ...] = ()            # things the user should know before running

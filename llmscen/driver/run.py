@@ -14,12 +14,12 @@ from typing import Any
 
 from llmscen.assertions.slo import evaluate
 from llmscen.assertions.verdict import conclude
-from llmscen.compile.plan import Plan
+from llmscen.compile.plan import BaselinePlan, Plan
 from llmscen.driver.context import client_info, scenario_source, target_model
 from llmscen.driver.outputs import write_outputs
 from llmscen.driver.session import Display, Driver, RunOptions, install_signals
 from llmscen.engine.loop import run_loop
-from llmscen.metrics.results import Meta, Outcome, PluginInfo, Reason, RunResults, TargetInfo
+from llmscen.metrics.results import BaselineInfo, Meta, Outcome, PluginInfo, Reason, RunResults, TargetInfo
 from llmscen.spec import secrets
 
 
@@ -63,6 +63,31 @@ def default_workers(plan: Plan, cores: int | None = None) -> int:
     return max(1, min(cores - local, MAX_DEFAULT_WORKERS))
 
 
+def against_baseline(results: RunResults, baseline: BaselinePlan) -> BaselineInfo:
+    """This run against the baseline, as `llmscen compare BASELINE THIS` judges it."""
+    from llmscen.report.compare import compare
+    from llmscen.report.compare_view import verdict_line, verdict_word
+
+    base = RunResults.load(baseline.file)
+    comparison = compare(base, results, baseline.max_regression, alpha=baseline.alpha,
+                         base_files=[baseline.file], new_files=["this run"])
+    regressions = [f"{d.name} [{d.scope}]: {d.base:.4g} → {d.new:.4g} "
+                   f"({(d.change or 0) * 100:+.1f}%, p {d.p:.2g})"
+                   for d in comparison.regressions if d.base is not None and d.new is not None]
+    return BaselineInfo(file=Path(baseline.file).name, verdict=verdict_word(comparison),
+                        line=verdict_line(comparison), regressions=regressions,
+                        warnings=list(comparison.warnings))
+
+
+def check_baseline(plan: Plan) -> None:
+    """Refuse an unusable baseline before any traffic (exit 2)."""
+    if plan.baseline is None:
+        return
+    from llmscen.metrics.checks import check_results
+
+    check_results(RunResults.load(plan.baseline.file), plan.baseline.file)
+
+
 def default_out_dir(plan: Plan) -> Path:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return Path("reports") / f"{plan.name}-{stamp}"
@@ -101,6 +126,7 @@ def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
              command_line: Sequence[str] | None = None,
              connect_failures: int | None = None) -> RunOutcome:
     """Run `plan`, judge it (SLOs, requests, expectations → one outcome), write its files."""
+    check_baseline(plan)
     out = Path(out_dir) if out_dir is not None else default_out_dir(plan)
     out.mkdir(parents=True, exist_ok=True)
     meta = make_meta(plan, registry, workers, command_line)
@@ -125,6 +151,8 @@ def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
     results = run_loop(main)
     assert driver is not None
     results.slos = evaluate(plan.slos, results)
+    if plan.baseline is not None:
+        results.baseline = against_baseline(results, plan.baseline)
     conclude(results, driver.reasons)
     written, failed = write_outputs(results, out, json_path, junit_path, html_path,
                                     summary_path)

@@ -343,6 +343,16 @@ class SearchInfo(Model):
     steps: list[SearchStep] = Field(default_factory=list)
 
 
+class BaselineInfo(Model):
+    """This run against the scenario's `baseline:` (the regression gate of `llmscen compare`)."""
+
+    file: str
+    verdict: str                      # REGRESSED, NO REGRESSION or NOT ENOUGH DATA
+    line: str                         # the sentence `llmscen compare` would print
+    regressions: list[str] = Field(default_factory=list)   # one line each
+    warnings: list[str] = Field(default_factory=list)      # e.g. a different scenario
+
+
 class StepInfo(Model):
     name: str                         # the metric name: `request`, or `request.step`
     expectations: list[str] = Field(default_factory=list)
@@ -374,7 +384,7 @@ class Reason(Model):
 class Case(Model):
     """One test case of the run: what JUnit, pytest and the reports show."""
 
-    kind: Literal["run", "slo", "request", "expectation"]
+    kind: Literal["run", "slo", "request", "expectation", "baseline"]
     name: str
     status: CaseStatus
     message: str = ""
@@ -405,6 +415,7 @@ class RunResults(Model):
     requests: list[RequestInfo] = Field(default_factory=list)
     faults: list[FaultInfo] = Field(default_factory=list)
     search: list[SearchInfo] = Field(default_factory=list)
+    baseline: BaselineInfo | None = None
     outcome: Outcome | None = None    # None only while a run is still being judged
 
     @field_validator("schema_version")

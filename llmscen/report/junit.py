@@ -21,7 +21,8 @@ from llmscen.metrics.results import Case, RunResults
 
 # XML 1.0 allows tab, newline, carriage return and these ranges; nothing else
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_CLASS = {"run": "run", "slo": "slo", "request": "request", "expectation": "expect"}
+_CLASS = {"run": "run", "slo": "slo", "request": "request", "expectation": "expect",
+          "baseline": "baseline"}
 
 
 def xml_text(value: object) -> str:

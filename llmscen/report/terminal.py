@@ -60,7 +60,7 @@ def summary(results: RunResults) -> str:
     # a case not judged for a reason the last line gives says so, instead of repeating it
     said = {f"not judged: {r.message}" for r in results.outcome.reasons} \
         if results.outcome else set()
-    for kind, title in (("slo", "SLOs"), ("request", "requests"),
+    for kind, title in (("slo", "SLOs"), ("baseline", "baseline"), ("request", "requests"),
                         ("expectation", "expectations")):
         shown = [c for c in cases if c.kind == kind]
         skipped = {c.message for c in shown if c.status == "skipped"}

@@ -399,6 +399,15 @@ class RunSpec(Strict):
                                   "one target that stop the run as could_not_run (0: never)")
 
 
+class BaselineSpec(Strict):
+    """Judge the run against an earlier one (`baseline:`): `llmscen compare` inside `run`."""
+
+    file: str = Field(description="the earlier run's results.json (relative to the scenario)")
+    max_regression: Percent = Field(0.1, description="how much worse a value may get before it "
+                                    "counts, if the change is also significant")
+    alpha: Percent = Field(0.05, description="the significance level of the statistical tests")
+
+
 class MetricsSpec(Strict):
     """How some metrics are measured (`metrics:`)."""
 
@@ -421,6 +430,8 @@ class Scenario(Strict):
                                          description="per-request objectives, e.g. ttft: 500ms")
     run: RunSpec = Field(default_factory=RunSpec)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    baseline: BaselineSpec | None = Field(None, description="an earlier run this one must not "
+                                          "be significantly worse than (docs/compare.md)")
     before: list[str] = Field(default_factory=list, description="requests (flows) run once, "
                               "in order, before the first phase; what they capture (a login "
                               "token) is available to every request")
