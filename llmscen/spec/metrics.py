@@ -67,6 +67,24 @@ CATALOG: dict[str, Metric] = {
     )
 }
 
+CUSTOM_PREFIX = "custom."
+CUSTOM_SCALE = 1000      # custom values keep three decimals (histograms hold integers)
+
+
+def custom_metric(name: str) -> Metric:
+    """`custom.NAME`: a number a step's `record:` took from each response."""
+    return Metric(name, "amount", "recorded by the scenario's `record:` from each response",
+                  scale=CUSTOM_SCALE)
+
+
+def lookup(name: str) -> Metric | None:
+    """A catalog metric, or a custom one (`custom.NAME`); None if neither."""
+    found = CATALOG.get(name)
+    if found is None and name.startswith(CUSTOM_PREFIX) and len(name) > len(CUSTOM_PREFIX):
+        return custom_metric(name)
+    return found
+
+
 # Metrics recorded in HDR histograms, in the order reports show them.
 HISTOGRAM_METRICS: tuple[str, ...] = tuple(n for n, m in CATALOG.items() if m.kind in HISTOGRAM_KINDS)
 

@@ -138,9 +138,10 @@ def show_value(kind: str, value: float | None) -> str:
 
 def show(metric: str, value: float | None, stat: str | None = None) -> str:
     """A value of a catalog metric (or of its `stat`: `count` is always a plain count)."""
-    from llmscen.spec.metrics import CATALOG
+    from llmscen.spec.metrics import lookup
 
-    kind = "amount" if stat == "count" or metric not in CATALOG else CATALOG[metric].kind
+    info = lookup(metric)
+    kind = "amount" if stat == "count" or info is None else info.kind
     return show_value(kind, value)
 
 
