@@ -1,0 +1,131 @@
+"""`llmscen schema` is an editor's reference: every property described, and
+`check-jsonschema` with it accepts the bundled scenarios and rejects typical mistakes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from llmscen.cli.main import cli
+from llmscen.compile.schema import SLO_PATTERN
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+MISTAKES = sorted((ROOT / "tests" / "scenarios" / "schema-mistakes").glob("*.yaml"))
+# beside this Python (a venv not on PATH), else on PATH
+CHECK = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or \
+    shutil.which("check-jsonschema")
+
+
+@pytest.fixture(scope="module")
+def schema_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    result = CliRunner().invoke(cli, ["schema"])
+    assert result.exit_code == 0, result.output
+    path = tmp_path_factory.mktemp("schema") / "llmscen.schema.json"
+    path.write_text(result.output)
+    return path
+
+
+def properties(node: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for name, prop in (node.get("properties") or {}).items():
+            yield f"{where}.{name}", prop
+        for key, value in node.items():
+            yield from properties(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from properties(item, f"{where}[{i}]")
+
+
+def test_every_property_has_a_description(schema_file: Path) -> None:
+    schema = json.loads(schema_file.read_text())
+    found = list(properties(schema))
+    assert len(found) > 250   # targets, services and requests of every bundled plugin
+    missing = [where for where, prop in found if not prop.get("description")]
+    assert not missing, f"{len(missing)} properties have no description: {missing[:10]}"
+
+
+def test_durations_and_rates_say_their_unit(schema_file: Path) -> None:
+    defs = json.loads(schema_file.read_text())["$defs"]
+    assert "250ms" in defs["OpenaiTarget"]["properties"]["timeout"]["description"]
+    assert "300/min" in defs["PhaseSpec"]["properties"]["arrival_rate"]["description"]
+    assert "1%" in defs["OpenAISimOptions"]["properties"]["error_rate"]["description"]
+    assert defs["OpenaiTarget"]["properties"]["timeout"]["default"] == 60.0
+
+
+def test_each_plugin_has_its_own_request_shape(schema_file: Path) -> None:
+    defs = json.loads(schema_file.read_text())["$defs"]
+    assert "inputs" in defs["TritonRequest"]["properties"]
+    assert "inputs" not in defs["OpenaiRequest"]["properties"]
+    # openai's body is a JSON object, http's raw text: each keeps its own
+    assert defs["OpenaiRequest"]["properties"]["body"]["type"] == "object"
+    assert "ttft" in defs["OpenAISimOptions"]["properties"]
+
+
+@pytest.mark.parametrize("slo", [
+    "latency.p95 < 5s", " ttft.p99.9 <= 500ms ", "error_rate < 1%", "throughput > 50/min",
+    "output_tokens.mean >= 100", "capacity >= 40/s", "images_per_second > 5/s",
+    "server.vllm:num_requests_waiting.max < 10", "service.sim.rss.max < 2GB",
+    "latency.p95<1.5e3ms"])
+def test_the_slo_pattern_accepts_what_the_grammar_does(slo: str) -> None:
+    assert re.match(SLO_PATTERN, slo)
+
+
+@pytest.mark.parametrize("slo", [
+    "latency.p95 5s", "latency.p95 =< 5s", "latency p95 < 5s", "latency.p95 <", "< 5s",
+    "error_rate < -1%", "latency.p95 < 5 s s"])
+def test_the_slo_pattern_refuses_what_is_no_slo(slo: str) -> None:
+    assert not re.match(SLO_PATTERN, slo)
+
+
+def check_jsonschema(schema: Path, files: list[Path]) -> dict[str, Any]:
+    """One run of the real CLI over `files`: its JSON report."""
+    assert CHECK is not None
+    result = subprocess.run([CHECK, "-o", "json", "--schemafile", str(schema),
+                             *map(str, files)], capture_output=True, text=True, timeout=300)
+    assert result.returncode in (0, 1), result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert not report.get("parse_errors"), report["parse_errors"]
+    return report
+
+
+needs_check = pytest.mark.skipif(CHECK is None, reason="check-jsonschema is in the dev extra")
+
+
+@needs_check
+def test_check_jsonschema_accepts_every_bundled_scenario(schema_file: Path) -> None:
+    report = check_jsonschema(schema_file, SCENARIOS)
+    assert report["status"] == "ok", report["errors"][:3]
+
+
+@pytest.fixture(scope="module")
+def refused(schema_file: Path) -> dict[str, list[str]]:
+    """file name → where check-jsonschema found each mistake."""
+    out: dict[str, list[str]] = {}
+    for error in check_jsonschema(schema_file, MISTAKES)["errors"]:
+        out.setdefault(Path(error["filename"]).name, []).append(error["path"])
+    return out
+
+
+@needs_check
+@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda p: p.stem)
+def test_check_jsonschema_refuses_a_typical_mistake(refused: dict[str, list[str]],
+                                                   mistake: Path) -> None:
+    assert mistake.name in refused, f"{mistake.name} passed the schema"
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=lambda p: p.stem)
+def test_the_compiler_refuses_the_mistakes_too(mistake: Path) -> None:
+    """The schema is no stricter than llmscen: each mistake is one `validate` reports."""
+    result = CliRunner().invoke(cli, ["validate", str(mistake)])
+    assert result.exit_code == 2, result.output
+    assert f"{mistake}:" in result.output
