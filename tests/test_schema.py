@@ -102,6 +102,14 @@ needs_check = pytest.mark.skipif(CHECK is None, reason="check-jsonschema is in t
 
 
 @needs_check
+def test_the_schema_is_a_valid_2020_12_schema(schema_file: Path) -> None:
+    assert CHECK is not None
+    result = subprocess.run([CHECK, "--check-metaschema", str(schema_file)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_check
 def test_check_jsonschema_accepts_every_bundled_scenario(schema_file: Path) -> None:
     report = check_jsonschema(schema_file, SCENARIOS)
     assert report["status"] == "ok", report["errors"][:3]
