@@ -49,6 +49,7 @@ targets:
   chat: {plugin: vllm, service: sim, model: sim-model}
   api: {plugin: http, url: "http://127.0.0.1:8080"}
   flux: {plugin: triton, url: "127.0.0.1:8001", model: flux}
+  shop: {plugin: http, url: "http://127.0.0.1:8080"}
 data:
   prompts: {file: data/prompts.jsonl}
   users: {file: data/users.csv}
@@ -56,6 +57,7 @@ phases:
   - {name: base, duration: 1s, arrival_rate: 1}
   - {name: peak, duration: 1s, arrival_rate: 1}
   - {name: load, duration: 1s, arrival_rate: 1}
+before: [login-then-models]        # its `token` is every request's
 requests:
   - {name: chat, target: chat, body: {messages: [{role: user, content: hi}]}}
   - {name: codegen, target: chat, stream: true, body: {messages: [{role: user, content: hi}]}}
@@ -78,6 +80,7 @@ requests:
       - name: models
         get: /api/ai-models/available
         headers: {Authorization: "Bearer {{ token }}"}
+  - {name: view cart, target: shop, get: /api/cart, record: {cart_size: $.count}}
   - name: cat-sign
     target: flux
     inputs:

@@ -105,7 +105,7 @@ def _requests(catalog: Catalog) -> Any:
     flow = create_model(
         "FlowRequest", __config__=ConfigDict(extra="forbid"),
         __doc__="A request of several steps (docs/flows.md); plugin keys go in the steps.",
-        **{k: v for k, v in request_common.items() if k != "expect"},
+        **{k: v for k, v in request_common.items() if k not in ("expect", "record")},
         steps=(_List[step], Field(min_length=1, description=steps_field.description)))
     return _union([*requests, flow])
 
