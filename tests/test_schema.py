@@ -115,6 +115,19 @@ def test_check_jsonschema_accepts_every_bundled_scenario(schema_file: Path) -> N
     assert report["status"] == "ok", report["errors"][:3]
 
 
+@needs_check
+def test_the_documented_pipe_works(tmp_path: Path) -> None:
+    """docs/scenario-files.md: `llmscen schema | check-jsonschema --schemafile - FILES`."""
+    assert CHECK is not None
+    command = f"'{sys.executable}' -m llmscen.cli.main schema | '{CHECK}' --schemafile - "
+    good = subprocess.run(command + " ".join(map(str, SCENARIOS)), shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stdout + good.stderr
+    bad = subprocess.run(command + str(MISTAKES[0]), shell=True, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 1 and "Schema validation errors" in bad.stdout, bad.stdout
+
+
 @pytest.fixture(scope="module")
 def refused(schema_file: Path) -> dict[str, list[str]]:
     """file name → where check-jsonschema found each mistake."""
