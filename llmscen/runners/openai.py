@@ -75,7 +75,8 @@ class OpenAITargetOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(description="model name sent in every request body that has none")
+    model: str = Field(description="model name sent in every request body that has none",
+                       examples=["sim-model", "meta-llama/Llama-3.1-8B-Instruct"])
     api_key: SecretStr | None = Field(None, description="sent as `Authorization: Bearer`; "
                                                         "empty means none")
     api: Api = Field("chat", description="default API for this target's requests")

@@ -71,7 +71,8 @@ Think = Annotated[tuple[float, float], BeforeValidator(parse_think), WithJsonSch
                   "min": {"description": "the shortest think (a duration)"},
                   "max": {"description": "the longest think (a duration)"}},
                "additionalProperties": False}],
-    "description": "think time: 1s, a range 1s..3s, [1s, 3s] or {min: 1s, max: 3s}"})]
+    "description": "think time: 1s, a range 1s..3s, [1s, 3s] or {min: 1s, max: 3s}",
+    "examples": ["1s", "1s..3s"]})]
 
 
 class Strict(BaseModel):
@@ -85,12 +86,14 @@ class Open(BaseModel):
 
 
 class ReadySpec(Strict):
-    http: str | None = Field(None, description="a path polled until it answers 2xx, e.g. /health")
+    http: str | None = Field(None, description="a path polled until it answers 2xx, e.g. /health",
+                             examples=["/health", "/v1/models"])
     tcp: bool = Field(False, description="wait until the port accepts connections")
 
 
 class ServiceSpec(Strict):
-    builtin: str | None = Field(None, description="a bundled service: openai-sim, triton-sim")
+    builtin: str | None = Field(None, description="a bundled service: openai-sim, triton-sim",
+                                examples=["openai-sim", "triton-sim"])
     command: str | list[str] | None = Field(None, description="a process to run; {port} is "
                                                               "replaced by a free port, "
                                                               "{python} by the Python that "
