@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -12,15 +13,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from llmscen.cli.main import cli
-from llmscen.compile.schema import SLO_PATTERN
+from llmscen.compile.schema import SLO_PATTERN, scenario_schema
+from llmscen.engine.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 MISTAKES = sorted((ROOT / "tests" / "scenarios" / "schema-mistakes").glob("*.yaml"))
+REGISTRY = Registry.discover()
+VALIDATOR = jsonschema.Draft202012Validator(scenario_schema(REGISTRY))
 # beside this Python (a venv not on PATH), else on PATH
 CHECK = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or \
     shutil.which("check-jsonschema")
@@ -150,3 +157,72 @@ def test_the_compiler_refuses_the_mistakes_too(mistake: Path) -> None:
     result = CliRunner().invoke(cli, ["validate", str(mistake)])
     assert result.exit_code == 2, result.output
     assert f"{mistake}:" in result.output
+
+
+# --- never stricter than llmscen ---------------------------------------------------------
+
+# Values people write in other forms than the bundled scenarios do; each placed at a path
+# of a bundled scenario. Whatever `validate` accepts, the schema must accept too.
+EDITS: list[tuple[str, Any]] = [
+    ("phases.0.duration", 5), ("phases.0.duration", "1.5s"), ("phases.0.duration", "2m"),
+    ("phases.0.duration", "${DURATION:-5s}"), ("phases.0.arrival_rate", "300/min"),
+    ("phases.0.arrival_rate", "${RATE:-4}"), ("phases.0.requests", 7),
+    ("phases.0.arrival", "poisson"), ("phases.0.warmup", True), ("phases.0.seed", 42),
+    ("phases.0.name", "ramp up to peak"), ("phases.0.think", "1s..3s"),
+    ("phases.0.think", [1, 3]), ("phases.0.think", {"min": "1s", "max": "2s"}),
+    ("phases.0.mix", {"chat": 2}), ("phases.0.max_in_flight", 8),
+    ("slos", ["latency.p95 < 5s", {"assert": "error_rate < 1%", "window": "10s"}]),
+    ("slos", [{"assert": "latency.p99 < 2s", "abort": True, "window": 5}]),
+    ("requests.0.weight", 0.5), ("requests.0.timeout", "45s"), ("requests.0.stream", False),
+    ("requests.0.expect", {"status": [200, 201], "contains": ["a", "b"]}),
+    ("seed", 7), ("description", "edited"), ("run", {"connect_failures": 0}),
+    ("goodput", {"ttft": "500ms"}), ("metrics", {"large_chunk": 40}),
+]
+
+
+def _set(doc: Any, path: str, value: Any) -> bool:
+    *parents, last = path.split(".")
+    node = doc
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node.get(part)
+        if node is None or (isinstance(node, list) and not node):
+            return False
+    if isinstance(node, list):
+        if int(last) >= len(node):
+            return False
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return True
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(scenario=st.sampled_from(SCENARIOS),
+       edits=st.lists(st.sampled_from(EDITS), min_size=1, max_size=3))
+def test_what_validate_accepts_the_schema_accepts(scenario: Path, edits: list[tuple[str, Any]],
+                                                  tmp_path: Path) -> None:
+    from ruamel.yaml import YAML
+
+    from llmscen.compile.compiler import compile_document
+    from llmscen.spec.diagnostics import ScenarioError
+    from llmscen.spec.loader import load_file
+
+    doc = YAML(typ="safe", pure=True).load(scenario.read_text())
+    if not all([_set(doc, path, copy.deepcopy(value)) for path, value in edits]):
+        return
+    where = tmp_path / "edited"
+    where.mkdir(exist_ok=True)
+    if not (where / "data").exists():
+        shutil.copytree(ROOT / "scenarios" / "data", where / "data")
+    path = where / scenario.name
+    YAML().dump(doc, path)
+    try:
+        compile_document(load_file(path), REGISTRY)
+    except ScenarioError:
+        event("refused by validate")
+        return   # the schema may refuse it or not
+    event("accepted by validate")
+    errors = list(VALIDATOR.iter_errors(doc))
+    assert not errors, f"{scenario.name} with {edits}: the schema refuses " \
+        f"{'.'.join(map(str, errors[0].absolute_path))}: {errors[0].message[:300]}"
