@@ -18,6 +18,13 @@ def test_rows_of_csv_and_jsonl(tmp_path: Path) -> None:
     assert read_rows(tmp_path / "b.jsonl", "jsonl") == [{"q": 1}, {"q": 2, "r": [1]}]
 
 
+def test_a_quoted_csv_field_keeps_its_commas_and_line_breaks(tmp_path: Path) -> None:
+    """As docs/data.md says: CSV as Python's csv module reads it."""
+    (tmp_path / "q.csv").write_text('prompt,n\n"Say hello,\nthen stop.",1\nnext,2\n')
+    assert read_rows(tmp_path / "q.csv", "csv") == [
+        {"prompt": "Say hello,\nthen stop.", "n": "1"}, {"prompt": "next", "n": "2"}]
+
+
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("wide.csv", "q\n" + "x" * 200_000 + "\n", "wide.csv:2: invalid CSV: field larger than "
                                                "field limit"),

@@ -8,6 +8,7 @@ and it is read whole, so it is bounded by MAX_DATA_BYTES.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ def read_rows(path: str | Path, fmt: str) -> list[dict[str, Any]]:
             rows.append(row)
     else:
         delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
-        reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+        # newline="": a quoted field keeps its line breaks, as the csv module requires
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
         try:
             for row in reader:
                 if None in row:

@@ -69,7 +69,7 @@ class HttpTargetOptions(BaseModel):
 
     timeout: Duration = Field(30.0, description="per-request timeout, redirects included")
     headers: Headers = Field(default_factory=dict, description="headers sent with every step")
-    verify_tls: bool = True
+    verify_tls: bool = Field(True, description="check HTTPS certificates")
     max_connections: int = Field(0, ge=0, description="connection pool size; 0 = unlimited")
     follow_redirects: bool = Field(True, description="follow up to 10 redirects; when off, a "
                                                      "3xx answer is the step's response")
@@ -78,18 +78,21 @@ class HttpTargetOptions(BaseModel):
                                             "per virtual user in closed ones)")
 
 
+_METHOD = "{}: a path appended to the target URL, or a full URL"
+
+
 class HttpRequestOptions(BaseModel):
     """Step keys of the `http` plugin: one method key, then what to send."""
 
     model_config = ConfigDict(extra="forbid")
 
     get: str | None = Field(None, description="path appended to the target URL, or a full URL")
-    post: str | None = None
-    put: str | None = None
-    patch: str | None = None
-    delete: str | None = None
-    head: str | None = None
-    options: str | None = None
+    post: str | None = Field(None, description=_METHOD.format("POST"))
+    put: str | None = Field(None, description=_METHOD.format("PUT"))
+    patch: str | None = Field(None, description=_METHOD.format("PATCH"))
+    delete: str | None = Field(None, description=_METHOD.format("DELETE"))
+    head: str | None = Field(None, description=_METHOD.format("HEAD"))
+    options: str | None = Field(None, description=_METHOD.format("OPTIONS"))
     headers: dict[str, str] = Field(default_factory=dict, description="headers of this step")
     json_body: Any = Field(None, alias="json", description="a JSON body (any JSON value)")
     form: Params | None = Field(None, description="a form body, sent urlencoded")

@@ -75,13 +75,14 @@ class OpenAITargetOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(description="model name sent in every request body that has none")
+    model: str = Field(description="model name sent in every request body that has none",
+                       examples=["sim-model", "meta-llama/Llama-3.1-8B-Instruct"])
     api_key: SecretStr | None = Field(None, description="sent as `Authorization: Bearer`; "
                                                         "empty means none")
     api: Api = Field("chat", description="default API for this target's requests")
     timeout: Duration = Field(60.0, description="per-request timeout")
     headers: Headers = Field(default_factory=dict, description="extra request headers")
-    verify_tls: bool = True
+    verify_tls: bool = Field(True, description="check HTTPS certificates")
     max_connections: int = Field(0, ge=0, description="connection pool size; 0 = unlimited")
     include_usage: bool = Field(True, description="ask streams for `stream_options.include_usage`")
     reuse_connections: bool = Field(True, description="HTTP keep-alive")

@@ -48,8 +48,8 @@ class _Frozen(BaseModel):
 class CountRange(_Frozen):
     """Inclusive bounds on a per-response count."""
 
-    min: int | None = Field(None, ge=0)
-    max: int | None = Field(None, ge=0)
+    min: int | None = Field(None, ge=0, description="at least this many")
+    max: int | None = Field(None, ge=0, description="at most this many")
 
     @model_validator(mode="after")
     def _ordered(self) -> CountRange:
@@ -81,7 +81,8 @@ class Similarity(_Frozen):
 
     file: FilePath = Field(description="reference: .npy, or .png with Pillow installed; "
                                        "relative to the scenario file")
-    metric: Literal["ssim", "psnr", "mae"] = "ssim"
+    metric: Literal["ssim", "psnr", "mae"] = Field(
+        "ssim", description="ssim (structural similarity), psnr (dB) or mae (mean error)")
     min_similarity: float | None = Field(
         None, description="ssim: lowest accepted index (≤ 1); psnr: lowest accepted dB")
     max_error: float | None = Field(None, ge=0, description="mae: highest accepted mean error")
@@ -115,7 +116,8 @@ class TensorExpect(_Frozen):
     max: float | None = Field(None, description="no value above this")
     not_constant: bool = Field(False, description="fail when every value is the same")
     finite: bool = Field(False, description="fail on NaN or infinity")
-    similar_to: Similarity | None = None
+    similar_to: Similarity | None = Field(None, description="close to a reference array or "
+                                          "image")
 
     @field_validator("shape")
     @classmethod
@@ -169,11 +171,13 @@ class Expect(_Frozen):
     python_syntax: bool = Field(False, description="fenced ```python blocks (or the whole "
                                                    "output) compile; nothing is executed")
     finish_reason: Texts | None = Field(None, description="accepted finish reason(s)")
-    output_tokens: CountRange | None = None
+    output_tokens: CountRange | None = Field(None, description="tokens generated (the "
+                                             "server's usage, else counted chunks)")
     chunks: CountRange | None = Field(None, description="content chunks of a streamed response")
     error: ErrorExpect | None = Field(None, description="expect the request to be refused")
     outputs: dict[str, TensorExpect] | None = Field(None, description="output tensors by name")
-    batch_consistent: BatchConsistent | None = None
+    batch_consistent: BatchConsistent | None = Field(
+        None, description="each item of a batch equals the answer to it sent alone (Triton)")
 
     @field_validator("status")
     @classmethod

@@ -67,9 +67,12 @@ Think = Annotated[tuple[float, float], BeforeValidator(parse_think), WithJsonSch
     "anyOf": [{"type": "number", "minimum": 0}, {"type": "string"},
               {"type": "array", "items": {"type": ["number", "string"]}, "minItems": 2,
                "maxItems": 2},
-              {"type": "object", "properties": {"min": {}, "max": {}},
+              {"type": "object", "properties": {
+                  "min": {"description": "the shortest think (a duration)"},
+                  "max": {"description": "the longest think (a duration)"}},
                "additionalProperties": False}],
-    "description": "think time: 1s, a range 1s..3s, [1s, 3s] or {min: 1s, max: 3s}"})]
+    "description": "think time: 1s, a range 1s..3s, [1s, 3s] or {min: 1s, max: 3s}",
+    "examples": ["1s", "1s..3s"]})]
 
 
 class Strict(BaseModel):
@@ -83,20 +86,26 @@ class Open(BaseModel):
 
 
 class ReadySpec(Strict):
-    http: str | None = Field(None, description="a path polled until it answers 2xx, e.g. /health")
+    http: str | None = Field(None, description="a path polled until it answers 2xx, e.g. /health",
+                             examples=["/health", "/v1/models"])
     tcp: bool = Field(False, description="wait until the port accepts connections")
 
 
 class ServiceSpec(Strict):
-    builtin: str | None = Field(None, description="a bundled service: openai-sim, triton-sim")
+    builtin: str | None = Field(None, description="a bundled service: openai-sim, triton-sim",
+                                examples=["openai-sim", "triton-sim"])
     command: str | list[str] | None = Field(None, description="a process to run; {port} is "
                                                               "replaced by a free port, "
                                                               "{python} by the Python that "
                                                               "runs llmscen")
-    options: dict[str, Any] = Field(default_factory=dict)
-    ready: ReadySpec | None = None
-    startup_timeout: Duration = 60.0
-    env: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, description="options of a `builtin:` "
+                                    "service (docs/services.md)")
+    ready: ReadySpec | None = Field(None, description="when a `command:` service is ready: "
+                                    "{http: /health} or {tcp: true} (the default)")
+    startup_timeout: Duration = Field(60.0, description="how long a `command:` service may "
+                                      "take to become ready")
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables of a "
+                                "`command:` service, added to llmscen's; {port} is replaced")
     cwd: DirPath | None = Field(None, description="working folder of the command, relative to "
                                                   "the scenario file; default: its folder")
     url: str | None = Field(None, description="where a command listens; default "
@@ -115,10 +124,14 @@ class ServiceSpec(Strict):
 
 
 class TargetSpec(Open):
-    plugin: str
-    service: Name | None = None
-    url: str | None = None
-    base_url: str | None = None
+    plugin: str = Field(description="the protocol plugin: openai, vllm, triton, http or an "
+                        "installed one (`llmscen plugins`)")
+    service: Name | None = Field(None, description="a service of `services:` whose address "
+                                 "is this target's URL (unless `url` is given)")
+    url: str | None = Field(None, description="where the server listens, e.g. "
+                            "http://127.0.0.1:8000; replaced by --target NAME=URL",
+                            examples=["http://127.0.0.1:8000", "127.0.0.1:8001"])
+    base_url: str | None = Field(None, description="another name for `url`")
 
     @model_validator(mode="after")
     def _one_url(self) -> TargetSpec:
@@ -129,13 +142,19 @@ class TargetSpec(Open):
 
 class DataSpec(Strict):
     file: FilePath = Field(description="relative to the scenario file")
-    order: Literal["sequential", "random", "once"] = "sequential"
-    format: Literal["csv", "jsonl"] | None = None
+    order: Literal["sequential", "random", "once"] = Field(
+        "sequential", description="sequential: row after row, from the top again at the end; "
+        "random: a seeded random row each time; once: every row once, then the phase ends")
+    format: Literal["csv", "jsonl"] | None = Field(None, description="default: from the file "
+                                                   "name (.csv, .tsv, .jsonl, .ndjson)")
 
 
 class SweepSpec(Strict):
-    users: list[PositiveInt] | None = None
-    arrival_rate: list[Rate] | None = None
+    users: list[PositiveInt] | None = Field(None, description="one closed phase per number "
+                                            "of users", examples=[[1, 5, 10, 20, 50]])
+    arrival_rate: list[Rate] | None = Field(None, description="one open phase per rate "
+                                            "(per second, or with a unit: 300/min)",
+                                            examples=[[10, 20, 40]])
 
     @model_validator(mode="after")
     def _one_axis(self) -> SweepSpec:
@@ -185,6 +204,18 @@ _CLOSED_KEYS = ("spawn_rate", "think")
 _EACH_KEYS = ("times", "concurrent")
 _MODELS = ("arrival_rate", "users", "pause", "sweep", "each", "groups", "search")
 
+# Keys a phase and a group share, described once.
+_ARRIVAL_RATE = "open model: requests started per second, finished or not (50, 50/s, 300/min)"
+_RAMP_TO = "final rate (open) or users (closed), reached linearly over the phase"
+_ARRIVAL = "open model: gaps between arrivals: constant (default), poisson or gamma"
+_BURSTINESS = "gamma shape for `arrival: gamma`; below 1 is burstier than poisson"
+_MAX_IN_FLIGHT = "open model: at most this many requests in flight; later arrivals wait"
+_USERS = "closed model: virtual users, each sending, waiting for the answer, thinking"
+_SPAWN_RATE = "closed model: users started per second (default: all at once)"
+_THINK = "closed model: each user's pause after an answer: 1s or a range 1s..3s"
+_MIX = ("the requests this phase sends, with weights: [chat, {health: 0.5}] or "
+        "{chat: 3, health: 1}; default: every request by its own weight")
+
 
 class SearchRange(Strict):
     min: float = Field(gt=0, description="the lowest load to consider")
@@ -225,16 +256,16 @@ class SearchSpec(Strict):
 class GroupSpec(Strict):
     """One load model of a phase that runs several at once (`groups:`)."""
 
-    arrival_rate: Rate | None = None
-    ramp_to: float | str | None = None
-    arrival: Literal["constant", "poisson", "gamma"] | None = None
-    burstiness: PositiveFloat | None = None
-    max_in_flight: PositiveInt | None = None
-    users: PositiveInt | None = None
-    spawn_rate: Rate | None = None
-    think: Think | None = None
+    arrival_rate: Rate | None = Field(None, description=_ARRIVAL_RATE)
+    ramp_to: float | str | None = Field(None, description=_RAMP_TO)
+    arrival: Literal["constant", "poisson", "gamma"] | None = Field(None, description=_ARRIVAL)
+    burstiness: PositiveFloat | None = Field(None, description=_BURSTINESS)
+    max_in_flight: PositiveInt | None = Field(None, description=_MAX_IN_FLIGHT)
+    users: PositiveInt | None = Field(None, description=_USERS)
+    spawn_rate: Rate | None = Field(None, description=_SPAWN_RATE)
+    think: Think | None = Field(None, description=_THINK)
     requests: PositiveInt | None = Field(None, description="stop this group after this many")
-    mix: Mix | None = None
+    mix: Mix | None = Field(None, description=_MIX)
 
     @model_validator(mode="after")
     def _one_model(self) -> GroupSpec:
@@ -274,24 +305,29 @@ class FaultSpec(Strict):
 
 
 class PhaseSpec(Strict):
-    name: Label | None = None
-    duration: Duration | None = None
-    requests: PositiveInt | None = None
-    warmup: bool = False
-    seed: int | None = None
+    name: Label | None = Field(None, description="the phase's name in results and SLO "
+                               "scopes; default phase1, phase2, ...")
+    duration: Duration | None = Field(None, description="how long the phase sends")
+    requests: PositiveInt | None = Field(None, description="stop after this many requests "
+                                         "(with `duration`: whichever comes first)")
+    warmup: bool = Field(False, description="recorded, but left out of whole-run figures and "
+                         "SLOs unless an SLO names the phase")
+    seed: int | None = Field(None, description="arrivals and data order repeat exactly from "
+                             "it; default: derived from the scenario's seed")
     # open model
-    arrival_rate: Rate | None = None
-    ramp_to: float | str | None = Field(None, description="final rate (open) or users (closed)")
-    arrival: Literal["constant", "poisson", "gamma"] | None = None
-    burstiness: PositiveFloat | None = Field(None, description="gamma shape; below 1 is burstier")
-    max_in_flight: PositiveInt | None = None
+    arrival_rate: Rate | None = Field(None, description=_ARRIVAL_RATE)
+    ramp_to: float | str | None = Field(None, description=_RAMP_TO)
+    arrival: Literal["constant", "poisson", "gamma"] | None = Field(None, description=_ARRIVAL)
+    burstiness: PositiveFloat | None = Field(None, description=_BURSTINESS)
+    max_in_flight: PositiveInt | None = Field(None, description=_MAX_IN_FLIGHT)
     # closed model
-    users: PositiveInt | None = None
-    spawn_rate: Rate | None = Field(None, description="users started per second")
-    think: Think | None = None
+    users: PositiveInt | None = Field(None, description=_USERS)
+    spawn_rate: Rate | None = Field(None, description=_SPAWN_RATE)
+    think: Think | None = Field(None, description=_THINK)
     # others
-    pause: Duration | None = None
-    sweep: SweepSpec | None = None
+    pause: Duration | None = Field(None, description="send nothing for this long")
+    sweep: SweepSpec | None = Field(None, description="one phase per value, each `duration` "
+                                    "long, named <name>-<value>")
     each: Literal["all"] | list[str] | None = Field(
         None, description="a test-case phase: send each listed request (or `all`) `times` "
                           "times, in order, or all at once with `concurrent: true`")
@@ -300,7 +336,7 @@ class PhaseSpec(Strict):
     groups: dict[str, GroupSpec] | None = Field(
         None, description="several load models at once, each with its own mix, e.g. users "
                           "on chat beside an open stream of health checks")
-    mix: Mix | None = None
+    mix: Mix | None = Field(None, description=_MIX)
     search: SearchSpec | None = Field(None, description="find the largest load meeting "
                                       "`objectives`; assert it with `capacity >= 40/s`")
     faults: list[FaultSpec] = Field(default_factory=list, description="act on the system "
@@ -364,38 +400,53 @@ class PhaseSpec(Strict):
 
 
 class StepSpec(Open):
-    name: Label | None = None
+    name: Label | None = Field(None, description="the step's name; measured as "
+                               "<request>.<step>; default step1, step2, ...")
     if_: str | None = Field(None, alias="if", description="run the step only when this "
                             "expression over captured values holds, e.g. `created_id is "
                             "defined`; braces optional")
-    capture: dict[str, str] = Field(default_factory=dict)
+    capture: dict[str, str] = Field(default_factory=dict, description="values taken from the "
+                                    "response for later steps: {token: $.access_token}, "
+                                    "header:NAME or regex:PATTERN")
     record: dict[str, str] = Field(default_factory=dict, description="custom metrics: a name → "
                                    "a capture expression whose number each response records "
                                    "into the histogram `custom.NAME`, e.g. {cart_items: "
                                    "json.count}")
-    think: Think | None = None
-    expect: Expect | None = None
+    think: Think | None = Field(None, description="a pause after this step: 1s or 1s..3s")
+    expect: Expect | None = Field(None, description="checks on this step's response "
+                                  "(docs/expect.md)")
 
 
 class RequestSpec(Open):
-    name: Label
-    target: Name
-    weight: PositiveFloat = 1.0
-    data: Name | None = None
-    stream: bool = False
-    timeout: Duration | None = None
-    expect: Expect | None = None
+    name: Label = Field(description="the request's name in results, reports and SLO scopes")
+    target: Name = Field(description="the target (of `targets:`) it is sent to")
+    weight: PositiveFloat = Field(1.0, description="its share of the traffic mix: each arrival "
+                                  "picks a request with probability weight / sum of weights")
+    data: Name | None = Field(None, description="a data set (of `data:`): each request takes "
+                              "a row, {{ row.<column> }} in templates")
+    stream: bool = Field(False, description="ask for a streamed answer (SSE, or Triton's "
+                         "decoupled gRPC stream); needed for ttft, itl and chunks")
+    timeout: Duration | None = Field(None, description="for this request, instead of the "
+                                     "target's `timeout`")
+    expect: Expect | None = Field(None, description="checks on every response; a failure "
+                                  "counts as class `check` (docs/expect.md)")
     record: dict[str, str] = Field(default_factory=dict, description="custom metrics of a "
                                    "single call (in a flow, `record:` goes in its steps)")
-    steps: list[StepSpec] | None = None
+    steps: list[StepSpec] | None = Field(None, description="a flow: several calls in order on "
+                                         "the same target, sharing captured values "
+                                         "(docs/flows.md)")
 
 
 class SLOSpec(Strict):
-    assert_: str = Field(alias="assert")
-    phase: str | None = None
-    request: str | None = None
-    target: str | None = None
-    window: Duration | None = None
+    assert_: str = Field(alias="assert", description="the SLO: METRIC[.STAT] OP THRESHOLD"
+                         "[UNIT] (docs/slo.md)")
+    phase: str | None = Field(None, description="judge only this phase (a sweep or groups "
+                              "phase: all its parts); names a warmup phase to include it")
+    request: str | None = Field(None, description="judge only this request (a flow's step: "
+                                "flow.step)")
+    target: str | None = Field(None, description="judge only the requests to this target")
+    window: Duration | None = Field(None, description="must hold in every window of this "
+                                    "length, not only over the whole scope")
     abort: bool = Field(False, description="stop the run as soon as this SLO fails (k6's "
                                            "abortOnFail); needs a `window`")
 
@@ -424,20 +475,33 @@ class MetricsSpec(Strict):
 
 
 class Scenario(Strict):
-    version: Literal[1] = 1
-    name: Name | None = None
-    description: str = ""
+    """An llmscen scenario: services, targets, data, phases, requests and SLOs."""
+
+    version: Literal[1] = Field(1, description="the format's version: 1")
+    name: Name | None = Field(None, description="the run's name in reports; default: the "
+                              "file's stem")
+    description: str = Field("", description="free text shown in reports")
     seed: int = Field(1, description="base seed: phases derive theirs from it unless given")
-    services: dict[Name, ServiceSpec] = Field(default_factory=dict)
-    targets: dict[Name, TargetSpec] = Field(min_length=1)
-    data: dict[Name, DataSpec] = Field(default_factory=dict)
-    phases: list[PhaseSpec] = Field(min_length=1)
-    requests: list[RequestSpec] = Field(min_length=1)
-    slos: list[str | SLOSpec] = Field(default_factory=list)
+    services: dict[Name, ServiceSpec] = Field(default_factory=dict, description="processes "
+                                              "llmscen starts before the run and stops after: "
+                                              "bundled simulators or any command")
+    targets: dict[Name, TargetSpec] = Field(min_length=1, description="the servers under "
+                                            "test, by name: a protocol plugin and its options")
+    data: dict[Name, DataSpec] = Field(default_factory=dict, description="data files (CSV, "
+                                       "JSONL) whose rows requests take")
+    phases: list[PhaseSpec] = Field(min_length=1, description="the shape of the load, one "
+                                    "phase after another (docs/phases.md)")
+    requests: list[RequestSpec] = Field(min_length=1, description="the traffic mix: each "
+                                        "arrival picks one request by weight")
+    slos: list[str | SLOSpec] = Field(default_factory=list, description="objectives judged "
+                                      "after the run: latency.p95 < 5s, or a mapping with "
+                                      "`assert:` and scopes (docs/slo.md)")
     goodput: dict[str, Duration] = Field(default_factory=dict,
                                          description="per-request objectives, e.g. ttft: 500ms")
-    run: RunSpec = Field(default_factory=RunSpec)
-    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    run: RunSpec = Field(default_factory=RunSpec, description="how the run behaves when "
+                         "things go wrong")
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="how some metrics "
+                                 "are measured")
     baseline: BaselineSpec | None = Field(None, description="an earlier run this one must not "
                                           "be significantly worse than (docs/compare.md)")
     before: list[str] = Field(default_factory=list, description="requests (flows) run once, "

@@ -145,18 +145,30 @@ def show(metric: str, value: float | None, stat: str | None = None) -> str:
     return show_value(kind, value)
 
 
-def _schema(pattern: str, description: str) -> WithJsonSchema:
+# pattern of the written form → what the JSON Schema says about its unit; a field's own
+# description replaces the type's, so the schema adds this to it (compile/schema.py)
+UNIT_HINTS: dict[str, str] = {}
+
+
+def _schema(pattern: str, description: str, examples: list[str]) -> WithJsonSchema:
+    UNIT_HINTS[pattern] = description
     return WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0},
                                      {"type": "string", "pattern": pattern}],
-                           "description": description})
+                           "description": description, "examples": examples})
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration),
                      _schema(r"^\s*[0-9.eE+-]+\s*(us|µs|ms|s|m|min|h)?\s*$",
-                             "a duration: 250ms, 1.5s, 2m, 1h or a number of seconds")]
+                             "a duration: 250ms, 1.5s, 2m, 1h or a number of seconds",
+                             ["250ms", "1.5s", "2m"])]
 Rate = Annotated[float, BeforeValidator(parse_rate),
-                 _schema(r"^\s*[0-9.eE+-]+\s*(/s|/sec|/m|/min|/h)?\s*$", "a rate: 50, 50/s or 300/min")]
+                 _schema(r"^\s*[0-9.eE+-]+\s*(/s|/sec|/m|/min|/h)?\s*$",
+                         "a rate: 50, 50/s or 300/min (a bare number is per second)",
+                         ["50", "50/s", "300/min"])]
 Percent = Annotated[float, BeforeValidator(parse_percent),
-                    _schema(r"^\s*[0-9.eE+-]+\s*%?\s*$", "a fraction: 1% or 0.01")]
+                    _schema(r"^\s*[0-9.eE+-]+\s*%?\s*$", "a fraction: 1% or 0.01",
+                            ["1%", "0.01"])]
 Size = Annotated[float, BeforeValidator(parse_size),
-                 _schema(r"^\s*[0-9.eE+-]+\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", "a size: 512, 64KB or 2MiB")]
+                 _schema(r"^\s*[0-9.eE+-]+\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$",
+                         "a size: 512, 64KB or 2MiB (a bare number is bytes)",
+                         ["512", "64KB", "2MiB"])]

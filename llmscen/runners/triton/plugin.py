@@ -78,7 +78,7 @@ class TensorData(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    datatype: Datatype
+    datatype: Datatype = Field(description="KServe v2 datatype, e.g. BYTES, INT32, FP32")
     shape: list[int] = Field(description="without the batch dimension is fine for a batching "
                                          "model: batch 1 is added")
     data: list[Any] | str | int | float | bool = Field(description="values, flat or nested; "

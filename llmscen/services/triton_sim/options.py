@@ -19,18 +19,20 @@ class TritonSimOptions(BaseModel):
     step_delay: Duration = Field(0.0, description="simulated time per denoising step, per batch")
     max_batch_size: int = Field(8, ge=1, le=1024, description="prompts per batch (request and server)")
     max_queue_delay: Duration = Field(0.001, description="dynamic batcher's wait for a fuller batch")
-    max_prompt_chars: int = Field(2000, ge=1)
+    max_prompt_chars: int = Field(2000, ge=1, description="longer prompts are refused with "
+                                                          "INVALID_ARGUMENT")
     max_steps: int = Field(50, ge=1, description="largest num_inference_steps accepted")
     # llm_stream: a decoupled token streamer
     ttft: Duration = Field(0.05, description="time to first token")
     itl: Duration = Field(0.01, description="time between tokens")
     output_tokens: int = Field(32, ge=1, description="tokens per reply, capped by max_tokens")
     # the server process
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="address the server binds")
     grpc_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     http_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     metrics_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
-    startup_timeout: Duration = 60.0
+    startup_timeout: Duration = Field(60.0, description="how long tritonserver may take to "
+                                                        "load the models")
     stop_timeout: Duration = Field(10.0, description="SIGTERM → SIGKILL grace period")
     log_verbose: int = Field(0, ge=0, description="tritonserver --log-verbose level")
 
