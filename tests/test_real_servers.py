@@ -148,3 +148,20 @@ def test_a_capacity_search_against_llama_server(llama: str, tmp_path: Path) -> N
         assert step.passed == (not step.failed and not step.saturated)
     html = (tmp_path / "report.html").read_text()
     assert "Capacity search" in html and f"{found.capacity:g}/s" in html
+
+
+def test_three_turn_sessions_carry_their_history_to_llama_server(llama: str,
+                                                                  tmp_path: Path) -> None:
+    code, output, results = run([str(ROOT / "tests/scenarios/real/llama-session.yaml")],
+                                {"LLAMA_URL": llama}, tmp_path)
+    assert code == 0, output
+    prompts = []
+    for k in (1, 2, 3):
+        turn = aggregate(results, request=f"chat.turn{k}")
+        assert turn.counters.requests == turn.counters.ok == 4, output
+        assert turn.counters.tokens_estimated == 0
+        assert turn.value("ttft", "count") == 4
+        prompts.append(turn.counters.input_tokens / 4)
+    # the server's own prompt count grows turn by turn: the answers went back to it
+    assert prompts[0] < prompts[1] < prompts[2], prompts
+    assert all(c.failed == 0 for c in results.checks), output

@@ -94,6 +94,8 @@ def render_plan(plan: Plan) -> str:
     for r in plan.requests:
         share = 100 * r.weight / weights
         kind = f"{len(r.steps)} steps" if len(r.steps) > 1 else ("stream" if r.stream else "call")
+        if r.session is not None:
+            kind = f"{r.session.turns}-turn session"
         data = f", data {r.data}" if r.data else ""
         lines.append(f"  {r.name:<20} {share:5.1f}%  → {r.target} ({kind}{data})")
     if plan.slos:

@@ -27,6 +27,7 @@ from llmscen.compile.plan import (
     RequestPlan,
     RunSettings,
     ServicePlan,
+    SessionPlan,
     SLOPlan,
     StepPlan,
     TargetPlan,
@@ -51,10 +52,22 @@ from llmscen.spec.models import (
     ServiceSpec,
     StepSpec,
     TargetSpec,
+    TurnsSpec,
 )
 from llmscen.spec.secrets import secret_values
 
 GOODPUT_METRICS = ("ttft", "ttft_sent", "tpot", "latency", "latency_sent")
+SESSION_VARS = frozenset({"turn", "session_id"})   # what a session's templates may use too
+
+
+def session_steps(call: StepPlan, turns: TurnsSpec) -> list[StepPlan]:
+    """A session's steps: its one call as `turn1` .. `turnN`, the think between turns."""
+    low, high = turns.think or (0.0, 0.0)
+    return [call.model_copy(update={
+        "name": f"turn{k}",
+        "think_min": low if k < turns.count else call.think_min,
+        "think_max": high if k < turns.count else call.think_max}) for k in
+        range(1, turns.count + 1)]
 
 
 class Catalog(Protocol):
@@ -442,14 +455,46 @@ class _Compiler:
             target = targets.get(spec.target)
             plugin = self.plugin_of(spec.target)
             columns = data[spec.data].columns if spec.data in data else None
-            steps = self.steps(spec, raw, loc, plugin, columns)
+            turns = spec.turns
+            steps = self.steps(spec, raw, loc, plugin, columns,
+                               SESSION_VARS if turns is not None else frozenset())
+            session = None
+            if turns is not None and steps is not None and target is not None:
+                session = self.session(spec, turns, raw, loc, plugin, target)
+                steps = session_steps(steps[0], turns) if session is not None else None
             if steps is not None and target is not None:
                 out.append(RequestPlan(name=spec.name, target=spec.target, weight=spec.weight,
                                        data=spec.data, stream=spec.stream, timeout=spec.timeout,
                                        steps=tuple(steps),
                                        expect=steps[0].expect if spec.steps is None
-                                       else spec.expect))
+                                       else spec.expect, session=session))
         return out
+
+    def session(self, spec: RequestSpec, turns: TurnsSpec, raw: dict[str, Any], loc: Loc,
+                plugin: Any, target: TargetPlan) -> SessionPlan | None:
+        """`turns:`: one call made a session, if its plugin and options can hold one."""
+        where = (*loc, "turns")
+        if spec.steps is not None:
+            self.error(where, "a session repeats one call, its history carried along: give "
+                              "`turns:` or `steps:`, not both", key=True)
+            return None
+        if turns.rows == "turn" and spec.data is None:
+            self.error((*where, "rows") if isinstance(raw.get("turns"), dict) else where,
+                       "`rows: turn` takes a new data row each turn: the request needs `data:`")
+            return None
+        # plugins that hold sessions say so (engine.protocol.Conversing)
+        problem_of = getattr(plugin, "session_problem", None)
+        if problem_of is None:
+            self.error(where, f"plugin {target.plugin!r} cannot hold a multi-turn session "
+                              "(`turns:` needs a plugin that carries chat history, e.g. openai, "
+                              "vllm)", key=True)
+            return None
+        extras = {k: v for k, v in raw.items() if k not in REQUEST_COMMON_KEYS}
+        problem = problem_of(target.options, plugin.request_options.model_validate(extras))
+        if problem is not None:
+            self.error(where, f"request {spec.name!r}: {problem}", key=True)
+            return None
+        return SessionPlan(turns=turns.count, rows=turns.rows, header=turns.header)
 
     def request_extras(self, raw: Any, loc: Loc, targets: dict[str, TargetPlan]) -> None:
         """Check a broken request's plugin keys too, so one pass reports them all."""
@@ -470,7 +515,8 @@ class _Compiler:
         return entry.obj if entry is not None else None
 
     def steps(self, spec: RequestSpec, raw: dict[str, Any], loc: Loc, plugin: Any,
-              columns: tuple[str, ...] | None) -> list[StepPlan] | None:
+              columns: tuple[str, ...] | None,
+              variables: frozenset[str] = frozenset()) -> list[StepPlan] | None:
         """A single call is a flow of one step; each step's plugin keys are checked."""
         extras = {k: v for k, v in raw.items() if k not in REQUEST_COMMON_KEYS}
         if spec.steps is None:
@@ -492,7 +538,7 @@ class _Compiler:
                                                if k not in STEP_COMMON_KEYS},
                           spec.steps[i]) for i, step in enumerate(raw["steps"])]
         plans: list[StepPlan] = []
-        captured: set[str] = self.shared_captures()
+        captured: set[str] = self.shared_captures() | variables
         ok = plugin is not None
         common = STEP_COMMON_KEYS if spec.steps is not None else REQUEST_COMMON_KEYS
         for i, (step_loc, payload, step) in enumerate(raw_steps):

@@ -171,6 +171,15 @@ class StepPlan(Frozen):
             yield name, masked(value) if name == "payload" else value
 
 
+class SessionPlan(Frozen):
+    """A multi-turn session: the request's call made `turns` times, each turn carrying the
+    earlier turns' messages and answers (the steps are `turn1` .. `turnN`)."""
+
+    turns: int
+    rows: Literal["session", "turn"] = "session"   # a new data row per turn, or one
+    header: str | None = None                      # carries the session id on every turn
+
+
 class RequestPlan(Frozen):
     name: str
     target: str
@@ -180,6 +189,7 @@ class RequestPlan(Frozen):
     timeout: float | None = None
     steps: tuple[StepPlan, ...]            # a single call is a flow of one step
     expect: Any = None                     # spec.expect.Expect for single calls
+    session: SessionPlan | None = None     # `turns:` a multi-turn session
 
 
 class SLOPlan(Frozen):

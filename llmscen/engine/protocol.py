@@ -69,17 +69,34 @@ class Exchange:
 
 
 @dataclass(slots=True)
+class Session:
+    """One multi-turn session (`turns:`), shared by the calls of its turns.
+
+    `history` belongs to the runner: it adds the earlier turns to a call and, when the
+    call succeeds, appends this turn (the messages sent and the answer) to it. The
+    engine only carries it from turn to turn, on one virtual user.
+    """
+
+    id: str
+    turn: int = 1                     # 1-based number of the turn being sent
+    header: str | None = None         # a header that carries `id` on every turn
+    history: list[Any] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Call:
     """One rendered request, ready for a runner.
 
     `payload` holds the plugin's request options with every template rendered
     (for openai: `api`, `body`, ...). `stream` is the request's streaming flag.
+    `session` is set on the turns of a multi-turn session.
     """
 
     request: str
     payload: dict[str, Any]
     stream: bool = False
     timeout: float | None = None
+    session: Session | None = None
 
 
 class Runner(Protocol):
@@ -145,6 +162,17 @@ class Describing(Protocol):
 
 def describer(runner: Runner) -> Describing | None:
     return runner if isinstance(runner, Describing) else None
+
+
+@runtime_checkable
+class Conversing(Protocol):
+    """A plugin whose runners hold multi-turn sessions (`turns:`): they read and extend
+    `Call.session`. `session_problem` says, at compile time, why a request of these
+    options cannot be a session (e.g. not a chat API), or None when it can. (The
+    compiler, which may not import the engine, reads it as `Plugin.session_problem`.)"""
+
+    def session_problem(self, target_options: BaseModel,
+                        request_options: BaseModel) -> str | None: ...
 
 
 # Target options a plugin may declare in its `target_options` model:

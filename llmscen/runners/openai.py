@@ -51,6 +51,7 @@ from llmscen.runners.openai_transport import (
     split_url,
 )
 from llmscen.runners.secrets import Headers, Scrubber
+from llmscen.runners.sessions import remember_turn, session_problem, with_history
 from llmscen.spec.units import Duration
 
 if TYPE_CHECKING:
@@ -279,9 +280,12 @@ class OpenAIRunner:
         finally:
             if exchange.error_message:
                 exchange.error_message = self._scrub(exchange.error_message, call.payload)
+        if call.session is not None and exchange.error is None:
+            remember_turn(call.session, call.payload, exchange.text)
 
     async def _send(self, call: Call, ex: Exchange) -> None:
-        payload = call.payload
+        payload = call.payload if call.session is None else with_history(call.session,
+                                                                         call.payload)
         api = payload.get("api") or self.options.api
         path = payload.get("path")
         url = self._urls[api] if path is None else self._url_for(path)
@@ -521,6 +525,12 @@ class OpenAIPlugin:
 
     def create_runner(self, target: TargetPlan) -> OpenAIRunner:
         return self.runner_class(target)
+
+    def session_problem(self, target_options: BaseModel,
+                        request_options: BaseModel) -> str | None:
+        """Sessions need the chat API (engine.protocol.Conversing)."""
+        api = getattr(request_options, "api", None) or getattr(target_options, "api", "chat")
+        return session_problem(str(api), getattr(request_options, "body", {}))
 
 
 plugin = OpenAIPlugin()

@@ -417,6 +417,37 @@ class StepSpec(Open):
                                   "(docs/expect.md)")
 
 
+class TurnsSpec(Strict):
+    """A multi-turn session (`turns:`): one chat call repeated, its history carried along."""
+
+    count: PositiveInt = Field(description="turns in one session")
+    think: Think | None = Field(None, description="the user's pause between turns: 1s, 1s..3s")
+    rows: Literal["session", "turn"] = Field(
+        "session", description="`session`: one data row for the whole session; `turn`: each "
+                               "turn takes the next row")
+    header: str | None = Field(None, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+                               description="an HTTP header that carries the session's id on "
+                                           "every turn (router affinity), e.g. X-Session-ID")
+
+
+def parse_turns(value: Any) -> Any:
+    """`turns: 3` is `turns: {count: 3}`."""
+    if isinstance(value, bool) or not isinstance(value, (int, dict)):
+        raise ValueError("`turns` is a number of turns (3) or {count: 3, think: 1s, rows: "
+                         f"turn, header: X-Session-ID}}, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"a session has at least 1 turn, got {value}")
+        return {"count": value}
+    return value
+
+
+Turns = Annotated[TurnsSpec, BeforeValidator(parse_turns), WithJsonSchema({
+    "anyOf": [{"type": "integer", "minimum": 1}, TurnsSpec.model_json_schema()],
+    "description": "a multi-turn chat session: `3`, or {count: 3, think: 1s, rows: turn, "
+                   "header: X-Session-ID}"})]
+
+
 class RequestSpec(Open):
     name: Label = Field(description="the request's name in results, reports and SLO scopes")
     target: Name = Field(description="the target (of `targets:`) it is sent to")
@@ -435,6 +466,9 @@ class RequestSpec(Open):
     steps: list[StepSpec] | None = Field(None, description="a flow: several calls in order on "
                                          "the same target, sharing captured values "
                                          "(docs/flows.md)")
+    turns: Turns | None = Field(
+        None, description="a multi-turn chat session: `3`, or {count: 3, think: 1s, rows: "
+                          "turn, header: X-Session-ID} (docs/workloads.md)")
 
 
 class SLOSpec(Strict):

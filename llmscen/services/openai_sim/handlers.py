@@ -9,6 +9,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
+from llmscen.services.openai_sim.history import HEADER as HISTORY_HEADER
 from llmscen.services.openai_sim.state import STATE, Fault, Seq, SimState, Tally, prometheus_text
 from llmscen.services.openai_sim.stream import DONE, MALFORMED, ChunkEncoder, write_paced
 from llmscen.services.openai_sim.text import (
@@ -63,6 +64,7 @@ class Generation:
     finish_reason: str
     stream: bool
     include_usage: bool
+    history_answers: int | None = None   # check_history: earlier answers the request carried
 
 
 async def _read_object(request: web.Request) -> dict[str, Any]:
@@ -164,8 +166,19 @@ def plan_generation(state: SimState, body: dict[str, Any], kind: Literal["chat",
         tokens += pseudo_tokens(rng, count - len(tokens), first=not tokens)
     del tokens[count:]
     finish = "length" if max_tokens is not None and count >= max_tokens else "stop"
+    carried = None
+    if kind == "chat" and o.check_history:
+        carried, problem = state.history.check(body["messages"])
+        if problem is not None:
+            raise BadRequest(problem, param="messages")
+        state.history.carried[carried] += 1
+        state.history.remember("".join(tokens))
     return Generation(kind, state.next_id("chatcmpl" if kind == "chat" else "cmpl"), model,
-                      prompt_tokens, tokens, finish, stream, include_usage)
+                      prompt_tokens, tokens, finish, stream, include_usage, carried)
+
+
+def _headers(gen: Generation) -> dict[str, str]:
+    return {} if gen.history_answers is None else {HISTORY_HEADER: str(gen.history_answers)}
 
 
 async def completions(request: web.Request, kind: Literal["chat", "text"]) -> web.StreamResponse:
@@ -212,7 +225,7 @@ async def _stream(request: web.Request, state: SimState, gen: Generation, seq: S
         del chunks[n // 2:]
 
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                           "Cache-Control": "no-cache"})
+                                           "Cache-Control": "no-cache", **_headers(gen)})
     try:
         await response.prepare(request)
         if encoder.chat:  # the role arrives at once, content only after the TTFT
@@ -282,10 +295,11 @@ async def _respond(request: web.Request, state: SimState, gen: Generation, seq: 
                                    "completion_tokens": n}})
     if fault is None:
         state.finished[gen.finish_reason] += 1
-    return await _deliver(request, body, fault)
+    return await _deliver(request, body, fault, _headers(gen))
 
 
-async def _deliver(request: web.Request, body: bytes, fault: Fault) -> web.StreamResponse:
+async def _deliver(request: web.Request, body: bytes, fault: Fault,
+                   headers: dict[str, str] | None = None) -> web.StreamResponse:
     """A JSON body as is, truncated (malformed), or half-sent before hanging up (cut)."""
     if fault == "malformed":
         return web.Response(body=body[: len(body) // 2], content_type="application/json")
@@ -300,7 +314,7 @@ async def _deliver(request: web.Request, body: bytes, fault: Fault) -> web.Strea
         if request.transport is not None:
             request.transport.close()
         return response
-    return web.Response(body=body, content_type="application/json")
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
