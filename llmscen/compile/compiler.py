@@ -30,6 +30,7 @@ from llmscen.compile.plan import (
     SessionPlan,
     SLOPlan,
     StepPlan,
+    SyntheticPlan,
     TargetPlan,
 )
 from llmscen.compile.slo import SLOSyntaxError, compile_slos, parse_slo
@@ -260,6 +261,12 @@ class _Compiler:
             spec = self.validate(DataSpec, loc, raw, DataSpec)
             if spec is None:
                 continue
+            if spec.synthetic is not None:
+                plan = self.synthetic(name, spec, loc)
+                if plan is not None:
+                    out[name] = plan
+                continue
+            assert spec.file is not None
             path = (self.doc.base_dir / spec.file).resolve()
             try:
                 fmt = detect_format(path, spec.format)
@@ -270,6 +277,52 @@ class _Compiler:
             out[name] = DataPlan(name=name, file=str(path), format=fmt,
                                  order=spec.order, columns=columns_of(rows), rows=len(rows))
         return out
+
+    def synthetic(self, name: str, spec: DataSpec, loc: Loc) -> DataPlan | None:
+        """`synthetic:` data: checked now, made at the start of the run."""
+        synth = spec.synthetic
+        assert synth is not None
+        where = (*loc, "synthetic")
+        target = synth.target
+        declared = set(self.section("targets", dict))
+        if target is None:
+            users = sorted({str(r["target"]) for r in self.section("requests", list)
+                            if isinstance(r, dict) and r.get("data") == name
+                            and isinstance(r.get("target"), str)})
+            if len(users) != 1:
+                self.error(where, f"data {name!r}: say whose tokenizer counts its prompts "
+                                  "with `target:`" + (f" (its requests use {one_of(users)})"
+                                                      if users else ""), key=True)
+                return None
+            target = users[0]
+        elif target not in declared:
+            self.error((*where, "target"), f"unknown target {target!r}"
+                       f"{did_you_mean(target, declared)} (declared: {one_of(declared)})")
+            return None
+        api = synth.api
+        if api is None:   # as its requests are sent: their `api`, else their target's
+            raw_target = self.section("targets", dict).get(target)
+            apis = {r.get("api") or (raw_target or {}).get("api") or "chat"
+                    for r in self.section("requests", list)
+                    if isinstance(r, dict) and r.get("data") == name}
+            api = "completions" if apis == {"completions"} else "chat"
+        prefix = synth.prefix
+        shortest = synth.input_tokens.value or synth.input_tokens.min or 1
+        if prefix is not None and prefix.tokens >= shortest:
+            self.error((*where, "prefix", "tokens"), f"a prefix of {prefix.tokens} tokens "
+                       f"leaves no room in prompts of {shortest} tokens: the prefix must be "
+                       "shorter than the shortest prompt")
+            return None
+        columns = ("prompt", "input_tokens", "output_tokens", "prefix")
+        plan = SyntheticPlan(
+            input_tokens=synth.input_tokens, output_tokens=synth.output_tokens,
+            tokenizer=synth.tokenizer, api=api, target=target,
+            prefix_tokens=prefix.tokens if prefix else 0,
+            prefix_share=prefix.share if prefix else 0.0,
+            prefix_count=prefix.count if prefix else 1,
+            seed=synth.seed if synth.seed is not None else int(self.doc.data.get("seed", 1)))
+        return DataPlan(name=name, order=spec.order, columns=columns, rows=synth.rows,
+                        synthetic=plan)
 
     def phases(self) -> list[PhasePlan]:
         out: list[PhasePlan] = []

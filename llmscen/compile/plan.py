@@ -43,13 +43,28 @@ class TargetPlan(Frozen):
             yield name, public_url(value) if name == "url" else value
 
 
+class SyntheticPlan(Frozen):
+    """Prompts made at the start of the run, of token lengths counted by `tokenizer`."""
+
+    input_tokens: Any                      # spec.models.LengthSpec
+    output_tokens: Any = None              # spec.models.LengthSpec or None
+    tokenizer: Literal["server", "words"] = "server"
+    api: Literal["chat", "completions"] = "chat"
+    target: str                            # whose tokenizer counts
+    prefix_tokens: int = 0                 # 0: no shared prefix
+    prefix_share: float = 0.0
+    prefix_count: int = 1
+    seed: int
+
+
 class DataPlan(Frozen):
     name: str
-    file: str                      # absolute path
-    format: Literal["csv", "jsonl"]
+    file: str = ""                 # absolute path; "" for synthetic data
+    format: Literal["csv", "jsonl"] = "jsonl"
     order: Literal["sequential", "random", "once"]
     columns: tuple[str, ...]
     rows: int
+    synthetic: SyntheticPlan | None = None
 
 
 class FaultPlan(Frozen):
