@@ -42,6 +42,7 @@ class Exchange:
     sent_ns: int = 0
     first_byte_ns: int = 0
     first_content_ns: int = 0   # first chunk carrying generated content
+    first_answer_ns: int = 0    # first chunk carrying answer text (not reasoning, tool calls)
     end_ns: int = 0
     itl_us: list[int] = field(default_factory=list)  # gaps between consecutive content chunks
     status: int | None = None
@@ -52,6 +53,7 @@ class Exchange:
     output_tokens: int | None = None
     input_tokens: int | None = None
     tokens_estimated: bool = False
+    reasoning_tokens: int | None = None   # of output_tokens, the reasoning ("thinking") ones
     finish_reason: str | None = None
     body: Any = None            # the parsed JSON body of a non-streamed response
     headers: dict[str, str] | None = None
@@ -162,6 +164,20 @@ class Describing(Protocol):
 
 def describer(runner: Runner) -> Describing | None:
     return runner if isinstance(runner, Describing) else None
+
+
+@runtime_checkable
+class Tokenizing(Protocol):
+    """A runner that can ask its server how many tokens a prompt is, as the server will
+    count it in `usage.prompt_tokens` (`data: {synthetic: {tokenizer: server}}`): the
+    prompt as one user message of a chat (`chat=True`) or as a completions prompt. Raises
+    `RunError` with a readable message when the server cannot say."""
+
+    async def count_tokens(self, text: str, chat: bool) -> int: ...
+
+
+def tokenizer(runner: Runner) -> Tokenizing | None:
+    return runner if isinstance(runner, Tokenizing) else None
 
 
 @runtime_checkable

@@ -62,6 +62,7 @@ class ScopeStats:
     """Live histograms, counters and series of one (phase, request, target)."""
 
     __slots__ = (
+        "answer_tokens",
         "bytes_received",
         "bytes_sum",
         "check_failures",
@@ -85,6 +86,7 @@ class ScopeStats:
         "ok",
         "output_tokens",
         "output_tokens_sum",
+        "reasoning_tokens",
         "requests",
         "schedule_lag",
         "second",
@@ -94,6 +96,7 @@ class ScopeStats:
         "tokens_estimated",
         "tpot",
         "ttft",
+        "ttft_answer",
         "ttft_sent",
     )
 
@@ -102,12 +105,15 @@ class ScopeStats:
         self.latency_sent = Histogram("duration")
         self.ttft = Histogram("duration")
         self.ttft_sent = Histogram("duration")
+        self.ttft_answer = Histogram("duration")
         self.itl = Histogram("duration")
         self.tpot = Histogram("duration")
         self.schedule_lag = Histogram("duration")
         self.time_to_recover = Histogram("duration")
         self.output_tokens = Histogram("amount")
         self.input_tokens = Histogram("amount")
+        self.reasoning_tokens = Histogram("amount")
+        self.answer_tokens = Histogram("amount")
         self.chunks = Histogram("amount")
         self.bytes_received = Histogram("amount")
         self.chunk_chars = Histogram("amount")
@@ -144,10 +150,10 @@ class ScopeStats:
 
 
 _HISTOGRAM_SLOTS: tuple[str, ...] = (
-    "latency", "latency_sent", "ttft", "ttft_sent", "itl", "tpot", "schedule_lag",
-    "time_to_recover",
-    "output_tokens", "input_tokens", "chunks", "bytes_received", "chunk_chars", "chunk_tokens",
-    "chunk_rate",
+    "latency", "latency_sent", "ttft", "ttft_sent", "ttft_answer", "itl", "tpot",
+    "schedule_lag", "time_to_recover",
+    "output_tokens", "input_tokens", "reasoning_tokens", "answer_tokens", "chunks",
+    "bytes_received", "chunk_chars", "chunk_tokens", "chunk_rate",
 )
 
 
@@ -246,6 +252,8 @@ class MetricStore:
                 s.ttft_sent.record(_us(first - sent))
             if output_tokens is not None and output_tokens > 1:
                 s.tpot.record(_us((end - first) // (output_tokens - 1)))
+        if exchange.first_answer_ns:
+            s.ttft_answer.record(_us(exchange.first_answer_ns - intended))
         if not second.open:
             self._clock.opened(second)
         if exchange.itl_us:
@@ -266,6 +274,11 @@ class MetricStore:
             s.output_tokens.record(output_tokens)
         if exchange.input_tokens is not None:
             s.input_tokens.record(exchange.input_tokens)
+        reasoning = exchange.reasoning_tokens
+        if reasoning is not None:
+            s.reasoning_tokens.record(reasoning)
+            if output_tokens is not None and output_tokens >= reasoning:
+                s.answer_tokens.record(output_tokens - reasoning)
         s.bytes_received.record(exchange.bytes_received)
 
     def record_value(self, phase: str, request: str, target: str, metric: str,

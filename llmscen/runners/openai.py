@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from llmscen import __version__ as _llmscen_version
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
+from llmscen.errors import RunError
 from llmscen.runners.guard import describe, guarded
 from llmscen.runners.http_errors import classify_client_error
 from llmscen.runners.http_request import text_headers
@@ -52,6 +53,7 @@ from llmscen.runners.openai_transport import (
 )
 from llmscen.runners.secrets import Headers, Scrubber
 from llmscen.runners.sessions import remember_turn, session_problem, with_history
+from llmscen.runners.tokenize import NoTokenizer, count_tokens
 from llmscen.spec.units import Duration
 
 if TYPE_CHECKING:
@@ -65,7 +67,8 @@ API_PATHS: dict[str, str] = {
     "models": "/models",
 }
 METRICS = frozenset({
-    "latency", "latency_sent", "ttft", "ttft_sent", "itl", "tpot", "schedule_lag",
+    "latency", "latency_sent", "ttft", "ttft_sent", "ttft_answer", "itl", "tpot",
+    "schedule_lag", "reasoning_tokens", "answer_tokens",
     "output_tokens", "input_tokens", "chunks", "bytes_received", "throughput",
     "output_token_throughput", "goodput", "error_rate", "check_failure_rate", "success_rate",
 })
@@ -178,6 +181,14 @@ class OpenAIRunner:
 
     async def server_metrics(self) -> dict[str, float]:
         return {}
+
+    async def count_tokens(self, text: str, chat: bool) -> int:
+        """The server's count of a prompt, from its /tokenize (engine.protocol.Tokenizing)."""
+        try:
+            return await count_tokens(self.session, self.root, self.options.model, text, chat,
+                                      f"target {self.target.name!r}")
+        except RunError as exc:
+            raise NoTokenizer(self._scrub(str(exc))) from None
 
     async def server_info(self) -> dict[str, str]:
         """What the server says it is (for reports): vLLM's `/version`, the models'
