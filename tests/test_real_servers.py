@@ -165,3 +165,19 @@ def test_three_turn_sessions_carry_their_history_to_llama_server(llama: str,
     # the server's own prompt count grows turn by turn: the answers went back to it
     assert prompts[0] < prompts[1] < prompts[2], prompts
     assert all(c.failed == 0 for c in results.checks), output
+
+
+def test_synthetic_prompts_are_128_tokens_by_llama_servers_own_count(llama: str,
+                                                                     tmp_path: Path) -> None:
+    code, output, results = run([str(ROOT / "tests/scenarios/real/llama-synthetic.yaml")],
+                                {"LLAMA_URL": llama}, tmp_path)
+    assert code == 0, output
+    for request, sent in (("completion", 100), ("chat", 20)):
+        agg = aggregate(results, request=request)
+        assert agg.counters.requests == agg.counters.ok == sent, output
+        # usage.prompt_tokens of every request: llama.cpp counted what its /tokenize did
+        assert agg.value("input_tokens", "min") == agg.value("input_tokens", "max") == 128
+        assert agg.counters.input_tokens == 128 * sent
+    checks = {(c.request, c.expectation): c for c in results.checks}
+    assert checks[("completion", "input_tokens")].passed == 100
+    assert checks[("chat", "input_tokens")].passed == 20

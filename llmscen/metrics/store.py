@@ -93,6 +93,8 @@ class ScopeStats:
         "seconds",
         "taken",
         "time_to_recover",
+        "token_mismatches",
+        "tokens_compared",
         "tokens_estimated",
         "tpot",
         "ttft",
@@ -122,6 +124,8 @@ class ScopeStats:
         self.custom: dict[str, Histogram] = {}   # `custom.NAME` → what `record:` took
         self.content_chunks = 0
         self.large_chunks = 0
+        self.tokens_compared = 0
+        self.token_mismatches = 0
         self.requests = 0
         self.not_sent = 0
         self.ok = 0
@@ -268,6 +272,9 @@ class MetricStore:
                 s.large_chunks += sum(1 for n in sizes if n > self.large_chunk)
             if output_tokens is not None and not exchange.tokens_estimated:
                 s.chunk_tokens.record(output_tokens * 1000 // chunks)
+                s.tokens_compared += 1          # the server's count against the client's
+                if output_tokens != chunks:
+                    s.token_mismatches += 1
             if chunks > 1 and first and end > first:
                 s.chunk_rate.record((chunks - 1) * 1_000_000_000_000 // (end - first))
         if output_tokens is not None:
@@ -376,7 +383,8 @@ class MetricStore:
                     check_failures=s.check_failures, output_tokens=s.output_tokens_sum,
                     input_tokens=s.input_tokens_sum, tokens_estimated=s.tokens_estimated,
                     images=s.images, bytes_received=s.bytes_sum, goodput_met=s.goodput_met,
-                    content_chunks=s.content_chunks, large_chunks=s.large_chunks),
+                    content_chunks=s.content_chunks, large_chunks=s.large_chunks,
+                    tokens_compared=s.tokens_compared, token_mismatches=s.token_mismatches),
                 histograms={name: h.encode() for name, h in s.histograms().items() if h.count},
                 out_of_range={name: h.out_of_range for name, h in s.histograms().items()
                               if h.out_of_range},

@@ -68,7 +68,7 @@ API_PATHS: dict[str, str] = {
 }
 METRICS = frozenset({
     "latency", "latency_sent", "ttft", "ttft_sent", "ttft_answer", "itl", "tpot",
-    "schedule_lag", "reasoning_tokens", "answer_tokens",
+    "schedule_lag", "reasoning_tokens", "answer_tokens", "token_mismatch_rate",
     "output_tokens", "input_tokens", "chunks", "bytes_received", "throughput",
     "output_token_throughput", "goodput", "error_rate", "check_failure_rate", "success_rate",
 })

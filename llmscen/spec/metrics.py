@@ -67,6 +67,9 @@ CATALOG: dict[str, Metric] = {
                                              "characters / all content chunks"),
         Metric("capacity", "rate", "the largest load a `search:` phase found meeting its "
                                    "objectives (arrivals per second; users for a users search)"),
+        Metric("token_mismatch_rate", "ratio", "streamed responses whose usage.completion_tokens "
+                                               "differs from their token chunks / streamed "
+                                               "responses with usage"),
         Metric("error_rate", "ratio", "failed requests (any class but check) / all requests"),
         Metric("check_failure_rate", "ratio", "requests that failed an expectation / all requests"),
         Metric("success_rate", "ratio", "requests with no error and no failed check / all requests"),
