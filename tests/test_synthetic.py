@@ -144,3 +144,34 @@ requests:
     assert code == exitcodes.COULD_NOT_RUN, output
     assert "/tokenize gave no token count (HTTP 404)" in output
     assert "tokenizer: words" in output and "Traceback" not in output
+
+
+SPEC_SHAPE = """
+version: 1
+services:
+  sim: {builtin: openai-sim, options: {ttft: 10ms, itl: 1ms, check_history: true}}
+targets:
+  chat: {plugin: vllm, service: sim, model: sim-model}
+data:
+  synth: {synthetic: {input_tokens: 128, output_tokens: 32, tokenizer: server}}
+phases:
+  - {name: p, users: 2, requests: 10, duration: 20s}
+requests:
+  - {name: chat, target: chat, data: synth, turns: 3}
+"""
+
+
+@pytest.mark.slow
+def test_a_request_without_a_body_sends_the_synthetic_row(tmp_path: Path) -> None:
+    """SPEC's shape: no body, so the plugin fills one from the row (prompt, max_tokens and,
+    for vllm, ignore_eos and min_tokens); here in a three-turn session."""
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(SPEC_SHAPE)
+    code, output = run([str(scenario)], tmp_path / "out")
+    assert code == 0, output
+    results = RunResults.load(tmp_path / "out/results.json")
+    first = aggregate(results, request="chat.turn1")
+    assert first.value("input_tokens", "min") == first.value("input_tokens", "max") == 128
+    every = aggregate(results, request="chat")
+    assert every.counters.requests == every.counters.ok == 30
+    assert every.value("output_tokens", "min") == every.value("output_tokens", "max") == 32

@@ -508,6 +508,8 @@ class _Compiler:
             target = targets.get(spec.target)
             plugin = self.plugin_of(spec.target)
             columns = data[spec.data].columns if spec.data in data else None
+            if spec.steps is None and "body" not in raw and target is not None:
+                raw = self.synthetic_payload(raw, data.get(spec.data or ""), plugin, target)
             turns = spec.turns
             steps = self.steps(spec, raw, loc, plugin, columns,
                                SESSION_VARS if turns is not None else frozenset())
@@ -522,6 +524,20 @@ class _Compiler:
                                        expect=steps[0].expect if spec.steps is None
                                        else spec.expect, session=session))
         return out
+
+    def synthetic_payload(self, raw: dict[str, Any], data: DataPlan | None, plugin: Any,
+                          target: TargetPlan) -> dict[str, Any]:
+        """A request on `synthetic:` data without a body of its own sends the row as its
+        plugin says (engine.protocol.Synthesizing): prompt and output length."""
+        fill = getattr(plugin, "synthetic_payload", None)
+        if data is None or data.synthetic is None or fill is None:
+            return raw
+        extras = {k: v for k, v in raw.items() if k not in REQUEST_COMMON_KEYS}
+        try:
+            options = plugin.request_options.model_validate(extras)
+        except ValidationError:
+            return raw            # reported where the request's keys are checked
+        return {**raw, **fill(target.options, options, data.synthetic.output_tokens is not None)}
 
     def session(self, spec: RequestSpec, turns: TurnsSpec, raw: dict[str, Any], loc: Loc,
                 plugin: Any, target: TargetPlan) -> SessionPlan | None:

@@ -181,6 +181,16 @@ def tokenizer(runner: Runner) -> Tokenizing | None:
 
 
 @runtime_checkable
+class Synthesizing(Protocol):
+    """A plugin that knows how to send a `synthetic:` data row when the request gives no
+    body of its own: the request keys (templates over `row`) to use. Read by the compiler
+    as `Plugin.synthetic_payload`."""
+
+    def synthetic_payload(self, target_options: BaseModel, request_options: BaseModel,
+                          output_tokens: bool) -> dict[str, Any]: ...
+
+
+@runtime_checkable
 class Conversing(Protocol):
     """A plugin whose runners hold multi-turn sessions (`turns:`): they read and extend
     `Call.session`. `session_problem` says, at compile time, why a request of these

@@ -537,6 +537,18 @@ class OpenAIPlugin:
     def create_runner(self, target: TargetPlan) -> OpenAIRunner:
         return self.runner_class(target)
 
+    def synthetic_payload(self, target_options: BaseModel, request_options: BaseModel,
+                          output_tokens: bool) -> dict[str, Any]:
+        """The request keys a `synthetic:` row fills when the request gives no `body`: its
+        prompt as the one user message (or the completions prompt) and its output length as
+        `max_tokens` (engine.protocol.Synthesizing)."""
+        api = getattr(request_options, "api", None) or getattr(target_options, "api", "chat")
+        body: dict[str, Any] = {"messages": [{"role": "user", "content": "{{ row.prompt }}"}]} \
+            if api == "chat" else {"prompt": "{{ row.prompt }}"}
+        if output_tokens:
+            body["max_tokens"] = "{{ row.output_tokens }}"
+        return {"body": body}
+
     def session_problem(self, target_options: BaseModel,
                         request_options: BaseModel) -> str | None:
         """Sessions need the chat API (engine.protocol.Conversing)."""
