@@ -67,6 +67,11 @@ def test_turn_k_carries_the_k_minus_1_earlier_answers_at_the_simulator(tmp_path:
     assert aggregate(results, request="chat").counters.requests == 3 * sessions
     assert [s.name for s in results.requests[0].steps] == ["chat.turn1", "chat.turn2",
                                                            "chat.turn3"]
+    # 4 users, 8 sessions: each user holds 2 sessions of 3 turns and waits the 300 ms think
+    # between turns (2 a session): the phase lasts at least 4 thinks of 300 ms (1.2 s), where
+    # the 24 calls alone take about 0.3 s
+    phase = results.phases[0]
+    assert phase.ended - phase.started >= 4 * 0.300
 
 
 def test_the_simulator_refuses_an_answer_it_never_gave(tmp_path: Path) -> None:
@@ -201,3 +206,38 @@ def test_later_turns_repeat_no_system_prompt_and_the_header_carries_the_id() -> 
     second = with_history(session, {"body": {"messages": [
         {"role": "system", "content": "sys"}, {"role": "user", "content": "b"}]}})
     assert [m["content"] for m in second["body"]["messages"]] == ["sys", "a", "A", "b"]
+
+
+BROKEN = """
+version: 1
+services:
+  sim: {builtin: openai-sim, options: {ttft: 5ms, itl: 1ms, output_tokens: 4,
+                                       check_history: true, error_rate: 30%, seed: 3}}
+targets:
+  chat: {plugin: openai, service: sim, model: sim-model}
+phases:
+  - {name: talk, users: 4, requests: 40, duration: 30s}
+requests:
+  - name: chat
+    target: chat
+    turns: 3
+    body: {messages: [{role: user, content: "turn {{ turn }} of {{ session_id }}"}]}
+slos:
+  - error_rate < 60%
+"""
+
+
+@pytest.mark.slow
+def test_a_failed_turn_ends_its_session_and_every_count_balances(tmp_path: Path) -> None:
+    scenario = tmp_path / "broken.yaml"
+    scenario.write_text(BROKEN)
+    code, output, results = run([str(scenario)], tmp_path / "out")
+    assert code == 0, output
+    turns = [aggregate(results, request=f"chat.turn{k}").counters for k in (1, 2, 3)]
+    assert turns[0].requests + turns[0].not_sent == 40          # every session scheduled once
+    for before, after in zip(turns, turns[1:], strict=False):
+        assert after.requests == before.ok                      # only a good turn goes on
+    for c in turns:
+        assert c.requests == c.ok + c.error_total + c.check_failures
+    assert {e.status for e in results.errors} == {500}   # injected; the history never a 400
+    assert 0 < turns[2].requests < turns[0].requests

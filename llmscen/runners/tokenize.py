@@ -65,7 +65,7 @@ async def count_tokens(session: aiohttp.ClientSession, root: str, model: str, te
         text = body["prompt"]                     # llama.cpp: the templated prompt
     status, body = await _post(session, url, {
         "model": model, "prompt": text, "content": text, "add_special": True,
-        "parse_special": chat, "add_special_tokens": True}, who)
+        "parse_special": True, "add_special_tokens": True}, who)
     counted = _counted(body) if status == 200 else None
     if counted is None:
         raise NoTokenizer(f"{who}: POST {url} gave no token count (HTTP {status}); "
