@@ -5,6 +5,7 @@ each turn carried (messages, session header, data rows)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import urllib.error
@@ -235,7 +236,7 @@ def test_a_failed_turn_ends_its_session_and_every_count_balances(tmp_path: Path)
     assert code == 0, output
     turns = [aggregate(results, request=f"chat.turn{k}").counters for k in (1, 2, 3)]
     assert turns[0].requests + turns[0].not_sent == 40          # every session scheduled once
-    for before, after in zip(turns, turns[1:], strict=False):
+    for before, after in itertools.pairwise(turns):
         assert after.requests == before.ok                      # only a good turn goes on
     for c in turns:
         assert c.requests == c.ok + c.error_total + c.check_failures
