@@ -77,3 +77,22 @@ def test_the_servers_reasoning_count_wins_over_counted_chunks() -> None:
     body.feed(event({"content": "hi"}, "stop") + b"data: [DONE]\n\n", 1_000)
     body.finish(plain, 1_000)
     assert plain.reasoning_tokens == 0 and plain.first_answer_ns == plain.first_content_ns
+
+
+def test_the_simulator_reasons_in_a_whole_response_too(tmp_path: Path) -> None:
+    import json
+    import urllib.request
+
+    from llmscen.testing.fixtures import start_openai_sim
+
+    with start_openai_sim({"reasoning_tokens": 5, "output_tokens": 3, "ttft": "1ms",
+                           "itl": "1ms"}, tmp_path) as sim:
+        body = json.dumps({"messages": [{"role": "user", "content": "q"}]}).encode()
+        request = urllib.request.Request(sim.url + "/v1/chat/completions", body,
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            answer = json.loads(resp.read())
+    message = answer["choices"][0]["message"]
+    assert message["reasoning_content"] and message["content"]
+    assert answer["usage"]["completion_tokens"] == 8
+    assert answer["usage"]["completion_tokens_details"] == {"reasoning_tokens": 5}
