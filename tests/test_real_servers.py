@@ -172,12 +172,15 @@ def test_synthetic_prompts_are_128_tokens_by_llama_servers_own_count(llama: str,
     code, output, results = run([str(ROOT / "tests/scenarios/real/llama-synthetic.yaml")],
                                 {"LLAMA_URL": llama}, tmp_path)
     assert code == 0, output
-    for request, sent in (("completion", 100), ("chat", 20)):
+    checks = {(c.request, c.expectation): c for c in results.checks}
+    for request, planned in (("completion", 100), ("chat", 20)):
         agg = aggregate(results, request=request)
-        assert agg.counters.requests == agg.counters.ok == sent, output
+        sent = agg.counters.requests
+        # all that were planned on an idle machine; a loaded one reaches the phase's
+        # duration first (llama.cpp at 1 token/s), and still sends a good part of them
+        assert planned // 4 <= sent <= planned and agg.counters.ok == sent, output
         # usage.prompt_tokens of every request: llama.cpp counted what its /tokenize did
         assert agg.value("input_tokens", "min") == agg.value("input_tokens", "max") == 128
         assert agg.counters.input_tokens == 128 * sent
-    checks = {(c.request, c.expectation): c for c in results.checks}
-    assert checks[("completion", "input_tokens")].passed == 100
-    assert checks[("chat", "input_tokens")].passed == 20
+        assert checks[(request, "input_tokens")].passed == sent
+        assert checks[(request, "input_tokens")].failed == 0
