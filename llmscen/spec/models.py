@@ -144,11 +144,12 @@ class LengthSpec(Strict):
     """A token length drawn per row: uniform over [min, max], or normal (`mean`, `stdev`)
     clipped to [min, max]; `value` for a fixed length."""
 
-    value: PositiveInt | None = None
-    min: PositiveInt | None = None
-    max: PositiveInt | None = None
-    mean: PositiveFloat | None = None
-    stdev: float | None = Field(None, ge=0)
+    value: PositiveInt | None = Field(None, description="a fixed length")
+    min: PositiveInt | None = Field(None, description="the shortest (uniform; clips a normal)")
+    max: PositiveInt | None = Field(None, description="the longest (uniform; clips a normal)")
+    mean: PositiveFloat | None = Field(None, description="the mean of a normal length")
+    stdev: float | None = Field(None, ge=0, description="the standard deviation of a normal "
+                                "length")
 
     @model_validator(mode="after")
     def _one_shape(self) -> LengthSpec:
@@ -203,7 +204,8 @@ class SyntheticSpec(Strict):
                           "completions prompt; default: the API of the requests using it")
     target: Name | None = Field(None, description="whose tokenizer counts; default the "
                                 "target of the requests that use this data")
-    prefix: PrefixSpec | None = None
+    prefix: PrefixSpec | None = Field(None, description="shared prefixes: {tokens: 64, share: "
+                                      "50%, count: 1}")
     rows: PositiveInt = Field(100, le=100_000, description="how many prompts to make")
     seed: int | None = Field(None, description="default: the scenario's seed")
 
