@@ -148,3 +148,39 @@ def test_a_capacity_search_against_llama_server(llama: str, tmp_path: Path) -> N
         assert step.passed == (not step.failed and not step.saturated)
     html = (tmp_path / "report.html").read_text()
     assert "Capacity search" in html and f"{found.capacity:g}/s" in html
+
+
+def test_three_turn_sessions_carry_their_history_to_llama_server(llama: str,
+                                                                  tmp_path: Path) -> None:
+    code, output, results = run([str(ROOT / "tests/scenarios/real/llama-session.yaml")],
+                                {"LLAMA_URL": llama}, tmp_path)
+    assert code == 0, output
+    prompts = []
+    for k in (1, 2, 3):
+        turn = aggregate(results, request=f"chat.turn{k}")
+        assert turn.counters.requests == turn.counters.ok == 4, output
+        assert turn.counters.tokens_estimated == 0
+        assert turn.value("ttft", "count") == 4
+        prompts.append(turn.counters.input_tokens / 4)
+    # the server's own prompt count grows turn by turn: the answers went back to it
+    assert prompts[0] < prompts[1] < prompts[2], prompts
+    assert all(c.failed == 0 for c in results.checks), output
+
+
+def test_synthetic_prompts_are_128_tokens_by_llama_servers_own_count(llama: str,
+                                                                     tmp_path: Path) -> None:
+    code, output, results = run([str(ROOT / "tests/scenarios/real/llama-synthetic.yaml")],
+                                {"LLAMA_URL": llama}, tmp_path)
+    assert code == 0, output
+    checks = {(c.request, c.expectation): c for c in results.checks}
+    for request, planned in (("completion", 100), ("chat", 20)):
+        agg = aggregate(results, request=request)
+        sent = agg.counters.requests
+        # all that were planned on an idle machine; a loaded one reaches the phase's
+        # duration first (llama.cpp at 1 token/s), and still sends a good part of them
+        assert planned // 4 <= sent <= planned and agg.counters.ok == sent, output
+        # usage.prompt_tokens of every request: llama.cpp counted what its /tokenize did
+        assert agg.value("input_tokens", "min") == agg.value("input_tokens", "max") == 128
+        assert agg.counters.input_tokens == 128 * sent
+        assert checks[(request, "input_tokens")].passed == sent
+        assert checks[(request, "input_tokens")].failed == 0

@@ -81,6 +81,8 @@ def build_checker(expect: Expect | None, base_dir: str | Path | None = None) -> 
         checks.append(_finish_reason_check(_as_list(expect.finish_reason)))
     if expect.output_tokens is not None:
         checks.append(_range_check("output_tokens", "output tokens", expect.output_tokens))
+    if expect.input_tokens is not None:
+        checks.append(_range_check("input_tokens", "input tokens", expect.input_tokens))
     if expect.chunks is not None:
         checks.append(_range_check("chunks", "chunks", expect.chunks))
     if expect.outputs:

@@ -67,7 +67,11 @@ def render_plan(plan: Plan) -> str:
     if plan.data:
         lines.append("data:")
         for d in plan.data:
-            lines.append(f"  {d.name:<16} {d.file}  ({d.rows} rows, {d.order})")
+            source = d.file if d.synthetic is None else \
+                f"synthetic, counted by {d.synthetic.tokenizer}" + (
+                    f" of target {d.synthetic.target}" if d.synthetic.tokenizer == "server"
+                    else "")
+            lines.append(f"  {d.name:<16} {source}  ({d.rows} rows, {d.order})")
     lines.append("")
     header = f"  {'phase':<20} {'model':<7} {'duration':>9} {'load':<40} {'expected':>9}"
     lines += ["phases:", header, "  " + "-" * (len(header) - 2)]
@@ -94,6 +98,8 @@ def render_plan(plan: Plan) -> str:
     for r in plan.requests:
         share = 100 * r.weight / weights
         kind = f"{len(r.steps)} steps" if len(r.steps) > 1 else ("stream" if r.stream else "call")
+        if r.session is not None:
+            kind = f"{r.session.turns}-turn session"
         data = f", data {r.data}" if r.data else ""
         lines.append(f"  {r.name:<20} {share:5.1f}%  → {r.target} ({kind}{data})")
     if plan.slos:

@@ -27,8 +27,10 @@ from llmscen.compile.plan import (
     RequestPlan,
     RunSettings,
     ServicePlan,
+    SessionPlan,
     SLOPlan,
     StepPlan,
+    SyntheticPlan,
     TargetPlan,
 )
 from llmscen.compile.slo import SLOSyntaxError, compile_slos, parse_slo
@@ -51,10 +53,22 @@ from llmscen.spec.models import (
     ServiceSpec,
     StepSpec,
     TargetSpec,
+    TurnsSpec,
 )
 from llmscen.spec.secrets import secret_values
 
 GOODPUT_METRICS = ("ttft", "ttft_sent", "tpot", "latency", "latency_sent")
+SESSION_VARS = frozenset({"turn", "session_id"})   # what a session's templates may use too
+
+
+def session_steps(call: StepPlan, turns: TurnsSpec) -> list[StepPlan]:
+    """A session's steps: its one call as `turn1` .. `turnN`, the think between turns."""
+    low, high = turns.think or (0.0, 0.0)
+    return [call.model_copy(update={
+        "name": f"turn{k}",
+        "think_min": low if k < turns.count else call.think_min,
+        "think_max": high if k < turns.count else call.think_max}) for k in
+        range(1, turns.count + 1)]
 
 
 class Catalog(Protocol):
@@ -247,6 +261,12 @@ class _Compiler:
             spec = self.validate(DataSpec, loc, raw, DataSpec)
             if spec is None:
                 continue
+            if spec.synthetic is not None:
+                plan = self.synthetic(name, spec, loc)
+                if plan is not None:
+                    out[name] = plan
+                continue
+            assert spec.file is not None
             path = (self.doc.base_dir / spec.file).resolve()
             try:
                 fmt = detect_format(path, spec.format)
@@ -257,6 +277,52 @@ class _Compiler:
             out[name] = DataPlan(name=name, file=str(path), format=fmt,
                                  order=spec.order, columns=columns_of(rows), rows=len(rows))
         return out
+
+    def synthetic(self, name: str, spec: DataSpec, loc: Loc) -> DataPlan | None:
+        """`synthetic:` data: checked now, made at the start of the run."""
+        synth = spec.synthetic
+        assert synth is not None
+        where = (*loc, "synthetic")
+        target = synth.target
+        declared = set(self.section("targets", dict))
+        if target is None:
+            users = sorted({str(r["target"]) for r in self.section("requests", list)
+                            if isinstance(r, dict) and r.get("data") == name
+                            and isinstance(r.get("target"), str)})
+            if len(users) != 1:
+                self.error(where, f"data {name!r}: say whose tokenizer counts its prompts "
+                                  "with `target:`" + (f" (its requests use {one_of(users)})"
+                                                      if users else ""), key=True)
+                return None
+            target = users[0]
+        elif target not in declared:
+            self.error((*where, "target"), f"unknown target {target!r}"
+                       f"{did_you_mean(target, declared)} (declared: {one_of(declared)})")
+            return None
+        api = synth.api
+        if api is None:   # as its requests are sent: their `api`, else their target's
+            raw_target = self.section("targets", dict).get(target)
+            apis = {r.get("api") or (raw_target or {}).get("api") or "chat"
+                    for r in self.section("requests", list)
+                    if isinstance(r, dict) and r.get("data") == name}
+            api = "completions" if apis == {"completions"} else "chat"
+        prefix = synth.prefix
+        shortest = synth.input_tokens.value or synth.input_tokens.min or 1
+        if prefix is not None and prefix.tokens >= shortest:
+            self.error((*where, "prefix", "tokens"), f"a prefix of {prefix.tokens} tokens "
+                       f"leaves no room in prompts of {shortest} tokens: the prefix must be "
+                       "shorter than the shortest prompt")
+            return None
+        columns = ("prompt", "input_tokens", "output_tokens", "prefix")
+        plan = SyntheticPlan(
+            input_tokens=synth.input_tokens, output_tokens=synth.output_tokens,
+            tokenizer=synth.tokenizer, api=api, target=target,
+            prefix_tokens=prefix.tokens if prefix else 0,
+            prefix_share=prefix.share if prefix else 0.0,
+            prefix_count=prefix.count if prefix else 1,
+            seed=synth.seed if synth.seed is not None else int(self.doc.data.get("seed", 1)))
+        return DataPlan(name=name, order=spec.order, columns=columns, rows=synth.rows,
+                        synthetic=plan)
 
     def phases(self) -> list[PhasePlan]:
         out: list[PhasePlan] = []
@@ -442,14 +508,62 @@ class _Compiler:
             target = targets.get(spec.target)
             plugin = self.plugin_of(spec.target)
             columns = data[spec.data].columns if spec.data in data else None
-            steps = self.steps(spec, raw, loc, plugin, columns)
+            if spec.steps is None and "body" not in raw and target is not None:
+                raw = self.synthetic_payload(raw, data.get(spec.data or ""), plugin, target)
+            turns = spec.turns
+            steps = self.steps(spec, raw, loc, plugin, columns,
+                               SESSION_VARS if turns is not None else frozenset())
+            session = None
+            if turns is not None and steps is not None and target is not None:
+                session = self.session(spec, turns, raw, loc, plugin, target)
+                steps = session_steps(steps[0], turns) if session is not None else None
             if steps is not None and target is not None:
                 out.append(RequestPlan(name=spec.name, target=spec.target, weight=spec.weight,
                                        data=spec.data, stream=spec.stream, timeout=spec.timeout,
                                        steps=tuple(steps),
                                        expect=steps[0].expect if spec.steps is None
-                                       else spec.expect))
+                                       else spec.expect, session=session))
         return out
+
+    def synthetic_payload(self, raw: dict[str, Any], data: DataPlan | None, plugin: Any,
+                          target: TargetPlan) -> dict[str, Any]:
+        """A request on `synthetic:` data without a body of its own sends the row as its
+        plugin says (engine.protocol.Synthesizing): prompt and output length."""
+        fill = getattr(plugin, "synthetic_payload", None)
+        if data is None or data.synthetic is None or fill is None:
+            return raw
+        extras = {k: v for k, v in raw.items() if k not in REQUEST_COMMON_KEYS}
+        try:
+            options = plugin.request_options.model_validate(extras)
+        except ValidationError:
+            return raw            # reported where the request's keys are checked
+        return {**raw, **fill(target.options, options, data.synthetic.output_tokens is not None)}
+
+    def session(self, spec: RequestSpec, turns: TurnsSpec, raw: dict[str, Any], loc: Loc,
+                plugin: Any, target: TargetPlan) -> SessionPlan | None:
+        """`turns:`: one call made a session, if its plugin and options can hold one."""
+        where = (*loc, "turns")
+        if spec.steps is not None:
+            self.error(where, "a session repeats one call, its history carried along: give "
+                              "`turns:` or `steps:`, not both", key=True)
+            return None
+        if turns.rows == "turn" and spec.data is None:
+            self.error((*where, "rows") if isinstance(raw.get("turns"), dict) else where,
+                       "`rows: turn` takes a new data row each turn: the request needs `data:`")
+            return None
+        # plugins that hold sessions say so (engine.protocol.Conversing)
+        problem_of = getattr(plugin, "session_problem", None)
+        if problem_of is None:
+            self.error(where, f"plugin {target.plugin!r} cannot hold a multi-turn session "
+                              "(`turns:` needs a plugin that carries chat history, e.g. openai, "
+                              "vllm)", key=True)
+            return None
+        extras = {k: v for k, v in raw.items() if k not in REQUEST_COMMON_KEYS}
+        problem = problem_of(target.options, plugin.request_options.model_validate(extras))
+        if problem is not None:
+            self.error(where, f"request {spec.name!r}: {problem}", key=True)
+            return None
+        return SessionPlan(turns=turns.count, rows=turns.rows, header=turns.header)
 
     def request_extras(self, raw: Any, loc: Loc, targets: dict[str, TargetPlan]) -> None:
         """Check a broken request's plugin keys too, so one pass reports them all."""
@@ -470,7 +584,8 @@ class _Compiler:
         return entry.obj if entry is not None else None
 
     def steps(self, spec: RequestSpec, raw: dict[str, Any], loc: Loc, plugin: Any,
-              columns: tuple[str, ...] | None) -> list[StepPlan] | None:
+              columns: tuple[str, ...] | None,
+              variables: frozenset[str] = frozenset()) -> list[StepPlan] | None:
         """A single call is a flow of one step; each step's plugin keys are checked."""
         extras = {k: v for k, v in raw.items() if k not in REQUEST_COMMON_KEYS}
         if spec.steps is None:
@@ -492,7 +607,7 @@ class _Compiler:
                                                if k not in STEP_COMMON_KEYS},
                           spec.steps[i]) for i, step in enumerate(raw["steps"])]
         plans: list[StepPlan] = []
-        captured: set[str] = self.shared_captures()
+        captured: set[str] = self.shared_captures() | variables
         ok = plugin is not None
         common = STEP_COMMON_KEYS if spec.steps is not None else REQUEST_COMMON_KEYS
         for i, (step_loc, payload, step) in enumerate(raw_steps):

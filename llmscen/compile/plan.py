@@ -43,13 +43,28 @@ class TargetPlan(Frozen):
             yield name, public_url(value) if name == "url" else value
 
 
+class SyntheticPlan(Frozen):
+    """Prompts made at the start of the run, of token lengths counted by `tokenizer`."""
+
+    input_tokens: Any                      # spec.models.LengthSpec
+    output_tokens: Any = None              # spec.models.LengthSpec or None
+    tokenizer: Literal["server", "words"] = "server"
+    api: Literal["chat", "completions"] = "chat"
+    target: str                            # whose tokenizer counts
+    prefix_tokens: int = 0                 # 0: no shared prefix
+    prefix_share: float = 0.0
+    prefix_count: int = 1
+    seed: int
+
+
 class DataPlan(Frozen):
     name: str
-    file: str                      # absolute path
-    format: Literal["csv", "jsonl"]
+    file: str = ""                 # absolute path; "" for synthetic data
+    format: Literal["csv", "jsonl"] = "jsonl"
     order: Literal["sequential", "random", "once"]
     columns: tuple[str, ...]
     rows: int
+    synthetic: SyntheticPlan | None = None
 
 
 class FaultPlan(Frozen):
@@ -171,6 +186,15 @@ class StepPlan(Frozen):
             yield name, masked(value) if name == "payload" else value
 
 
+class SessionPlan(Frozen):
+    """A multi-turn session: the request's call made `turns` times, each turn carrying the
+    earlier turns' messages and answers (the steps are `turn1` .. `turnN`)."""
+
+    turns: int
+    rows: Literal["session", "turn"] = "session"   # a new data row per turn, or one
+    header: str | None = None                      # carries the session id on every turn
+
+
 class RequestPlan(Frozen):
     name: str
     target: str
@@ -180,6 +204,7 @@ class RequestPlan(Frozen):
     timeout: float | None = None
     steps: tuple[StepPlan, ...]            # a single call is a flow of one step
     expect: Any = None                     # spec.expect.Expect for single calls
+    session: SessionPlan | None = None     # `turns:` a multi-turn session
 
 
 class SLOPlan(Frozen):

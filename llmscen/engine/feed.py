@@ -21,8 +21,10 @@ class Feeder:
     through the rows evenly.
     """
 
-    def __init__(self, plan: DataPlan, seed: int, index: int = 0, count: int = 1) -> None:
-        rows = read_rows(plan.file, plan.format)
+    def __init__(self, plan: DataPlan, seed: int, index: int = 0, count: int = 1,
+                 rows: list[dict[str, Any]] | None = None) -> None:
+        if rows is None:   # synthetic data comes made
+            rows = read_rows(plan.file, plan.format)
         self.name = plan.name
         self.order = plan.order
         strided = plan.order == "once" or (plan.order == "sequential" and len(rows) >= count)

@@ -6,6 +6,10 @@ depend on what it should have returned. A step whose `if:` does not hold is
 skipped: nothing is sent or counted. The think after the last step is not
 waited here: `execute` returns it, and the closed model's user waits it before
 its next iteration (open and test-case phases decide starts, so they drop it).
+
+A multi-turn session (`turns:`) is a flow whose steps are its turns: one `Session`
+goes with every turn's call, and the runner carries the history in it; templates
+see `turn` and `session_id`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import math
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +29,7 @@ from llmscen.compile.templates import RNG, Renderer, TemplateFailed, compile_con
 from llmscen.engine.capture import compile_capture, is_missing
 from llmscen.engine.events import Completed, Handler, NotSent
 from llmscen.engine.feed import Feeder
-from llmscen.engine.protocol import Call, Exchange, Runner, unbatcher
+from llmscen.engine.protocol import Call, Exchange, Runner, Session, unbatcher
 
 
 @dataclass
@@ -151,8 +156,14 @@ class Flow:
         ctx = {**self.shared, **context, RNG: rng}
         if self.feeder is not None:
             ctx["row"] = self.feeder.next()
+        session = self._session(ctx)
         last = len(self.steps) - 1
         for index, step in enumerate(self.steps):
+            if session is not None:
+                session.turn = ctx["turn"] = index + 1
+                if index and self.plan.session is not None and \
+                        self.plan.session.rows == "turn" and self.feeder is not None:
+                    ctx["row"] = self.feeder.next()   # `once` data may run out: the phase ends
             if step.condition is not None:
                 try:
                     wanted = step.condition(ctx)
@@ -172,7 +183,7 @@ class Flow:
                                   f"{exc.cause}")
                 return Ran(ctx)
             call = Call(request=step.name, payload=payload, stream=self.plan.stream,
-                        timeout=self.plan.timeout)
+                        timeout=self.plan.timeout, session=session)
             try:
                 await self.runner.send(call, exchange)
             except asyncio.CancelledError:
@@ -213,6 +224,15 @@ class Flow:
                 await asyncio.sleep(rng.uniform(low, high))
             intended_ns = time.perf_counter_ns()
         return Ran(ctx)
+
+    def _session(self, ctx: dict[str, Any]) -> Session | None:
+        """A new session for a `turns:` request: its id, for templates and the header."""
+        plan = self.plan.session
+        if plan is None:
+            return None
+        session = Session(id=uuid.uuid4().hex, header=plan.header)
+        ctx["session_id"] = session.id
+        return session
 
     def _fail_unsent(self, phase: str, step: Step, intended_ns: int, message: str) -> None:
         """A step that could not be built (template, `if:`): a `client` error, nothing sent."""

@@ -42,6 +42,7 @@ class Exchange:
     sent_ns: int = 0
     first_byte_ns: int = 0
     first_content_ns: int = 0   # first chunk carrying generated content
+    first_answer_ns: int = 0    # first chunk carrying answer text (not reasoning, tool calls)
     end_ns: int = 0
     itl_us: list[int] = field(default_factory=list)  # gaps between consecutive content chunks
     status: int | None = None
@@ -52,6 +53,7 @@ class Exchange:
     output_tokens: int | None = None
     input_tokens: int | None = None
     tokens_estimated: bool = False
+    reasoning_tokens: int | None = None   # of output_tokens, the reasoning ("thinking") ones
     finish_reason: str | None = None
     body: Any = None            # the parsed JSON body of a non-streamed response
     headers: dict[str, str] | None = None
@@ -69,17 +71,34 @@ class Exchange:
 
 
 @dataclass(slots=True)
+class Session:
+    """One multi-turn session (`turns:`), shared by the calls of its turns.
+
+    `history` belongs to the runner: it adds the earlier turns to a call and, when the
+    call succeeds, appends this turn (the messages sent and the answer) to it. The
+    engine only carries it from turn to turn, on one virtual user.
+    """
+
+    id: str
+    turn: int = 1                     # 1-based number of the turn being sent
+    header: str | None = None         # a header that carries `id` on every turn
+    history: list[Any] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Call:
     """One rendered request, ready for a runner.
 
     `payload` holds the plugin's request options with every template rendered
     (for openai: `api`, `body`, ...). `stream` is the request's streaming flag.
+    `session` is set on the turns of a multi-turn session.
     """
 
     request: str
     payload: dict[str, Any]
     stream: bool = False
     timeout: float | None = None
+    session: Session | None = None
 
 
 class Runner(Protocol):
@@ -145,6 +164,41 @@ class Describing(Protocol):
 
 def describer(runner: Runner) -> Describing | None:
     return runner if isinstance(runner, Describing) else None
+
+
+@runtime_checkable
+class Tokenizing(Protocol):
+    """A runner that can ask its server how many tokens a prompt is, as the server will
+    count it in `usage.prompt_tokens` (`data: {synthetic: {tokenizer: server}}`): the
+    prompt as one user message of a chat (`chat=True`) or as a completions prompt. Raises
+    `RunError` with a readable message when the server cannot say."""
+
+    async def count_tokens(self, text: str, chat: bool) -> int: ...
+
+
+def tokenizer(runner: Runner) -> Tokenizing | None:
+    return runner if isinstance(runner, Tokenizing) else None
+
+
+@runtime_checkable
+class Synthesizing(Protocol):
+    """A plugin that knows how to send a `synthetic:` data row when the request gives no
+    body of its own: the request keys (templates over `row`) to use. Read by the compiler
+    as `Plugin.synthetic_payload`."""
+
+    def synthetic_payload(self, target_options: BaseModel, request_options: BaseModel,
+                          output_tokens: bool) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Conversing(Protocol):
+    """A plugin whose runners hold multi-turn sessions (`turns:`): they read and extend
+    `Call.session`. `session_problem` says, at compile time, why a request of these
+    options cannot be a session (e.g. not a chat API), or None when it can. (The
+    compiler, which may not import the engine, reads it as `Plugin.session_problem`.)"""
+
+    def session_problem(self, target_options: BaseModel,
+                        request_options: BaseModel) -> str | None: ...
 
 
 # Target options a plugin may declare in its `target_options` model:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,15 @@ from llmscen.engine.events import (
 from llmscen.engine.feed import Feeder
 from llmscen.engine.flow import Flow
 from llmscen.engine.load import Mix, PhaseState, pause, run_closed, run_each, run_open
-from llmscen.engine.protocol import Call, Runner, reconnects, target_timeout
+from llmscen.engine.protocol import (
+    Call,
+    Runner,
+    Tokenizing,
+    reconnects,
+    target_timeout,
+    tokenizer,
+)
+from llmscen.engine.synthetic import synthesize, words_count
 from llmscen.errors import RunError
 
 DEFAULT_DRAIN_S = 30.0
@@ -105,7 +114,7 @@ class Engine:
         if problems:
             raise RunError("the targets are not ready for this scenario:\n  " +
                            "\n  ".join(problems), "target_not_ready")
-        self.flows = self._flows()
+        self.flows = self._flows(await self._synthesize())
         self.handler.handle(RunStarted(self.plan))
         # what setup built lives for the whole run: keep it out of the collector's
         # full passes, which otherwise pause the client for tens of milliseconds
@@ -120,8 +129,34 @@ class Engine:
         finally:
             self.handler.handle(RunEnded(self.now(), self.interrupted))
 
-    def _flows(self) -> list[Flow]:
-        feeders = {d.name: Feeder(d, self.plan.seed, *self.worker) for d in self.plan.data}
+    async def _synthesize(self) -> dict[str, list[dict[str, Any]]]:
+        """The rows of `synthetic:` data, counted by their target's tokenizer."""
+        made = {}
+        for data in self.plan.data:
+            synth = data.synthetic
+            if synth is None:
+                continue
+            count: Callable[[str], Awaitable[int]]
+            if synth.tokenizer == "words":
+                async def count(text: str) -> int:
+                    return words_count(text)
+            else:
+                counter = tokenizer(self.runners[synth.target])
+                if counter is None:
+                    raise RunError(f"data {data.name!r}: target {synth.target!r} cannot count "
+                                   "tokens (its plugin has no tokenizer); use `tokenizer: "
+                                   "words`", "target_not_ready")
+                chat = synth.api == "chat"
+
+                async def count(text: str, counter: Tokenizing = counter,
+                                chat: bool = chat) -> int:
+                    return await counter.count_tokens(text, chat)
+            made[data.name] = await synthesize(synth, data.rows, count, data.name)
+        return made
+
+    def _flows(self, made: dict[str, list[dict[str, Any]]]) -> list[Flow]:
+        feeders = {d.name: Feeder(d, self.plan.seed, *self.worker, rows=made.get(d.name))
+                   for d in self.plan.data}
         base_dir = str(Path(self.plan.file).parent)
         plugins = {t.name: f"plugin {t.plugin!r} ({self.registry.plugins[t.plugin].origin})"
                    for t in self.plan.targets}

@@ -74,6 +74,8 @@ class Aggregate:
         c = self.counters
         if metric == "large_chunk_share":   # a share of chunks, not of requests
             return c.large_chunks / c.content_chunks if c.content_chunks else None
+        if metric == "token_mismatch_rate":  # a share of the streams that could be compared
+            return c.token_mismatches / c.tokens_compared if c.tokens_compared else None
         if info.kind == "ratio":
             if c.requests == 0:
                 return None

@@ -158,6 +158,8 @@ class Counters(Model):
     goodput_met: int = 0              # ok requests that met every goodput objective
     content_chunks: int = 0           # content chunks of complete streamed responses
     large_chunks: int = 0             # ... longer than the scenario's `metrics.large_chunk`
+    tokens_compared: int = 0          # streams with both the server's usage and a chunk count
+    token_mismatches: int = 0         # ... whose usage.completion_tokens != token chunks
 
     @property
     def error_total(self) -> int:
@@ -166,7 +168,7 @@ class Counters(Model):
     def add(self, other: Counters) -> None:
         add_counts(self, other)
         for name in ("input_tokens", "tokens_estimated", "images", "bytes_received",
-                     "content_chunks", "large_chunks"):
+                     "content_chunks", "large_chunks", "tokens_compared", "token_mismatches"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 

@@ -62,6 +62,7 @@ class ScopeStats:
     """Live histograms, counters and series of one (phase, request, target)."""
 
     __slots__ = (
+        "answer_tokens",
         "bytes_received",
         "bytes_sum",
         "check_failures",
@@ -85,15 +86,19 @@ class ScopeStats:
         "ok",
         "output_tokens",
         "output_tokens_sum",
+        "reasoning_tokens",
         "requests",
         "schedule_lag",
         "second",
         "seconds",
         "taken",
         "time_to_recover",
+        "token_mismatches",
+        "tokens_compared",
         "tokens_estimated",
         "tpot",
         "ttft",
+        "ttft_answer",
         "ttft_sent",
     )
 
@@ -102,12 +107,15 @@ class ScopeStats:
         self.latency_sent = Histogram("duration")
         self.ttft = Histogram("duration")
         self.ttft_sent = Histogram("duration")
+        self.ttft_answer = Histogram("duration")
         self.itl = Histogram("duration")
         self.tpot = Histogram("duration")
         self.schedule_lag = Histogram("duration")
         self.time_to_recover = Histogram("duration")
         self.output_tokens = Histogram("amount")
         self.input_tokens = Histogram("amount")
+        self.reasoning_tokens = Histogram("amount")
+        self.answer_tokens = Histogram("amount")
         self.chunks = Histogram("amount")
         self.bytes_received = Histogram("amount")
         self.chunk_chars = Histogram("amount")
@@ -116,6 +124,8 @@ class ScopeStats:
         self.custom: dict[str, Histogram] = {}   # `custom.NAME` → what `record:` took
         self.content_chunks = 0
         self.large_chunks = 0
+        self.tokens_compared = 0
+        self.token_mismatches = 0
         self.requests = 0
         self.not_sent = 0
         self.ok = 0
@@ -144,10 +154,10 @@ class ScopeStats:
 
 
 _HISTOGRAM_SLOTS: tuple[str, ...] = (
-    "latency", "latency_sent", "ttft", "ttft_sent", "itl", "tpot", "schedule_lag",
-    "time_to_recover",
-    "output_tokens", "input_tokens", "chunks", "bytes_received", "chunk_chars", "chunk_tokens",
-    "chunk_rate",
+    "latency", "latency_sent", "ttft", "ttft_sent", "ttft_answer", "itl", "tpot",
+    "schedule_lag", "time_to_recover",
+    "output_tokens", "input_tokens", "reasoning_tokens", "answer_tokens", "chunks",
+    "bytes_received", "chunk_chars", "chunk_tokens", "chunk_rate",
 )
 
 
@@ -246,6 +256,8 @@ class MetricStore:
                 s.ttft_sent.record(_us(first - sent))
             if output_tokens is not None and output_tokens > 1:
                 s.tpot.record(_us((end - first) // (output_tokens - 1)))
+        if exchange.first_answer_ns:
+            s.ttft_answer.record(_us(exchange.first_answer_ns - intended))
         if not second.open:
             self._clock.opened(second)
         if exchange.itl_us:
@@ -260,12 +272,20 @@ class MetricStore:
                 s.large_chunks += sum(1 for n in sizes if n > self.large_chunk)
             if output_tokens is not None and not exchange.tokens_estimated:
                 s.chunk_tokens.record(output_tokens * 1000 // chunks)
+                s.tokens_compared += 1          # the server's count against the client's
+                if output_tokens != chunks:
+                    s.token_mismatches += 1
             if chunks > 1 and first and end > first:
                 s.chunk_rate.record((chunks - 1) * 1_000_000_000_000 // (end - first))
         if output_tokens is not None:
             s.output_tokens.record(output_tokens)
         if exchange.input_tokens is not None:
             s.input_tokens.record(exchange.input_tokens)
+        reasoning = exchange.reasoning_tokens
+        if reasoning is not None:
+            s.reasoning_tokens.record(reasoning)
+            if output_tokens is not None and output_tokens >= reasoning:
+                s.answer_tokens.record(output_tokens - reasoning)
         s.bytes_received.record(exchange.bytes_received)
 
     def record_value(self, phase: str, request: str, target: str, metric: str,
@@ -363,7 +383,8 @@ class MetricStore:
                     check_failures=s.check_failures, output_tokens=s.output_tokens_sum,
                     input_tokens=s.input_tokens_sum, tokens_estimated=s.tokens_estimated,
                     images=s.images, bytes_received=s.bytes_sum, goodput_met=s.goodput_met,
-                    content_chunks=s.content_chunks, large_chunks=s.large_chunks),
+                    content_chunks=s.content_chunks, large_chunks=s.large_chunks,
+                    tokens_compared=s.tokens_compared, token_mismatches=s.token_mismatches),
                 histograms={name: h.encode() for name, h in s.histograms().items() if h.count},
                 out_of_range={name: h.out_of_range for name, h in s.histograms().items()
                               if h.out_of_range},

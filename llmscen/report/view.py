@@ -26,7 +26,11 @@ METRIC_TITLES = {
     "ttft_sent": "TTFT from send", "itl": "Inter-token latency", "tpot": "Time per output token",
     "schedule_lag": "Schedule lag", "output_tokens": "Output tokens", "input_tokens":
     "Input tokens", "chunks": "Chunks", "bytes_received": "Bytes received",
+    "ttft_answer": "Time to first answer token", "reasoning_tokens": "Reasoning tokens",
+    "answer_tokens": "Answer tokens",
 }
+# Recorded for every stream, but telling only when something reasoned (else 0, or ttft).
+REASONING_METRICS = frozenset({"ttft_answer", "reasoning_tokens", "answer_tokens"})
 WORDS = {"passed": "PASSED", "failed": "FAILED", "interrupted": "INTERRUPTED",
          "could_not_run": "COULD NOT RUN", "invalid_measurement": "INVALID MEASUREMENT"}
 CSS = {"passed": "passed", "failed": "failed", "interrupted": "interrupted",
@@ -121,8 +125,11 @@ def metric_tables(rows: list[Scoped]) -> list[Table]:
     """One table per histogram metric that has data, rows per scope."""
     tables = []
     custom = sorted({m for r in rows for m in r.agg.recorded() if m.startswith(CUSTOM_PREFIX)})
+    reasoned = any((r.agg.value("reasoning_tokens", "max") or 0) > 0 for r in rows)
     for metric in (*HISTOGRAM_METRICS, *custom):
         if not any(r.agg.histogram(metric) for r in rows):
+            continue
+        if metric in REASONING_METRICS and not reasoned:
             continue
         out = []
         for r in rows:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from llmscen import __version__ as _llmscen_version
 from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
+from llmscen.errors import RunError
 from llmscen.runners.guard import describe, guarded
 from llmscen.runners.http_errors import classify_client_error
 from llmscen.runners.http_request import text_headers
@@ -51,6 +52,8 @@ from llmscen.runners.openai_transport import (
     split_url,
 )
 from llmscen.runners.secrets import Headers, Scrubber
+from llmscen.runners.sessions import remember_turn, session_problem, with_history
+from llmscen.runners.tokenize import NoTokenizer, count_tokens
 from llmscen.spec.units import Duration
 
 if TYPE_CHECKING:
@@ -64,7 +67,8 @@ API_PATHS: dict[str, str] = {
     "models": "/models",
 }
 METRICS = frozenset({
-    "latency", "latency_sent", "ttft", "ttft_sent", "itl", "tpot", "schedule_lag",
+    "latency", "latency_sent", "ttft", "ttft_sent", "ttft_answer", "itl", "tpot",
+    "schedule_lag", "reasoning_tokens", "answer_tokens", "token_mismatch_rate",
     "output_tokens", "input_tokens", "chunks", "bytes_received", "throughput",
     "output_token_throughput", "goodput", "error_rate", "check_failure_rate", "success_rate",
 })
@@ -178,6 +182,14 @@ class OpenAIRunner:
     async def server_metrics(self) -> dict[str, float]:
         return {}
 
+    async def count_tokens(self, text: str, chat: bool) -> int:
+        """The server's count of a prompt, from its /tokenize (engine.protocol.Tokenizing)."""
+        try:
+            return await count_tokens(self.session, self.root, self.options.model, text, chat,
+                                      f"target {self.target.name!r}")
+        except RunError as exc:
+            raise NoTokenizer(self._scrub(str(exc))) from None
+
     async def server_info(self) -> dict[str, str]:
         """What the server says it is (for reports): vLLM's `/version`, the models'
         `owned_by`, the `Server` header; {} when it says nothing."""
@@ -279,9 +291,12 @@ class OpenAIRunner:
         finally:
             if exchange.error_message:
                 exchange.error_message = self._scrub(exchange.error_message, call.payload)
+        if call.session is not None and exchange.error is None:
+            remember_turn(call.session, call.payload, exchange.text)
 
     async def _send(self, call: Call, ex: Exchange) -> None:
-        payload = call.payload
+        payload = call.payload if call.session is None else with_history(call.session,
+                                                                         call.payload)
         api = payload.get("api") or self.options.api
         path = payload.get("path")
         url = self._urls[api] if path is None else self._url_for(path)
@@ -521,6 +536,24 @@ class OpenAIPlugin:
 
     def create_runner(self, target: TargetPlan) -> OpenAIRunner:
         return self.runner_class(target)
+
+    def synthetic_payload(self, target_options: BaseModel, request_options: BaseModel,
+                          output_tokens: bool) -> dict[str, Any]:
+        """The request keys a `synthetic:` row fills when the request gives no `body`: its
+        prompt as the one user message (or the completions prompt) and its output length as
+        `max_tokens` (engine.protocol.Synthesizing)."""
+        api = getattr(request_options, "api", None) or getattr(target_options, "api", "chat")
+        body: dict[str, Any] = {"messages": [{"role": "user", "content": "{{ row.prompt }}"}]} \
+            if api == "chat" else {"prompt": "{{ row.prompt }}"}
+        if output_tokens:
+            body["max_tokens"] = "{{ row.output_tokens }}"
+        return {"body": body}
+
+    def session_problem(self, target_options: BaseModel,
+                        request_options: BaseModel) -> str | None:
+        """Sessions need the chat API (engine.protocol.Conversing)."""
+        api = getattr(request_options, "api", None) or getattr(target_options, "api", "chat")
+        return session_problem(str(api), getattr(request_options, "body", {}))
 
 
 plugin = OpenAIPlugin()

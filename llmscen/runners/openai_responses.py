@@ -21,6 +21,7 @@ __all__ = ["MESSAGE_LIMIT", "StreamBody", "StreamProblem", "StreamState", "error
 MESSAGE_LIMIT = 500
 _TOKEN = 1      # a chunk that carries a generated token
 _CONTENT = 2    # ... whose text (or reasoning, tool call) is not empty
+_ANSWER = 6     # ... whose answer text (`content`, `text`) is not empty: content too
 
 
 _PLAIN_STRING = re.compile(rb'[\x00-\x1f"\\]')    # what a string's bytes must escape
@@ -135,8 +136,8 @@ class StreamState:
     is what the client really observed.
     """
 
-    __slots__ = ("chat", "chunks", "done", "finish_reason", "first_ns", "itl_us", "last_ns",
-                 "parts", "template", "templates", "usage")
+    __slots__ = ("answer_ns", "chat", "chunks", "done", "finish_reason", "first_ns", "itl_us",
+                 "last_ns", "parts", "reasoning", "template", "templates", "usage")
 
     def __init__(self, chat: bool, itl_us: list[int], templates: bool = True) -> None:
         self.chat = chat
@@ -146,6 +147,8 @@ class StreamState:
         self.parts: list[str] = []
         self.chunks = 0
         self.first_ns = 0       # first chunk with non-empty content (TTFT)
+        self.answer_ns = 0      # first chunk with non-empty answer text (TTFT of the answer)
+        self.reasoning = 0      # chunks carrying reasoning (`reasoning_content`, `reasoning`)
         self.last_ns = 0        # last token chunk (ITL)
         self.done = False
         self.finish_reason: str | None = None
@@ -158,7 +161,7 @@ class StreamState:
         """
         loads = orjson.loads
         tokens = 0
-        content = False
+        content = answer = False
         template = self.template
         try:
             for data in batch:
@@ -168,7 +171,7 @@ class StreamState:
                     if value is not None:       # same event as the last one but its text
                         tokens += 1
                         if value:
-                            content = True
+                            content = answer = True
                             self.parts.append(value)
                         continue
                 if data[:1] != b"{":
@@ -190,8 +193,9 @@ class StreamState:
                                                     f"{excerpt(data)!r}") from None
                 if kind:
                     tokens += 1
-                    if kind == _CONTENT:
+                    if kind & _CONTENT:
                         content = True
+                        answer = answer or kind == _ANSWER
                     if self.templates:
                         self.template = template = Template.of(data, obj, self.chat)
         finally:
@@ -204,6 +208,8 @@ class StreamState:
                 self.chunks += tokens
             if content and not self.first_ns:
                 self.first_ns = now_ns
+            if answer and not self.answer_ns:
+                self.answer_ns = now_ns
 
     def token(self, value: str, now_ns: int) -> None:
         """Account one token event of the template, read alone: `events([it], now_ns)`."""
@@ -215,6 +221,8 @@ class StreamState:
             self.parts.append(value)
             if not self.first_ns:
                 self.first_ns = now_ns
+            if not self.answer_ns:
+                self.answer_ns = now_ns
 
     def _event(self, obj: Any) -> int:
         """Fold one decoded event: 0 (no token), _TOKEN (a token, no text) or _CONTENT."""
@@ -237,20 +245,24 @@ class StreamState:
                 delta = choice.get("delta")
                 piece = delta.get("content") if delta else None
                 if piece:
-                    kind = _CONTENT
+                    kind = _ANSWER
                     if first:
                         self.parts.append(piece)
                     continue
-                if delta and (delta.get("reasoning_content") or delta.get("reasoning")
-                              or delta.get("tool_calls")):
-                    kind = _CONTENT
+                if delta and (delta.get("reasoning_content") or delta.get("reasoning")):
+                    kind |= _CONTENT
+                    if first:
+                        self.reasoning += 1
+                    continue
+                if delta and delta.get("tool_calls"):
+                    kind |= _CONTENT
                     continue
                 # an empty string: a token without text, unless the role or finish chunk
                 empty = isinstance(piece, str) and not delta.get("role") and reason is None
             else:
                 piece = choice.get("text")
                 if piece:
-                    kind = _CONTENT
+                    kind = _ANSWER
                     if first:
                         self.parts.append(piece)
                     continue
@@ -263,6 +275,7 @@ class StreamState:
         """Copy the totals into `ex`; a stream that ended without `[DONE]` or a finish_reason
         is cut (`complete=False` when it failed for another reason already)."""
         ex.first_content_ns = self.first_ns
+        ex.first_answer_ns = self.answer_ns
         ex.chunks = self.chunks
         try:
             ex.text = "".join(self.parts)
@@ -279,6 +292,8 @@ class StreamState:
             ex.output_tokens = output
         if usage:
             ex.input_tokens = _int(usage.get("prompt_tokens"))
+        reported = reasoning_of(usage)     # else counted chunks, as output_tokens is
+        ex.reasoning_tokens = reported if reported is not None else self.reasoning
         if complete and not self.done and self.finish_reason is None:
             ex.fail("protocol", f"stream ended before [DONE] or a finish_reason "
                                 f"(after {self.chunks} token chunks)")
@@ -347,6 +362,7 @@ def read_body(api: str, obj: Any, ex: Exchange) -> str | None:
         ex.input_tokens = _int(usage.get("prompt_tokens"))
         if api != "embeddings":
             ex.output_tokens = _int(usage.get("completion_tokens"))
+            ex.reasoning_tokens = reasoning_of(usage)
     if api == "embeddings":
         if not isinstance(obj.get("data"), list):
             return "embeddings response has no `data` list"
@@ -390,6 +406,12 @@ def parse_error_body(raw: bytes) -> tuple[Any, str]:
     except orjson.JSONDecodeError:
         return None, raw.decode("utf-8", "replace").strip()[:MESSAGE_LIMIT]
     return obj, error_text(obj)[:MESSAGE_LIMIT]
+
+
+def reasoning_of(usage: Any) -> int | None:
+    """`usage.completion_tokens_details.reasoning_tokens` (OpenAI, vLLM), when reported."""
+    details = usage.get("completion_tokens_details") if isinstance(usage, dict) else None
+    return _int(details.get("reasoning_tokens")) if isinstance(details, dict) else None
 
 
 def _int(value: Any) -> int | None:

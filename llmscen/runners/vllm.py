@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 from pydantic import BaseModel, Field
@@ -140,6 +140,14 @@ class VLLMPlugin(OpenAIPlugin):
                                   "readiness and /metrics scraping")
     target_options: type[BaseModel] = VLLMTargetOptions
     runner_class: ClassVar[type[OpenAIRunner]] = VLLMRunner
+
+    def synthetic_payload(self, target_options: BaseModel, request_options: BaseModel,
+                          output_tokens: bool) -> dict[str, Any]:
+        """openai's, and vLLM's sampling extras that make the output exactly that long."""
+        payload = super().synthetic_payload(target_options, request_options, output_tokens)
+        if output_tokens:
+            payload["body"].update(ignore_eos=True, min_tokens="{{ row.output_tokens }}")
+        return payload
 
 
 plugin = VLLMPlugin()

@@ -173,6 +173,8 @@ class Expect(_Frozen):
     finish_reason: Texts | None = Field(None, description="accepted finish reason(s)")
     output_tokens: CountRange | None = Field(None, description="tokens generated (the "
                                              "server's usage, else counted chunks)")
+    input_tokens: CountRange | None = Field(None, description="prompt tokens, by the server's "
+                                            "usage (e.g. for synthetic prompts of exact length)")
     chunks: CountRange | None = Field(None, description="content chunks of a streamed response")
     error: ErrorExpect | None = Field(None, description="expect the request to be refused")
     outputs: dict[str, TensorExpect] | None = Field(None, description="output tensors by name")

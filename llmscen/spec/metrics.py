@@ -36,6 +36,8 @@ CATALOG: dict[str, Metric] = {
         Metric("latency_sent", "duration", "actual send → last byte (vLLM E2EL)"),
         Metric("ttft", "duration", "intended start → first chunk carrying generated content"),
         Metric("ttft_sent", "duration", "actual send → first content chunk (vLLM TTFT)"),
+        Metric("ttft_answer", "duration", "intended start → first chunk of answer text, after "
+                                          "any reasoning (streams; ttft when none)"),
         Metric("itl", "duration", "gap between consecutive token chunks, as vLLM's ITL: every chunk "
                "carrying a generated token, empty text too (vLLM sends those); not the "
                "role, finish-only or usage chunk"),
@@ -45,6 +47,10 @@ CATALOG: dict[str, Metric] = {
                                               "successful call sent after it, per target"),
         Metric("output_tokens", "amount", "output tokens per request (usage, else counted chunks)"),
         Metric("input_tokens", "amount", "input tokens per request (usage)"),
+        Metric("reasoning_tokens", "amount", "reasoning tokens per request (usage's "
+                                             "completion_tokens_details, else counted reasoning "
+                                             "chunks of a stream)"),
+        Metric("answer_tokens", "amount", "output tokens that are not reasoning, per request"),
         Metric("chunks", "amount", "token chunks per streamed response, counted as for itl"),
         Metric("bytes_received", "amount", "response body bytes per request"),
         Metric("throughput", "rate", "successful requests per second over the scope's wall time"),
@@ -61,6 +67,9 @@ CATALOG: dict[str, Metric] = {
                                              "characters / all content chunks"),
         Metric("capacity", "rate", "the largest load a `search:` phase found meeting its "
                                    "objectives (arrivals per second; users for a users search)"),
+        Metric("token_mismatch_rate", "ratio", "streamed responses whose usage.completion_tokens "
+                                               "differs from their token chunks / streamed "
+                                               "responses with usage"),
         Metric("error_rate", "ratio", "failed requests (any class but check) / all requests"),
         Metric("check_failure_rate", "ratio", "requests that failed an expectation / all requests"),
         Metric("success_rate", "ratio", "requests with no error and no failed check / all requests"),

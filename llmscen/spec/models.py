@@ -140,13 +140,94 @@ class TargetSpec(Open):
         return self
 
 
+class LengthSpec(Strict):
+    """A token length drawn per row: uniform over [min, max], or normal (`mean`, `stdev`)
+    clipped to [min, max]; `value` for a fixed length."""
+
+    value: PositiveInt | None = Field(None, description="a fixed length")
+    min: PositiveInt | None = Field(None, description="the shortest (uniform; clips a normal)")
+    max: PositiveInt | None = Field(None, description="the longest (uniform; clips a normal)")
+    mean: PositiveFloat | None = Field(None, description="the mean of a normal length")
+    stdev: float | None = Field(None, ge=0, description="the standard deviation of a normal "
+                                "length")
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> LengthSpec:
+        if self.value is not None:
+            if any(v is not None for v in (self.min, self.max, self.mean, self.stdev)):
+                raise ValueError("a fixed length (`value`) takes no other key")
+        elif self.mean is not None:
+            if self.stdev is None:
+                raise ValueError("a normal length needs `stdev` beside `mean`")
+        elif self.stdev is not None:
+            raise ValueError("`stdev` goes with `mean`")
+        elif self.min is None or self.max is None:
+            raise ValueError("a length is a number (128), {min: 64, max: 256} (uniform) or "
+                             "{mean: 128, stdev: 16} (normal, optionally clipped by min/max)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+def parse_length(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"value": value}
+    return value
+
+
+Length = Annotated[LengthSpec, BeforeValidator(parse_length), WithJsonSchema({
+    "anyOf": [{"type": "integer", "minimum": 1}, LengthSpec.model_json_schema()],
+    "description": "tokens: 128, {min: 64, max: 256} (uniform) or {mean: 128, stdev: 16} "
+                   "(normal)"})]
+
+
+class PrefixSpec(Strict):
+    """Shared prefixes: `share` of the prompts start with one of `count` prefixes."""
+
+    tokens: PositiveInt = Field(description="the length of each shared prefix, in tokens")
+    share: Percent = Field(1.0, description="the share of prompts that start with a prefix")
+    count: PositiveInt = Field(1, description="how many different prefixes")
+
+
+class SyntheticSpec(Strict):
+    """Prompts of exact token length, counted by a tokenizer (`synthetic:`)."""
+
+    input_tokens: Length = Field(description="the prompt's length in tokens")
+    output_tokens: Length | None = Field(None, description="a length per row, for "
+                                         "`max_tokens: \"{{ row.output_tokens }}\"`")
+    tokenizer: Literal["server", "words"] = Field(
+        "server", description="`server`: the target's own /tokenize endpoint; `words`: "
+                              "whitespace-separated words (openai-sim's count), offline")
+    api: Literal["chat", "completions"] | None = Field(
+        None, description="how the prompt is sent, so it is counted as the server will: as "
+                          "one user message (its chat template's tokens included) or as a "
+                          "completions prompt; default: the API of the requests using it")
+    target: Name | None = Field(None, description="whose tokenizer counts; default the "
+                                "target of the requests that use this data")
+    prefix: PrefixSpec | None = Field(None, description="shared prefixes: {tokens: 64, share: "
+                                      "50%, count: 1}")
+    rows: PositiveInt = Field(100, le=100_000, description="how many prompts to make")
+    seed: int | None = Field(None, description="default: the scenario's seed")
+
+
 class DataSpec(Strict):
-    file: FilePath = Field(description="relative to the scenario file")
+    file: FilePath | None = Field(None, description="relative to the scenario file")
     order: Literal["sequential", "random", "once"] = Field(
         "sequential", description="sequential: row after row, from the top again at the end; "
         "random: a seeded random row each time; once: every row once, then the phase ends")
     format: Literal["csv", "jsonl"] | None = Field(None, description="default: from the file "
                                                    "name (.csv, .tsv, .jsonl, .ndjson)")
+    synthetic: SyntheticSpec | None = Field(None, description="generated prompts of exact "
+                                            "token length instead of a file "
+                                            "(docs/workloads.md)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.file is None) == (self.synthetic is None):
+            raise ValueError("data comes from exactly one of `file:` or `synthetic:`")
+        if self.synthetic is not None and self.format is not None:
+            raise ValueError("`format` applies to `file:` data")
+        return self
 
 
 class SweepSpec(Strict):
@@ -417,6 +498,37 @@ class StepSpec(Open):
                                   "(docs/expect.md)")
 
 
+class TurnsSpec(Strict):
+    """A multi-turn session (`turns:`): one chat call repeated, its history carried along."""
+
+    count: PositiveInt = Field(description="turns in one session")
+    think: Think | None = Field(None, description="the user's pause between turns: 1s, 1s..3s")
+    rows: Literal["session", "turn"] = Field(
+        "session", description="`session`: one data row for the whole session; `turn`: each "
+                               "turn takes the next row")
+    header: str | None = Field(None, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+                               description="an HTTP header that carries the session's id on "
+                                           "every turn (router affinity), e.g. X-Session-ID")
+
+
+def parse_turns(value: Any) -> Any:
+    """`turns: 3` is `turns: {count: 3}`."""
+    if isinstance(value, bool) or not isinstance(value, (int, dict)):
+        raise ValueError("`turns` is a number of turns (3) or {count: 3, think: 1s, rows: "
+                         f"turn, header: X-Session-ID}}, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"a session has at least 1 turn, got {value}")
+        return {"count": value}
+    return value
+
+
+Turns = Annotated[TurnsSpec, BeforeValidator(parse_turns), WithJsonSchema({
+    "anyOf": [{"type": "integer", "minimum": 1}, TurnsSpec.model_json_schema()],
+    "description": "a multi-turn chat session: `3`, or {count: 3, think: 1s, rows: turn, "
+                   "header: X-Session-ID}"})]
+
+
 class RequestSpec(Open):
     name: Label = Field(description="the request's name in results, reports and SLO scopes")
     target: Name = Field(description="the target (of `targets:`) it is sent to")
@@ -435,6 +547,9 @@ class RequestSpec(Open):
     steps: list[StepSpec] | None = Field(None, description="a flow: several calls in order on "
                                          "the same target, sharing captured values "
                                          "(docs/flows.md)")
+    turns: Turns | None = Field(
+        None, description="a multi-turn chat session: `3`, or {count: 3, think: 1s, rows: "
+                          "turn, header: X-Session-ID} (docs/workloads.md)")
 
 
 class SLOSpec(Strict):

@@ -31,6 +31,7 @@ def create_app(options: OpenAISimOptions) -> web.Application:
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/completions", handlers.text_completions)
     app.router.add_post("/v1/embeddings", handlers.embeddings)
+    app.router.add_post("/tokenize", handlers.tokenize)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/version", handlers.version)
     app.router.add_get("/metrics", handlers.metrics)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
+from llmscen.services.openai_sim.history import HEADER as HISTORY_HEADER
 from llmscen.services.openai_sim.state import STATE, Fault, Seq, SimState, Tally, prometheus_text
-from llmscen.services.openai_sim.stream import DONE, MALFORMED, ChunkEncoder, write_paced
+from llmscen.services.openai_sim.stream import (
+    DONE,
+    MALFORMED,
+    ChunkEncoder,
+    usage_of,
+    write_paced,
+)
 from llmscen.services.openai_sim.text import (
     chat_prompt,
     completion_prompt,
@@ -63,6 +71,8 @@ class Generation:
     finish_reason: str
     stream: bool
     include_usage: bool
+    history_answers: int | None = None   # check_history: earlier answers the request carried
+    reasoning: list[str] = field(default_factory=list)   # reasoning tokens before the answer
 
 
 async def _read_object(request: web.Request) -> dict[str, Any]:
@@ -164,8 +174,21 @@ def plan_generation(state: SimState, body: dict[str, Any], kind: Literal["chat",
         tokens += pseudo_tokens(rng, count - len(tokens), first=not tokens)
     del tokens[count:]
     finish = "length" if max_tokens is not None and count >= max_tokens else "stop"
+    carried = None
+    if kind == "chat" and o.check_history:
+        carried, problem = state.history.check(body["messages"])
+        if problem is not None:
+            raise BadRequest(problem, param="messages")
+        state.history.carried[carried] += 1
+        state.history.remember("".join(tokens))
+    reasoning = pseudo_tokens(prompt_rng(prompt, o.seed, "reasoning"), o.reasoning_tokens,
+                              first=True) if kind == "chat" and o.reasoning_tokens else []
     return Generation(kind, state.next_id("chatcmpl" if kind == "chat" else "cmpl"), model,
-                      prompt_tokens, tokens, finish, stream, include_usage)
+                      prompt_tokens, tokens, finish, stream, include_usage, carried, reasoning)
+
+
+def _headers(gen: Generation) -> dict[str, str]:
+    return {} if gen.history_answers is None else {HISTORY_HEADER: str(gen.history_answers)}
 
 
 async def completions(request: web.Request, kind: Literal["chat", "text"]) -> web.StreamResponse:
@@ -201,18 +224,20 @@ async def _stream(request: web.Request, state: SimState, gen: Generation, seq: S
     if rate:
         tokens = hold_back_text(tokens, rate,
                                 prompt_rng(gen.request_id, state.options.seed, "empty"))
-    chunks = encoder.tokens(encode_tokens(tokens), gen.finish_reason)
+    thinking = len(gen.reasoning)
+    chunks = encoder.reasoning(encode_tokens(gen.reasoning)) + \
+        encoder.tokens(encode_tokens(tokens), gen.finish_reason)
     if gen.include_usage:
-        chunks[-1] += encoder.usage(gen.prompt_tokens, n)
+        chunks[-1] += encoder.usage(gen.prompt_tokens, n + thinking, thinking)
     chunks[-1] += DONE
     if fault == "malformed":
         middle = len(chunks) // 2
         chunks[middle] = MALFORMED + chunks[middle]
     elif fault == "cut":
-        del chunks[n // 2:]
+        del chunks[(n + thinking) // 2:]
 
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                           "Cache-Control": "no-cache"})
+                                           "Cache-Control": "no-cache", **_headers(gen)})
     try:
         await response.prepare(request)
         if encoder.chat:  # the role arrives at once, content only after the TTFT
@@ -263,13 +288,14 @@ async def _decode(state: SimState, seq: Seq, first_due: float, count: int) -> fl
 
 async def _respond(request: web.Request, state: SimState, gen: Generation, seq: Seq,
                    fault: Fault) -> web.StreamResponse:
-    n = len(gen.tokens)
+    n = len(gen.tokens) + len(gen.reasoning)
     seq.done = await _decode(state, seq, _first_due(state, gen, seq), n)
     text = "".join(gen.tokens)
     if gen.kind == "chat":
-        choice: dict[str, Any] = {"index": 0,
-                                  "message": {"role": "assistant", "content": text,
-                                              "tool_calls": []}}
+        message: dict[str, Any] = {"role": "assistant", "content": text, "tool_calls": []}
+        if gen.reasoning:
+            message["reasoning_content"] = "".join(gen.reasoning)
+        choice: dict[str, Any] = {"index": 0, "message": message}
         obj = "chat.completion"
     else:
         choice = {"index": 0, "text": text}
@@ -277,15 +303,14 @@ async def _respond(request: web.Request, state: SimState, gen: Generation, seq: 
     choice.update(logprobs=None, finish_reason=gen.finish_reason, stop_reason=None)
     body = orjson.dumps({"id": gen.request_id, "object": obj, "created": int(time.time()),
                          "model": gen.model, "choices": [choice],
-                         "usage": {"prompt_tokens": gen.prompt_tokens,
-                                   "total_tokens": gen.prompt_tokens + n,
-                                   "completion_tokens": n}})
+                         "usage": usage_of(gen.prompt_tokens, n, len(gen.reasoning))})
     if fault is None:
         state.finished[gen.finish_reason] += 1
-    return await _deliver(request, body, fault)
+    return await _deliver(request, body, fault, _headers(gen))
 
 
-async def _deliver(request: web.Request, body: bytes, fault: Fault) -> web.StreamResponse:
+async def _deliver(request: web.Request, body: bytes, fault: Fault,
+                   headers: dict[str, str] | None = None) -> web.StreamResponse:
     """A JSON body as is, truncated (malformed), or half-sent before hanging up (cut)."""
     if fault == "malformed":
         return web.Response(body=body[: len(body) // 2], content_type="application/json")
@@ -300,7 +325,7 @@ async def _deliver(request: web.Request, body: bytes, fault: Fault) -> web.Strea
         if request.transport is not None:
             request.transport.close()
         return response
-    return web.Response(body=body, content_type="application/json")
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -350,6 +375,33 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
             "model": model, "data": data,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}}),
             fault)
+
+
+async def tokenize(request: web.Request) -> web.StreamResponse:
+    """As vLLM's `/tokenize`: the prompt's tokens as the simulator counts them in `usage`
+    (whitespace words), for `prompt`/`content` text or chat `messages`."""
+    state = request.app[STATE]
+    await state.hold()
+    try:
+        body = await _read_object(request)
+        _check_model(state, body)
+        if "messages" in body:
+            try:
+                text = chat_prompt(body["messages"])[0]
+            except ValueError as exc:
+                raise BadRequest(str(exc), param="messages") from None
+        else:
+            given = body.get("prompt", body.get("content"))
+            if not isinstance(given, str):
+                raise BadRequest("give the text to count as 'prompt' (or 'content'), or chat "
+                                 "'messages'", param="prompt")
+            text = given
+    except BadRequest as exc:
+        return error_response(exc.status, str(exc), exc.param)
+    tokens = [int.from_bytes(hashlib.blake2b(w.encode(), digest_size=2).digest(), "big")
+              for w in text.split()]
+    return json_response({"count": len(tokens), "tokens": tokens,
+                          "max_model_len": state.options.max_model_len})
 
 
 async def models(request: web.Request) -> web.StreamResponse:

@@ -47,6 +47,13 @@ class OpenAISimOptions(BaseModel):
                                                        "with empty text, their text joining the "
                                                        "next token's (as vLLM streams tokens that "
                                                        "decode to no text yet)")
+    reasoning_tokens: int = Field(0, ge=0, description="chat answers first think aloud: this "
+                                  "many `reasoning_content` tokens (one chunk each, paced "
+                                  "like the answer) before the answer's first token")
+    check_history: bool = Field(False, description="refuse (400) a chat request whose assistant "
+                                "messages are not answers this simulator gave, and count "
+                                "requests by the earlier answers they carry "
+                                "(openai_sim:history_answers)")
 
     @model_validator(mode="after")
     def _consistent(self) -> OpenAISimOptions:

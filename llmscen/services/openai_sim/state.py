@@ -17,6 +17,7 @@ from aiohttp import web
 
 from llmscen.services.openai_sim.batch import Batch
 from llmscen.services.openai_sim.exposition import Exposition, Timings, label_value
+from llmscen.services.openai_sim.history import History
 from llmscen.services.openai_sim.stream import StallWindow
 from llmscen.services.openai_sim.text import split_tokens
 from llmscen.services.openai_sim.timer import Waker, now
@@ -46,6 +47,7 @@ class SimState:
     finished: dict[str, int] = field(default_factory=lambda: {"stop": 0, "length": 0, "abort": 0})
     injected: dict[str, int] = field(default_factory=lambda: {"error": 0, "malformed": 0, "cut": 0})
     timings: Timings = field(default_factory=Timings)
+    history: History = field(default_factory=History)
 
     @classmethod
     def create(cls, options: OpenAISimOptions) -> SimState:
@@ -198,4 +200,9 @@ def prometheus_text(state: SimState) -> str:
               [(label, state.batch.step())])
     out.counter("openai_sim:injected_faults", "Faults injected by openai-sim.",
                 [(f'kind="{kind}",{label}', count) for kind, count in state.injected.items()])
+    if state.options.check_history:
+        out.counter("openai_sim:history_answers",
+                    "Chat requests by the number of earlier answers they carried.",
+                    [(f'answers="{n}",{label}', count)
+                     for n, count in sorted(state.history.carried.items())])
     return out.text()

@@ -108,12 +108,25 @@ class ChunkEncoder:
                 chunks.append(final)
         return chunks
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+    def reasoning(self, encoded: list[bytes]) -> list[bytes]:
+        """One `reasoning_content` event per token (vLLM's reasoning parsers, DeepSeek)."""
+        opening = self._head + b'[{"index":0,"delta":{"reasoning_content":'
+        return [opening + token + self._close for token in encoded]
+
+    def usage(self, prompt_tokens: int, completion_tokens: int, reasoning: int = 0) -> bytes:
         """The closing event of `stream_options.include_usage`: no choices, only usage."""
-        usage = orjson.dumps({"prompt_tokens": prompt_tokens,
-                              "total_tokens": prompt_tokens + completion_tokens,
-                              "completion_tokens": completion_tokens})
+        usage = orjson.dumps(usage_of(prompt_tokens, completion_tokens, reasoning))
         return self._head + b'[],"usage":' + usage + b"}\n\n"
+
+
+def usage_of(prompt_tokens: int, completion_tokens: int, reasoning: int = 0) -> dict[str, object]:
+    """An OpenAI `usage` object; reasoning tokens are part of the completion tokens."""
+    usage: dict[str, object] = {"prompt_tokens": prompt_tokens,
+                                "total_tokens": prompt_tokens + completion_tokens,
+                                "completion_tokens": completion_tokens}
+    if reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return usage
 
 
 async def write_paced(response: web.StreamResponse, chunks: list[bytes], first_due: float,
