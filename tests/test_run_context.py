@@ -152,7 +152,7 @@ def test_a_run_saves_its_context(tmp_path: Path, workers: str) -> None:
     assert error.status == 503 and error.error == "http"
     assert set(error.phases) <= {"open", "users"} and error.first is not None
     assert error.last is not None and 0 <= error.first <= error.last <= users.ended + 1
-    assert orjson.loads(raw)["schema_version"] == 3
+    assert orjson.loads(raw)["schema_version"] == 4
 
 
 def test_the_documented_example_is_a_valid_results_file() -> None:
