@@ -192,6 +192,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def loopback_problem(plan: Plan, hosts: list[str], driver: str) -> str | None:
+    """Why a target cannot be reached from every node: a loopback address (a service's
+    too: services run on the driver's host) while some node is another host."""
+    if all(h == driver for h in hosts):
+        return None
+    for target in plan.targets:
+        url = target.url or ""
+        if target.service:
+            url, host, why = f"service:{target.service}", "127.0.0.1", \
+                "its service listens on the driver's host only"
+        else:
+            host, why = urlsplit(url).hostname or "", "each actor would call its own host"
+        if is_loopback(host):
+            return (f"target {target.name!r} ({public_url(url)}) is a loopback address, but "
+                    f"the Ray cluster spans hosts {', '.join(hosts)}: {why}; point the target "
+                    "at an address every node reaches (--target NAME=URL)")
+    return None
+
+
 class RayCluster:
     """A connection to a running Ray cluster, and the worker actors started on it."""
 
@@ -213,10 +232,6 @@ class RayCluster:
         self.cpus = int(ray.cluster_resources().get("CPU", 0))
         self.handles: list[ActorHandle] = []
 
-    @property
-    def multi_host(self) -> bool:
-        return any(h != self.driver_address for h in self.hosts)
-
     def default_workers(self) -> int:
         return max(1, min(self.cpus, MAX_DEFAULT_WORKERS))
 
@@ -226,20 +241,9 @@ class RayCluster:
             raise InputError(f"--workers {workers}: the Ray cluster at "
                              f"{public_url(self.address)} offers {self.cpus} CPUs, and each "
                              "worker actor takes one")
-        if not self.multi_host:
-            return
-        for target in plan.targets:
-            if target.service:
-                url, why = f"service:{target.service}", "its service runs on the driver's host"
-            else:
-                url, why = target.url or "", "that is the actor's own host"
-            host = "127.0.0.1" if target.service else (urlsplit(url).hostname or "")
-            if is_loopback(host):
-                raise InputError(
-                    f"target {target.name!r} ({public_url(url)}) is a loopback address, but "
-                    f"the Ray cluster spans hosts {', '.join(self.hosts)}: actors on other "
-                    f"hosts cannot reach it ({why}); point the target at an address every "
-                    "node reaches (--target NAME=URL)")
+        problem = loopback_problem(plan, self.hosts, self.driver_address)
+        if problem is not None:
+            raise InputError(problem)
 
     async def spawn(self, plan: Plan, count: int, reports: asyncio.Queue[m.Report], *,
                     origin_ns: int, log_path: str | None) -> list[ActorHandle]:
