@@ -173,13 +173,13 @@ class ActorHandle:
 
 
 def _death(exc: BaseException) -> str:
-    """Ray's account of an actor's death, in one line."""
+    """Ray's account of an actor's death, in one line: why, without its list of causes."""
     text = " ".join(str(exc).split())
-    for marker in ("exited with", "killed", "SIGKILL", "died", "unexpectedly"):
-        at = text.find(marker)
-        if at >= 0:
-            return text[max(0, at - 60):at + 140].strip()
-    return text[:200] or type(exc).__name__
+    because = "The actor is dead because "
+    if because in text:
+        text = text.split(because, 1)[1]
+    text = text.split(" Some common causes", 1)[0]
+    return (text[:240] or type(exc).__name__).rstrip(".")
 
 
 def is_loopback(host: str) -> bool:
