@@ -12,6 +12,8 @@ SIGTERM stop every actor and keep everything measured.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -33,7 +35,7 @@ from llmscen.compile.compiler import compile_document
 from llmscen.driver.cluster import loopback_problem
 from llmscen.engine.registry import Registry
 from llmscen.metrics.histogram import Histogram
-from llmscen.metrics.results import RunResults
+from llmscen.metrics.results import ClusterInfo, RunResults
 from llmscen.spec.loader import load_file
 
 SCENARIO = """
@@ -249,6 +251,31 @@ def test_a_ray_client_address_runs_the_same(tmp_path: Path, cluster: Any) -> Non
     assert results.meta.cluster.address == cluster.client_address
     assert sum(len(n.workers) for n in results.meta.cluster.nodes) == 2
     assert results.scopes[0].counters.ok == 6
+
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = (ROOT / "docs" / "distributed.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_the_documented_command_runs_as_written(tmp_path: Path, cluster: Any) -> None:
+    block = re.search(r"```sh\n(.+?)\n```", DOC, re.S)
+    assert block is not None and block.group(1).startswith("llmscen run ")
+    argv = shlex.split(block.group(1).replace("HEAD:6379", cluster.address))
+    proc = subprocess.run([sys.executable, "-m", "llmscen.cli.main", *argv[1:], "--out",
+                           str(tmp_path / "out"), "--progress", "lines"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = RunResults.load(tmp_path / "out" / "results.json")
+    assert results.meta.workers == 2 and results.meta.cluster is not None
+
+
+def test_the_documented_cluster_meta_is_what_results_hold() -> None:
+    example = DOC.split("```json\n", 1)[1].split("\n```", 1)[0]
+    meta = orjson.loads("{" + example + "}")
+    info = ClusterInfo.model_validate(meta["cluster"])
+    assert [n.workers for n in info.nodes] == [[0], [1]] and meta["workers"] == 2
 
 
 @pytest.mark.ray
