@@ -234,6 +234,29 @@ def test_interrupting_the_driver_stops_every_actor_and_keeps_what_they_measured(
 
 @pytest.mark.slow
 @pytest.mark.ray
+def test_an_abort_slo_judged_on_the_merged_data_stops_every_actor(tmp_path: Path,
+                                                                   cluster: Any) -> None:
+    scenario = tmp_path / "abort.yaml"
+    scenario.write_text(SCENARIO.format(phases=LONG) +
+                        "slos:\n  - {assert: latency.p50 < 1us, window: 1s, abort: true}\n")
+    out, log = tmp_path / "out", tmp_path / "requests.jsonl"
+    proc = subprocess.run(command(scenario, cluster, out, log), capture_output=True, text=True,
+                          timeout=180, check=False)
+    assert proc.returncode == exitcodes.ASSERTIONS_FAILED, proc.stdout + proc.stderr
+    assert "FAILED: stopped early: latency.p50" in proc.stdout, proc.stdout
+    results = RunResults.load(out / "results.json")
+    (phase,) = results.phases
+    assert phase.wall < 15, phase       # of 60 s: stopped once the first second was judged
+    logged = records(log)
+    assert {r["worker"] for r in logged} == {0, 1}
+    # every actor stopped with the run: nothing completed well after the phase ended
+    assert max(r["t"] for r in logged) <= phase.ended + 0.5, phase
+    (scope,) = results.scopes
+    assert scope.counters.requests == sum(1 for r in logged if "not_sent" not in r)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
 def test_a_ray_client_address_runs_the_same(tmp_path: Path, cluster: Any) -> None:
     scenario = tmp_path / "s.yaml"
     scenario.write_text(SCENARIO.format(phases="  - {name: p, users: 2, requests: 6}"))
