@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -173,7 +174,11 @@ class ActorHandle:
 
 
 def _death(exc: BaseException) -> str:
-    """Ray's account of an actor's death, in one line: why, without its list of causes."""
+    """Ray's account of an actor's death (or of a call that raised in it), in one line: why,
+    without its list of possible causes or the remote traceback."""
+    cause = getattr(exc, "cause", None)      # RayTaskError: the exception raised in the actor
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {' '.join(str(cause).split())[:240]}"
     text = " ".join(str(exc).split())
     because = "The actor is dead because "
     if because in text:
@@ -248,24 +253,34 @@ class RayCluster:
     async def spawn(self, plan: Plan, count: int, reports: asyncio.Queue[m.Report], *,
                     origin_ns: int, log_path: str | None) -> list[ActorHandle]:
         actor_class = self.ray.remote(ActorWorker)
+        run = uuid.uuid4().hex[:8]      # names the actors in Ray's dashboard and logs
         actors = [actor_class.options(num_cpus=1, scheduling_strategy="SPREAD",
                                       max_restarts=0, max_task_retries=0,
-                                      name=f"llmscen-worker-{i}-{os.getpid()}").remote()
+                                      name=f"llmscen-{run}-worker-{i}").remote()
                   for i in range(count)]
         try:
             places = await asyncio.wait_for(asyncio.gather(*(_place(a) for a in actors)),
                                             START_TIMEOUT_S)
+            await asyncio.gather(*(a.start.remote(plan, i, count, origin_ns + p.offset_ns,
+                                                  log_path)
+                                   for i, (a, p) in enumerate(zip(actors, places,
+                                                                  strict=True))))
         except asyncio.TimeoutError:
-            for actor in actors:
-                self.ray.kill(actor, no_restart=True)
+            self._kill(actors)
             raise RunError(f"{count} worker actors were not all started on the Ray cluster "
                            f"within {START_TIMEOUT_S:g}s (busy CPUs?)") from None
-        await asyncio.gather(*(a.start.remote(plan, i, count, origin_ns + p.offset_ns,
-                                              log_path)
-                               for i, (a, p) in enumerate(zip(actors, places, strict=True))))
+        except Exception as exc:   # e.g. a node without llmscen, or another version of it
+            self._kill(actors)
+            raise RunError("the worker actors could not start on the Ray cluster (is the same "
+                           f"llmscen installed on every node?): {_death(exc)}") from None
         self.handles = [ActorHandle(a, i, p, reports)
                         for i, (a, p) in enumerate(zip(actors, places, strict=True))]
         return self.handles
+
+    def _kill(self, actors: list[Any]) -> None:
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                self.ray.kill(actor, no_restart=True)
 
     def info(self) -> ClusterInfo:
         nodes: dict[str, NodeInfo] = {}
