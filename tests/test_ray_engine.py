@@ -11,6 +11,7 @@ SIGTERM stop every actor and keep everything measured.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shlex
@@ -32,7 +33,8 @@ from click.testing import CliRunner
 from llmscen.cli import exitcodes
 from llmscen.cli.main import cli
 from llmscen.compile.compiler import compile_document
-from llmscen.driver.cluster import loopback_problem
+from llmscen.driver import messages as m
+from llmscen.driver.cluster import loopback_problem, on_actor_clock, place
 from llmscen.engine.registry import Registry
 from llmscen.metrics.histogram import Histogram
 from llmscen.metrics.results import ClusterInfo, RunResults
@@ -358,3 +360,37 @@ def test_a_loopback_target_on_a_cluster_of_several_hosts_is_an_error(
         return
     assert problem is not None
     assert "target 'chat'" in problem and "loopback" in problem and "10.0.0.2" in problem
+
+
+class _Remote:
+    def __init__(self, call: Any) -> None:
+        self.remote = call
+
+
+class SkewedActor:
+    """Stands in for an actor handle on a node whose clock is `skew_ns` ahead of ours and
+    answers after `delay` seconds each way (Ray itself is what this replaces)."""
+
+    def __init__(self, skew_ns: int, delay: float) -> None:
+        self.where = _Remote(self._where)
+        self.skew_ns, self.delay = skew_ns, delay
+
+    async def _where(self) -> dict[str, Any]:
+        await asyncio.sleep(self.delay)
+        now = time.perf_counter_ns() + self.skew_ns
+        await asyncio.sleep(self.delay)
+        return {"clock_ns": now, "pid": 1, "node": "n" * 32, "address": "10.0.0.2"}
+
+
+@pytest.mark.parametrize("skew", [-3_000_000_000, 0, 7_500_000_000])
+def test_a_nodes_clock_offset_is_measured_and_applied_to_every_instant_sent(skew: int) -> None:
+    where = asyncio.run(place(SkewedActor(skew, delay=0.005)))
+    assert where.rtt_ns >= 10_000_000
+    assert abs(where.offset_ns - skew) <= where.rtt_ns // 2, where
+    start = on_actor_clock(m.StartPhase(2, start_ns=10**12, origin_ns=10**11), where.offset_ns)
+    assert isinstance(start, m.StartPhase) and start.index == 2
+    assert (start.start_ns, start.origin_ns) == (10**12 + where.offset_ns,
+                                                 10**11 + where.offset_ns)
+    fault = on_actor_clock(m.FaultStarted(("chat",), 5 * 10**11, "x"), where.offset_ns)
+    assert isinstance(fault, m.FaultStarted) and fault.at_ns == 5 * 10**11 + where.offset_ns
+    assert on_actor_clock(m.Stop(), where.offset_ns) == m.Stop()

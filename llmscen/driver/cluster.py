@@ -108,6 +108,16 @@ class Place:
     rtt_ns: int             # the round trip it was measured with: the offset is ± half of it
 
 
+def on_actor_clock(command: m.Command, offset_ns: int) -> m.Command:
+    """`command` with every instant of the driver's clock moved onto the actor's."""
+    if isinstance(command, m.StartPhase):
+        return dataclasses.replace(command, start_ns=command.start_ns + offset_ns,
+                                   origin_ns=command.origin_ns + offset_ns)
+    if isinstance(command, m.FaultStarted):
+        return dataclasses.replace(command, at_ns=command.at_ns + offset_ns)
+    return command
+
+
 class ActorHandle:
     """The driver's side of one worker actor (a `driver.handles.Handle`)."""
 
@@ -122,17 +132,8 @@ class ActorHandle:
         self.sender = asyncio.create_task(self._send())
         self.taker = asyncio.create_task(self._take())
 
-    def _on_actor_clock(self, command: m.Command) -> m.Command:
-        shift = self.place.offset_ns
-        if isinstance(command, m.StartPhase):
-            return dataclasses.replace(command, start_ns=command.start_ns + shift,
-                                       origin_ns=command.origin_ns + shift)
-        if isinstance(command, m.FaultStarted):
-            return dataclasses.replace(command, at_ns=command.at_ns + shift)
-        return command
-
     def send(self, command: m.Command) -> None:
-        self.commands.put_nowait(self._on_actor_clock(command))
+        self.commands.put_nowait(on_actor_clock(command, self.place.offset_ns))
 
     async def _send(self) -> None:
         """One call at a time: an async actor runs concurrent calls in any order."""
@@ -259,7 +260,7 @@ class RayCluster:
                                       name=f"llmscen-{run}-worker-{i}").remote()
                   for i in range(count)]
         try:
-            places = await asyncio.wait_for(asyncio.gather(*(_place(a) for a in actors)),
+            places = await asyncio.wait_for(asyncio.gather(*(place(a) for a in actors)),
                                             START_TIMEOUT_S)
             await asyncio.gather(*(a.start.remote(plan, i, count, origin_ns + p.offset_ns,
                                                   log_path)
@@ -301,7 +302,7 @@ class RayCluster:
         self.ray.shutdown()
 
 
-async def _place(actor: Any) -> Place:
+async def place(actor: Any) -> Place:
     """Where the actor runs and its clock's offset to ours, from the shortest round trip."""
     samples = []
     where: dict[str, Any] = {}
