@@ -190,7 +190,7 @@ def test_a_killed_actor_is_named_and_what_it_measured_is_kept(tmp_path: Path,
     (lost,) = [r for r in results.outcome.reasons if r.kind == "worker_lost"]
     worker = lost.detail["worker"]
     assert f"worker {worker} (Ray actor pid {victim.pid}" in lost.message, lost
-    assert "died: its worker process has died" in lost.message, lost
+    assert "died [its worker process has died" in lost.message, lost
     assert victim.pid in next(n.pids for n in results.meta.cluster.nodes
                               if worker in n.workers)
     by_worker: Counter[int] = Counter(r["worker"] for r in records(log) if "not_sent" not in r)
@@ -232,6 +232,34 @@ def test_interrupting_the_driver_stops_every_actor_and_keeps_what_they_measured(
     assert c.requests == c.ok + c.error_total + c.check_failures
     _, alive = psutil.wait_procs(actors, timeout=10)
     assert not alive, "every actor is stopped with the run"
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_lost_node_stops_the_run_and_keeps_what_its_actor_measured(tmp_path: Path,
+                                                                       cluster: Any) -> None:
+    (node,) = [n for n in cluster.list_all_nodes() if n is not cluster.head_node]
+    proc, out, log, seen = start(tmp_path, cluster)
+    try:
+        cluster.remove_node(node, allow_graceful=False)   # its raylet and actor, killed
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        cluster.add_node(num_cpus=1)                      # two nodes again for the others
+        cluster.wait_for_nodes()
+    output = "".join(seen) + rest
+    assert proc.returncode == exitcodes.COULD_NOT_RUN, output
+    assert "Traceback" not in output, output
+    results = RunResults.load(out / "results.json")
+    assert results.outcome is not None
+    (lost,) = [r for r in results.outcome.reasons if r.kind == "worker_lost"]
+    # Ray declares the node dead, or the actor stays unreachable past the driver's patience
+    assert "died [its node has died]" in lost.message or \
+        "died [unreachable for 10s" in lost.message, lost
+    by_worker: Counter[int] = Counter(r["worker"] for r in records(log) if "not_sent" not in r)
+    worker, kept = lost.detail["worker"], lost.detail["kept"]
+    assert 0 < kept <= by_worker[worker]
+    (scope,) = results.scopes
+    assert scope.counters.requests == by_worker[1 - worker] + kept
 
 
 @pytest.mark.slow

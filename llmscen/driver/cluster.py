@@ -36,6 +36,7 @@ START_MARGIN_S = 0.5        # from the barrier to the shared start: a command's 
 MAX_DEFAULT_WORKERS = 32
 CLOCK_SAMPLES = 5           # round trips per actor; the shortest one gives the offset
 TAKE_WAIT_S = 0.5           # an actor answers `take` at the latest after this, reports or not
+UNAVAILABLE_S = 10.0        # an actor Ray cannot reach for this long is lost
 START_TIMEOUT_S = 120.0     # for every actor to be placed and started
 LOOPBACK = ("localhost", "localhost.localdomain", "ip6-localhost")
 
@@ -54,6 +55,7 @@ class ActorWorker:
 
     def __init__(self) -> None:
         self.reports: list[m.Report] = []
+        self.first = 0          # the sequence number of reports[0]
         self.waiting: asyncio.Event | None = None
         self.inbox: asyncio.Queue[m.Command] | None = None
         self.task: asyncio.Task[None] | None = None
@@ -86,15 +88,18 @@ class ActorWorker:
         assert self.inbox is not None
         self.inbox.put_nowait(command)
 
-    async def take(self) -> tuple[list[m.Report], bool]:
-        """The reports so far (waiting a little for one), and whether the worker is done."""
+    async def take(self, upto: int) -> tuple[int, list[m.Report], bool]:
+        """The reports from number `upto` on (the driver has all before it; a reply lost on
+        the way is sent again), waiting a little for one; and whether the worker is done."""
         assert self.waiting is not None and self.task is not None
+        if upto > self.first:
+            del self.reports[:upto - self.first]
+            self.first = upto
         if not self.reports and not self.task.done():
             self.waiting.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.waiting.wait(), TAKE_WAIT_S)
-        out, self.reports = self.reports, []
-        return out, self.task.done()
+        return self.first, list(self.reports), self.task.done()
 
 
 @dataclasses.dataclass
@@ -145,14 +150,26 @@ class ActorHandle:
                 return
 
     async def _take(self) -> None:
+        unavailable = _ray().exceptions.ActorUnavailableError
+        taken = 0           # reports delivered so far
+        since: float | None = None
         while True:
             try:
-                batch, done = await self.actor.take.remote()
+                first, batch, done = await self.actor.take.remote(taken)
+            except unavailable as exc:     # unreachable for now: its node may be gone
+                since = since or time.monotonic()
+                if time.monotonic() - since > UNAVAILABLE_S:
+                    self.death = f"unreachable for {UNAVAILABLE_S:g}s: {_death(exc)}"
+                    return
+                await asyncio.sleep(0.5)
+                continue
             except Exception as exc:    # RayActorError and kin: the actor died
                 self.death = _death(exc)
                 return
-            for report in batch:
+            since = None
+            for report in batch[taken - first:]:
                 self.reports.put_nowait(report)
+            taken = first + len(batch)
             if done:
                 return
 
@@ -163,7 +180,7 @@ class ActorHandle:
         where = f"(Ray actor pid {self.place.pid} on {self.place.address})"
         if self.death is None:
             return f"{where} ended" if self.taker.done() else f"{where} still running"
-        return f"{where} died: {self.death}"
+        return f"{where} died [{self.death}]"
 
     async def close(self) -> None:
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
@@ -181,10 +198,11 @@ def _death(exc: BaseException) -> str:
     if isinstance(cause, BaseException):
         return f"{type(cause).__name__}: {' '.join(str(cause).split())[:240]}"
     text = " ".join(str(exc).split())
-    because = "The actor is dead because "
-    if because in text:
-        text = text.split(because, 1)[1]
-    text = text.split(" Some common causes", 1)[0]
+    for because in ("The actor is dead because ", "The actor died because "):
+        if because in text:
+            text = text.split(because, 1)[1]
+    for tail in (" Some common causes", " The task may or may not"):
+        text = text.split(tail, 1)[0]
     return (text[:240] or type(exc).__name__).rstrip(".")
 
 
