@@ -336,11 +336,12 @@ def test_more_workers_than_the_cluster_has_cpus_is_refused(tmp_path: Path,
                                                             cluster: Any) -> None:
     scenario = tmp_path / "s.yaml"
     scenario.write_text(SCENARIO.format(phases="  - {name: p, users: 1, requests: 1}"))
-    proc = subprocess.run(command(scenario, cluster, tmp_path / "out", tmp_path / "l.jsonl",
-                                  "--workers", "3"),    # the last --workers counts
-                          capture_output=True, text=True, timeout=120, check=False)
+    argv = command(scenario, cluster, tmp_path / "out", tmp_path / "l.jsonl", "--workers", "3")
+    del argv[argv.index("--address"):argv.index("--address") + 2]   # auto: RAY_ADDRESS
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "RAY_ADDRESS": cluster.address})
     assert proc.returncode == exitcodes.INVALID_INPUT, proc.stdout + proc.stderr
-    assert "--workers 3: the Ray cluster" in proc.stderr and "offers 2 CPUs" in proc.stderr
+    assert f"--workers 3: the Ray cluster at {cluster.address} offers 2 CPUs" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -250,6 +250,9 @@ class RayCluster:
         except Exception as exc:      # no cluster there, wrong version, unreachable …
             raise InputError(f"--address {public_url(address)}: cannot connect to a Ray "
                              f"cluster: {' '.join(str(exc).split())[:300]}") from None
+        if address == "auto":       # say which cluster it found
+            with contextlib.suppress(Exception):
+                self.address = str(ray.get_runtime_context().gcs_address or address)
         self.driver_address = ray.util.get_node_ip_address()
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         self.hosts = sorted({str(n.get("NodeManagerAddress", "")) for n in nodes})
