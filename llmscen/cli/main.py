@@ -105,8 +105,9 @@ def plan(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], as_json
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Local worker processes sharing the load [default: one per core, less one "
-                   "per service the run starts here]")
+              help="Local worker processes sharing the load, or with --engine ray actors "
+                   "across the cluster [default: one per core, less one per service the run "
+                   "starts here; ray: one per cluster CPU, at most 32]")
 @click.option("--log-requests", "log_path", type=click.Path(dir_okay=False),
               help="Also write one JSON line per request (timings, status, errors)")
 @click.option("--engine", type=click.Choice(("local", "ray")), default="local",
