@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the test suite needs beyond `pip install -e '.[dev,triton-sim]'`:
-# real third-party OpenAI-compatible servers (cached under ~/.cache/llmscen) and
-# Debian's Chromium for the report's browser test. Idempotent; safe to re-run.
+# real third-party OpenAI-compatible servers (cached under ~/.cache/llmscen),
+# Debian's Chromium for the report's browser test, and Ray for the Ray engine's
+# tests. Idempotent; safe to re-run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -15,5 +16,13 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
          "apt-get install them (the browser test will fail without them)" >&2
   fi
 fi
+
+# The Ray engine's tests (tests/test_ray_engine.py) start a real two-node Ray cluster on
+# this machine: the `ray` extra, into the project's venv (~285 MB; under a minute with a
+# warm pip cache).
+root=$(cd "$here/.." && pwd)
+venv_python="$root/.venv/bin/python"
+[ -x "$venv_python" ] || venv_python=python3     # llmscen installed outside .venv
+"$venv_python" -m pip install -q -e "$root[ray]"
 
 bash "$here/install-real-servers.sh"

@@ -105,10 +105,18 @@ def plan(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], as_json
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Local worker processes sharing the load [default: one per core, less one "
-                   "per service the run starts here]")
+              help="Local worker processes sharing the load, or with --engine ray actors "
+                   "across the cluster [default: one per core, less one per service the run "
+                   "starts here; ray: one per cluster CPU, at most 32]")
 @click.option("--log-requests", "log_path", type=click.Path(dir_okay=False),
               help="Also write one JSON line per request (timings, status, errors)")
+@click.option("--engine", type=click.Choice(("local", "ray")), default="local",
+              show_default=True,
+              help="Where workers run: local processes, or actors on a Ray cluster "
+                   "(docs/distributed.md)")
+@click.option("--address", metavar="ADDR",
+              help="--engine ray: the cluster (HOST:PORT of a running head, auto, or "
+                   "ray://HOST:PORT) [default: auto]")
 @click.option("-q", "--quiet", is_flag=True, help="No live view, no notes while running")
 @click.option("-v", "--verbose", count=True,
               help="Per-worker detail in the live view and llmscen's info log (-vv: debug)")
@@ -120,19 +128,32 @@ def plan(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], as_json
 def run(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], outs: tuple[str, ...],
         json_path: str | None, junit_path: str | None, html_path: str | None,
         summary_path: str | None, workers: int | None, log_path: str | None,
-        quiet: bool, verbose: int, log_level: str | None, progress: str) -> None:
+        engine: str, address: str | None, quiet: bool, verbose: int, log_level: str | None,
+        progress: str) -> None:
     """Run SCENARIO: send its traffic, check every response, judge its SLOs."""
     from llmscen.cli.run import Outputs, run_command
     from llmscen.driver import default_workers
 
     outputs = Outputs.parse(outs, json=json_path, junit=junit_path, html=html_path,
                             summary=summary_path)
+    if address is not None and engine != "ray":
+        raise Failure("--address is the Ray cluster of --engine ray; add --engine ray",
+                      exitcodes.INVALID_INPUT)
     registry = Registry.discover()
     compiled = load_plan(registry, scenario, sets, targets)
     level = log_level or ("debug" if verbose > 1 else "info" if verbose else "warning")
-    code = run_command(compiled, registry, outputs, quiet=quiet, verbose=verbose,
-                       log_level=level, progress=progress,
-                       workers=workers or default_workers(compiled), log_path=log_path)
+    if engine == "ray":
+        from llmscen.driver.cluster import connected
+
+        with connected(address or "auto") as cluster:
+            code = run_command(compiled, registry, outputs, quiet=quiet, verbose=verbose,
+                               log_level=level, progress=progress,
+                               workers=workers or cluster.default_workers(),
+                               log_path=log_path, cluster=cluster)
+    else:
+        code = run_command(compiled, registry, outputs, quiet=quiet, verbose=verbose,
+                           log_level=level, progress=progress,
+                           workers=workers or default_workers(compiled), log_path=log_path)
     sys.exit(code)
 
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -66,7 +67,7 @@ class Outputs:
 
 def run_command(plan: Plan, registry: Registry, outputs: Outputs, *, quiet: bool = False,
                 verbose: int = 0, log_level: str = "warning", progress: str = "auto",
-                workers: int = 1, log_path: str | None = None) -> int:
+                workers: int = 1, log_path: str | None = None, cluster: Any = None) -> int:
     """Run, print what happened, return the exit code the outcome carries."""
     from llmscen.cli.progress import make_display
 
@@ -74,7 +75,7 @@ def run_command(plan: Plan, registry: Registry, outputs: Outputs, *, quiet: bool
                            log_level=log_level)
     try:
         done = run_plan(plan, registry, Path(outputs.folder) if outputs.folder else None,
-                        workers=workers, log_path=log_path, display=display,
+                        workers=workers, log_path=log_path, display=display, cluster=cluster,
                         json_path=outputs.json, junit_path=outputs.junit,
                         html_path=outputs.html, summary_path=outputs.summary)
     finally:

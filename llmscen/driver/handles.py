@@ -1,8 +1,9 @@
-"""Where workers run: in the driver's own event loop, or each in a local process.
+"""Where workers run: in the driver's own event loop, or each in a local process (or in a
+Ray actor: driver/cluster.py's `ActorHandle`).
 
 A handle takes commands (`send`) and delivers the worker's reports to the
-driver's queue; `alive()` says whether the worker can still report. Both kinds
-run the same `Worker` with the same messages (driver/messages.py).
+driver's queue; `alive()` says whether the worker can still report. Every kind
+runs the same `Worker` with the same messages (driver/messages.py).
 """
 
 from __future__ import annotations

@@ -124,9 +124,12 @@ def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
              json_path: str | None = None, junit_path: str | None = None,
              html_path: str | None = None, summary_path: str | None = None,
              command_line: Sequence[str] | None = None,
-             connect_failures: int | None = None) -> RunOutcome:
-    """Run `plan`, judge it (SLOs, requests, expectations → one outcome), write its files."""
+             connect_failures: int | None = None, cluster: Any = None) -> RunOutcome:
+    """Run `plan`, judge it (SLOs, requests, expectations → one outcome), write its files.
+    `cluster`: a connected `driver.cluster.RayCluster` whose actors are the workers."""
     check_baseline(plan)
+    if cluster is not None:
+        cluster.check(plan, workers)
     out = Path(out_dir) if out_dir is not None else default_out_dir(plan)
     out.mkdir(parents=True, exist_ok=True)
     meta = make_meta(plan, registry, workers, command_line)
@@ -134,7 +137,8 @@ def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
         Path(log_path).write_bytes(b"")     # workers append to it
     options = RunOptions(workers=workers, log_path=log_path, log_dir=str(out),
                          display=display, connect_failures=plan.run.connect_failures
-                         if connect_failures is None else connect_failures)
+                         if connect_failures is None else connect_failures,
+                         cluster=cluster)
     driver: Driver | None = None
 
     async def main() -> RunResults:

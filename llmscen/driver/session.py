@@ -54,6 +54,7 @@ class RunOptions:
     log_dir: str | None = None             # where service logs go
     connect_failures: int = CONNECT_FAILURES   # 0: never stop for them
     display: Display | None = None
+    cluster: Any = None     # a connected driver.cluster.RayCluster: workers are its actors
 
 
 @dataclass
@@ -146,22 +147,30 @@ class Driver:
 
     async def _run(self, plan: Plan, dead: Any) -> None:
         count = self.options.workers
+        cluster = self.options.cluster
         pump = None
-        if count == 1:
-            handles: list[Handle] = [InProcess(plan, self.registry, self.reports,
+        handles: list[Handle]
+        if cluster is not None:     # the same workers, as actors on a Ray cluster
+            handles = list(await cluster.spawn(plan, count, self.reports,
                                                origin_ns=self.origin_ns,
-                                               log_path=self.options.log_path)]
+                                               log_path=self.options.log_path))
+            self.meta.cluster = cluster.info()
+            margin = cluster.start_margin
+        elif count == 1:
+            handles = [InProcess(plan, self.registry, self.reports, origin_ns=self.origin_ns,
+                                 log_path=self.options.log_path)]
+            margin = START_MARGIN_S[0]
         else:
             processes, pump = spawn_processes(plan, count, self.reports, origin_ns=self.origin_ns,
                                               log_path=self.options.log_path)
             handles = list(processes)
+            margin = START_MARGIN_S[1]
         self.workers = workers = _Workers(handles)
         self._dead = dead
         try:
             if await self._until(lambda: len(workers.ready) == len(workers.live()),
                                  READY_TIMEOUT_S, "workers not ready"):
                 workers.handles[0].send(m.Scrape(None))
-                margin = START_MARGIN_S[0 if count == 1 else 1]
                 self.origin_ns = time.perf_counter_ns() + int(margin * 1e9)
                 for index, phase in enumerate(plan.phases):
                     if self.stopping:

@@ -18,6 +18,7 @@ read and given an outcome from what they hold. Version 3 added the run's context
 (the scenario file, the client machine, each target's resolved URL and server,
 each plugin's metrics), the load each phase asked for over time, active users
 per second, and errors split by status with the phases and times they occurred.
+Version 4 added `meta.cluster`: where the workers of a `--engine ray` run ran.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import llmscen
 from llmscen.errors import InputError
 from llmscen.spec.secrets import public_url
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MAX_SAMPLES = 5          # sample messages kept per error class / expectation
 MAX_MESSAGE = 500        # characters kept of one sample message
 MAX_EXCERPT = 300        # characters kept of an output excerpt
@@ -93,6 +94,26 @@ class ClientInfo(Model):
     memory_gb: float | None = None
 
 
+class NodeInfo(Model):
+    """One node of a Ray cluster that ran workers (`--engine ray`)."""
+
+    node: str                         # Ray's node id (its first 16 hex digits)
+    address: str                      # the node's IP address
+    workers: list[int] = Field(default_factory=list)
+    pids: list[int] = Field(default_factory=list)     # of its worker actors, in that order
+    clock_offset: float               # seconds: the node's monotonic clock minus the driver's,
+    #                                   measured at start; every instant sent to it is moved by it
+    rtt: float                        # seconds, the round trip it was measured with (± half)
+
+
+class ClusterInfo(Model):
+    engine: str = "ray"
+    address: str                      # as given to --address, credentials hidden
+    ray_version: str = ""
+    driver: str = ""                  # the driver host's IP address, as Ray sees it
+    nodes: list[NodeInfo] = Field(default_factory=list)
+
+
 class Meta(Model):
     scenario: str
     file: str | None = None
@@ -109,6 +130,7 @@ class Meta(Model):
     notes: list[str] = Field(default_factory=list)   # e.g. "load generator saturated"
     client: ClientInfo | None = None
     scenario_source: str | None = None   # the scenario file as written, secrets masked
+    cluster: ClusterInfo | None = None   # --engine ray: the nodes, their workers and clocks
 
     @field_validator("started_at", "ended_at")
     @classmethod
