@@ -11,8 +11,10 @@ import operator
 from collections.abc import Callable, Iterable
 
 from llmscen.compile.plan import SLOPlan
+from llmscen.metrics import resources
 from llmscen.metrics.query import WINDOW_METRICS, aggregate, windows
 from llmscen.metrics.results import RunResults, SloResult
+from llmscen.spec.metrics import resource_metric
 from llmscen.spec.units import format_duration, show
 
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -48,6 +50,8 @@ def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = Non
     limit = f"{slo.op} {written or show(slo.metric, slo.threshold, slo.stat)}"
     if slo.metric == "capacity":
         return _capacity(slo, results, base, name, limit)
+    if resource_metric(slo.metric) is not None:
+        return _sampled(slo, results, base, name, limit)
     if slo.window:
         if slo.metric not in WINDOW_METRICS:
             return base.model_copy(update={"message": f"{slo.metric} is not kept per second; "
@@ -84,6 +88,24 @@ def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = Non
         "measured": value, "passed": passed,
         "message": f"{name} = {show(slo.metric, value, slo.stat)}, expected {limit} "
                    f"[{scope_text(slo)}] {verdict}"})
+
+
+def _sampled(slo: SLOPlan, results: RunResults, base: SloResult, name: str,
+             limit: str) -> SloResult:
+    """A resource metric: a stat over its per-second samples in the phases in scope."""
+    assert slo.stat is not None, "the grammar requires a stat of a sampled metric"
+    why = results.resources.unavailable.get(resources.source(slo.metric))
+    values = resources.samples(results, slo.metric, slo.phase)
+    value = resources.stat(values, slo.stat)
+    if value is None:
+        detail = f"{why}" if why else f"nothing was sampled in scope ({scope_text(slo)})"
+        return base.model_copy(update={"message": f"{name}: {detail}"})
+    passed = OPS[slo.op](value, slo.threshold)
+    return base.model_copy(update={
+        "measured": value, "passed": passed,
+        "message": f"{name} = {show(slo.metric, value, slo.stat)}, expected {limit} "
+                   f"[{scope_text(slo)}; {len(values)} samples] "
+                   f"{'ok' if passed else 'FAILED'}"})
 
 
 def _capacity(slo: SLOPlan, results: RunResults, base: SloResult, name: str,

@@ -36,6 +36,7 @@ from llmscen.compile.urls import url_problem
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError, did_you_mean, one_of
 from llmscen.spec.errors import diagnostics_from
 from llmscen.spec.loader import Document, Loc
+from llmscen.spec.metrics import resource_metric
 from llmscen.spec.models import (
     REQUEST_COMMON_KEYS,
     STEP_COMMON_KEYS,
@@ -575,7 +576,10 @@ class _Compiler:
                 request_names |= {f"{r.name}.{step.name}" for step in r.steps}
         scopes = {"phase": phase_names, "request": request_names,
                   "target": set(self.section("targets", dict))}
-        plans, problems = compile_slos(self.doc, scopes)
+        started = {t.service for t in targets.values() if t.service} | {
+            str(t["service"]) for t in self.section("targets", dict).values()
+            if isinstance(t, dict) and isinstance(t.get("service"), str)}
+        plans, problems = compile_slos(self.doc, scopes, services=started)
         self.problems += problems
         return plans
 
@@ -595,6 +599,10 @@ class _Compiler:
                 continue
             if expr.metric == "capacity":
                 self.error(text_loc, "`capacity` is what the search finds: assert it in `slos:`")
+                continue
+            if resource_metric(expr.metric) is not None:
+                self.error(text_loc, f"{expr.metric} is sampled, not measured per request: "
+                                     "assert it in `slos:` (with `phase:`), not as an objective")
                 continue
             scope: dict[str, Any] = {}
             if not isinstance(item, str):

@@ -26,17 +26,23 @@ from llmscen.spec.metrics import (
     CATALOG,
     HISTOGRAM_KINDS,
     PLAIN_STATS,
+    RESOURCE_ROOTS,
+    SAMPLED_STAT_RE,
+    SAMPLED_STATS,
     STAT_RE,
     WINDOW_METRICS,
     Metric,
+    metric_info,
+    resource_metric,
 )
 from llmscen.spec.models import SLOSpec
-from llmscen.spec.units import DURATION_UNITS, RATE_UNITS
+from llmscen.spec.units import DURATION_UNITS, RATE_UNITS, SIZE_UNITS
 
 Op = Literal["<", "<=", ">", ">=", "=="]
 OPS: tuple[str, ...] = ("<=", ">=", "==", "<", ">")  # two-character ones first
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PART_RE = re.compile(r"[A-Za-z0-9_-]+")     # one dotted part of a resource metric
 _STAT_TOKEN_RE = re.compile(r"[A-Za-z0-9_.]+")
 _NUMBER_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _UNIT_RE = re.compile(r"%|/[A-Za-z]*|[A-Za-zµ]+")
@@ -51,13 +57,18 @@ _UNITS: dict[str, dict[str, float]] = {
     "amount": {"": 1.0},
     "rate": {"": 1.0, **RATE_UNITS},
     "ratio": {"": 1.0, "%": 100.0},
+    "cpu": {"%": 100.0},    # cores; 100% = one core (a bare 80 would read as 80 cores)
+    "size": {"": 1.0, **{unit: float(f) for unit, f in SIZE_UNITS.items()}},
 }
 _EXAMPLES = {"duration": "5s or 500ms", "amount": "a plain number such as 100",
-             "rate": "50/s or 300/min", "ratio": "1% or 0.01"}
+             "rate": "50/s or 300/min", "ratio": "1% or 0.01", "cpu": "80% or 150%",
+             "size": "512MB or 2GiB"}
 # Units format_slo may write, preferred first when two texts are equally short.
 _FORMAT_UNITS = {"duration": ("s", "ms", "us", "min", "h"), "amount": ("",),
-                 "rate": ("/s", "/min", "/h"), "ratio": ("%", "")}
-_BASE_UNITS = {"duration": "s", "amount": "", "rate": "/s", "ratio": ""}
+                 "rate": ("/s", "/min", "/h"), "ratio": ("%", ""), "cpu": ("%",),
+                 "size": ("GB", "MB", "KB", "GiB", "MiB", "KiB", "")}
+_BASE_UNITS = {"duration": "s", "amount": "", "rate": "/s", "ratio": "", "cpu": "%",
+               "size": ""}
 
 
 class SLOSyntaxError(ValueError):
@@ -92,6 +103,8 @@ def format_slo(expr: SLOExpr) -> str:
 
 def stats_for(metric: Metric) -> str:
     """The stats a metric accepts, as shown to users ("" for none)."""
+    if metric.sampled:
+        return " ".join(SAMPLED_STATS) + " pNN (p50 p95 p99 …)"
     if metric.kind not in HISTOGRAM_KINDS:
         return ""
     return " ".join(PLAIN_STATS) + " pNN (p50 p90 p95 p99 p99.9 …)"
@@ -113,7 +126,9 @@ def catalog_markdown() -> str:
 
 def _value_kind(expr: SLOExpr) -> str:
     # `count` counts samples whatever the metric measures.
-    return "amount" if expr.stat == "count" else CATALOG[expr.metric].kind
+    info = metric_info(expr.metric)
+    assert info is not None, expr.metric
+    return "amount" if expr.stat == "count" else info.kind
 
 
 def _to_base(number: float, kind: str, unit: str) -> float:
@@ -176,12 +191,35 @@ class _Parser:
             raise SLOSyntaxError(f"expected a metric name such as latency, got "
                                  f"{self.text[start:start + 10]!r}", start)
         name = m.group()
+        if name in RESOURCE_ROOTS:
+            return self._resource(name, start), start
         if name not in CATALOG:
             near = difflib.get_close_matches(name.lower(), CATALOG, n=1)
             hint = f"did you mean {near[0]}?" if near else f"known: {', '.join(CATALOG)}"
             raise SLOSyntaxError(f"unknown metric {name!r}; {hint}", start)
         self.pos = m.end()
         return CATALOG[name], start
+
+    def _resource(self, root: str, start: int) -> Metric:
+        """A dotted resource metric: `client.cpu`, `service.NAME.rss`, `gpu.0.utilization`."""
+        subject, fields = RESOURCE_ROOTS[root]
+        self.pos = start + len(root)
+        parts = [root]
+        for _ in range(2 if subject else 1):
+            if not self.text.startswith(".", self.pos):
+                break
+            m = _PART_RE.match(self.text, self.pos + 1)
+            if m is None:
+                break
+            parts.append(m.group())
+            self.pos = m.end()
+        name = ".".join(parts)
+        metric = resource_metric(name)
+        if metric is None:
+            shape = f"{root}.{'<' + subject + '>.' if subject else ''}"
+            known = " ".join(shape + f for f in fields)
+            raise SLOSyntaxError(f"unknown resource metric {name!r}; known: {known}", start)
+        return metric
 
     def _stat(self) -> tuple[str | None, int]:
         if not self.text.startswith(".", self.pos):
@@ -195,6 +233,14 @@ class _Parser:
 
     def _check_stat(self, metric: Metric, metric_col: int, stat: str | None,
                     stat_col: int) -> None:
+        if metric.sampled:
+            if stat is None:
+                raise SLOSyntaxError(f"{metric.name} is sampled every second: add a statistic, "
+                                     f"e.g. {metric.name}.max", metric_col)
+            if not SAMPLED_STAT_RE.match(stat):
+                raise SLOSyntaxError(f"unknown statistic {stat!r} for {metric.name}; valid: "
+                                     f"{stats_for(metric)}", stat_col)
+            return
         histogram = metric.kind in HISTOGRAM_KINDS
         if histogram and stat is None:
             raise SLOSyntaxError(f"{metric.name} is a distribution: add a statistic, "
@@ -240,6 +286,9 @@ class _Parser:
         if unit == "" and kind == "duration":
             raise SLOSyntaxError(f"{metric.name} is a duration and its threshold needs a "
                                  f"unit: write {_duration_hint(m.group(), number)}", start)
+        if unit == "" and kind == "cpu":
+            raise SLOSyntaxError(f"{metric.name} is CPU and its threshold needs %: write "
+                                 f"{m.group()}% (100% = one core)", start)
         if unit not in factors:
             raise SLOSyntaxError(self._unit_message(metric, kind, unit), unit_col)
         if u is None:
@@ -262,7 +311,7 @@ class _Parser:
     def _unit_message(metric: Metric, kind: str, unit: str) -> str:
         allowed = [u for u in _UNITS[kind] if u]
         what = {"duration": "a duration", "amount": "a count", "rate": "a rate",
-                "ratio": "a fraction"}[kind]
+                "ratio": "a fraction", "cpu": "CPU", "size": "a size"}[kind]
         subject = f"{metric.name}.count" if kind != metric.kind else metric.name
         if not allowed:
             return f"{subject} is {what} and takes no unit, got {unit!r}"
@@ -286,11 +335,13 @@ _ITEM = TypeAdapter(str | SLOSpec)
 
 
 def compile_slos(doc: Document, scopes: Mapping[str, set[str]],
-                 known: str = "known") -> tuple[list[SLOPlan], list[Diagnostic]]:
+                 known: str = "known", services: set[str] | None = None,
+                 ) -> tuple[list[SLOPlan], list[Diagnostic]]:
     """The SLOs of `doc["slos"]`, and every problem with them.
 
     `scopes` holds the names each scope key (`phase`, `request`, `target`) may take;
-    `known` introduces them in messages ("known", "these results have").
+    `known` introduces them in messages ("known", "these results have"); `services`
+    the services whose processes are measured (`service.NAME.rss`), None: any.
     """
     plans: list[SLOPlan] = []
     problems: list[Diagnostic] = []
@@ -311,8 +362,18 @@ def compile_slos(doc: Document, scopes: Mapping[str, set[str]],
         except SLOSyntaxError as exc:
             problems.append(doc.diagnostic(text_loc, exc.message, offset=exc.column))
             continue
+        sampled = _sampled_problem(expr.metric, text, services, known)
+        if sampled is not None:
+            problems.append(doc.diagnostic(text_loc, sampled[0], offset=sampled[1]))
+            continue
         scope: dict[str, Any] = {}
         if isinstance(item, SLOSpec):
+            if resource_metric(expr.metric) is not None:
+                for key in ("request", "target"):
+                    if getattr(item, key) is not None:
+                        problems.append(doc.diagnostic((*loc, key), (
+                            f"{expr.metric} is sampled for the whole run, not per {key}: "
+                            "only `phase:` scopes it"), key=True))
             for key, names in scopes.items():
                 value = getattr(item, key)
                 if value is not None and value not in names:
@@ -333,6 +394,24 @@ def compile_slos(doc: Document, scopes: Mapping[str, set[str]],
                              threshold=expr.threshold,
                              where=f"{where.file}:{where.line}:{where.col}", **scope))
     return plans, problems
+
+
+def _sampled_problem(metric: str, text: str, services: set[str] | None,
+                     known: str) -> tuple[str, int] | None:
+    """A `service.NAME.…` SLO naming a service whose processes the run does not measure:
+    the message and its column."""
+    if services is None or not metric.startswith("service."):
+        return None
+    name = metric.split(".")[1]
+    if name in services:
+        return None
+    column = text.index(metric) + len("service.")
+    if not services:
+        return (f"unknown service {name!r}: this run starts no services (only services a "
+                "target uses are started and measured)", column)
+    return (f"unknown service {name!r}{did_you_mean(name, services)} ({known} services: "
+            f"{one_of(services)}; only services a target uses are started and measured)",
+            column)
 
 
 def _window_problems(doc: Document, loc: Loc, metric: str, window: float) -> list[Diagnostic]:

@@ -25,12 +25,22 @@ from llmscen.driver.client import ClientFigures, client_limit, judge_phase
 from llmscen.driver.faults import FaultError, run_fault
 from llmscen.driver.handles import Handle, InProcess, spawn_processes
 from llmscen.driver.live import Live
+from llmscen.driver.resources import Sampler
 from llmscen.driver.search import Search, Step, judge_step, search_step, step_line
 from llmscen.driver.services import Started, start_services
 from llmscen.errors import RunError
 from llmscen.metrics.merge import merge
 from llmscen.metrics.recorder import declared_requests
-from llmscen.metrics.results import FaultInfo, Meta, Reason, RunResults, SearchInfo, Series
+from llmscen.metrics.resources import phase_stats
+from llmscen.metrics.results import (
+    FaultInfo,
+    Meta,
+    Reason,
+    Resources,
+    RunResults,
+    SearchInfo,
+    Series,
+)
 
 READY_TIMEOUT_S = 120.0
 FINAL_TIMEOUT_S = 15.0
@@ -93,6 +103,7 @@ class Driver:
         self.faults: list[FaultInfo] = []
         self.searches: list[SearchInfo] = []
         self.started: Started | None = None
+        self.sampler: Sampler | None = None
 
     # -- stopping ------------------------------------------------------------------------
     def interrupt(self) -> None:
@@ -157,12 +168,14 @@ class Driver:
             handles = list(processes)
         self.workers = workers = _Workers(handles)
         self._dead = dead
+        sampling: asyncio.Task[None] | None = None
         try:
             if await self._until(lambda: len(workers.ready) == len(workers.live()),
                                  READY_TIMEOUT_S, "workers not ready"):
                 workers.handles[0].send(m.Scrape(None))
                 margin = START_MARGIN_S[0 if count == 1 else 1]
                 self.origin_ns = time.perf_counter_ns() + int(margin * 1e9)
+                sampling = asyncio.create_task(self._sample())
                 for index, phase in enumerate(plan.phases):
                     if self.stopping:
                         break
@@ -175,12 +188,31 @@ class Driver:
             await self._until(lambda: not {h.index for h in workers.live()} - set(workers.finals),
                               FINAL_TIMEOUT_S, "")
         finally:
+            if sampling is not None:
+                sampling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampling
             for handle in handles:
                 await handle.close()
             if pump is not None:
                 await pump.close()
             while not self.reports.empty():
                 self._on(self.reports.get_nowait())
+
+    async def _sample(self) -> None:
+        """Resources once a second of the run (driver/resources.py), off the event loop."""
+        assert self.started is not None, "sampling starts once the services have"
+        pids = {name: e.pid for name, e in self.started.endpoints.items() if e.pid is not None}
+        self.sampler = sampler = await asyncio.to_thread(Sampler, pids)
+        try:
+            while True:
+                now = (time.perf_counter_ns() - self.origin_ns) / 1e9
+                await asyncio.sleep(max(0.0, int(now) + 1 - now))
+                now = (time.perf_counter_ns() - self.origin_ns) / 1e9
+                await asyncio.to_thread(sampler.sample, max(0, int(now)), self.live.running(),
+                                        self.live.worker_samples(now))
+        finally:
+            sampler.close()
 
     async def _phase(self, index: int, phase: PhasePlan, plan: Plan, margin: float,
                      made: bool = False) -> None:
@@ -394,6 +426,10 @@ class Driver:
         results.requests = declared_requests(self.plan)   # all of them, sent or not
         results.faults = list(self.faults)
         results.search = list(self.searches)
+        if self.sampler is not None:
+            results.series.resources = self.sampler.series()
+            results.resources = Resources(unavailable=dict(self.sampler.unavailable),
+                                          stats=phase_stats(results.series.resources))
         self._judge_client(results)
         return results
 

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
+
 from llmscen.compile.plan import Plan
 from llmscen.compile.share import phase_share, share
 from llmscen.driver import messages as m
@@ -152,6 +154,7 @@ class Worker:
         self._phase: asyncio.Task[None] | None = None
         self._scraped: dict[str, dict[str, float]] | None = None
         self._last_tick: Tick | None = None
+        self._process = psutil.Process()
 
     # -- reports -----------------------------------------------------------------------
     def progress(self, tick: Tick | None = None) -> None:
@@ -174,7 +177,14 @@ class Worker:
             connect_streak={k: v for k, v in self.watch.streak.items() if v},
             not_sent_by=dict(self.watch.not_sent_by),
             descriptors=(open_descriptors(), self.cap + FD_RESERVE), emfile=self.watch.emfile,
-            client_waits=self.watch.client_waits, users=self._users()))
+            client_waits=self.watch.client_waits, users=self._users(),
+            rss=self._rss()))
+
+    def _rss(self) -> int:
+        try:
+            return int(self._process.memory_info().rss)
+        except psutil.Error:
+            return 0
 
     def _users(self, phase: str | None = None) -> int:
         """Virtual users running now in closed phases (or groups), or in `phase` alone: each

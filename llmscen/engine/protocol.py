@@ -190,12 +190,15 @@ class Endpoint:
 
     `exited`, when the service kind can tell, returns None while the service runs and
     a description (exit code or signal, its log's last lines) once it has stopped:
-    the driver polls it and ends the run when a service dies under it.
+    the driver polls it and ends the run when a service dies under it. `pid`, when the
+    service is a process, returns its process id (None while stopped): the driver
+    samples the CPU and memory of the process tree under it.
     """
 
     url: str
     urls: dict[str, str] = field(default_factory=dict)
     exited: Callable[[], str | None] | None = field(default=None, compare=False)
+    pid: Callable[[], int | None] | None = field(default=None, compare=False)
     control: ServiceControl | None = field(default=None, compare=False)
 
     def url_for(self, scheme: str) -> str:

@@ -8,7 +8,10 @@ the run started (phases, series) or UTC datetimes (meta). Bump
      scopes: [{phase, request, target, counters, histograms: {metric: hdr}, out_of_range}],
      series: {scopes: [{phase, request, target, points: [{t, requests, ok, errors, ...,
                                                           latency, ttft}]}],
-              in_flight: [{phase, points: [[t, max]]}], users: [{phase, points}]},
+              in_flight: [{phase, points: [[t, max]]}], users: [{phase, points}],
+              resources: [{name, phase, points: [[t, value]]}]},
+     resources: {interval, unavailable: {source: why}, stats: [{name, phase, min, mean, max,
+                                                                samples}]},
      slos: [...], checks: [...], errors: [...], server_metrics: [...],
      requests: [...], outcome: {status, exit_code, reasons, cases}}
 
@@ -18,6 +21,8 @@ read and given an outcome from what they hold. Version 3 added the run's context
 (the scenario file, the client machine, each target's resolved URL and server,
 each plugin's metrics), the load each phase asked for over time, active users
 per second, and errors split by status with the phases and times they occurred.
+Version 4 added resource metrics sampled every second (the client's CPU and memory,
+the host's, every started service's process tree, GPUs) as series and per-phase stats.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import llmscen
 from llmscen.errors import InputError
 from llmscen.spec.secrets import public_url
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MAX_SAMPLES = 5          # sample messages kept per error class / expectation
 MAX_MESSAGE = 500        # characters kept of one sample message
 MAX_EXCERPT = 300        # characters kept of an output excerpt
@@ -228,10 +233,39 @@ class InFlightSeries(Model):
     points: list[tuple[int, int]] = Field(default_factory=list)   # (second, max in flight)
 
 
+class ResourceSeries(Model):
+    """One resource metric sampled every second while `phase` ran (None: between phases)."""
+
+    name: str                         # e.g. client.cpu, host.memory, service.sim.rss
+    phase: str | None = None
+    points: list[tuple[int, float]] = Field(default_factory=list)   # (second, value in base
+    #                                   units: cores, bytes, fraction, count)
+
+
 class Series(Model):
     scopes: list[ScopeSeries] = Field(default_factory=list)
     in_flight: list[InFlightSeries] = Field(default_factory=list)
     users: list[InFlightSeries] = Field(default_factory=list)   # closed phases: users running
+    resources: list[ResourceSeries] = Field(default_factory=list)
+
+
+class ResourceStats(Model):
+    """A resource metric's samples during one phase."""
+
+    name: str
+    phase: str
+    min: float
+    mean: float
+    max: float
+    samples: int
+
+
+class Resources(Model):
+    """What the run measured of the machines and processes it used (docs/results.md)."""
+
+    interval: float = 1.0             # seconds between samples
+    unavailable: dict[str, str] = Field(default_factory=dict)   # source (e.g. gpu) → why not
+    stats: list[ResourceStats] = Field(default_factory=list)
 
 
 # -- slots filled by other layers ----------------------------------------------------
@@ -412,6 +446,7 @@ class RunResults(Model):
     checks: list[CheckSummary] = Field(default_factory=list)
     errors: list[ErrorSummary] = Field(default_factory=list)
     server_metrics: list[ServerMetrics] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
     requests: list[RequestInfo] = Field(default_factory=list)
     faults: list[FaultInfo] = Field(default_factory=list)
     search: list[SearchInfo] = Field(default_factory=list)

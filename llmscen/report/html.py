@@ -23,6 +23,7 @@ import llmscen
 from llmscen.metrics.results import RunResults
 from llmscen.report import charts, view
 from llmscen.report.errors import error_groups
+from llmscen.report.resources import resource_table
 from llmscen.report.svg import format_clock
 
 
@@ -76,6 +77,7 @@ def render_html(results: RunResults) -> str:
         chart_sets=charts.time_chart_sets(results),
         distribution_charts=charts.distribution_charts(results),
         server=view.server_tables(results),
+        resources=resource_table(results), unavailable=results.resources.unavailable,
     )
 
 

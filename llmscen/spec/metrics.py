@@ -5,6 +5,12 @@ Kinds decide what an SLO may say about a metric:
 - `amount`: a histogram of counts (tokens, chunks, bytes); stats; plain numbers.
 - `rate`: per second over the scope's wall time; no stat; `/s`, `/min` or a number.
 - `ratio`: a fraction of requests; no stat; `%` or a number in [0, 1].
+
+Resource metrics (`client.cpu`, `service.NAME.rss`, ...) are sampled once a
+second rather than recorded per request; `resource_metric` resolves their
+dotted names. They take the sampled stats (`min max mean pNN`) and add kinds:
+- `cpu`: cores used (1.0 = one core busy); thresholds in `%` (100% = one core).
+- `size`: bytes; thresholds with B KB MB GB KiB MiB GiB (bare: bytes).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-MetricKind = Literal["duration", "amount", "rate", "ratio"]
+MetricKind = Literal["duration", "amount", "rate", "ratio", "cpu", "size"]
 
 HISTOGRAM_KINDS: frozenset[str] = frozenset({"duration", "amount"})
 PLAIN_STATS: tuple[str, ...] = ("min", "max", "mean", "stdev", "count")
@@ -27,6 +33,7 @@ class Metric:
     kind: MetricKind
     description: str
     scale: int = 1        # an amount recorded in 1/scale units (histograms hold integers)
+    sampled: bool = False  # a resource sampled every second (stats over its samples)
 
 
 CATALOG: dict[str, Metric] = {
@@ -83,3 +90,56 @@ WINDOW_METRICS: frozenset[str] = frozenset({
     "latency", "ttft", "throughput", "output_token_throughput", "goodput",
     "error_rate", "check_failure_rate", "success_rate",
 })
+
+
+# -- resource metrics, sampled every second ------------------------------------------------
+
+SAMPLED_STATS: tuple[str, ...] = ("min", "max", "mean")
+SAMPLED_STAT_RE = re.compile(r"^(min|max|mean|p(\d{1,2}(?:\.\d+)?|100))$")
+# root → (the part naming one subject, or None) and field → (kind, description)
+RESOURCE_ROOTS: dict[str, tuple[str | None, dict[str, tuple[MetricKind, str]]]] = {
+    "client": (None, {
+        "cpu": ("cpu", "CPU of the load-generating workers, summed (100% = one core)"),
+        "memory": ("size", "resident memory (RSS) of the load-generating workers, summed"),
+    }),
+    "worker": ("index", {
+        "cpu": ("cpu", "CPU of one worker process (100% = one core)"),
+        "memory": ("size", "resident memory (RSS) of one worker process"),
+    }),
+    "host": (None, {
+        "cpu": ("cpu", "CPU of the whole machine the run ran on (100% = every core busy)"),
+        "memory": ("size", "memory in use on the machine (total − available)"),
+    }),
+    "service": ("name", {
+        "cpu": ("cpu", "CPU of a started service's process tree (100% = one core)"),
+        "rss": ("size", "resident memory (RSS) of a started service's process tree, summed"),
+        "threads": ("amount", "threads of a started service's process tree"),
+    }),
+    "gpu": ("index", {
+        "utilization": ("ratio", "GPU busy time over the last sample period (NVML)"),
+        "memory_used": ("size", "GPU memory in use (NVML)"),
+    }),
+}
+SUBJECT_RE = {"index": re.compile(r"^[0-9]+$"), "name": re.compile(r"^[A-Za-z0-9_-]+$")}
+
+
+def resource_metric(name: str) -> Metric | None:
+    """The sampled metric a dotted name such as `service.sim.rss` means, or None."""
+    parts = name.split(".")
+    root = RESOURCE_ROOTS.get(parts[0])
+    if root is None:
+        return None
+    subject, fields = root
+    if len(parts) != (3 if subject else 2):
+        return None
+    if subject and not SUBJECT_RE[subject].match(parts[1]):
+        return None
+    found = fields.get(parts[-1])
+    if found is None:
+        return None
+    return Metric(name, found[0], found[1], sampled=True)
+
+
+def metric_info(name: str) -> Metric | None:
+    """A catalog metric or a resource metric by name, or None."""
+    return CATALOG.get(name) or resource_metric(name)
