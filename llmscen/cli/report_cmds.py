@@ -13,6 +13,7 @@ from llmscen.cli import exitcodes
 from llmscen.cli.failure import Failure
 from llmscen.compile.plan import SLOPlan
 from llmscen.compile.slo import compile_slos
+from llmscen.metrics import resources
 from llmscen.metrics.results import ResultsError, RunResults
 from llmscen.spec.diagnostics import ScenarioError
 from llmscen.spec.loader import read_document
@@ -56,7 +57,9 @@ def load_slos(path: str, results: RunResults) -> list[SLOPlan]:
             else ()
         raise ScenarioError([doc.diagnostic(at, "expected an `slos:` list, e.g.\n"
                                                    "slos:\n  - latency.p95 < 5s")])
-    plans, problems = compile_slos(doc, scope_names(results), known="these results have")
+    services = {n.split(".")[1] for n in resources.names(results) if n.startswith("service.")}
+    plans, problems = compile_slos(doc, scope_names(results), known="these results have",
+                                   services=services)
     problems = [*doc.diagnostics(("slos",)), *problems]
     if problems:
         raise ScenarioError(problems)

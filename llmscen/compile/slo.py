@@ -151,6 +151,10 @@ def _format_threshold(value: float, kind: str) -> str:
                 if best is None or len(text + unit) < len(best):
                     best = text + unit
                 break
+        else:   # too small for plain decimals: e-notation (a `%`-only kind has no bare form)
+            text = repr(amount)
+            if kind == "cpu" and _to_base(float(text), kind, unit) == value and best is None:
+                best = text + unit
     return best if best is not None else repr(value) + _BASE_UNITS[kind]
 
 
