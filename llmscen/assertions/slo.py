@@ -94,18 +94,24 @@ def _sampled(slo: SLOPlan, results: RunResults, base: SloResult, name: str,
              limit: str) -> SloResult:
     """A resource metric: a stat over its per-second samples in the phases in scope."""
     assert slo.stat is not None, "the grammar requires a stat of a sampled metric"
-    why = results.resources.unavailable.get(resources.source(slo.metric))
-    values = resources.samples(results, slo.metric, slo.phase)
-    value = resources.stat(values, slo.stat)
+    server = slo.metric.startswith("server.")
+    if slo.stat == "increase":
+        value, why = resources.server_increase(results, slo.metric, slo.phase, slo.target)
+        how = "from the scrapes at each phase's start and end"
+    else:
+        values = resources.samples(results, slo.metric, slo.phase, slo.target)
+        value = resources.stat(values, slo.stat)
+        why = results.resources.unavailable.get(resources.source(slo.metric)) or (
+            resources.exposed_hint(results, slo.metric.removeprefix("server.").split("{")[0])
+            if server else f"nothing was sampled in scope ({scope_text(slo)})")
+        how = f"{len(values)} samples"
     if value is None:
-        detail = f"{why}" if why else f"nothing was sampled in scope ({scope_text(slo)})"
-        return base.model_copy(update={"message": f"{name}: {detail}"})
+        return base.model_copy(update={"message": f"{name}: {why}"})
     passed = OPS[slo.op](value, slo.threshold)
     return base.model_copy(update={
         "measured": value, "passed": passed,
         "message": f"{name} = {show(slo.metric, value, slo.stat)}, expected {limit} "
-                   f"[{scope_text(slo)}; {len(values)} samples] "
-                   f"{'ok' if passed else 'FAILED'}"})
+                   f"[{scope_text(slo)}; {how}] {'ok' if passed else 'FAILED'}"})
 
 
 def _capacity(slo: SLOPlan, results: RunResults, base: SloResult, name: str,

@@ -24,16 +24,20 @@ from llmscen.spec.errors import diagnostics_from
 from llmscen.spec.loader import Document, Loc
 from llmscen.spec.metrics import (
     CATALOG,
+    FAMILY_RE,
     HISTOGRAM_KINDS,
     PLAIN_STATS,
     RESOURCE_ROOTS,
     SAMPLED_STAT_RE,
     SAMPLED_STATS,
+    SERVER_STATS,
     STAT_RE,
     WINDOW_METRICS,
     Metric,
     metric_info,
+    parse_labels,
     resource_metric,
+    sample_key,
 )
 from llmscen.spec.models import SLOSpec
 from llmscen.spec.units import DURATION_UNITS, RATE_UNITS, SIZE_UNITS
@@ -43,6 +47,8 @@ OPS: tuple[str, ...] = ("<=", ">=", "==", "<", ">")  # two-character ones first
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PART_RE = re.compile(r"[A-Za-z0-9_-]+")     # one dotted part of a resource metric
+_LABELS_RE = re.compile(r'\s*(?:[A-Za-z_][A-Za-z0-9_]*\s*=\s*"(?:[^"\\]|\\.)*"\s*'
+                        r'(?:,\s*[A-Za-z_][A-Za-z0-9_]*\s*=\s*"(?:[^"\\]|\\.)*"\s*)*,?\s*)?')
 _STAT_TOKEN_RE = re.compile(r"[A-Za-z0-9_.]+")
 _NUMBER_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _UNIT_RE = re.compile(r"%|/[A-Za-z]*|[A-Za-zµ]+")
@@ -59,16 +65,19 @@ _UNITS: dict[str, dict[str, float]] = {
     "ratio": {"": 1.0, "%": 100.0},
     "cpu": {"%": 100.0},    # cores; 100% = one core (a bare 80 would read as 80 cores)
     "size": {"": 1.0, **{unit: float(f) for unit, f in SIZE_UNITS.items()}},
+    # Prometheus' base units are seconds and bytes: a unit converts to them
+    "server": {"": 1.0, "%": 100.0, **DURATION_UNITS,
+               **{unit: float(f) for unit, f in SIZE_UNITS.items()}},
 }
 _EXAMPLES = {"duration": "5s or 500ms", "amount": "a plain number such as 100",
              "rate": "50/s or 300/min", "ratio": "1% or 0.01", "cpu": "80% or 150%",
-             "size": "512MB or 2GiB"}
+             "size": "512MB or 2GiB", "server": "10, 500ms or 2GB"}
 # Units format_slo may write, preferred first when two texts are equally short.
 _FORMAT_UNITS = {"duration": ("s", "ms", "us", "min", "h"), "amount": ("",),
                  "rate": ("/s", "/min", "/h"), "ratio": ("%", ""), "cpu": ("%",),
-                 "size": ("GB", "MB", "KB", "GiB", "MiB", "KiB", "")}
+                 "size": ("GB", "MB", "KB", "GiB", "MiB", "KiB", ""), "server": ("",)}
 _BASE_UNITS = {"duration": "s", "amount": "", "rate": "/s", "ratio": "", "cpu": "%",
-               "size": ""}
+               "size": "", "server": ""}
 
 
 class SLOSyntaxError(ValueError):
@@ -104,7 +113,8 @@ def format_slo(expr: SLOExpr) -> str:
 def stats_for(metric: Metric) -> str:
     """The stats a metric accepts, as shown to users ("" for none)."""
     if metric.sampled:
-        return " ".join(SAMPLED_STATS) + " pNN (p50 p95 p99 …)"
+        stats = SERVER_STATS if metric.kind == "server" else SAMPLED_STATS
+        return " ".join(stats) + " pNN (p50 p95 p99 …)"
     if metric.kind not in HISTOGRAM_KINDS:
         return ""
     return " ".join(PLAIN_STATS) + " pNN (p50 p90 p95 p99 p99.9 …)"
@@ -195,6 +205,8 @@ class _Parser:
             raise SLOSyntaxError(f"expected a metric name such as latency, got "
                                  f"{self.text[start:start + 10]!r}", start)
         name = m.group()
+        if name == "server" and self.text.startswith(".", m.end()):
+            return self._server(start), start
         if name in RESOURCE_ROOTS:
             return self._resource(name, start), start
         if name not in CATALOG:
@@ -225,6 +237,27 @@ class _Parser:
             raise SLOSyntaxError(f"unknown resource metric {name!r}; known: {known}", start)
         return metric
 
+    def _server(self, start: int) -> Metric:
+        """`server.FAMILY` with an optional label selector: `server.x{model="flux"}`."""
+        self.pos = start + len("server.")
+        m = FAMILY_RE.match(self.text, self.pos)
+        if m is None:
+            raise SLOSyntaxError("expected a Prometheus metric name after 'server.', e.g. "
+                                 "server.vllm:num_requests_waiting", self.pos)
+        family, self.pos = m.group(), m.end()
+        labels: dict[str, str] = {}
+        if self.text.startswith("{", self.pos):
+            close = self.text.find("}", self.pos)
+            inner = self.text[self.pos + 1:close] if close > 0 else ""
+            labels = parse_labels(inner)
+            if close < 0 or _LABELS_RE.fullmatch(inner) is None:
+                raise SLOSyntaxError('expected labels such as {model="flux"} and a closing }',
+                                     self.pos)
+            self.pos = close + 1
+        metric = resource_metric("server." + sample_key(family, labels))
+        assert metric is not None
+        return metric
+
     def _stat(self) -> tuple[str | None, int]:
         if not self.text.startswith(".", self.pos):
             return None, self.pos
@@ -241,6 +274,8 @@ class _Parser:
             if stat is None:
                 raise SLOSyntaxError(f"{metric.name} is sampled every second: add a statistic, "
                                      f"e.g. {metric.name}.max", metric_col)
+            if metric.kind == "server" and stat == "increase":
+                return
             if not SAMPLED_STAT_RE.match(stat):
                 raise SLOSyntaxError(f"unknown statistic {stat!r} for {metric.name}; valid: "
                                      f"{stats_for(metric)}", stat_col)
@@ -315,7 +350,8 @@ class _Parser:
     def _unit_message(metric: Metric, kind: str, unit: str) -> str:
         allowed = [u for u in _UNITS[kind] if u]
         what = {"duration": "a duration", "amount": "a count", "rate": "a rate",
-                "ratio": "a fraction", "cpu": "CPU", "size": "a size"}[kind]
+                "ratio": "a fraction", "cpu": "CPU", "size": "a size",
+                "server": "a server metric"}[kind]
         subject = f"{metric.name}.count" if kind != metric.kind else metric.name
         if not allowed:
             return f"{subject} is {what} and takes no unit, got {unit!r}"
@@ -373,7 +409,9 @@ def compile_slos(doc: Document, scopes: Mapping[str, set[str]],
         scope: dict[str, Any] = {}
         if isinstance(item, SLOSpec):
             if resource_metric(expr.metric) is not None:
-                for key in ("request", "target"):
+                # a server's series belong to a target; the rest to the whole run
+                for key in ("request",) if expr.metric.startswith("server.") else \
+                        ("request", "target"):
                     if getattr(item, key) is not None:
                         problems.append(doc.diagnostic((*loc, key), (
                             f"{expr.metric} is sampled for the whole run, not per {key}: "

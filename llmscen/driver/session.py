@@ -427,7 +427,7 @@ class Driver:
         results.faults = list(self.faults)
         results.search = list(self.searches)
         if self.sampler is not None:
-            results.series.resources = self.sampler.series()
+            results.series.resources = [*self.sampler.series(), *results.series.resources]
             results.resources = Resources(unavailable=dict(self.sampler.unavailable),
                                           stats=phase_stats(results.series.resources))
         self._judge_client(results)

@@ -26,6 +26,7 @@ from llmscen.driver import messages as m
 from llmscen.driver.context import server_info, target_model
 from llmscen.engine.events import BaseHandler, Completed, Fanout, Handler, NotSent, Tick
 from llmscen.engine.events import Note as NoteEvent
+from llmscen.engine.protocol import Exposed
 from llmscen.engine.run import Engine
 from llmscen.errors import RunError
 from llmscen.metrics.recorder import Recorder
@@ -152,7 +153,7 @@ class Worker:
         self.engine = Engine(self.mine, registry, Fanout(handlers), worker=(index, count),
                              in_flight_cap=self.cap)
         self._phase: asyncio.Task[None] | None = None
-        self._scraped: dict[str, dict[str, float]] | None = None
+        self._scraped: dict[str, Exposed] | None = None
         self._last_tick: Tick | None = None
         self._process = psutil.Process()
 
@@ -273,9 +274,16 @@ class Worker:
         log.debug("worker %d: phase %r starts (its share: rate %s, users %s)", self.index,
                   phase.name, phase.rate, phase.users)
         self.origin_ns = self.engine.origin_ns = command.origin_ns
+        interval = self.plan.run.server_interval
+        watching = asyncio.create_task(self._read_servers(phase.name, interval)) \
+            if self.index == 0 and interval > 0 and self._scraped else None
         try:
             await self.engine.run_phase(phase, command.start_ns)
         finally:
+            if watching is not None:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
             info = self.recorder.store.phase_info(phase.name)
             self.progress()
             self.send(m.PhaseDone(self.index, command.index,
@@ -300,6 +308,17 @@ class Worker:
         if phase is not None and self._scraped is not None:
             self.engine.report_scrape(phase, self._scraped, now)
         self._scraped = now
+
+    async def _read_servers(self, phase: str, interval: float) -> None:
+        """Worker 0, while `phase` runs: the targets' metrics every `interval` seconds, as
+        per-second series (metrics/server.py)."""
+        while True:
+            now = (time.perf_counter_ns() - self.origin_ns) / 1e9
+            # on the run's whole seconds, so one reading falls in each second
+            await asyncio.sleep(interval - now % interval)
+            for target, exposed in (await self.engine.scrape()).items():
+                now = (time.perf_counter_ns() - self.origin_ns) / 1e9
+                self.recorder.server_series.add(now, phase, target, exposed)
 
     async def _close(self) -> None:
         try:

@@ -146,6 +146,28 @@ def describer(runner: Runner) -> Describing | None:
     return runner if isinstance(runner, Describing) else None
 
 
+@dataclass(frozen=True)
+class Exposed:
+    """A server's Prometheus metrics as exposed: each series with its labels, each sample
+    name with its family's type, so counters are not taken for gauges."""
+
+    values: dict[str, float]   # `name` or `name{a="1",b="2"}` (labels sorted) → value
+    types: dict[str, str]      # sample name → counter | gauge | untyped (a histogram's
+    #                            `_sum` and `_count` are counters)
+
+
+@runtime_checkable
+class Exposing(Protocol):
+    """A runner that reads its server's Prometheus metrics with their labels and types.
+    Without it, `server_metrics()` (summed over labels, untyped) is all there is."""
+
+    async def exposed_metrics(self) -> Exposed | None: ...
+
+
+def exposing(runner: Runner) -> Exposing | None:
+    return runner if isinstance(runner, Exposing) else None
+
+
 # Target options a plugin may declare in its `target_options` model:
 #   timeout: float | None       the per-call limit; the longest one bounds a phase's drain
 #   protocol: str               which of a started service's URLs the target uses (its

@@ -236,10 +236,14 @@ class InFlightSeries(Model):
 class ResourceSeries(Model):
     """One resource metric sampled every second while `phase` ran (None: between phases)."""
 
-    name: str                         # e.g. client.cpu, host.memory, service.sim.rss
+    name: str                         # e.g. client.cpu, host.memory, service.sim.rss,
+    #                                   server.vllm:num_requests_waiting
     phase: str | None = None
+    target: str | None = None         # server.* only: the target scraped
+    labels: dict[str, str] = Field(default_factory=dict)   # server.* only: the series' labels
     points: list[tuple[int, float]] = Field(default_factory=list)   # (second, value in base
-    #                                   units: cores, bytes, fraction, count)
+    #                                   units: cores, bytes, fraction, count; a server
+    #                                   counter's increase per second)
 
 
 class Series(Model):
@@ -254,6 +258,8 @@ class ResourceStats(Model):
 
     name: str
     phase: str
+    target: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
     min: float
     mean: float
     max: float
@@ -334,11 +340,16 @@ class ErrorSummary(Model):
 
 
 class ServerMetrics(Model):
+    """A target's Prometheus series around one phase, keyed `name` or `name{a="1",…}`."""
+
     phase: str
     target: str | None = None
     before: dict[str, float] = Field(default_factory=dict)
     after: dict[str, float] = Field(default_factory=dict)
-    delta: dict[str, float] = Field(default_factory=dict)
+    delta: dict[str, float] = Field(default_factory=dict)   # counters: what the phase did
+    types: dict[str, str] = Field(default_factory=dict)   # sample name → counter | gauge |
+    #                                   untyped, from the exposition's `# TYPE`; {} when the
+    #                                   plugin does not say (then `delta` has every series)
 
 
 class FaultInfo(Model):

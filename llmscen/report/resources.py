@@ -17,10 +17,11 @@ TERMINAL_SUFFIXES = (".cpu", ".rss", ".utilization", ".memory_used")
 def resource_table(results: RunResults, names: list[str] | None = None
                    ) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """(phase columns, rows of (metric, "mean · max" per phase)) of the saved stats."""
-    stats = {(s.name, s.phase): s for s in results.resources.stats}
+    stats = {(s.name, s.phase): s for s in results.resources.stats
+             if not s.name.startswith("server.")}   # those are in the server table
     phases = [p.name for p in results.phases if any(k[1] == p.name for k in stats)]
-    chosen = names if names is not None else list(dict.fromkeys(s.name for s in
-                                                                 results.resources.stats))
+    chosen = names if names is not None else list(dict.fromkeys(
+        s.name for s in results.resources.stats if not s.name.startswith("server.")))
     rows = []
     for name in chosen:
         cells = []

@@ -11,6 +11,9 @@ second rather than recorded per request; `resource_metric` resolves their
 dotted names. They take the sampled stats (`min max mean pNN`) and add kinds:
 - `cpu`: cores used (1.0 = one core busy); thresholds in `%` (100% = one core).
 - `size`: bytes; thresholds with B KB MB GB KiB MiB GiB (bare: bytes).
+- `server`: a target's Prometheus series (`server.vllm:num_requests_waiting`), in the
+  exposition's own base units (seconds, bytes, ratios); a bare number, or a unit
+  converted to those.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-MetricKind = Literal["duration", "amount", "rate", "ratio", "cpu", "size"]
+MetricKind = Literal["duration", "amount", "rate", "ratio", "cpu", "size", "server"]
 
 HISTOGRAM_KINDS: frozenset[str] = frozenset({"duration", "amount"})
 PLAIN_STATS: tuple[str, ...] = ("min", "max", "mean", "stdev", "count")
@@ -123,8 +126,18 @@ RESOURCE_ROOTS: dict[str, tuple[str | None, dict[str, tuple[MetricKind, str]]]] 
 SUBJECT_RE = {"index": re.compile(r"^[0-9]+$"), "name": re.compile(r"^[A-Za-z0-9_-]+$")}
 
 
+SERVER_STATS: tuple[str, ...] = (*SAMPLED_STATS, "increase")
+FAMILY_RE = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
 def resource_metric(name: str) -> Metric | None:
     """The sampled metric a dotted name such as `service.sim.rss` means, or None."""
+    if name.startswith("server."):
+        family, _ = split_key(name[len("server."):])
+        if not FAMILY_RE.fullmatch(family):
+            return None
+        return Metric(name, "server", "a target's Prometheus series: a gauge as read, a "
+                                      "counter as its increase per second", sampled=True)
     parts = name.split(".")
     root = RESOURCE_ROOTS.get(parts[0])
     if root is None:
@@ -143,3 +156,33 @@ def resource_metric(name: str) -> Metric | None:
 def metric_info(name: str) -> Metric | None:
     """A catalog metric or a resource metric by name, or None."""
     return CATALOG.get(name) or resource_metric(name)
+
+
+# -- a server's Prometheus series, as `series key`s: `name` or `name{a="1",b="2"}` -------
+
+def sample_key(name: str, labels: dict[str, str]) -> str:
+    """`name` or `name{a="1",b="2"}` (labels sorted, values escaped): one exposed series."""
+    if not labels:
+        return name
+    escaped = {k: v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+               for k, v in labels.items()}
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(escaped.items())) + "}"
+
+
+def split_key(key: str) -> tuple[str, dict[str, str]]:
+    """The inverse of `sample_key`."""
+    brace = key.find("{")
+    if brace < 0:
+        return key, {}
+    return key[:brace], parse_labels(key[brace + 1:key.rfind("}")])
+
+
+_LABEL_RE = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+_UNESCAPE_RE = re.compile(r'\\(.)')
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`a="1",b="x\\"y"` → {"a": "1", "b": 'x"y'}, as Prometheus' text format writes them."""
+    return {m.group(1): _UNESCAPE_RE.sub(lambda e: "\n" if e.group(1) == "n" else e.group(1),
+                                         m.group(2))
+            for m in _LABEL_RE.finditer(text)}
