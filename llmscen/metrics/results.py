@@ -351,6 +351,11 @@ class ServerMetrics(Model):
     #                                   untyped, from the exposition's `# TYPE`; {} when the
     #                                   plugin does not say (then `delta` has every series)
 
+    def total(self, name: str, of: Literal["before", "after", "delta"] = "delta") -> float:
+        """A sample name's value summed over its label sets (0 when absent)."""
+        values = getattr(self, of)
+        return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
+
 
 class FaultInfo(Model):
     """A fault of the plan, as it happened (seconds since run start)."""

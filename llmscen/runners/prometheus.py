@@ -26,8 +26,8 @@ def parse_exposition(text: str, prefix: str = "") -> Exposed:
     families: dict[str, str] = {}
     values: dict[str, float] = {}
     types: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
+    for line in text.split("\n"):      # not splitlines: a label value may hold \x1e, \x85…
+        line = line.strip(" \t\r")
         if not line:
             continue
         if line[0] == "#":
