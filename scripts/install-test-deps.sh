@@ -16,4 +16,16 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 
+# Debian's Prometheus: tests/test_live_export.py scrapes a running llmscen with it
+if ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "install-test-deps: prometheus is missing; run as root or apt-get install" \
+         "--no-install-recommends prometheus (the live-export test will fail without it)" >&2
+  fi
+fi
+
 bash "$here/install-real-servers.sh"

@@ -98,8 +98,10 @@ class Sampler:
         self._series: dict[tuple[str, str | None], list[tuple[int, float]]] = {}
         psutil.cpu_percent(None)              # the first call only starts the count
 
-    def sample(self, t: int, phase: str | None, workers: Mapping[int, WorkerSample]) -> None:
-        """Take one sample at second `t` of the run, while `phase` runs (None: none)."""
+    def sample(self, t: int, phase: str | None, workers: Mapping[int, WorkerSample]
+               ) -> dict[str, float]:
+        """Take one sample at second `t` of the run, while `phase` runs (None: none); the
+        values taken."""
         values: dict[str, float] = {}
         if workers:
             for index, w in sorted(workers.items()):
@@ -115,6 +117,7 @@ class Sampler:
         values.update(self.gpus.sample())
         for name, value in values.items():
             self._series.setdefault((name, phase), []).append((t, value))
+        return values
 
     def _tree(self, name: str, pid: int | None) -> dict[str, float]:
         """CPU (cores), RSS and threads of the process `pid` and all its descendants."""

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from llmscen.compile.plan import FaultPlan, PhasePlan, Plan
 from llmscen.driver import messages as m
 from llmscen.driver.client import ClientFigures, client_limit, judge_phase
+from llmscen.driver.export import LiveExport
 from llmscen.driver.faults import FaultError, run_fault
 from llmscen.driver.handles import Handle, InProcess, spawn_processes
 from llmscen.driver.live import Live
@@ -64,6 +65,7 @@ class RunOptions:
     log_dir: str | None = None             # where service logs go
     connect_failures: int = CONNECT_FAILURES   # 0: never stop for them
     display: Display | None = None
+    export: LiveExport | None = None       # `--prometheus`: the live metrics served
 
 
 @dataclass
@@ -209,8 +211,10 @@ class Driver:
                 now = (time.perf_counter_ns() - self.origin_ns) / 1e9
                 await asyncio.sleep(max(0.0, int(now) + 1 - now))
                 now = (time.perf_counter_ns() - self.origin_ns) / 1e9
-                await asyncio.to_thread(sampler.sample, max(0, int(now)), self.live.running(),
-                                        self.live.worker_samples(now))
+                values = await asyncio.to_thread(sampler.sample, max(0, int(now)),
+                                                 self.live.running(),
+                                                 self.live.worker_samples(now))
+                self._export("resources", values)
         finally:
             sampler.close()
 
@@ -223,6 +227,7 @@ class Driver:
         workers.done.pop(index, None)
         start_ns = time.perf_counter_ns() + int(margin * 1e9)
         self.live.phase_started(phase, (start_ns - self.origin_ns) / 1e9)
+        self._export("phase_started", phase.name)
         if self.options.display is not None:
             self.options.display.phase_started(phase, self.live)
         for handle in workers.live():
@@ -233,6 +238,7 @@ class Driver:
                           workers.done.get(index, set()), None, "")
         await self._settle(faults)
         self.live.phase_ended((time.perf_counter_ns() - self.origin_ns) / 1e9)
+        self._export("phase_ended")
         self._keep_client_figures(phase)
         if workers.handles[0].index not in workers.lost | workers.failed:
             workers.handles[0].send(m.Scrape(phase.name))
@@ -320,12 +326,24 @@ class Driver:
             self._watch()
         return True
 
+    def _export(self, what: str, *args: Any) -> None:
+        """Feed the live export (`--prometheus`); a failure there never stops the run."""
+        export = self.options.export
+        if export is None:
+            return
+        try:
+            getattr(export, what)(*args)
+        except Exception as exc:
+            self.options.export = None
+            self._note(f"the live metrics export stopped: {type(exc).__name__}: {exc}")
+
     # -- what the workers say -------------------------------------------------------------
     def _on(self, report: m.Report) -> None:
         workers = self.workers
         assert workers is not None
         if isinstance(report, m.Progress):
             self.live.progress(report)
+            self._export("progress", report)
             if self.options.display is not None:
                 self.options.display.progress(self.live)
             self._judge_live(report)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import resource
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -158,7 +159,8 @@ class Worker:
         self._process = psutil.Process()
 
     # -- reports -----------------------------------------------------------------------
-    def progress(self, tick: Tick | None = None) -> None:
+    def progress(self, tick: Tick | None = None, final: bool = False) -> None:
+        """Report now; `final`: nothing more will complete, so every second goes."""
         if tick is not None:
             self._last_tick = tick
             running = self._users(tick.phase)
@@ -168,7 +170,7 @@ class Worker:
         states = self.engine.live      # a phase of parallel groups runs several at once
         in_flight = sum(s.in_flight for s in states) if states else t.in_flight if t else 0
         now = (time.perf_counter_ns() - self.origin_ns) / 1e9
-        sealed = int(now) - SEAL_AFTER
+        sealed = sys.maxsize if final else int(now) - SEAL_AFTER
         self.send(m.Progress(
             worker=self.index, now=now, phase=t.phase if t else "", counts=self.watch.counts(),
             tick=tick is not None,
@@ -324,5 +326,5 @@ class Worker:
         try:
             await self.engine.close()
         finally:
-            self.progress()
+            self.progress(final=True)
             self.send(m.Final(self.index, self.recorder.results().to_json()))
