@@ -212,6 +212,21 @@ def test_server_slos_and_tables_on_the_simulators_metrics(tmp_path: Path) -> Non
     assert "finished_reason=&#34;length&#34;" in html      # labels shown, escaped
 
 
+@pytest.mark.slow
+def test_server_interval_zero_reads_only_at_phase_boundaries(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(SCENARIO.replace("arrival_rate: 20, duration: 3s",
+                                                      "arrival_rate: 20, duration: 1s")
+                                     + "metrics: {server_interval: 0s}\n")
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "s.yaml"), "-q", "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    run = RunResults.load(tmp_path / "out" / "results.json")
+    assert not [s for s in run.series.resources if s.name.startswith("server.")]
+    assert [m.phase for m in run.server_metrics] == ["one", "two"]      # the deltas remain
+    assert run.server_metrics[1].total("vllm:request_success_total") == \
+        aggregate(run, phase="two").counters.ok
+
+
 # -- a real Triton server ----------------------------------------------------------------
 
 @pytest.mark.slow
