@@ -269,12 +269,15 @@ def test_resource_slos_judge_a_real_run(tmp_path: Path) -> None:
     assert stats["client.cpu"].max == low.measured
     series = {s.name for s in run.series.resources}
     assert {"client.cpu", "worker.0.cpu", "host.cpu", "service.sim.threads"} <= series
+    seconds = [t for s in run.series.resources if s.name == "host.cpu" for t, _ in s.points]
+    assert seconds == sorted(set(seconds)), seconds     # one sample a second at most
     raw = orjson.loads((tmp_path / "out" / "results.json").read_bytes())
     assert raw["schema_version"] == 4 and raw["resources"]["stats"]
     # the reports show them
     assert "resource (mean · max)" in result.output and "service.sim.rss" in result.output
     html = next((tmp_path / "out").glob("**/report.html")).read_text()
     assert 'id="resources"' in html and "<code>service.sim.rss</code>" in html
+    assert 'aria-label="CPU"' in html and 'aria-label="Memory"' in html   # over time
     assert "NVML" in html or "nvidia-ml-py" in html
     # `llmscen report --slos` re-judges them offline, services checked against the results
     (tmp_path / "again.yaml").write_text("slos:\n  - service.sim.rss.max < 1KB\n"

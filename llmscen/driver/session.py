@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -206,13 +207,15 @@ class Driver:
         assert self.started is not None, "sampling starts once the services have"
         pids = {name: e.pid for name, e in self.started.endpoints.items() if e.pid is not None}
         self.sampler = sampler = await asyncio.to_thread(Sampler, pids)
+        due = 0     # the second of the run the next sample stands for
         try:
             while True:
                 now = (time.perf_counter_ns() - self.origin_ns) / 1e9
-                await asyncio.sleep(max(0.0, int(now) + 1 - now))
+                due = max(due + 1, math.floor(now) + 1)
+                await asyncio.sleep(max(0.0, due - now))
                 now = (time.perf_counter_ns() - self.origin_ns) / 1e9
-                values = await asyncio.to_thread(sampler.sample, max(0, int(now)),
-                                                 self.live.running(),
+                # the sample taken at the start of second `due` stands for the one before
+                values = await asyncio.to_thread(sampler.sample, due - 1, self.live.running(),
                                                  self.live.worker_samples(now))
                 self._export("resources", values)
         finally:

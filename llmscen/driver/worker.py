@@ -314,13 +314,14 @@ class Worker:
     async def _read_servers(self, phase: str, interval: float) -> None:
         """Worker 0, while `phase` runs: the targets' metrics every `interval` seconds, as
         per-second series (metrics/server.py)."""
+        due = 0.0
         while True:
             now = (time.perf_counter_ns() - self.origin_ns) / 1e9
-            # on the run's whole seconds, so one reading falls in each second
-            await asyncio.sleep(interval - now % interval)
+            # on the run's whole intervals, so one reading falls in each
+            due = max(due + interval, (now // interval + 1) * interval)
+            await asyncio.sleep(max(0.0, due - now))
             for target, exposed in (await self.engine.scrape()).items():
-                now = (time.perf_counter_ns() - self.origin_ns) / 1e9
-                self.recorder.server_series.add(now, phase, target, exposed)
+                self.recorder.server_series.add(due, phase, target, exposed)
 
     async def _close(self) -> None:
         try:

@@ -7,7 +7,8 @@ metric) and says plainly what could not be measured (a GPU without NVML).
 from __future__ import annotations
 
 from llmscen.metrics.results import RunResults
-from llmscen.spec.units import show
+from llmscen.report.svg import Axis, Band, Chart, Line, line_chart, value_axis
+from llmscen.spec.units import format_size, show, show_value
 
 # what the terminal shows: the totals, not each worker or thread count
 TERMINAL = ("client.cpu", "client.memory", "host.cpu", "host.memory")
@@ -52,4 +53,33 @@ def terminal_lines(results: RunResults) -> list[str]:
                       for r in table)]
     for source, why in results.resources.unavailable.items():
         out.append(f"{source}: {why}")
+    return out
+
+
+# (title, caption, which metrics, value format)
+CHARTS = (
+    ("CPU", "cores busy, sampled every second (100% = one core; host: the whole machine)",
+     lambda n: n in ("client.cpu", "host.cpu") or (n.startswith("service.") and
+                                                   n.endswith(".cpu")), "cpu"),
+    ("Memory", "resident memory (RSS) of the client and of each started service's processes",
+     lambda n: n == "client.memory" or (n.startswith("service.") and n.endswith(".rss")) or
+     (n.startswith("gpu.") and n.endswith(".memory_used")), "size"),
+)
+
+
+def resource_charts(results: RunResults, x: Axis, bands: list[Band]) -> list[Chart]:
+    """CPU and memory over the run, one line per metric (every phase's samples)."""
+    out = []
+    by_name: dict[str, list[tuple[float, float | None]]] = {}
+    for s in results.series.resources:
+        by_name.setdefault(s.name, []).extend((t + 0.5, v) for t, v in s.points)
+    for title, caption, wanted, kind in CHARTS:
+        chosen = [(n, sorted(p)) for n, p in by_name.items() if wanted(n)]
+        if not chosen:
+            continue
+        fmt = (lambda v: show_value("cpu", v)) if kind == "cpu" else format_size
+        lines = [Line(name, points, f"s{i % 8}") for i, (name, points) in enumerate(chosen)]
+        y = value_axis([v for _, points in chosen for _, v in points], fmt)
+        svg = line_chart(title, lines, x, y, bands=bands, gap=1.5, zoom=True)
+        out.append(Chart(title, svg, [(line.label, line.css) for line in lines], caption))
     return out
