@@ -174,20 +174,23 @@ def _doc_slos() -> str:
 def test_server_slos_and_tables_on_the_simulators_metrics(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(SCENARIO + _doc_slos() + """\
   - server.vllm:num_requests_waiting.increase < 1
-  - server.vllm:no_such_family.max < 1
 """)
     result = CliRunner().invoke(cli, ["run", str(tmp_path / "s.yaml"), "--out",
                                       str(tmp_path / "out")])
     run = RunResults.load(tmp_path / "out" / "results.json")
     verdicts = {s.text: s for s in run.slos}
-    for slo in run.slos[:-2]:      # the documented ones hold
+    for slo in run.slos[:-1]:      # the documented ones hold
         assert slo.passed is True, slo.message
     gauge = verdicts["server.vllm:num_requests_waiting.increase < 1"]
     assert gauge.passed is False and "is not a counter" in gauge.message
-    unknown = verdicts["server.vllm:no_such_family.max < 1"]
-    assert unknown.passed is False and "exposed: " in unknown.message
-    assert "vllm:num_requests_waiting" in unknown.message
     assert result.exit_code == 1, result.output
+    assert "vllm:num_requests_waiting" in run.meta.targets[0].metrics   # listed before traffic
+    # re-judged offline, a name the server never exposed says what it did expose
+    (tmp_path / "other.yaml").write_text("slos:\n  - server.vllm:no_such_family.max < 1\n")
+    again = CliRunner().invoke(cli, ["report", str(tmp_path / "out" / "results.json"),
+                                     "--slos", str(tmp_path / "other.yaml")])
+    assert again.exit_code == 1
+    assert "no target exposed vllm:no_such_family in scope; exposed: " in again.output
     # counters are per-phase deltas: the server finished exactly what the client saw finish
     for entry in run.server_metrics:
         ok = aggregate(run, phase=entry.phase).counters.ok
@@ -210,6 +213,25 @@ def test_server_slos_and_tables_on_the_simulators_metrics(tmp_path: Path) -> Non
                rows['vllm:num_requests_running{model_name="sim-model"}'])   # mean · max
     html = next((tmp_path / "out").glob("**/report.html")).read_text()
     assert "finished_reason=&#34;length&#34;" in html      # labels shown, escaped
+
+
+def test_a_server_metric_no_target_exposes_stops_the_run_before_traffic(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(SCENARIO + """\
+slos:
+  - server.vllm:num_requests_waitin.max < 10
+  - {assert: server.vllm:num_requests_running.max < 10, target: llm}
+""")
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "s.yaml"), "-q", "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 3, result.output
+    run = RunResults.load(tmp_path / "out" / "results.json")
+    assert run.outcome is not None
+    (reason,) = [r for r in run.outcome.reasons if r.kind == "unknown_server_metric"]
+    assert reason.message.startswith(f"{tmp_path / 's.yaml'}:16:5: unknown server metric "
+                                     "'vllm:num_requests_waitin'")
+    assert "did you mean vllm:num_requests_waiting?" in reason.message
+    assert "running" not in reason.message          # the one that exists is fine
+    assert aggregate(run).counters.requests == 0     # nothing was sent
 
 
 @pytest.mark.slow

@@ -7,14 +7,15 @@ scope) fails: an SLO that cannot be shown to hold does not pass.
 
 from __future__ import annotations
 
+import difflib
 import operator
 from collections.abc import Callable, Iterable
 
 from llmscen.compile.plan import SLOPlan
 from llmscen.metrics import resources
 from llmscen.metrics.query import WINDOW_METRICS, aggregate, windows
-from llmscen.metrics.results import RunResults, SloResult
-from llmscen.spec.metrics import resource_metric
+from llmscen.metrics.results import RunResults, SloResult, TargetInfo
+from llmscen.spec.metrics import resource_metric, split_key
 from llmscen.spec.units import format_duration, show
 
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -112,6 +113,30 @@ def _sampled(slo: SLOPlan, results: RunResults, base: SloResult, name: str,
         "measured": value, "passed": passed,
         "message": f"{name} = {show(slo.metric, value, slo.stat)}, expected {limit} "
                    f"[{scope_text(slo)}; {how}] {'ok' if passed else 'FAILED'}"})
+
+
+def unknown_server_metrics(slos: Iterable[SLOPlan], targets: Iterable[TargetInfo]) -> list[str]:
+    """`server.NAME` SLOs whose NAME no target in their scope exposed before traffic, as
+    `FILE:LINE:COL: message`; [] when all are there (or no target could be read)."""
+    exposed = {t.name: set(t.metrics) for t in targets}
+    if not any(exposed.values()):
+        return []       # nothing listed: judged after the run, where a message says so
+    out = []
+    for slo in slos:
+        if not slo.metric.startswith("server."):
+            continue
+        name = split_key(slo.metric.removeprefix("server."))[0]
+        scope = [slo.target] if slo.target else list(exposed)
+        known = set().union(*(exposed.get(t, set()) for t in scope))
+        if name in known:
+            continue
+        where = f" of target {slo.target!r}" if slo.target else ""
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        out.append(f"{slo.where}: unknown server metric {name!r}: the server{where} does not "
+                   f"expose it{hint} (it exposes {len(known)} names; `llmscen run` lists "
+                   "them in results.json under meta.targets[].metrics)")
+    return out
 
 
 def _capacity(slo: SLOPlan, results: RunResults, base: SloResult, name: str,

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from llmscen.assertions.slo import unknown_server_metrics
 from llmscen.compile.plan import FaultPlan, PhasePlan, Plan
 from llmscen.driver import messages as m
 from llmscen.driver.client import ClientFigures, client_limit, judge_phase
@@ -179,6 +180,9 @@ class Driver:
                 margin = START_MARGIN_S[0 if count == 1 else 1]
                 self.origin_ns = time.perf_counter_ns() + int(margin * 1e9)
                 sampling = asyncio.create_task(self._sample())
+                unknown = unknown_server_metrics(plan.slos, self.meta.targets)
+                if unknown:     # before any traffic: the SLOs could never be judged
+                    self.stop(Reason(kind="unknown_server_metric", message="\n".join(unknown)))
                 for index, phase in enumerate(plan.phases):
                     if self.stopping:
                         break

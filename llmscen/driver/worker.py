@@ -293,8 +293,10 @@ class Worker:
                                   self.engine.captured if phase.role == "before" else {}))
 
     async def _targets(self) -> list[TargetInfo]:
-        """The targets as reached: resolved URLs and what each server says it is."""
+        """The targets as reached: resolved URLs, what each server says it is, and the
+        metrics it exposes (so `server.*` SLOs are checked before traffic)."""
         out = []
+        exposed = await self.engine.scrape()
         for target in self.plan.targets:
             runner = self.engine.runners.get(target.name)
             server = await server_info(runner, target.name) if runner is not None else {}
@@ -302,7 +304,9 @@ class Worker:
                      ", ".join(f"{k} {v}" for k, v in server.items()) or "no server identity")
             out.append(TargetInfo(name=target.name, plugin=target.plugin,
                                   service=target.service, model=target_model(target),
-                                  url=target.url, server=server))
+                                  url=target.url, server=server,
+                                  metrics=exposed[target.name].names()
+                                  if target.name in exposed else []))
         return out
 
     async def _scrape(self, phase: str | None) -> None:

@@ -154,6 +154,20 @@ class Exposed:
     values: dict[str, float]   # `name` or `name{a="1",b="2"}` (labels sorted) → value
     types: dict[str, str]      # sample name → counter | gauge | untyped (a histogram's
     #                            `_sum` and `_count` are counters)
+    declared: dict[str, str] = field(default_factory=dict)   # `# TYPE` family → type, also
+    #                            of families with no samples yet (labels not used so far)
+
+    def names(self) -> list[str]:
+        """Every sample name the server exposes or has declared (a counter family `x` may
+        be sampled as `x` or `x_total`, a histogram's as `x_sum` and `x_count`)."""
+        out = set(self.types)
+        for family, kind in self.declared.items():
+            out.add(family)
+            if kind == "counter":
+                out.add(family + "_total")
+            elif kind in ("histogram", "summary", "gaugehistogram"):
+                out.update((family + "_sum", family + "_count"))
+        return sorted(out)
 
 
 @runtime_checkable

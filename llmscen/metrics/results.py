@@ -80,6 +80,8 @@ class TargetInfo(Model):
     model: str | None = None          # the model it serves, as the scenario names it
     server: dict[str, str] = Field(default_factory=dict)   # what the server says it is
     #                                   (e.g. {"name": "vLLM", "version": "0.6.3"})
+    metrics: list[str] = Field(default_factory=list)   # the Prometheus sample names its
+    #                                   server exposed (or declared) before any traffic
 
     @field_validator("url")
     @classmethod

@@ -57,7 +57,8 @@ def parse_exposition(text: str, prefix: str = "") -> Exposed:
         key = sample_key(name, labels)
         values[key] = values.get(key, 0.0) + value
         types[name] = kind
-    return Exposed(values=values, types=types)
+    return Exposed(values=values, types=types,
+                   declared={f: k for f, k in families.items() if f.startswith(prefix)})
 
 
 def summed(exposed: Exposed) -> dict[str, float]:
