@@ -19,6 +19,7 @@ from llmscen.metrics.query import aggregate
 from llmscen.metrics.recorder import Recorder
 from llmscen.metrics.results import Meta, RunResults
 from llmscen.metrics.server import ServerSeries
+from llmscen.report.reconcile import reconciliation
 from llmscen.report.view import server_tables
 from llmscen.runners.prometheus import parse_exposition, summed
 from llmscen.spec.metrics import sample_key, split_key
@@ -213,6 +214,16 @@ def test_server_slos_and_tables_on_the_simulators_metrics(tmp_path: Path) -> Non
                rows['vllm:num_requests_running{model_name="sim-model"}'])   # mean · max
     html = next((tmp_path / "out").glob("**/report.html")).read_text()
     assert "finished_reason=&#34;length&#34;" in html      # labels shown, escaped
+    # the server's own timings beside the client's: the server sees less, never more
+    rows = {(r.phase, r.server_metric): r for r in reconciliation(run)}
+    for phase in ("one", "two"):
+        ttft = rows[(phase, "vllm:time_to_first_token_seconds")]
+        assert ttft.client_metric == "ttft_sent" and ttft.client_mean is not None
+        assert 0.015 < ttft.server_mean <= ttft.client_mean * 1.05, ttft   # ttft: 20 ms
+        e2e = rows[(phase, "vllm:e2e_request_latency_seconds")]
+        assert e2e.client_mean is not None and e2e.server_mean <= e2e.client_mean * 1.05
+        assert rows[(phase, "vllm:request_queue_time_seconds")].client_metric is None
+    assert "Server and client timings" in html
 
 
 def test_a_server_metric_no_target_exposes_stops_the_run_before_traffic(tmp_path: Path) -> None:
@@ -279,3 +290,7 @@ slos:
                                      str(tmp_path / "j.xml")])
     assert again.exit_code == 0, again.output
     assert f"increase = {sent}" in (tmp_path / "j.xml").read_text()
+    # Triton's own request duration for the model the target names, per request
+    (duration,) = [r for r in reconciliation(run) if r.phase == "load" and
+                   r.server_metric == "nv_inference_request_duration_us"]
+    assert duration.client_metric == "latency_sent" and 0 < duration.server_mean
