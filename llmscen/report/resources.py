@@ -51,8 +51,11 @@ def terminal_lines(results: RunResults) -> list[str]:
         out += ["", *("  ".join(c.rjust(w) if i else c.ljust(w)
                                 for i, (c, w) in enumerate(zip(r, widths, strict=True)))
                       for r in table)]
+    # what could not be measured, where an SLO asked for it (results.json always says)
+    asked = {(s.metric or "").split(".", 1)[0] for s in results.slos}
     for source, why in results.resources.unavailable.items():
-        out.append(f"{source}: {why}")
+        if source in asked:
+            out.append(f"{source}: {why}")
     return out
 
 
