@@ -99,6 +99,15 @@ def test_a_bad_address_is_refused_clearly() -> None:
         taken.close()
 
 
+def test_the_cli_refuses_a_bad_address_before_the_run(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(SCENARIO)
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "s.yaml"), "--prometheus", "9464",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "--prometheus 9464: give HOST:PORT, e.g. 127.0.0.1:9464" in result.output
+    assert not (tmp_path / "out").exists()      # nothing ran
+
+
 SCENARIO = """\
 version: 1
 name: live
