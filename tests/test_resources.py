@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmscen.cli.main import cli
@@ -95,6 +95,7 @@ def resource_exprs(draw: st.DrawFn) -> SLOExpr:
     return SLOExpr(name, draw(_SAMPLED), draw(st.sampled_from(OPS)), threshold)  # type: ignore[arg-type]
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # loaded CI
 @given(resource_exprs())
 def test_resource_slos_format_then_parse_round_trip(expr: SLOExpr) -> None:
     assert parse_slo(format_slo(expr)) == expr
@@ -103,6 +104,7 @@ def test_resource_slos_format_then_parse_round_trip(expr: SLOExpr) -> None:
 _ALPHABET = st.sampled_from([*"client.cpuhostgpuservice0123.maxp9<>=% GBMiK-_", "é"])
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # loaded CI
 @given(st.text(_ALPHABET))
 def test_resource_like_text_only_raises_slo_syntax_errors(text: str) -> None:
     try:
@@ -144,6 +146,7 @@ def test_samples_follow_the_phase_rules_of_every_metric() -> None:
     assert resources.samples(run, "host.cpu") == []
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # loaded CI
 @given(st.lists(st.floats(0, 1e9), min_size=1, max_size=50), st.floats(0, 100))
 def test_a_percentile_is_a_sample_between_min_and_max(values: list[float], rank: float) -> None:
     p = resources.stat(values, f"p{rank:.2f}".rstrip("0").rstrip("."))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmscen.cli.main import cli
@@ -81,6 +81,7 @@ def test_the_exposition_keeps_types_and_labels() -> None:
 _LABEL_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # loaded CI
 @given(st.from_regex(r"[a-zA-Z_:][a-zA-Z0-9_:]{0,20}", fullmatch=True),
        st.dictionaries(st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,8}", fullmatch=True),
                        _LABEL_TEXT, max_size=4))
