@@ -4,6 +4,7 @@ simulator's /metrics and a real Triton server."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,9 @@ from llmscen.report.reconcile import reconciliation
 from llmscen.report.view import server_tables
 from llmscen.runners.prometheus import parse_exposition, summed
 from llmscen.spec.metrics import sample_key, split_key
+
+sys.path.insert(0, str(Path(__file__).parent))
+import realservers
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "slo.md"
@@ -295,3 +299,51 @@ slos:
     (duration,) = [r for r in reconciliation(run) if r.phase == "load" and
                    r.server_metric == "nv_inference_request_duration_us"]
     assert duration.client_metric == "latency_sent" and duration.server_mean > 0
+
+
+# -- llama.cpp's llama-server (llamacpp:*) --------------------------------------------------
+
+LLAMA_SCENARIO = """\
+version: 1
+targets:
+  llm: {plugin: vllm, url: "${LLAMA_URL}", model: smollm2, metrics_prefix: "llamacpp:",
+        timeout: 120s}
+phases:
+  - {name: load, duration: 4s, arrival_rate: 1, seed: 5}
+requests:
+  - name: story
+    target: llm
+    body:
+      messages: [{role: user, content: "Tell me a short story about a robot."}]
+      max_tokens: 16
+      temperature: 0
+slos:
+  - {assert: server.llamacpp:tokens_predicted_total.increase >= 1, phase: load}
+  - server.llamacpp:requests_processing.max <= 8
+  - server.llamacpp:prompt_tokens_seconds.min >= 0
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.realserver
+def test_llama_server_counters_and_gauges(tmp_path: Path) -> None:
+    try:
+        found = realservers.real_server_paths(require=["llama_server", "gguf"])
+    except realservers.RealServersMissing as exc:
+        pytest.skip(str(exc))
+    (tmp_path / "s.yaml").write_text(LLAMA_SCENARIO)
+    with realservers.start_llama_server(paths=found) as url:
+        result = CliRunner().invoke(cli, ["run", str(tmp_path / "s.yaml"), "-q", "--out",
+                                          str(tmp_path / "out")], env={"LLAMA_URL": str(url)})
+    run = RunResults.load(tmp_path / "out" / "results.json")
+    assert result.exit_code == 0, result.output
+    (load,) = run.server_metrics
+    assert load.types["llamacpp:tokens_predicted_total"] == "counter"
+    assert load.types["llamacpp:requests_processing"] == "gauge"
+    counters = aggregate(run, phase="load").counters
+    # the server generated the tokens the client received (usage), one per request at most
+    # apart (the stop token)
+    predicted = load.total("llamacpp:tokens_predicted_total")
+    assert abs(predicted - counters.output_tokens) <= counters.requests, (predicted, counters)
+    assert "llamacpp:requests_processing" in run.meta.targets[0].metrics
+    assert all(s.passed for s in run.slos), [s.message for s in run.slos]
