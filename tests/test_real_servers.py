@@ -130,3 +130,21 @@ def _in_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     os.environ.pop("LLMSCEN_TEST_NOTHING", None)
+
+
+def test_a_capacity_search_against_llama_server(llama: str, tmp_path: Path) -> None:
+    code, output, results = run([str(ROOT / "tests/scenarios/real/llama-search.yaml")],
+                                {"LLAMA_URL": llama}, tmp_path)
+    assert code == 0, output
+    (found,) = results.search
+    assert 1 <= len(found.steps) <= 6
+    # an answer with its interval: the highest load that held below the lowest that failed
+    assert found.capacity is not None, found
+    if found.ceiling is not None:
+        assert found.capacity < found.ceiling
+    assert found.knee is not None and found.knee >= found.capacity * 0.999   # it held: followed
+    for step in found.steps:
+        assert step.served is not None and step.offered == step.value
+        assert step.passed == (not step.failed and not step.saturated)
+    html = (tmp_path / "report.html").read_text()
+    assert "Capacity search" in html and f"{found.capacity:g}/s" in html

@@ -37,6 +37,7 @@ PLANTED = {
     "--target URL user": "urluser",
     "--target URL password": "urlpw",
     "--target URL query api_key": "urlquery",
+    "service command --api-key, printed by the service": "svckey",
 }
 SECRETS = {where: f"plant{tag}{secrets.token_hex(5)}" for where, tag in PLANTED.items()}
 QUIET_HEADERS = {"host", "accept", "accept-encoding", "user-agent", "content-length",
@@ -90,6 +91,11 @@ def echo_url() -> Iterator[str]:
 SCENARIO = """\
 version: 1
 name: planted
+services:
+  noisy:
+    command: ["{{python}}", -c, "import sys, http.server as h; print('args', sys.argv, flush=True);
+              h.test(HandlerClass=h.SimpleHTTPRequestHandler, port=int(sys.argv[1]),
+              bind='127.0.0.1')", "{{port}}", --api-key, {svckey}]
 targets:
   chat:
     plugin: openai
@@ -99,9 +105,12 @@ targets:
     headers: {{X-Api-Key: {targethdr}, X-Tenant: "${{PLANTED_TENANT_TOKEN}}",
               Cookie: placeholder}}
   api: {{plugin: http, url: "http://127.0.0.1:9"}}
+  noise: {{plugin: http, service: noisy}}
+before: [ping]
 phases:
   - {{name: p, duration: 1500ms, arrival_rate: 8}}
 requests:
+  - {{name: ping, target: noise, get: /}}
   - name: streamed
     target: chat
     stream: true
@@ -189,6 +198,9 @@ def test_no_planted_secret_in_any_output(tmp_path: Path, echo_url: str) -> None:
     plan = orjson.loads(runs["plan --json"].stdout)
     assert plan["targets"][1]["url"] == f"{echo_url}/base?api_key=***&page=2"
     assert (tmp_path / "one" / "requests.jsonl").stat().st_size > 0
+    # the service printed its own --api-key: its log keeps the line, masked
+    log = (tmp_path / "one" / "service-noisy.log").read_text()
+    assert "'--api-key', '***'" in log, log
 
 
 def test_no_planted_secret_when_the_target_cannot_be_reached(tmp_path: Path) -> None:

@@ -36,10 +36,12 @@ def evaluate(slos: Iterable[SLOPlan], results: RunResults) -> list[SloResult]:
     return [evaluate_one(slo, results) for slo in slos]
 
 
-def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = None
-                 ) -> SloResult:
+def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = None,
+                 where: str | None = None) -> SloResult:
     """Judge one SLO on `results`; `until` (seconds) limits a window SLO to the windows
-    that ended by then (the driver judges `abort: true` SLOs while the run goes on)."""
+    that ended by then (the driver judges `abort: true` SLOs while the run goes on);
+    `where` names the scope in messages when `results` is already a part of the run (a
+    search step)."""
     test = OPS[slo.op]
     scope = {"phase": slo.phase, "request": slo.request, "target": slo.target,
              "window": slo.window}
@@ -82,13 +84,13 @@ def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = Non
     value = agg.value(slo.metric, slo.stat)
     if value is None:
         return base.model_copy(update={"message": f"{name}: nothing was measured in scope "
-                                       f"({scope_text(slo)})"})
+                                       f"({where or scope_text(slo)})"})
     passed = test(value, slo.threshold)
     verdict = "ok" if passed else "FAILED"
     return base.model_copy(update={
         "measured": value, "passed": passed,
         "message": f"{name} = {show(slo.metric, value, slo.stat)}, expected {limit} "
-                   f"[{scope_text(slo)}] {verdict}"})
+                   f"[{where or scope_text(slo)}] {verdict}"})
 
 
 def _sampled(slo: SLOPlan, results: RunResults, base: SloResult, name: str,

@@ -476,11 +476,15 @@ class _Compiler:
         extras = {k: v for k, v in raw.items() if k not in REQUEST_COMMON_KEYS}
         if spec.steps is None:
             raw_steps: list[tuple[Loc, dict[str, Any], StepSpec | None]] = [
-                (loc, extras, StepSpec(name=spec.name, expect=spec.expect))]
+                (loc, extras, StepSpec(name=spec.name, expect=spec.expect,
+                                       record=spec.record))]
         else:
             if spec.expect is not None:
                 self.error((*loc, "expect"), "with `steps:`, `expect:` goes inside the step it "
                                              "checks", key=True)
+            if spec.record:
+                self.error((*loc, "record"), "with `steps:`, `record:` goes inside the step "
+                                             "whose response it reads", key=True)
             if extras:
                 key = sorted(extras)[0]
                 self.error((*loc, key), f"{key!r} belongs inside a step when the request has "
@@ -521,11 +525,13 @@ class _Compiler:
                 for message in templates.check_condition(self.env, step.if_, known, columns):
                     self.error((*step_loc, "if"), message)
             self.captures(step_loc, step.capture)
+            self.records(step_loc, step.record)
             captured |= set(step.capture)
             think = step.think or (0.0, 0.0)
             expect = self.resolve_paths(step.expect, (*step_loc, "expect"))
             plans.append(StepPlan(name=step.name or f"step{i + 1}", payload=payload,
                                   condition=step.if_, capture=step.capture,
+                                  record=step.record,
                                   think_min=think[0], think_max=think[1], expect=expect))
         return plans if ok else None
 
@@ -533,7 +539,7 @@ class _Compiler:
     def think_only(step: StepSpec, payload: dict[str, Any]) -> bool:
         """A step that only pauses: `- think: 2s` (Artillery writes pauses this way)."""
         return step.think is not None and not payload and step.name is None and \
-            step.if_ is None and not step.capture and step.expect is None
+            step.if_ is None and not step.capture and step.expect is None and not step.record
 
     def notes(self, phases: list[PhasePlan], requests: list[RequestPlan]) -> list[str]:
         """What runs differently from how it reads."""
@@ -561,6 +567,19 @@ class _Compiler:
             except CaptureSyntaxError as exc:
                 self.error(where, exc.message, offset=exc.column)
 
+    def records(self, loc: Loc, record: dict[str, str]) -> None:
+        """Custom metrics: plain names (the SLO reads `custom.NAME`), capture expressions."""
+        for name, expr in record.items():
+            where = (*loc, "record", name)
+            if not is_variable_name(name):
+                self.error(where, f"custom metric name {name!r}: use letters, digits and '_', "
+                                  "not starting with a digit (SLOs read it as custom.NAME)",
+                           key=True)
+            try:
+                parse_capture(expr)
+            except CaptureSyntaxError as exc:
+                self.error(where, exc.message, offset=exc.column)
+
     def slos(self, phases: list[PhasePlan], requests: list[RequestPlan],
              targets: dict[str, TargetPlan]) -> list[SLOPlan]:
         # names as written, so a broken phase doesn't also make its SLOs "unknown"
@@ -576,10 +595,11 @@ class _Compiler:
                 request_names |= {f"{r.name}.{step.name}" for step in r.steps}
         scopes = {"phase": phase_names, "request": request_names,
                   "target": set(self.section("targets", dict))}
+        custom = {f"custom.{name}" for r in requests for s in r.steps for name in s.record}
         started = {t.service for t in targets.values() if t.service} | {
             str(t["service"]) for t in self.section("targets", dict).values()
             if isinstance(t, dict) and isinstance(t.get("service"), str)}
-        plans, problems = compile_slos(self.doc, scopes, services=started)
+        plans, problems = compile_slos(self.doc, scopes, custom=custom, services=started)
         self.problems += problems
         return plans
 

@@ -161,6 +161,7 @@ class StepPlan(Frozen):
     payload: Annotated[dict[str, Any], PlainSerializer(masked)]   # dumps hide credentials
     condition: str | None = None           # `if:`: the step runs only when this holds
     capture: dict[str, str] = Field(default_factory=dict)
+    record: dict[str, str] = Field(default_factory=dict)   # custom metric → capture expression
     think_min: float = 0.0
     think_max: float = 0.0
     expect: Any = None                     # spec.expect.Expect or None

@@ -24,6 +24,7 @@ from llmscen.spec.errors import diagnostics_from
 from llmscen.spec.loader import Document, Loc
 from llmscen.spec.metrics import (
     CATALOG,
+    CUSTOM_PREFIX,
     FAMILY_RE,
     HISTOGRAM_KINDS,
     PLAIN_STATS,
@@ -34,7 +35,8 @@ from llmscen.spec.metrics import (
     STAT_RE,
     WINDOW_METRICS,
     Metric,
-    metric_info,
+    custom_metric,
+    lookup,
     parse_labels,
     resource_metric,
     sample_key,
@@ -136,9 +138,9 @@ def catalog_markdown() -> str:
 
 def _value_kind(expr: SLOExpr) -> str:
     # `count` counts samples whatever the metric measures.
-    info = metric_info(expr.metric)
-    assert info is not None, expr.metric
-    return "amount" if expr.stat == "count" else info.kind
+    metric = lookup(expr.metric)
+    assert metric is not None, expr.metric
+    return "amount" if expr.stat == "count" else metric.kind
 
 
 def _to_base(number: float, kind: str, unit: str) -> float:
@@ -209,6 +211,15 @@ class _Parser:
             return self._server(start), start
         if name in RESOURCE_ROOTS:
             return self._resource(name, start), start
+        if name + "." == CUSTOM_PREFIX:
+            custom = _NAME_RE.match(self.text, m.end() + 1) \
+                if self.text.startswith(".", m.end()) else None
+            if custom is None:
+                raise SLOSyntaxError("expected the name of a custom metric after 'custom.' "
+                                     "(what a `record:` declares), e.g. custom.cart_items.p95",
+                                     m.end())
+            self.pos = custom.end()
+            return custom_metric(f"{CUSTOM_PREFIX}{custom.group()}"), start
         if name not in CATALOG:
             near = difflib.get_close_matches(name.lower(), CATALOG, n=1)
             hint = f"did you mean {near[0]}?" if near else f"known: {', '.join(CATALOG)}"
@@ -375,13 +386,15 @@ _ITEM = TypeAdapter(str | SLOSpec)
 
 
 def compile_slos(doc: Document, scopes: Mapping[str, set[str]],
-                 known: str = "known", services: set[str] | None = None,
+                 known: str = "known", custom: set[str] | None = None,
+                 services: set[str] | None = None,
                  ) -> tuple[list[SLOPlan], list[Diagnostic]]:
     """The SLOs of `doc["slos"]`, and every problem with them.
 
     `scopes` holds the names each scope key (`phase`, `request`, `target`) may take;
-    `known` introduces them in messages ("known", "these results have"); `services`
-    the services whose processes are measured (`service.NAME.rss`), None: any.
+    `known` introduces them in messages ("known", "these results have"); `custom` the
+    custom metrics (`custom.NAME`) there are (None: any); `services` the services whose
+    processes are measured (`service.NAME.rss`), None: any.
     """
     plans: list[SLOPlan] = []
     problems: list[Diagnostic] = []
@@ -401,6 +414,12 @@ def compile_slos(doc: Document, scopes: Mapping[str, set[str]],
             expr = parse_slo(text)
         except SLOSyntaxError as exc:
             problems.append(doc.diagnostic(text_loc, exc.message, offset=exc.column))
+            continue
+        if custom is not None and expr.metric.startswith(CUSTOM_PREFIX) and \
+                expr.metric not in custom:
+            problems.append(doc.diagnostic(text_loc, f"unknown metric {expr.metric!r}: no "
+                                           f"request's `record:` declares it ({known}: "
+                                           f"{one_of(custom) if custom else 'none'})"))
             continue
         sampled = _sampled_problem(expr.metric, text, services, known)
         if sampled is not None:

@@ -9,6 +9,22 @@ from llmscen.metrics.results import RunResults
 from llmscen.report.junit import write_junit
 
 
+def scrub_service_logs(out_dir: Path, scrub: Callable[[str], str]) -> None:
+    """Mask the run's secrets in the logs its services wrote (a server may print its own
+    --api-key or echo a request's header); line by line, so a large log is not read whole."""
+    for log in sorted(out_dir.glob("service-*.log")):
+        clean = log.with_name(log.name + ".scrubbed")
+        try:
+            with log.open(encoding="utf-8", errors="replace", newline="") as raw, \
+                    clean.open("w", encoding="utf-8", newline="") as masked:
+                for line in raw:
+                    masked.write(scrub(line))
+            clean.replace(log)
+        except OSError:   # a log that cannot be rewritten is left out rather than kept raw
+            clean.unlink(missing_ok=True)
+            log.unlink(missing_ok=True)
+
+
 def write_outputs(results: RunResults, out_dir: Path, json_path: str | None = None,
                   junit_path: str | None = None, html_path: str | None = None,
                   summary_path: str | None = None, csv_dir: str | None = None

@@ -17,7 +17,7 @@ from llmscen.assertions.verdict import conclude
 from llmscen.compile.plan import BaselinePlan, Plan
 from llmscen.driver.context import client_info, scenario_source, target_model
 from llmscen.driver.export import LiveExport
-from llmscen.driver.outputs import write_outputs
+from llmscen.driver.outputs import scrub_service_logs, write_outputs
 from llmscen.driver.session import Display, Driver, RunOptions, install_signals
 from llmscen.engine.loop import run_loop
 from llmscen.metrics.results import BaselineInfo, Meta, Outcome, PluginInfo, Reason, RunResults, TargetInfo
@@ -152,6 +152,7 @@ def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
 
     results = run_loop(main)
     assert driver is not None
+    scrub_service_logs(out, driver.scrub)
     results.slos = evaluate(plan.slos, results)
     if plan.baseline is not None:
         results.baseline = against_baseline(results, plan.baseline)

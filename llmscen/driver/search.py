@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from llmscen.assertions.slo import evaluate_one
+from llmscen.assertions.slo import evaluate_one, scope_text
 from llmscen.compile.phases import derive_seed, expected_open
 from llmscen.compile.plan import PhasePlan
 from llmscen.driver.client import ClientFigures, judge_phase
@@ -150,8 +150,11 @@ def judge_step(phase: PhasePlan, value: float, names: list[str], measured: RunRe
     view = measured.model_copy(update={
         "phases": [p for p in measured.phases if p.name in names],
         "scopes": [s for s in measured.scopes if s.phase in names]})
-    failed = [r.message for r in (evaluate_one(o, view) for o in spec.objectives)
-              if not r.passed]
+    step = f"step {' + '.join(names)}"
+    failed = [r.message for r in (
+        evaluate_one(o, view, where=step + (f", {scope_text(o)}" if o.request or o.target
+                                            else "")) for o in spec.objectives)
+        if not r.passed]
     agg = aggregate(view)
     # the rate the server kept up, over the step's own time: a step ends when its last
     # request has, so its wall time is the step, plus one service time when the server kept

@@ -11,6 +11,7 @@ its next iteration (open and test-case phases decide starts, so they drop it).
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ class Step:
     checker: Any                   # assertions.expect.Checker or None
     expects_error: bool
     captures: list[tuple[str, Callable[[Exchange], Any]]]
+    records: list[tuple[str, Callable[[Exchange], Any]]]   # custom metric → extractor
     think: tuple[float, float]
     batch_tolerance: float | None    # `expect: batch_consistent`, checked with extra calls
 
@@ -75,6 +77,36 @@ class Ran:
     #                                user waits it before its next iteration
 
 
+def _record(records: list[tuple[str, Callable[[Exchange], Any]]],
+            exchange: Exchange) -> list[tuple[str, str]]:
+    """Take each custom metric's number from the response; one that is missing or not a
+    number is a failed check (`record`), as a capture that finds nothing is."""
+    values: dict[str, float] = {}
+    failures = []
+    for name, extract in records:
+        value = extract(exchange)
+        number = _number(value)
+        if number is None:
+            shown = "nothing" if is_missing(value) else f"{str(value)[:40]!r}, not a number"
+            failures.append(("record", f"record {name.removeprefix('custom.')!r} found {shown}"))
+        else:
+            values[name] = number
+    exchange.recorded = values or None
+    if failures:
+        exchange.fail("check", failures[0][1])
+    return failures
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or is_missing(value):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 class Flow:
     """A request plan made ready to execute many times."""
 
@@ -107,6 +139,7 @@ class Flow:
                     checker=checker,
                     expects_error=checker is not None and checker.expects_error,
                     captures=[(k, compile_capture(v)) for k, v in step.capture.items()],
+                    records=[(f"custom.{k}", compile_capture(v)) for k, v in step.record.items()],
                     think=(step.think_min, step.think_max),
                     batch_tolerance=getattr(getattr(expect, "batch_consistent", None),
                                             "tolerance", None))
@@ -168,6 +201,8 @@ class Flow:
                     exchange.fail("check", f"capture {var!r} found nothing")
                 else:
                     ctx[var] = value
+            if step.records and exchange.error in (None, "check"):
+                failures += _record(step.records, exchange)
             self._emit(phase, step, exchange, failures)
             if exchange.error is not None:
                 return Ran(ctx)

@@ -59,6 +59,7 @@ class Exchange:
     bytes_received: int = 0
     images: int = 0
     chunk_chars: list[int] | None = None   # characters of each content chunk (streams)
+    recorded: dict[str, float] | None = None   # custom metric → value (a step's `record:`)
 
     def fail(self, error: str, message: str) -> None:
         """Record the first failure; later ones (e.g. a timeout after a protocol error) don't hide it."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from llmscen.metrics.histogram import DIGITS, SERIES_DIGITS, Histogram
 from llmscen.metrics.merge import merge_encoded
 from llmscen.metrics.results import Counters, PhaseInfo, RunResults, SeriesPoint, add_counts
-from llmscen.spec.metrics import CATALOG, DEFAULT_PERCENTILES, HISTOGRAM_KINDS, WINDOW_METRICS
+from llmscen.spec.metrics import DEFAULT_PERCENTILES, HISTOGRAM_KINDS, WINDOW_METRICS, lookup
 
 SERIES_RESOLUTION = 1   # seconds per series point; windows are whole multiples
 
@@ -38,6 +38,10 @@ class Aggregate:
         self._encoded = encoded
         self._merged: dict[str, Histogram | None] = {}
 
+    def recorded(self) -> set[str]:
+        """The histogram metrics something was recorded for (custom ones included)."""
+        return {name for name, texts in self._encoded.items() if texts}
+
     def histogram(self, metric: str) -> Histogram | None:
         """The merged histogram of `metric` (decoded on first use), None if nothing recorded."""
         if metric not in self._merged:
@@ -47,7 +51,7 @@ class Aggregate:
 
     def value(self, metric: str, stat: str | None = None) -> float | None:
         """Any catalog metric in base units; None when unmeasurable (no data, no time)."""
-        info = CATALOG.get(metric)
+        info = lookup(metric)
         if info is None:
             raise ValueError(f"unknown metric {metric!r}")
         if info.kind in HISTOGRAM_KINDS:
@@ -87,11 +91,14 @@ class Aggregate:
     def stats(self, metric: str, percentiles: tuple[float, ...] = DEFAULT_PERCENTILES,
               ) -> dict[str, float | None]:
         """`min max mean stdev count pNN` of a histogram metric; durations in seconds."""
+        info = lookup(metric)
+        assert info is not None, metric
         h = self.histogram(metric) if self.metrics is None or metric in self.metrics else None
-        raw = (h or Histogram(CATALOG[metric].kind, self.digits)).stats(  # type: ignore[arg-type]
+        raw = (h or Histogram(info.kind, self.digits)).stats(  # type: ignore[arg-type]
             percentiles)
-        if CATALOG[metric].kind != "duration":
-            return raw
+        if info.kind != "duration":
+            return raw if info.scale == 1 else {
+                k: (v if v is None or k == "count" else v / info.scale) for k, v in raw.items()}
         return {k: (v if v is None or k == "count" else v / 1e6) for k, v in raw.items()}
 
 

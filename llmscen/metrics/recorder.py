@@ -44,7 +44,7 @@ def expectation_names(expect: Any) -> list[str]:
 def step_checks(step: StepPlan) -> list[str]:
     """What is judged of each response to `step`: its expectations, and its captures."""
     names = expectation_names(step.expect)
-    return [*names, "capture"] if step.capture else names
+    return [*names, *(["capture"] if step.capture else []), *(["record"] if step.record else [])]
 
 
 def declared_requests(plan: Plan) -> list[RequestInfo]:

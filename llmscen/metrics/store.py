@@ -35,6 +35,7 @@ from llmscen.metrics.results import (
     SloResult,
 )
 from llmscen.metrics.series import InFlight, Second, SecondClock
+from llmscen.spec.metrics import CUSTOM_SCALE
 
 if TYPE_CHECKING:
     from llmscen.engine.protocol import Exchange
@@ -69,6 +70,7 @@ class ScopeStats:
         "chunk_tokens",
         "chunks",
         "content_chunks",
+        "custom",
         "error_samples",
         "errors",
         "goodput_met",
@@ -111,6 +113,7 @@ class ScopeStats:
         self.chunk_chars = Histogram("amount")
         self.chunk_tokens = Histogram("amount")     # thousandths of a token
         self.chunk_rate = Histogram("amount")       # thousandths of a chunk per second
+        self.custom: dict[str, Histogram] = {}   # `custom.NAME` → what `record:` took
         self.content_chunks = 0
         self.large_chunks = 0
         self.requests = 0
@@ -130,12 +133,14 @@ class ScopeStats:
         self.taken = 0             # seconds before this one were handed to take_series
 
     def histograms(self) -> dict[str, Histogram]:
-        """Metric name (catalog spelling) → histogram."""
-        return {name: getattr(self, name) for name in _HISTOGRAM_SLOTS}
+        """Metric name (catalog spelling, and `custom.NAME`) → histogram."""
+        out = {name: getattr(self, name) for name in _HISTOGRAM_SLOTS}
+        out.update(self.custom)
+        return out
 
     def compact(self) -> None:
-        for name in _HISTOGRAM_SLOTS:
-            getattr(self, name).compact()
+        for h in self.histograms().values():
+            h.compact()
 
 
 _HISTOGRAM_SLOTS: tuple[str, ...] = (
@@ -213,6 +218,12 @@ class MetricStore:
             s.tokens_estimated += 1
         s.images += exchange.images
         s.bytes_sum += exchange.bytes_received
+        if exchange.recorded:
+            for name, value in exchange.recorded.items():
+                h = s.custom.get(name)
+                if h is None:
+                    h = s.custom[name] = Histogram("amount")
+                h.record(round(value * CUSTOM_SCALE))
 
         intended = exchange.intended_ns
         sent = exchange.sent_ns

@@ -25,6 +25,7 @@ from llmscen.report import charts, view
 from llmscen.report.errors import error_groups
 from llmscen.report.reconcile import reconciliation
 from llmscen.report.resources import resource_table
+from llmscen.report.search_view import search_views
 from llmscen.report.svg import format_clock
 from llmscen.spec.units import show
 
@@ -83,6 +84,7 @@ def render_html(results: RunResults) -> str:
         reconcile=[(r, show("latency", r.server_mean),
                     show("latency", r.client_mean) if r.client_metric else "–")
                    for r in reconciliation(results)],
+        searches=search_views(results),
     )
 
 

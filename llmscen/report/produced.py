@@ -9,7 +9,7 @@ records none, and shows images per second instead.
 from __future__ import annotations
 
 from llmscen.metrics.results import RunResults
-from llmscen.spec.metrics import CATALOG, HISTOGRAM_METRICS
+from llmscen.spec.metrics import CATALOG, CUSTOM_PREFIX, HISTOGRAM_METRICS
 
 # counter-backed metrics and the counter that must be non-zero
 _COUNTED = {"output_token_throughput": "output_tokens", "images_per_second": "images",
@@ -37,4 +37,4 @@ def produced(results: RunResults) -> set[str]:
                 out.add(metric)
         else:
             out.add(metric)
-    return out
+    return out | {m for m in recorded if m.startswith(CUSTOM_PREFIX)}

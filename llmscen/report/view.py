@@ -14,7 +14,7 @@ from llmscen.metrics.results import PhaseInfo, RunResults, ServerMetrics, SloRes
 from llmscen.report.produced import produced
 from llmscen.report.svg import format_clock
 from llmscen.report.terminal import verdict
-from llmscen.spec.metrics import CATALOG, HISTOGRAM_METRICS, sample_key, split_key
+from llmscen.spec.metrics import CUSTOM_PREFIX, HISTOGRAM_METRICS, lookup, sample_key, split_key
 from llmscen.spec.units import format_duration
 
 KEY_METRICS = ("latency", "ttft", "itl", "tpot")
@@ -112,10 +112,16 @@ def counters_table(rows: list[Scoped]) -> Table:
                  notes=notes)
 
 
+def _description(metric: str) -> str:
+    info = lookup(metric)
+    return info.description if info is not None else ""
+
+
 def metric_tables(rows: list[Scoped]) -> list[Table]:
     """One table per histogram metric that has data, rows per scope."""
     tables = []
-    for metric in HISTOGRAM_METRICS:
+    custom = sorted({m for r in rows for m in r.agg.recorded() if m.startswith(CUSTOM_PREFIX)})
+    for metric in (*HISTOGRAM_METRICS, *custom):
         if not any(r.agg.histogram(metric) for r in rows):
             continue
         out = []
@@ -128,7 +134,7 @@ def metric_tables(rows: list[Scoped]) -> list[Table]:
         notes = [f"{missed} values were outside the histogram's range and not recorded"] \
             if missed else []
         tables.append(Table(METRIC_TITLES.get(metric, metric), (*STATS, "count"), out,
-                            CATALOG[metric].description, notes, metric))
+                            _description(metric), notes, metric))
     return tables
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,19 +31,24 @@ class CommandOptions(BaseModel):
 
 class CommandService:
     name = "command"
-    description = "any process; {port} in the command is replaced by a free port"
+    description = ("any process; {port} in the command is replaced by a free port, {python} "
+                   "by the Python that runs llmscen")
     options = CommandOptions
 
     @asynccontextmanager
     async def launch(self, plan: Any, log_dir: str | None) -> AsyncIterator[Endpoint]:
         opts: CommandOptions = plan.options
         port = str(free_port())
-        env = {k: v.replace("{port}", port) for k, v in opts.env.items()}
-        if isinstance(opts.command, str):
-            argv, shell = [opts.command.replace("{port}", port)], True
+
+        def fill(text: str, python: str = sys.executable) -> str:
+            return text.replace("{port}", port).replace("{python}", python)
+
+        env = {k: fill(v) for k, v in opts.env.items()}
+        if isinstance(opts.command, str):   # a shell line: the path quoted for the shell
+            argv, shell = [fill(opts.command, shlex.quote(sys.executable))], True
         else:
-            argv, shell = [a.replace("{port}", port) for a in opts.command], False
-        url = opts.url.replace("{port}", port)
+            argv, shell = [fill(a) for a in opts.command], False
+        url = fill(opts.url)
         ready = opts.ready or ReadySpec(tcp=True)
 
         async def until_ready(child: Child) -> None:

@@ -77,6 +77,25 @@ CATALOG: dict[str, Metric] = {
     )
 }
 
+CUSTOM_PREFIX = "custom."
+CUSTOM_SCALE = 1000      # custom values keep three decimals (histograms hold integers)
+
+
+def custom_metric(name: str) -> Metric:
+    """`custom.NAME`: a number a step's `record:` took from each response."""
+    return Metric(name, "amount", "recorded by the scenario's `record:` from each response",
+                  scale=CUSTOM_SCALE)
+
+
+def lookup(name: str) -> Metric | None:
+    """A catalog metric, a custom one (`custom.NAME`) or a resource sampled every second
+    (`client.cpu`, `service.NAME.rss`, `server.FAMILY`); None if none."""
+    found = CATALOG.get(name)
+    if found is None and name.startswith(CUSTOM_PREFIX) and len(name) > len(CUSTOM_PREFIX):
+        return custom_metric(name)
+    return found or resource_metric(name)
+
+
 # Metrics recorded in HDR histograms, in the order reports show them.
 HISTOGRAM_METRICS: tuple[str, ...] = tuple(n for n, m in CATALOG.items() if m.kind in HISTOGRAM_KINDS)
 
@@ -152,10 +171,6 @@ def resource_metric(name: str) -> Metric | None:
         return None
     return Metric(name, found[0], found[1], sampled=True)
 
-
-def metric_info(name: str) -> Metric | None:
-    """A catalog metric or a resource metric by name, or None."""
-    return CATALOG.get(name) or resource_metric(name)
 
 
 # -- a server's Prometheus series, as `series key`s: `name` or `name{a="1",b="2"}` -------

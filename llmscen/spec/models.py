@@ -90,7 +90,9 @@ class ReadySpec(Strict):
 class ServiceSpec(Strict):
     builtin: str | None = Field(None, description="a bundled service: openai-sim, triton-sim")
     command: str | list[str] | None = Field(None, description="a process to run; {port} is "
-                                                              "replaced by a free port")
+                                                              "replaced by a free port, "
+                                                              "{python} by the Python that "
+                                                              "runs llmscen")
     options: dict[str, Any] = Field(default_factory=dict)
     ready: ReadySpec | None = None
     startup_timeout: Duration = 60.0
@@ -367,6 +369,10 @@ class StepSpec(Open):
                             "expression over captured values holds, e.g. `created_id is "
                             "defined`; braces optional")
     capture: dict[str, str] = Field(default_factory=dict)
+    record: dict[str, str] = Field(default_factory=dict, description="custom metrics: a name → "
+                                   "a capture expression whose number each response records "
+                                   "into the histogram `custom.NAME`, e.g. {cart_items: "
+                                   "json.count}")
     think: Think | None = None
     expect: Expect | None = None
 
@@ -379,6 +385,8 @@ class RequestSpec(Open):
     stream: bool = False
     timeout: Duration | None = None
     expect: Expect | None = None
+    record: dict[str, str] = Field(default_factory=dict, description="custom metrics of a "
+                                   "single call (in a flow, `record:` goes in its steps)")
     steps: list[StepSpec] | None = None
 
 

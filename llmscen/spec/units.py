@@ -150,9 +150,9 @@ def show_value(kind: str, value: float | None) -> str:
 
 def show(metric: str, value: float | None, stat: str | None = None) -> str:
     """A value of a catalog metric (or of its `stat`: `count` is always a plain count)."""
-    from llmscen.spec.metrics import metric_info
+    from llmscen.spec.metrics import lookup
 
-    info = metric_info(metric)
+    info = lookup(metric)
     kind = "amount" if stat == "count" or info is None else info.kind
     return show_value(kind, value)
 

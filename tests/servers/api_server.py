@@ -36,11 +36,13 @@ USERS: dict[str, str] = {
     "carol@example.com": "carol-pass-3",
 }
 MODELS = [{"id": "gpt-sim-small", "provider": "sim"}, {"id": "gpt-sim-large", "provider": "sim"}]
+PRODUCTS = [{"sku": f"sku-{i}", "name": name, "price": price} for i, (name, price) in enumerate(
+    [("GPU hours", 2.5), ("Token pack", 0.1), ("Fine-tune job", 40.0), ("Embedding pack", 0.05)])]
 
 
 @dataclass
 class ApiState:
-    """What the API saw; tests read it after a run (ints only, so reading across threads is safe)."""
+    """What the API saw; tests read it after a run (counters are ints, safe to read across threads)."""
 
     users: dict[str, str] = field(default_factory=lambda: dict(USERS))
     tokens: dict[str, str] = field(default_factory=dict)   # token → email
@@ -49,6 +51,10 @@ class ApiState:
     authorized: int = 0          # model listings with a valid token
     unauthorized: int = 0        # model listings refused with 401
     health: int = 0
+    carts: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # email → items
+    added: int = 0
+    deleted: int = 0
+    next_item: int = 1
     started: float = field(default_factory=time.monotonic)
 
     def counters(self) -> dict[str, int]:
@@ -90,6 +96,53 @@ async def available_models(request: web.Request) -> web.Response:
         return _unauthorized("a valid bearer token is required")
     state.authorized += 1
     return web.json_response({"user": state.tokens[token], "models": MODELS})
+
+
+def _user(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return request.app[STATE].tokens.get(token) if scheme.lower() == "bearer" else None
+
+
+async def products(request: web.Request) -> web.Response:
+    wanted = request.query.get("q", "").lower()
+    found = [p for p in PRODUCTS if wanted in p["name"].lower()]
+    return web.json_response({"products": found, "count": len(found)})
+
+
+async def add_to_cart(request: web.Request) -> web.Response:
+    state, user = request.app[STATE], _user(request)
+    if user is None:
+        return _unauthorized("a valid bearer token is required")
+    try:
+        body = await request.json()
+        sku, qty = str(body["sku"]), int(body["qty"])
+    except (ValueError, KeyError, TypeError):
+        return web.json_response({"error": "send JSON {sku, qty}"}, status=400)
+    cart = state.carts.setdefault(user, {})
+    item = state.next_item
+    state.next_item += 1
+    state.added += 1
+    cart[item] = {"id": item, "sku": sku, "qty": qty}
+    return web.json_response({"id": item, "count": len(cart)}, status=201)
+
+
+async def view_cart(request: web.Request) -> web.Response:
+    user = _user(request)
+    if user is None:
+        return _unauthorized("a valid bearer token is required")
+    cart = request.app[STATE].carts.get(user, {})
+    return web.json_response({"items": list(cart.values()), "count": len(cart)})
+
+
+async def remove_from_cart(request: web.Request) -> web.Response:
+    state, user = request.app[STATE], _user(request)
+    if user is None:
+        return _unauthorized("a valid bearer token is required")
+    item = int(request.match_info["item"])
+    if state.carts.get(user, {}).pop(item, None) is None:
+        return web.json_response({"error": f"no item {item} in the cart"}, status=404)
+    state.deleted += 1
+    return web.Response(status=204)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -169,6 +222,10 @@ def make_app(state: ApiState | None = None) -> web.Application:
     app.router.add_post("/api/auth/login", login)
     app.router.add_get("/api/ai-models/available", available_models)
     app.router.add_get("/health", health)
+    app.router.add_get("/api/products", products)
+    app.router.add_get("/api/cart", view_cart)
+    app.router.add_post("/api/cart/items", add_to_cart)
+    app.router.add_delete("/api/cart/items/{item:\\d+}", remove_from_cart)
     app.router.add_get("/status", status)
     app.router.add_route("*", "/echo", echo)
     app.router.add_route("*", "/code/{status:\\d+}", code)
