@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from llmscen.metrics.results import ResourceSeries
 
 log = logging.getLogger(__name__)
 ORDER = ("client", "worker", "host", "service", "gpu")
+TREE_REFRESH_S = 5.0   # how often a service's process tree is listed again
 FRESH_S = 1.5        # a worker's report older than this says nothing about this second
 
 
@@ -96,6 +98,8 @@ class Sampler:
         self._processes: dict[int, psutil.Process] = {}   # kept: cpu_percent measures
         #                                                    since the previous call
         self._series: dict[tuple[str, str | None], list[tuple[int, float]]] = {}
+        self._trees: dict[str, tuple[int, list[psutil.Process], float]] = {}   # service →
+        #                                                 (its pid, its tree, when listed)
         psutil.cpu_percent(None)              # the first call only starts the count
 
     def sample(self, t: int, phase: str | None, workers: Mapping[int, WorkerSample]
@@ -123,11 +127,18 @@ class Sampler:
         """CPU (cores), RSS and threads of the process `pid` and all its descendants."""
         if pid is None:
             return {}
-        try:
-            tree = [self._process(pid)]
-            tree += [self._process(c.pid) for c in tree[0].children(recursive=True)]
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return {}
+        # finding the descendants reads every process of the machine (~10 ms, much of it
+        # holding the GIL the load generator's loop needs): only every TREE_REFRESH_S
+        now = time.monotonic()
+        known = self._trees.get(name)
+        if known is None or known[0] != pid or now - known[2] > TREE_REFRESH_S:
+            try:
+                root = self._process(pid)
+                tree = [root, *(self._process(c.pid) for c in root.children(recursive=True))]
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                return {}
+            self._trees[name] = known = (pid, tree, now)
+        tree = known[1]
         cpu = rss = threads = 0.0
         for process in tree:
             try:
