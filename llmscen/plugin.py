@@ -21,6 +21,8 @@ from llmscen.engine.protocol import (
     Endpoint,
     ErrorClass,
     Exchange,
+    Exposed,
+    Exposing,
     Plugin,
     Reconnecting,
     Runner,
@@ -31,6 +33,7 @@ from llmscen.engine.protocol import (
 from llmscen.runners.guard import CANCELLED, describe, guarded
 from llmscen.runners.http_errors import classify_client_error
 from llmscen.runners.problems import StreamProblem, excerpt
+from llmscen.runners.prometheus import parse_exposition
 from llmscen.runners.secrets import Headers, Scrubber
 from llmscen.spec.paths import DirPath, FilePath
 from llmscen.spec.units import Duration, Percent, Rate
@@ -45,6 +48,8 @@ __all__ = [
     "Endpoint",
     "ErrorClass",
     "Exchange",
+    "Exposed",
+    "Exposing",
     "FilePath",
     "Headers",
     "Percent",
@@ -62,4 +67,5 @@ __all__ = [
     "describe",
     "excerpt",
     "guarded",
+    "parse_exposition",
 ]

@@ -17,6 +17,18 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 
+# Debian's Prometheus: tests/test_live_export.py scrapes a running llmscen with it
+if ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "install-test-deps: prometheus is missing; run as root or apt-get install" \
+         "--no-install-recommends prometheus (the live-export test will fail without it)" >&2
+  fi
+fi
+
 # The Ray engine's tests (tests/test_ray_engine.py) start a real two-node Ray cluster on
 # this machine: the `ray` extra, into the project's venv (~285 MB; under a minute with a
 # warm pip cache).

@@ -31,7 +31,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     """
     outcome = yield
     report = outcome.get_result()
-    needs_server = any(item.get_closest_marker(m) for m in ("realserver", "triton", "ray"))
+    needs_server = any(item.get_closest_marker(m)
+                       for m in ("realserver", "triton", "prometheus", "ray"))
     if report.skipped and needs_server and os.environ.get("CI"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, where it must run: {report.longrepr}"

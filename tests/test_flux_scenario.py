@@ -41,9 +41,10 @@ def test_flux_test_plan_passes(tmp_path: Path, protocol: str) -> None:
     assert load.counters.images == singles.requests + 3 * batches.requests   # every image
     assert load.value("images_per_second") == pytest.approx(
         load.counters.images / load.wall_seconds)
-    # Triton's own queue and compute times, per phase
+    # Triton's own queue and compute times, per phase and model (its `model` label)
     metrics = {m.phase: m.delta for m in results.server_metrics}
-    assert metrics["load"].get("nv_inference_compute_infer_duration_us", 0) > 0
+    assert metrics["load"].get('nv_inference_compute_infer_duration_us{model="flux",'
+                               'version="1"}', 0) > 0
     # the summary's columns are those of a FLUX run: images per second, no token timings
     header = next(line for line in output.splitlines() if line.startswith("phase "))
     assert "images/s" in header and "ttft" not in header and "itl" not in header

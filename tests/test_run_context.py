@@ -160,4 +160,5 @@ def test_the_documented_example_is_a_valid_results_file() -> None:
     example = text.split("```json\n", 1)[1].split("\n```", 1)[0]
     results = RunResults.model_validate(orjson.loads(example))
     assert results.schema_version == 4 and results.meta.targets[0].server
+    assert results.resources.stats[0].name == "client.cpu"
     assert results.phases[0].planned == [(2.006, 10.0), (5.006, 50.0)]

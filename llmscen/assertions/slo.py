@@ -7,12 +7,15 @@ scope) fails: an SLO that cannot be shown to hold does not pass.
 
 from __future__ import annotations
 
+import difflib
 import operator
 from collections.abc import Callable, Iterable
 
 from llmscen.compile.plan import SLOPlan
+from llmscen.metrics import resources
 from llmscen.metrics.query import WINDOW_METRICS, aggregate, windows
-from llmscen.metrics.results import RunResults, SloResult
+from llmscen.metrics.results import RunResults, SloResult, TargetInfo
+from llmscen.spec.metrics import resource_metric, split_key
 from llmscen.spec.units import format_duration, show
 
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -50,6 +53,8 @@ def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = Non
     limit = f"{slo.op} {written or show(slo.metric, slo.threshold, slo.stat)}"
     if slo.metric == "capacity":
         return _capacity(slo, results, base, name, limit)
+    if resource_metric(slo.metric) is not None:
+        return _sampled(slo, results, base, name, limit)
     if slo.window:
         if slo.metric not in WINDOW_METRICS:
             return base.model_copy(update={"message": f"{slo.metric} is not kept per second; "
@@ -86,6 +91,54 @@ def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = Non
         "measured": value, "passed": passed,
         "message": f"{name} = {show(slo.metric, value, slo.stat)}, expected {limit} "
                    f"[{where or scope_text(slo)}] {verdict}"})
+
+
+def _sampled(slo: SLOPlan, results: RunResults, base: SloResult, name: str,
+             limit: str) -> SloResult:
+    """A resource metric: a stat over its per-second samples in the phases in scope."""
+    assert slo.stat is not None, "the grammar requires a stat of a sampled metric"
+    server = slo.metric.startswith("server.")
+    if slo.stat == "increase":
+        value, why = resources.server_increase(results, slo.metric, slo.phase, slo.target)
+        how = "from the scrapes at each phase's start and end"
+    else:
+        values = resources.samples(results, slo.metric, slo.phase, slo.target)
+        value = resources.stat(values, slo.stat)
+        why = results.resources.unavailable.get(resources.source(slo.metric)) or (
+            resources.exposed_hint(results, slo.metric.removeprefix("server.").split("{")[0])
+            if server else f"nothing was sampled in scope ({scope_text(slo)})")
+        how = f"{len(values)} samples"
+    if value is None:
+        return base.model_copy(update={"message": f"{name}: {why}"})
+    passed = OPS[slo.op](value, slo.threshold)
+    return base.model_copy(update={
+        "measured": value, "passed": passed,
+        "message": f"{name} = {show(slo.metric, value, slo.stat)}, expected {limit} "
+                   f"[{scope_text(slo)}; {how}] {'ok' if passed else 'FAILED'}"})
+
+
+def unknown_server_metrics(slos: Iterable[SLOPlan], targets: Iterable[TargetInfo]) -> list[str]:
+    """`server.NAME` SLOs whose NAME no target in their scope exposed before traffic, as
+    `FILE:LINE:COL: message`; [] when all are there (or no target could be read)."""
+    exposed = {t.name: set(t.metrics) for t in targets}
+    if not any(exposed.values()):
+        return []       # nothing listed: judged after the run, where a message says so
+    out = []
+    for slo in slos:
+        if not slo.metric.startswith("server."):
+            continue
+        name = split_key(slo.metric.removeprefix("server."))[0]
+        scope = [slo.target] if slo.target else list(exposed)
+        known = set().union(*(exposed.get(t, set()) for t in scope))
+        if name in known:
+            continue
+        where = f" of target {slo.target!r}" if slo.target else ""
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        out.append(f"{slo.where}: unknown server metric {name!r}: the server{where} does not "
+                   f"expose it{hint} (it exposes {len(known)} names; `llmscen run` lists "
+                   "them in results.json under meta.targets[].metrics)")
+    return out
 
 
 def _capacity(slo: SLOPlan, results: RunResults, base: SloResult, name: str,

@@ -64,6 +64,7 @@ RUN_REASONS: dict[str, Status] = {
     "worker_lost": "could_not_run",          # a worker died mid-run; its last interval is lost
     "output_failed": "could_not_run",        # a report could not be written
     "fault_failed": "could_not_run",         # a fault of the plan could not be done or undone
+    "unknown_server_metric": "could_not_run",  # a server.* SLO names what no target exposes
     "interrupted": "interrupted",            # Ctrl-C, SIGTERM
     "client_saturated": "invalid_measurement",   # the load generator fell behind its schedule
     "client_limit": "invalid_measurement",   # descriptors or the in-flight cap ran out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -20,8 +21,27 @@ from llmscen.engine.registry import Registry
 from llmscen.errors import LlmscenError
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError
 from llmscen.spec.loader import load_file
+from llmscen.spec.units import parse_duration
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _Duration(click.ParamType):
+    """A duration option: `5s`, `250ms`, `2m` (spec/units.py)."""
+
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = _Duration()
 
 
 def load_plan(registry: Registry, path: str, sets: Sequence[str] = (),
@@ -125,11 +145,19 @@ def plan(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], as_json
 @click.option("--progress", type=click.Choice(("auto", "live", "lines")), default="auto",
               show_default=True,
               help="live: redrawn in place (a terminal); lines: a line per interval (CI logs)")
+@click.option("--csv", "csv_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Also write the per-second series and per-scope figures as CSV files")
+@click.option("--prometheus", "prometheus", metavar="HOST:PORT",
+              help="Serve the run's live metrics for Prometheus at http://HOST:PORT/metrics")
+@click.option("--prometheus-hold", "prometheus_hold", type=DURATION, default="0s",
+              metavar="DURATION", show_default=True,
+              help="Keep serving them this long after the run, for a last scrape")
 def run(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], outs: tuple[str, ...],
         json_path: str | None, junit_path: str | None, html_path: str | None,
         summary_path: str | None, workers: int | None, log_path: str | None,
         engine: str, address: str | None, quiet: bool, verbose: int, log_level: str | None,
-        progress: str) -> None:
+        progress: str, csv_dir: str | None, prometheus: str | None,
+        prometheus_hold: float) -> None:
     """Run SCENARIO: send its traffic, check every response, judge its SLOs."""
     from llmscen.cli.run import Outputs, run_command
     from llmscen.driver import default_workers
@@ -142,18 +170,18 @@ def run(scenario: str, sets: tuple[str, ...], targets: tuple[str, ...], outs: tu
     registry = Registry.discover()
     compiled = load_plan(registry, scenario, sets, targets)
     level = log_level or ("debug" if verbose > 1 else "info" if verbose else "warning")
-    if engine == "ray":
-        from llmscen.driver.cluster import connected
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if engine == "ray":
+            from llmscen.driver.cluster import connected
 
-        with connected(address or "auto") as cluster:
-            code = run_command(compiled, registry, outputs, quiet=quiet, verbose=verbose,
-                               log_level=level, progress=progress,
-                               workers=workers or cluster.default_workers(),
-                               log_path=log_path, cluster=cluster)
-    else:
+            cluster = stack.enter_context(connected(address or "auto"))
         code = run_command(compiled, registry, outputs, quiet=quiet, verbose=verbose,
                            log_level=level, progress=progress,
-                           workers=workers or default_workers(compiled), log_path=log_path)
+                           workers=workers or (cluster.default_workers() if cluster is not None
+                                               else default_workers(compiled)),
+                           log_path=log_path, cluster=cluster, csv_dir=csv_dir,
+                           prometheus=prometheus, prometheus_hold=prometheus_hold)
     sys.exit(code)
 
 

@@ -13,6 +13,7 @@ from llmscen.cli import exitcodes
 from llmscen.cli.failure import Failure
 from llmscen.compile.plan import SLOPlan
 from llmscen.compile.slo import compile_slos
+from llmscen.metrics import resources
 from llmscen.metrics.results import ResultsError, RunResults
 from llmscen.spec.diagnostics import ScenarioError
 from llmscen.spec.loader import read_document
@@ -56,7 +57,9 @@ def load_slos(path: str, results: RunResults) -> list[SLOPlan]:
             else ()
         raise ScenarioError([doc.diagnostic(at, "expected an `slos:` list, e.g.\n"
                                                    "slos:\n  - latency.p95 < 5s")])
-    plans, problems = compile_slos(doc, scope_names(results), known="these results have")
+    services = {n.split(".")[1] for n in resources.names(results) if n.startswith("service.")}
+    plans, problems = compile_slos(doc, scope_names(results), known="these results have",
+                                   services=services)
     problems = [*doc.diagnostics(("slos",)), *problems]
     if problems:
         raise ScenarioError(problems)
@@ -74,8 +77,10 @@ def load_slos(path: str, results: RunResults) -> list[SLOPlan]:
 @click.option("--slos", "slos_path", type=click.Path(dir_okay=False),
               help="Judge with the `slos:` list of this YAML file (a scenario will do) "
                    "instead of the saved verdicts")
+@click.option("--csv", "csv_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Write the per-second series and per-scope figures as CSV files")
 def report(results_path: str, html_path: str | None, junit_path: str | None,
-           summary_path: str | None, slos_path: str | None) -> None:
+           summary_path: str | None, slos_path: str | None, csv_dir: str | None) -> None:
     """Re-render reports from a saved RESULTS.json, offline.
 
     Exits with the run's own exit code (0 passed, 1 failed, 3 could not run or
@@ -83,6 +88,7 @@ def report(results_path: str, html_path: str | None, junit_path: str | None,
     invalid input.
     """
     from llmscen.assertions.verdict import conclude, run_reasons
+    from llmscen.report.csv_export import write_csv
     from llmscen.report.html import write_html
     from llmscen.report.junit import write_junit
     from llmscen.report.markdown import write_summary
@@ -97,7 +103,7 @@ def report(results_path: str, html_path: str | None, junit_path: str | None,
             fail(f"{exc}\n{count} problem{'s' if count != 1 else ''} in the SLO file")
     if slos_path is not None or results.outcome is None:
         conclude(results, run_reasons(results))
-    if not (html_path or junit_path or summary_path):
+    if not (html_path or junit_path or summary_path or csv_dir):
         html_path = str(Path(results_path).with_name("report.html"))
     written = []
     try:
@@ -106,6 +112,8 @@ def report(results_path: str, html_path: str | None, junit_path: str | None,
             if path:
                 write(results, path)
                 written.append(path)
+        if csv_dir:
+            written += [str(p) for p in write_csv(results, csv_dir)]
     except OSError as exc:
         fail(f"cannot write {exc.filename}: {exc.strerror}")
     click.echo(summary(results))

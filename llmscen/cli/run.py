@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,19 +68,31 @@ class Outputs:
 
 def run_command(plan: Plan, registry: Registry, outputs: Outputs, *, quiet: bool = False,
                 verbose: int = 0, log_level: str = "warning", progress: str = "auto",
-                workers: int = 1, log_path: str | None = None, cluster: Any = None) -> int:
+                workers: int = 1, log_path: str | None = None, csv_dir: str | None = None,
+                prometheus: str | None = None, prometheus_hold: float = 0.0,
+                cluster: Any = None) -> int:
     """Run, print what happened, return the exit code the outcome carries."""
     from llmscen.cli.progress import make_display
+    from llmscen.driver.export import LiveExport
 
+    export = None
+    if prometheus:
+        export = LiveExport(plan.name)
+        address = export.serve(prometheus)
+        click.echo(f"serving live metrics at http://{address}/metrics", err=True)
     display = make_display(plan, quiet=quiet, verbose=verbose, mode=progress,
                            log_level=log_level)
     try:
         done = run_plan(plan, registry, Path(outputs.folder) if outputs.folder else None,
                         workers=workers, log_path=log_path, display=display, cluster=cluster,
                         json_path=outputs.json, junit_path=outputs.junit,
-                        html_path=outputs.html, summary_path=outputs.summary)
+                        html_path=outputs.html, summary_path=outputs.summary,
+                        csv_dir=csv_dir, export=export)
     finally:
         display.close()
+        if export is not None:
+            time.sleep(prometheus_hold)    # a scrape after the last requests were counted
+            export.close()
     display.finished(done.results)
     click.echo(summary(done.results))
     click.echo("")

@@ -38,6 +38,7 @@ from llmscen.compile.urls import url_problem
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError, did_you_mean, one_of
 from llmscen.spec.errors import diagnostics_from
 from llmscen.spec.loader import Document, Loc
+from llmscen.spec.metrics import resource_metric
 from llmscen.spec.models import (
     REQUEST_COMMON_KEYS,
     STEP_COMMON_KEYS,
@@ -710,7 +711,10 @@ class _Compiler:
         scopes = {"phase": phase_names, "request": request_names,
                   "target": set(self.section("targets", dict))}
         custom = {f"custom.{name}" for r in requests for s in r.steps for name in s.record}
-        plans, problems = compile_slos(self.doc, scopes, custom=custom)
+        started = {t.service for t in targets.values() if t.service} | {
+            str(t["service"]) for t in self.section("targets", dict).values()
+            if isinstance(t, dict) and isinstance(t.get("service"), str)}
+        plans, problems = compile_slos(self.doc, scopes, custom=custom, services=started)
         self.problems += problems
         return plans
 
@@ -730,6 +734,10 @@ class _Compiler:
                 continue
             if expr.metric == "capacity":
                 self.error(text_loc, "`capacity` is what the search finds: assert it in `slos:`")
+                continue
+            if resource_metric(expr.metric) is not None:
+                self.error(text_loc, f"{expr.metric} is sampled, not measured per request: "
+                                     "assert it in `slos:` (with `phase:`), not as an objective")
                 continue
             scope: dict[str, Any] = {}
             if not isinstance(item, str):
@@ -771,7 +779,8 @@ class _Compiler:
         metrics = self.validate(MetricsSpec, ("metrics",), self.doc.data.get("metrics") or {},
                                 MetricsSpec)
         return RunSettings(connect_failures=spec.connect_failures if spec else 20,
-                           large_chunk=metrics.large_chunk if metrics else 20)
+                           large_chunk=metrics.large_chunk if metrics else 20,
+                           server_interval=metrics.server_interval if metrics else 1.0)
 
     def goodput(self) -> list[GoodputObjective]:
         raw = self.doc.data.get("goodput")

@@ -25,21 +25,32 @@ from llmscen.spec.loader import Document, Loc
 from llmscen.spec.metrics import (
     CATALOG,
     CUSTOM_PREFIX,
+    FAMILY_RE,
     HISTOGRAM_KINDS,
     PLAIN_STATS,
+    RESOURCE_ROOTS,
+    SAMPLED_STAT_RE,
+    SAMPLED_STATS,
+    SERVER_STATS,
     STAT_RE,
     WINDOW_METRICS,
     Metric,
     custom_metric,
     lookup,
+    parse_labels,
+    resource_metric,
+    sample_key,
 )
 from llmscen.spec.models import SLOSpec
-from llmscen.spec.units import DURATION_UNITS, RATE_UNITS
+from llmscen.spec.units import DURATION_UNITS, RATE_UNITS, SIZE_UNITS
 
 Op = Literal["<", "<=", ">", ">=", "=="]
 OPS: tuple[str, ...] = ("<=", ">=", "==", "<", ">")  # two-character ones first
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PART_RE = re.compile(r"[A-Za-z0-9_-]+")     # one dotted part of a resource metric
+_LABELS_RE = re.compile(r'\s*(?:[A-Za-z_][A-Za-z0-9_]*\s*=\s*"(?:[^"\\]|\\.)*"\s*'
+                        r'(?:,\s*[A-Za-z_][A-Za-z0-9_]*\s*=\s*"(?:[^"\\]|\\.)*"\s*)*,?\s*)?')
 _STAT_TOKEN_RE = re.compile(r"[A-Za-z0-9_.]+")
 _NUMBER_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _UNIT_RE = re.compile(r"%|/[A-Za-z]*|[A-Za-zµ]+")
@@ -54,13 +65,21 @@ _UNITS: dict[str, dict[str, float]] = {
     "amount": {"": 1.0},
     "rate": {"": 1.0, **RATE_UNITS},
     "ratio": {"": 1.0, "%": 100.0},
+    "cpu": {"%": 100.0},    # cores; 100% = one core (a bare 80 would read as 80 cores)
+    "size": {"": 1.0, **{unit: float(f) for unit, f in SIZE_UNITS.items()}},
+    # Prometheus' base units are seconds and bytes: a unit converts to them
+    "server": {"": 1.0, "%": 100.0, **DURATION_UNITS,
+               **{unit: float(f) for unit, f in SIZE_UNITS.items()}},
 }
 _EXAMPLES = {"duration": "5s or 500ms", "amount": "a plain number such as 100",
-             "rate": "50/s or 300/min", "ratio": "1% or 0.01"}
+             "rate": "50/s or 300/min", "ratio": "1% or 0.01", "cpu": "80% or 150%",
+             "size": "512MB or 2GiB", "server": "10, 500ms or 2GB"}
 # Units format_slo may write, preferred first when two texts are equally short.
 _FORMAT_UNITS = {"duration": ("s", "ms", "us", "min", "h"), "amount": ("",),
-                 "rate": ("/s", "/min", "/h"), "ratio": ("%", "")}
-_BASE_UNITS = {"duration": "s", "amount": "", "rate": "/s", "ratio": ""}
+                 "rate": ("/s", "/min", "/h"), "ratio": ("%", ""), "cpu": ("%",),
+                 "size": ("GB", "MB", "KB", "GiB", "MiB", "KiB", ""), "server": ("",)}
+_BASE_UNITS = {"duration": "s", "amount": "", "rate": "/s", "ratio": "", "cpu": "%",
+               "size": "", "server": ""}
 
 
 class SLOSyntaxError(ValueError):
@@ -95,6 +114,9 @@ def format_slo(expr: SLOExpr) -> str:
 
 def stats_for(metric: Metric) -> str:
     """The stats a metric accepts, as shown to users ("" for none)."""
+    if metric.sampled:
+        stats = SERVER_STATS if metric.kind == "server" else SAMPLED_STATS
+        return " ".join(stats) + " pNN (p50 p95 p99 …)"
     if metric.kind not in HISTOGRAM_KINDS:
         return ""
     return " ".join(PLAIN_STATS) + " pNN (p50 p90 p95 p99 p99.9 …)"
@@ -141,6 +163,10 @@ def _format_threshold(value: float, kind: str) -> str:
                 if best is None or len(text + unit) < len(best):
                     best = text + unit
                 break
+        else:   # too small for plain decimals: e-notation (a `%`-only kind has no bare form)
+            text = repr(amount)
+            if kind == "cpu" and _to_base(float(text), kind, unit) == value and best is None:
+                best = text + unit
     return best if best is not None else repr(value) + _BASE_UNITS[kind]
 
 
@@ -181,6 +207,10 @@ class _Parser:
             raise SLOSyntaxError(f"expected a metric name such as latency, got "
                                  f"{self.text[start:start + 10]!r}", start)
         name = m.group()
+        if name == "server" and self.text.startswith(".", m.end()):
+            return self._server(start), start
+        if name in RESOURCE_ROOTS:
+            return self._resource(name, start), start
         if name + "." == CUSTOM_PREFIX:
             custom = _NAME_RE.match(self.text, m.end() + 1) \
                 if self.text.startswith(".", m.end()) else None
@@ -197,6 +227,48 @@ class _Parser:
         self.pos = m.end()
         return CATALOG[name], start
 
+    def _resource(self, root: str, start: int) -> Metric:
+        """A dotted resource metric: `client.cpu`, `service.NAME.rss`, `gpu.0.utilization`."""
+        subject, fields = RESOURCE_ROOTS[root]
+        self.pos = start + len(root)
+        parts = [root]
+        for _ in range(2 if subject else 1):
+            if not self.text.startswith(".", self.pos):
+                break
+            m = _PART_RE.match(self.text, self.pos + 1)
+            if m is None:
+                break
+            parts.append(m.group())
+            self.pos = m.end()
+        name = ".".join(parts)
+        metric = resource_metric(name)
+        if metric is None:
+            shape = f"{root}.{'<' + subject + '>.' if subject else ''}"
+            known = " ".join(shape + f for f in fields)
+            raise SLOSyntaxError(f"unknown resource metric {name!r}; known: {known}", start)
+        return metric
+
+    def _server(self, start: int) -> Metric:
+        """`server.FAMILY` with an optional label selector: `server.x{model="flux"}`."""
+        self.pos = start + len("server.")
+        m = FAMILY_RE.match(self.text, self.pos)
+        if m is None:
+            raise SLOSyntaxError("expected a Prometheus metric name after 'server.', e.g. "
+                                 "server.vllm:num_requests_waiting", self.pos)
+        family, self.pos = m.group(), m.end()
+        labels: dict[str, str] = {}
+        if self.text.startswith("{", self.pos):
+            close = self.text.find("}", self.pos)
+            inner = self.text[self.pos + 1:close] if close > 0 else ""
+            labels = parse_labels(inner)
+            if close < 0 or _LABELS_RE.fullmatch(inner) is None:
+                raise SLOSyntaxError('expected labels such as {model="flux"} and a closing }',
+                                     self.pos)
+            self.pos = close + 1
+        metric = resource_metric("server." + sample_key(family, labels))
+        assert metric is not None
+        return metric
+
     def _stat(self) -> tuple[str | None, int]:
         if not self.text.startswith(".", self.pos):
             return None, self.pos
@@ -209,6 +281,16 @@ class _Parser:
 
     def _check_stat(self, metric: Metric, metric_col: int, stat: str | None,
                     stat_col: int) -> None:
+        if metric.sampled:
+            if stat is None:
+                raise SLOSyntaxError(f"{metric.name} is sampled every second: add a statistic, "
+                                     f"e.g. {metric.name}.max", metric_col)
+            if metric.kind == "server" and stat == "increase":
+                return
+            if not SAMPLED_STAT_RE.match(stat):
+                raise SLOSyntaxError(f"unknown statistic {stat!r} for {metric.name}; valid: "
+                                     f"{stats_for(metric)}", stat_col)
+            return
         histogram = metric.kind in HISTOGRAM_KINDS
         if histogram and stat is None:
             raise SLOSyntaxError(f"{metric.name} is a distribution: add a statistic, "
@@ -254,6 +336,9 @@ class _Parser:
         if unit == "" and kind == "duration":
             raise SLOSyntaxError(f"{metric.name} is a duration and its threshold needs a "
                                  f"unit: write {_duration_hint(m.group(), number)}", start)
+        if unit == "" and kind == "cpu":
+            raise SLOSyntaxError(f"{metric.name} is CPU and its threshold needs %: write "
+                                 f"{m.group()}% (100% = one core)", start)
         if unit not in factors:
             raise SLOSyntaxError(self._unit_message(metric, kind, unit), unit_col)
         if u is None:
@@ -276,7 +361,8 @@ class _Parser:
     def _unit_message(metric: Metric, kind: str, unit: str) -> str:
         allowed = [u for u in _UNITS[kind] if u]
         what = {"duration": "a duration", "amount": "a count", "rate": "a rate",
-                "ratio": "a fraction"}[kind]
+                "ratio": "a fraction", "cpu": "CPU", "size": "a size",
+                "server": "a server metric"}[kind]
         subject = f"{metric.name}.count" if kind != metric.kind else metric.name
         if not allowed:
             return f"{subject} is {what} and takes no unit, got {unit!r}"
@@ -301,12 +387,14 @@ _ITEM = TypeAdapter(str | SLOSpec)
 
 def compile_slos(doc: Document, scopes: Mapping[str, set[str]],
                  known: str = "known", custom: set[str] | None = None,
+                 services: set[str] | None = None,
                  ) -> tuple[list[SLOPlan], list[Diagnostic]]:
     """The SLOs of `doc["slos"]`, and every problem with them.
 
     `scopes` holds the names each scope key (`phase`, `request`, `target`) may take;
     `known` introduces them in messages ("known", "these results have"); `custom` the
-    custom metrics (`custom.NAME`) there are (None: any).
+    custom metrics (`custom.NAME`) there are (None: any); `services` the services whose
+    processes are measured (`service.NAME.rss`), None: any.
     """
     plans: list[SLOPlan] = []
     problems: list[Diagnostic] = []
@@ -333,8 +421,20 @@ def compile_slos(doc: Document, scopes: Mapping[str, set[str]],
                                            f"request's `record:` declares it ({known}: "
                                            f"{one_of(custom) if custom else 'none'})"))
             continue
+        sampled = _sampled_problem(expr.metric, text, services, known)
+        if sampled is not None:
+            problems.append(doc.diagnostic(text_loc, sampled[0], offset=sampled[1]))
+            continue
         scope: dict[str, Any] = {}
         if isinstance(item, SLOSpec):
+            if resource_metric(expr.metric) is not None:
+                # a server's series belong to a target; the rest to the whole run
+                for key in ("request",) if expr.metric.startswith("server.") else \
+                        ("request", "target"):
+                    if getattr(item, key) is not None:
+                        problems.append(doc.diagnostic((*loc, key), (
+                            f"{expr.metric} is sampled for the whole run, not per {key}: "
+                            "only `phase:` scopes it"), key=True))
             for key, names in scopes.items():
                 value = getattr(item, key)
                 if value is not None and value not in names:
@@ -355,6 +455,24 @@ def compile_slos(doc: Document, scopes: Mapping[str, set[str]],
                              threshold=expr.threshold,
                              where=f"{where.file}:{where.line}:{where.col}", **scope))
     return plans, problems
+
+
+def _sampled_problem(metric: str, text: str, services: set[str] | None,
+                     known: str) -> tuple[str, int] | None:
+    """A `service.NAME.…` SLO naming a service whose processes the run does not measure:
+    the message and its column."""
+    if services is None or not metric.startswith("service."):
+        return None
+    name = metric.split(".")[1]
+    if name in services:
+        return None
+    column = text.index(metric) + len("service.")
+    if not services:
+        return (f"unknown service {name!r}: this run starts no services (only services a "
+                "target uses are started and measured)", column)
+    return (f"unknown service {name!r}{did_you_mean(name, services)} ({known} services: "
+            f"{one_of(services)}; only services a target uses are started and measured)",
+            column)
 
 
 def _window_problems(doc: Document, loc: Loc, metric: str, window: float) -> list[Diagnostic]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from llmscen.assertions.slo import evaluate_one
 from llmscen.compile.plan import PhasePlan, SLOPlan
 from llmscen.driver import messages as m
+from llmscen.driver.resources import FRESH_S, WorkerSample
 from llmscen.metrics.merge import merge_points
 from llmscen.metrics.results import (
     Meta,
@@ -79,6 +80,18 @@ class Live:
             self.phases[-1].ended = at
 
     # -- what the driver reads ---------------------------------------------------------
+    def running(self) -> str | None:
+        """The phase running now, None between phases."""
+        return self.phases[-1].phase.name if self.phases and self.phases[-1].ended is None \
+            else None
+
+    def worker_samples(self, now: float) -> dict[int, WorkerSample]:
+        """What each worker said of its own CPU and memory in its last second, for those
+        whose last once-a-second report is fresh (a phase is running on them)."""
+        return {index: WorkerSample(view.last.cpu, view.last.rss)
+                for index, view in self.workers.items()
+                if view.last is not None and view.last.tick and now - view.last.now < FRESH_S}
+
     def counts(self, workers: Iterable[int] | None = None) -> m.Counts:
         chosen = self.workers if workers is None else {i: self.workers[i] for i in workers}
         requests = ok = checks = not_sent = 0

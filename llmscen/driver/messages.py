@@ -117,6 +117,7 @@ class Progress:
     emfile: int = 0                  # calls that failed with "too many open files", so far
     client_waits: int = 0            # arrivals that waited for the client's in-flight limit
     users: int = 0                   # closed phases: virtual users running now
+    rss: int = 0                     # bytes, the worker process's resident memory now
 
 
 @dataclass(frozen=True)

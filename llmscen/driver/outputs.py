@@ -27,7 +27,8 @@ def scrub_service_logs(out_dir: Path, scrub: Callable[[str], str]) -> None:
 
 def write_outputs(results: RunResults, out_dir: Path, json_path: str | None = None,
                   junit_path: str | None = None, html_path: str | None = None,
-                  summary_path: str | None = None) -> tuple[list[Path], list[str]]:
+                  summary_path: str | None = None, csv_dir: str | None = None
+                  ) -> tuple[list[Path], list[str]]:
     """Write every output; returns (written, problems). A report that fails to render is
     reported, never at the cost of the others."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -53,4 +54,11 @@ def write_outputs(results: RunResults, out_dir: Path, json_path: str | None = No
             failed.append(f"could not write {path}: {type(exc).__name__}: {exc}")
         else:
             written.append(path)
+    if csv_dir:
+        from llmscen.report.csv_export import write_csv
+        try:
+            written += write_csv(results, csv_dir)
+        except Exception as exc:
+            failed.append(f"could not write the CSV files in {csv_dir}: "
+                          f"{type(exc).__name__}: {exc}")
     return written, failed

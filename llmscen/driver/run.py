@@ -16,6 +16,7 @@ from llmscen.assertions.slo import evaluate
 from llmscen.assertions.verdict import conclude
 from llmscen.compile.plan import BaselinePlan, Plan
 from llmscen.driver.context import client_info, scenario_source, target_model
+from llmscen.driver.export import LiveExport
 from llmscen.driver.outputs import scrub_service_logs, write_outputs
 from llmscen.driver.session import Display, Driver, RunOptions, install_signals
 from llmscen.engine.loop import run_loop
@@ -124,7 +125,8 @@ def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
              json_path: str | None = None, junit_path: str | None = None,
              html_path: str | None = None, summary_path: str | None = None,
              command_line: Sequence[str] | None = None,
-             connect_failures: int | None = None, cluster: Any = None) -> RunOutcome:
+             connect_failures: int | None = None, csv_dir: str | None = None,
+             export: LiveExport | None = None, cluster: Any = None) -> RunOutcome:
     """Run `plan`, judge it (SLOs, requests, expectations → one outcome), write its files.
     `cluster`: a connected `driver.cluster.RayCluster` whose actors are the workers."""
     check_baseline(plan)
@@ -137,7 +139,7 @@ def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
         Path(log_path).write_bytes(b"")     # workers append to it
     options = RunOptions(workers=workers, log_path=log_path, log_dir=str(out),
                          display=display, connect_failures=plan.run.connect_failures
-                         if connect_failures is None else connect_failures,
+                         if connect_failures is None else connect_failures, export=export,
                          cluster=cluster)
     driver: Driver | None = None
 
@@ -160,7 +162,7 @@ def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
         results.baseline = against_baseline(results, plan.baseline)
     conclude(results, driver.reasons)
     written, failed = write_outputs(results, out, json_path, junit_path, html_path,
-                                    summary_path)
+                                    summary_path, csv_dir)
     failed = [driver.scrub(f) for f in failed]
     if failed:
         reasons = [*driver.reasons, *(Reason(kind="output_failed", message=f) for f in failed)]

@@ -14,23 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from llmscen.assertions.slo import unknown_server_metrics
 from llmscen.compile.plan import FaultPlan, PhasePlan, Plan
 from llmscen.driver import messages as m
 from llmscen.driver.client import ClientFigures, client_limit, judge_phase
+from llmscen.driver.export import LiveExport
 from llmscen.driver.faults import FaultError, run_fault
 from llmscen.driver.handles import Handle, InProcess, spawn_processes
 from llmscen.driver.live import Live
+from llmscen.driver.resources import Sampler
 from llmscen.driver.search import Search, Step, judge_step, search_step, step_line
 from llmscen.driver.services import Started, start_services
 from llmscen.errors import RunError
 from llmscen.metrics.merge import merge
 from llmscen.metrics.recorder import declared_requests
-from llmscen.metrics.results import FaultInfo, Meta, Reason, RunResults, SearchInfo, Series
+from llmscen.metrics.resources import phase_stats
+from llmscen.metrics.results import (
+    FaultInfo,
+    Meta,
+    Reason,
+    Resources,
+    RunResults,
+    SearchInfo,
+    Series,
+)
 
 READY_TIMEOUT_S = 120.0
 FINAL_TIMEOUT_S = 15.0
@@ -54,6 +67,7 @@ class RunOptions:
     log_dir: str | None = None             # where service logs go
     connect_failures: int = CONNECT_FAILURES   # 0: never stop for them
     display: Display | None = None
+    export: LiveExport | None = None       # `--prometheus`: the live metrics served
     cluster: Any = None     # a connected driver.cluster.RayCluster: workers are its actors
 
 
@@ -94,6 +108,7 @@ class Driver:
         self.faults: list[FaultInfo] = []
         self.searches: list[SearchInfo] = []
         self.started: Started | None = None
+        self.sampler: Sampler | None = None
 
     # -- stopping ------------------------------------------------------------------------
     def interrupt(self) -> None:
@@ -167,11 +182,16 @@ class Driver:
             margin = START_MARGIN_S[1]
         self.workers = workers = _Workers(handles)
         self._dead = dead
+        sampling: asyncio.Task[None] | None = None
         try:
             if await self._until(lambda: len(workers.ready) == len(workers.live()),
                                  READY_TIMEOUT_S, "workers not ready"):
                 workers.handles[0].send(m.Scrape(None))
                 self.origin_ns = time.perf_counter_ns() + int(margin * 1e9)
+                sampling = asyncio.create_task(self._sample())
+                unknown = unknown_server_metrics(plan.slos, self.meta.targets)
+                if unknown:     # before any traffic: the SLOs could never be judged
+                    self.stop(Reason(kind="unknown_server_metric", message="\n".join(unknown)))
                 for index, phase in enumerate(plan.phases):
                     if self.stopping:
                         break
@@ -184,12 +204,35 @@ class Driver:
             await self._until(lambda: not {h.index for h in workers.live()} - set(workers.finals),
                               FINAL_TIMEOUT_S, "")
         finally:
+            if sampling is not None:
+                sampling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampling
             for handle in handles:
                 await handle.close()
             if pump is not None:
                 await pump.close()
             while not self.reports.empty():
                 self._on(self.reports.get_nowait())
+
+    async def _sample(self) -> None:
+        """Resources once a second of the run (driver/resources.py), off the event loop."""
+        assert self.started is not None, "sampling starts once the services have"
+        pids = {name: e.pid for name, e in self.started.endpoints.items() if e.pid is not None}
+        self.sampler = sampler = await asyncio.to_thread(Sampler, pids)
+        due = 0     # the second of the run the next sample stands for
+        try:
+            while True:
+                now = (time.perf_counter_ns() - self.origin_ns) / 1e9
+                due = max(due + 1, math.floor(now) + 1)
+                await asyncio.sleep(max(0.0, due - now))
+                now = (time.perf_counter_ns() - self.origin_ns) / 1e9
+                # the sample taken at the start of second `due` stands for the one before
+                values = await asyncio.to_thread(sampler.sample, due - 1, self.live.running(),
+                                                 self.live.worker_samples(now))
+                self._export("resources", values)
+        finally:
+            sampler.close()
 
     async def _phase(self, index: int, phase: PhasePlan, plan: Plan, margin: float,
                      made: bool = False) -> None:
@@ -200,6 +243,7 @@ class Driver:
         workers.done.pop(index, None)
         start_ns = time.perf_counter_ns() + int(margin * 1e9)
         self.live.phase_started(phase, (start_ns - self.origin_ns) / 1e9)
+        self._export("phase_started", phase.name)
         if self.options.display is not None:
             self.options.display.phase_started(phase, self.live)
         for handle in workers.live():
@@ -210,6 +254,7 @@ class Driver:
                           workers.done.get(index, set()), None, "")
         await self._settle(faults)
         self.live.phase_ended((time.perf_counter_ns() - self.origin_ns) / 1e9)
+        self._export("phase_ended")
         self._keep_client_figures(phase)
         if workers.handles[0].index not in workers.lost | workers.failed:
             workers.handles[0].send(m.Scrape(phase.name))
@@ -297,12 +342,24 @@ class Driver:
             self._watch()
         return True
 
+    def _export(self, what: str, *args: Any) -> None:
+        """Feed the live export (`--prometheus`); a failure there never stops the run."""
+        export = self.options.export
+        if export is None:
+            return
+        try:
+            getattr(export, what)(*args)
+        except Exception as exc:
+            self.options.export = None
+            self._note(f"the live metrics export stopped: {type(exc).__name__}: {exc}")
+
     # -- what the workers say -------------------------------------------------------------
     def _on(self, report: m.Report) -> None:
         workers = self.workers
         assert workers is not None
         if isinstance(report, m.Progress):
             self.live.progress(report)
+            self._export("progress", report)
             if self.options.display is not None:
                 self.options.display.progress(self.live)
             self._judge_live(report)
@@ -403,6 +460,10 @@ class Driver:
         results.requests = declared_requests(self.plan)   # all of them, sent or not
         results.faults = list(self.faults)
         results.search = list(self.searches)
+        if self.sampler is not None:
+            results.series.resources = [*self.sampler.series(), *results.series.resources]
+            results.resources = Resources(unavailable=dict(self.sampler.unavailable),
+                                          stats=phase_stats(results.series.resources))
         self._judge_client(results)
         return results
 

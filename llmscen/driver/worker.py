@@ -14,9 +14,12 @@ import contextlib
 import logging
 import os
 import resource
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+import psutil
 
 from llmscen.compile.plan import Plan
 from llmscen.compile.share import phase_share, share
@@ -24,6 +27,7 @@ from llmscen.driver import messages as m
 from llmscen.driver.context import server_info, target_model
 from llmscen.engine.events import BaseHandler, Completed, Fanout, Handler, NotSent, Tick
 from llmscen.engine.events import Note as NoteEvent
+from llmscen.engine.protocol import Exposed
 from llmscen.engine.run import Engine
 from llmscen.errors import RunError
 from llmscen.metrics.recorder import Recorder
@@ -150,11 +154,13 @@ class Worker:
         self.engine = Engine(self.mine, registry, Fanout(handlers), worker=(index, count),
                              in_flight_cap=self.cap)
         self._phase: asyncio.Task[None] | None = None
-        self._scraped: dict[str, dict[str, float]] | None = None
+        self._scraped: dict[str, Exposed] | None = None
         self._last_tick: Tick | None = None
+        self._process = psutil.Process()
 
     # -- reports -----------------------------------------------------------------------
-    def progress(self, tick: Tick | None = None) -> None:
+    def progress(self, tick: Tick | None = None, final: bool = False) -> None:
+        """Report now; `final`: nothing more will complete, so every second goes."""
         if tick is not None:
             self._last_tick = tick
             running = self._users(tick.phase)
@@ -164,7 +170,7 @@ class Worker:
         states = self.engine.live      # a phase of parallel groups runs several at once
         in_flight = sum(s.in_flight for s in states) if states else t.in_flight if t else 0
         now = (time.perf_counter_ns() - self.origin_ns) / 1e9
-        sealed = int(now) - SEAL_AFTER
+        sealed = sys.maxsize if final else int(now) - SEAL_AFTER
         self.send(m.Progress(
             worker=self.index, now=now, phase=t.phase if t else "", counts=self.watch.counts(),
             tick=tick is not None,
@@ -174,7 +180,14 @@ class Worker:
             connect_streak={k: v for k, v in self.watch.streak.items() if v},
             not_sent_by=dict(self.watch.not_sent_by),
             descriptors=(open_descriptors(), self.cap + FD_RESERVE), emfile=self.watch.emfile,
-            client_waits=self.watch.client_waits, users=self._users()))
+            client_waits=self.watch.client_waits, users=self._users(),
+            rss=self._rss()))
+
+    def _rss(self) -> int:
+        try:
+            return int(self._process.memory_info().rss)
+        except psutil.Error:
+            return 0
 
     def _users(self, phase: str | None = None) -> int:
         """Virtual users running now in closed phases (or groups), or in `phase` alone: each
@@ -263,9 +276,16 @@ class Worker:
         log.debug("worker %d: phase %r starts (its share: rate %s, users %s)", self.index,
                   phase.name, phase.rate, phase.users)
         self.origin_ns = self.engine.origin_ns = command.origin_ns
+        interval = self.plan.run.server_interval
+        watching = asyncio.create_task(self._read_servers(phase.name, interval)) \
+            if self.index == 0 and interval > 0 and self._scraped else None
         try:
             await self.engine.run_phase(phase, command.start_ns)
         finally:
+            if watching is not None:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
             info = self.recorder.store.phase_info(phase.name)
             self.progress()
             self.send(m.PhaseDone(self.index, command.index,
@@ -273,8 +293,10 @@ class Worker:
                                   self.engine.captured if phase.role == "before" else {}))
 
     async def _targets(self) -> list[TargetInfo]:
-        """The targets as reached: resolved URLs and what each server says it is."""
+        """The targets as reached: resolved URLs, what each server says it is, and the
+        metrics it exposes (so `server.*` SLOs are checked before traffic)."""
         out = []
+        exposed = await self.engine.scrape()
         for target in self.plan.targets:
             runner = self.engine.runners.get(target.name)
             server = await server_info(runner, target.name) if runner is not None else {}
@@ -282,7 +304,9 @@ class Worker:
                      ", ".join(f"{k} {v}" for k, v in server.items()) or "no server identity")
             out.append(TargetInfo(name=target.name, plugin=target.plugin,
                                   service=target.service, model=target_model(target),
-                                  url=target.url, server=server))
+                                  url=target.url, server=server,
+                                  metrics=exposed[target.name].names()
+                                  if target.name in exposed else []))
         return out
 
     async def _scrape(self, phase: str | None) -> None:
@@ -291,9 +315,21 @@ class Worker:
             self.engine.report_scrape(phase, self._scraped, now)
         self._scraped = now
 
+    async def _read_servers(self, phase: str, interval: float) -> None:
+        """Worker 0, while `phase` runs: the targets' metrics every `interval` seconds, as
+        per-second series (metrics/server.py)."""
+        due = 0.0
+        while True:
+            now = (time.perf_counter_ns() - self.origin_ns) / 1e9
+            # on the run's whole intervals, so one reading falls in each
+            due = max(due + interval, (now // interval + 1) * interval)
+            await asyncio.sleep(max(0.0, due - now))
+            for target, exposed in (await self.engine.scrape()).items():
+                self.recorder.server_series.add(due, phase, target, exposed)
+
     async def _close(self) -> None:
         try:
             await self.engine.close()
         finally:
-            self.progress()
+            self.progress(final=True)
             self.send(m.Final(self.index, self.recorder.results().to_json()))

@@ -11,7 +11,7 @@ Times (`now`) are seconds since the run's shared origin.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llmscen.compile.plan import PhasePlan, Plan
@@ -88,6 +88,8 @@ class ServerScrape:
     target: str
     before: dict[str, float]
     after: dict[str, float]
+    types: dict[str, str] = field(default_factory=dict)   # sample name → counter | gauge |
+    #                                                        untyped; {} when not known
 
 
 @dataclass(slots=True)

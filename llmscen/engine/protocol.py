@@ -166,6 +166,42 @@ def describer(runner: Runner) -> Describing | None:
     return runner if isinstance(runner, Describing) else None
 
 
+@dataclass(frozen=True)
+class Exposed:
+    """A server's Prometheus metrics as exposed: each series with its labels, each sample
+    name with its family's type, so counters are not taken for gauges."""
+
+    values: dict[str, float]   # `name` or `name{a="1",b="2"}` (labels sorted) → value
+    types: dict[str, str]      # sample name → counter | gauge | untyped (a histogram's
+    #                            `_sum` and `_count` are counters)
+    declared: dict[str, str] = field(default_factory=dict)   # `# TYPE` family → type, also
+    #                            of families with no samples yet (labels not used so far)
+
+    def names(self) -> list[str]:
+        """Every sample name the server exposes or has declared (a counter family `x` may
+        be sampled as `x` or `x_total`, a histogram's as `x_sum` and `x_count`)."""
+        out = set(self.types)
+        for family, kind in self.declared.items():
+            out.add(family)
+            if kind == "counter":
+                out.add(family + "_total")
+            elif kind in ("histogram", "summary", "gaugehistogram"):
+                out.update((family + "_sum", family + "_count"))
+        return sorted(out)
+
+
+@runtime_checkable
+class Exposing(Protocol):
+    """A runner that reads its server's Prometheus metrics with their labels and types.
+    Without it, `server_metrics()` (summed over labels, untyped) is all there is."""
+
+    async def exposed_metrics(self) -> Exposed | None: ...
+
+
+def exposing(runner: Runner) -> Exposing | None:
+    return runner if isinstance(runner, Exposing) else None
+
+
 @runtime_checkable
 class Tokenizing(Protocol):
     """A runner that can ask its server how many tokens a prompt is, as the server will
@@ -245,12 +281,15 @@ class Endpoint:
 
     `exited`, when the service kind can tell, returns None while the service runs and
     a description (exit code or signal, its log's last lines) once it has stopped:
-    the driver polls it and ends the run when a service dies under it.
+    the driver polls it and ends the run when a service dies under it. `pid`, when the
+    service is a process, returns its process id (None while stopped): the driver
+    samples the CPU and memory of the process tree under it.
     """
 
     url: str
     urls: dict[str, str] = field(default_factory=dict)
     exited: Callable[[], str | None] | None = field(default=None, compare=False)
+    pid: Callable[[], int | None] | None = field(default=None, compare=False)
     control: ServiceControl | None = field(default=None, compare=False)
 
     def url_for(self, scheme: str) -> str:

@@ -34,8 +34,10 @@ from llmscen.engine.flow import Flow
 from llmscen.engine.load import Mix, PhaseState, pause, run_closed, run_each, run_open
 from llmscen.engine.protocol import (
     Call,
+    Exposed,
     Runner,
     Tokenizing,
+    exposing,
     reconnects,
     target_timeout,
     tokenizer,
@@ -282,23 +284,30 @@ class Engine:
             await asyncio.gather(*pending, return_exceptions=True)
 
     # -- the targets' own view -----------------------------------------------------------
-    async def scrape(self) -> dict[str, dict[str, float]]:
-        """Each target's server metrics now ({} for those that have none)."""
+    async def scrape(self) -> dict[str, Exposed]:
+        """Each target's server metrics now, with labels and types when its plugin reads
+        them so (`Exposing`), else summed and untyped; targets with none are left out."""
         out = {}
         for name, runner in self.runners.items():
             try:
-                values = await runner.server_metrics()
+                reader = exposing(runner)
+                if reader is not None:
+                    exposed = await reader.exposed_metrics()
+                else:
+                    exposed = Exposed(values=await runner.server_metrics(), types={})
             except Exception as exc:  # scraping is best effort; say so
                 self.note(f"could not read server metrics of target {name!r}: {exc}")
-                values = {}
-            if values:
-                out[name] = values
+                exposed = None
+            if exposed is not None and exposed.values:
+                out[name] = exposed
         return out
 
-    def report_scrape(self, phase: str, before: dict[str, dict[str, float]],
-                      after: dict[str, dict[str, float]]) -> None:
-        for target, values in after.items():
-            self.handler.handle(ServerScrape(phase, target, before.get(target, {}), values))
+    def report_scrape(self, phase: str, before: dict[str, Exposed],
+                      after: dict[str, Exposed]) -> None:
+        for target, now in after.items():
+            then = before.get(target)
+            self.handler.handle(ServerScrape(phase, target, then.values if then else {},
+                                             now.values, now.types))
 
     def _note_reconnects(self) -> None:
         for name, runner in self.runners.items():

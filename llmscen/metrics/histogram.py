@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 from hdrh.histogram import HdrHistogram
@@ -170,6 +170,18 @@ class Histogram:
         if self.count == 0:
             return None
         return self._settle()
+
+    def recorded(self) -> Iterator[tuple[int, int]]:
+        """(value, how many) of every bucket that holds values; the value is the middle of
+        the values the bucket stands for."""
+        h = self._reader()
+        if h is None:
+            return
+        for item in h.get_recorded_iterator():
+            value = item.value_iterated_to
+            middle = (h.get_lowest_equivalent_value(value) +
+                      h.get_highest_equivalent_value(value)) // 2
+            yield int(middle), int(item.count_at_value_iterated_to)
 
     def percentile(self, p: float) -> int | None:
         h = self._reader()

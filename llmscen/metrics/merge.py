@@ -55,7 +55,9 @@ def merge(results: Sequence[RunResults]) -> RunResults:
         series=Series(
             scopes=_merge_series(s for r in results for s in r.series.scopes),
             in_flight=_merge_in_flight(f for r in results for f in r.series.in_flight),
-            users=_merge_in_flight(f for r in results for f in r.series.users)),
+            users=_merge_in_flight(f for r in results for f in r.series.users),
+            # only worker 0 reads the servers; the driver adds the rest (driver/resources.py)
+            resources=[s for r in results for s in r.series.resources]),
         slos=[],
         checks=_merge_checks(c for r in results for c in r.checks),
         errors=merge_error_summaries(e for r in results for e in r.errors),

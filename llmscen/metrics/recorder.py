@@ -28,7 +28,9 @@ from llmscen.metrics.results import (
     ServerMetrics,
     StepInfo,
 )
+from llmscen.metrics.server import ServerSeries
 from llmscen.metrics.store import MetricStore
+from llmscen.spec.metrics import split_key
 from llmscen.spec.secrets import Scrubber
 
 
@@ -70,6 +72,7 @@ class Recorder(BaseHandler):
         self.checks: dict[tuple[str, str], CheckSummary] = {}
         self.expectations: dict[str, list[str]] = {}
         self.server: list[ServerMetrics] = []
+        self.server_series = ServerSeries()     # read while phases run (worker 0)
         self.requests: list[RequestInfo] = []
 
     def on_run_started(self, event: RunStarted) -> None:
@@ -144,9 +147,17 @@ class Recorder(BaseHandler):
         self.meta.notes.append(self.scrub(event.message))
 
     def on_server_scrape(self, event: ServerScrape) -> None:
-        delta = {k: v - event.before.get(k, 0.0) for k, v in event.after.items()}
+        # typed: what the phase did to each counter (a reset: its new value); untyped: every
+        # series' change, and readers guess from the name (older plugins)
+        if event.types:
+            delta = {k: v - event.before.get(k, 0.0) if v >= event.before.get(k, 0.0) else v
+                     for k, v in event.after.items()
+                     if event.types.get(split_key(k)[0]) == "counter"}
+        else:
+            delta = {k: v - event.before.get(k, 0.0) for k, v in event.after.items()}
         self.server.append(ServerMetrics(phase=event.phase, target=event.target,
-                                         before=event.before, after=event.after, delta=delta))
+                                         before=event.before, after=event.after, delta=delta,
+                                         types=dict(event.types)))
 
     def on_run_ended(self, event: RunEnded) -> None:
         self.meta.ended_at = dt.datetime.now(dt.timezone.utc)
@@ -157,5 +168,6 @@ class Recorder(BaseHandler):
             self.meta.ended_at = dt.datetime.now(dt.timezone.utc)
         results = self.store.to_results(self.meta, checks=list(self.checks.values()),
                                         server_metrics=self.server)
+        results.series.resources = self.server_series.series()
         results.requests = list(self.requests)
         return results

@@ -8,7 +8,10 @@ the run started (phases, series) or UTC datetimes (meta). Bump
      scopes: [{phase, request, target, counters, histograms: {metric: hdr}, out_of_range}],
      series: {scopes: [{phase, request, target, points: [{t, requests, ok, errors, ...,
                                                           latency, ttft}]}],
-              in_flight: [{phase, points: [[t, max]]}], users: [{phase, points}]},
+              in_flight: [{phase, points: [[t, max]]}], users: [{phase, points}],
+              resources: [{name, phase, points: [[t, value]]}]},
+     resources: {interval, unavailable: {source: why}, stats: [{name, phase, min, mean, max,
+                                                                samples}]},
      slos: [...], checks: [...], errors: [...], server_metrics: [...],
      requests: [...], outcome: {status, exit_code, reasons, cases}}
 
@@ -18,7 +21,9 @@ read and given an outcome from what they hold. Version 3 added the run's context
 (the scenario file, the client machine, each target's resolved URL and server,
 each plugin's metrics), the load each phase asked for over time, active users
 per second, and errors split by status with the phases and times they occurred.
-Version 4 added `meta.cluster`: where the workers of a `--engine ray` run ran.
+Version 4 added resource metrics sampled every second (the client's CPU and memory,
+the host's, every started service's process tree, GPUs) as series and per-phase stats.
+It also added `meta.cluster`: where the workers of a `--engine ray` run ran.
 """
 
 from __future__ import annotations
@@ -76,6 +81,8 @@ class TargetInfo(Model):
     model: str | None = None          # the model it serves, as the scenario names it
     server: dict[str, str] = Field(default_factory=dict)   # what the server says it is
     #                                   (e.g. {"name": "vLLM", "version": "0.6.3"})
+    metrics: list[str] = Field(default_factory=list)   # the Prometheus sample names its
+    #                                   server exposed (or declared) before any traffic
 
     @field_validator("url")
     @classmethod
@@ -252,10 +259,45 @@ class InFlightSeries(Model):
     points: list[tuple[int, int]] = Field(default_factory=list)   # (second, max in flight)
 
 
+class ResourceSeries(Model):
+    """One resource metric sampled every second while `phase` ran (None: between phases)."""
+
+    name: str                         # e.g. client.cpu, host.memory, service.sim.rss,
+    #                                   server.vllm:num_requests_waiting
+    phase: str | None = None
+    target: str | None = None         # server.* only: the target scraped
+    labels: dict[str, str] = Field(default_factory=dict)   # server.* only: the series' labels
+    points: list[tuple[int, float]] = Field(default_factory=list)   # (second, value in base
+    #                                   units: cores, bytes, fraction, count; a server
+    #                                   counter's increase per second)
+
+
 class Series(Model):
     scopes: list[ScopeSeries] = Field(default_factory=list)
     in_flight: list[InFlightSeries] = Field(default_factory=list)
     users: list[InFlightSeries] = Field(default_factory=list)   # closed phases: users running
+    resources: list[ResourceSeries] = Field(default_factory=list)
+
+
+class ResourceStats(Model):
+    """A resource metric's samples during one phase."""
+
+    name: str
+    phase: str
+    target: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    min: float
+    mean: float
+    max: float
+    samples: int
+
+
+class Resources(Model):
+    """What the run measured of the machines and processes it used (docs/results.md)."""
+
+    interval: float = 1.0             # seconds between samples
+    unavailable: dict[str, str] = Field(default_factory=dict)   # source (e.g. gpu) → why not
+    stats: list[ResourceStats] = Field(default_factory=list)
 
 
 # -- slots filled by other layers ----------------------------------------------------
@@ -324,11 +366,21 @@ class ErrorSummary(Model):
 
 
 class ServerMetrics(Model):
+    """A target's Prometheus series around one phase, keyed `name` or `name{a="1",…}`."""
+
     phase: str
     target: str | None = None
     before: dict[str, float] = Field(default_factory=dict)
     after: dict[str, float] = Field(default_factory=dict)
-    delta: dict[str, float] = Field(default_factory=dict)
+    delta: dict[str, float] = Field(default_factory=dict)   # counters: what the phase did
+    types: dict[str, str] = Field(default_factory=dict)   # sample name → counter | gauge |
+    #                                   untyped, from the exposition's `# TYPE`; {} when the
+    #                                   plugin does not say (then `delta` has every series)
+
+    def total(self, name: str, of: Literal["before", "after", "delta"] = "delta") -> float:
+        """A sample name's value summed over its label sets (0 when absent)."""
+        values = getattr(self, of)
+        return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
 
 
 class FaultInfo(Model):
@@ -436,6 +488,7 @@ class RunResults(Model):
     checks: list[CheckSummary] = Field(default_factory=list)
     errors: list[ErrorSummary] = Field(default_factory=list)
     server_metrics: list[ServerMetrics] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
     requests: list[RequestInfo] = Field(default_factory=list)
     faults: list[FaultInfo] = Field(default_factory=list)
     search: list[SearchInfo] = Field(default_factory=list)

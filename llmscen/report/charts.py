@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from llmscen.metrics.query import Aggregate, Window, aggregate, windows
 from llmscen.metrics.results import Counters, InFlightSeries, PhaseInfo, RunResults
 from llmscen.report.produced import produced
+from llmscen.report.resources import resource_charts
 from llmscen.report.svg import (
     Axis,
     Band,
@@ -287,6 +288,7 @@ def time_chart_sets(results: RunResults) -> list[ChartSet]:
     whole = _charts_of(results, grid(), made, whole=True)
     if not whole:
         return []
+    whole += resource_charts(results, x, phase_bands(results))
     sets = [ChartSet("all", "whole run", "all", whole)]
     names = list(dict.fromkeys(r.name for r in results.requests)) or \
         list(dict.fromkeys(s.request.split(".", 1)[0] for s in results.scopes))

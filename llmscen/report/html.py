@@ -23,8 +23,11 @@ import llmscen
 from llmscen.metrics.results import RunResults
 from llmscen.report import charts, view
 from llmscen.report.errors import error_groups
+from llmscen.report.reconcile import reconciliation
+from llmscen.report.resources import resource_table
 from llmscen.report.search_view import search_views
 from llmscen.report.svg import format_clock
+from llmscen.spec.units import show
 
 
 def environment() -> jinja2.Environment:
@@ -77,6 +80,10 @@ def render_html(results: RunResults) -> str:
         chart_sets=charts.time_chart_sets(results),
         distribution_charts=charts.distribution_charts(results),
         server=view.server_tables(results),
+        resources=resource_table(results), unavailable=results.resources.unavailable,
+        reconcile=[(r, show("latency", r.server_mean),
+                    show("latency", r.client_mean) if r.client_metric else "–")
+                   for r in reconciliation(results)],
         searches=search_views(results),
     )
 

@@ -12,6 +12,7 @@ from llmscen.metrics.query import Aggregate, aggregate
 from llmscen.metrics.results import RunResults
 from llmscen.report.errors import error_groups, summary_line
 from llmscen.report.produced import produced
+from llmscen.report.resources import terminal_lines
 
 # (metric, stat, header); optional ones show only when the run produced the metric
 BASE_COLUMNS = (("requests", None, "requests"), ("ok", None, "ok"),
@@ -54,7 +55,7 @@ def summary(results: RunResults) -> str:
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
                        enumerate(zip(r, widths, strict=True))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    out = ["", *lines]
+    out = ["", *lines, *terminal_lines(results)]
     cases = results.outcome.cases if results.outcome else []
     marks = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
     # a case not judged for a reason the last line gives says so, instead of repeating it

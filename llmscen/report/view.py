@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 from llmscen.assertions.slo import show
 from llmscen.metrics.query import Aggregate, aggregate
-from llmscen.metrics.results import PhaseInfo, RunResults, SloResult
+from llmscen.metrics.results import PhaseInfo, RunResults, ServerMetrics, SloResult
 from llmscen.report.produced import produced
 from llmscen.report.svg import format_clock
 from llmscen.report.terminal import verdict
-from llmscen.spec.metrics import CUSTOM_PREFIX, HISTOGRAM_METRICS, lookup
+from llmscen.spec.metrics import CUSTOM_PREFIX, HISTOGRAM_METRICS, lookup, sample_key, split_key
 from llmscen.spec.units import format_duration
 
 KEY_METRICS = ("latency", "ttft", "itl", "tpot")
@@ -292,21 +292,40 @@ def run_duration(results: RunResults) -> str:
 
 
 def is_counter(name: str) -> bool:
-    """Prometheus counters end so; their change is what a phase did (gauges: their end value)."""
+    """For results without types (older plugins and files): Prometheus counters end so."""
     return name.endswith(("_total", "_sum", "_count", "_created"))
 
 
 def server_tables(results: RunResults) -> list[tuple[str, list[str], list[tuple[str, list[str]]]]]:
-    """Per target: (target, phase columns, rows of (metric, value per phase))."""
+    """Per target: (target, phase columns, rows of (series, value per phase)). A counter
+    shows what the phase did to it; a gauge its mean · max over the phase's readings (its
+    value at the phase's end when it was read only then), as its `# TYPE` says."""
     out = []
+    stats = {(s.target, sample_key(s.name.removeprefix("server."), s.labels), s.phase): s
+             for s in results.resources.stats if s.name.startswith("server.")}
     targets = list(dict.fromkeys(m.target for m in results.server_metrics))
     for target in targets:
         entries = [m for m in results.server_metrics if m.target == target]
         phases = [m.phase for m in entries]
-        names = sorted({k for m in entries for k in (*m.delta, *m.after)},
-                       key=lambda n: (not is_counter(n), n))
-        rows = [(name, [_number((m.delta if is_counter(name) else m.after).get(name))
-                        for m in entries]) for name in names]
+
+        def counter(key: str, entry: ServerMetrics) -> bool:
+            name = split_key(key)[0]
+            return entry.types.get(name) == "counter" if entry.types else is_counter(name)
+
+        keys = sorted({k for m in entries for k in (*m.delta, *m.after)},
+                      key=lambda k: (not counter(k, entries[0]), k))
+        rows = []
+        for key in keys:
+            cells = []
+            for m in entries:
+                gauge = stats.get((target, key, m.phase))
+                if counter(key, m):
+                    cells.append(_number(m.delta.get(key)))
+                elif gauge is not None:
+                    cells.append(f"{_number(gauge.mean)} · {_number(gauge.max)}")
+                else:
+                    cells.append(_number(m.after.get(key)))
+            rows.append((key, cells))
         out.append((target or "", phases, rows))
     return out
 

@@ -7,13 +7,13 @@ and pass through like any other; the server's token counts come from `usage`.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any, ClassVar
 
 import aiohttp
 from pydantic import BaseModel, Field
 
+from llmscen.engine.protocol import Exposed
 from llmscen.runners.guard import describe
 from llmscen.runners.openai import (
     OpenAIPlugin,
@@ -21,6 +21,7 @@ from llmscen.runners.openai import (
     OpenAITargetOptions,
     TargetUnavailable,
 )
+from llmscen.runners.prometheus import parse_exposition, summed
 from llmscen.spec.units import Duration
 
 _POLL_INTERVAL = 0.2
@@ -71,65 +72,29 @@ class VLLMRunner(OpenAIRunner):
 
     async def server_metrics(self) -> dict[str, float]:
         """Counters and gauges named `metrics_prefix*`, summed over label sets; {} on failure."""
+        exposed = await self.exposed_metrics()
+        return summed(exposed) if exposed is not None else {}
+
+    async def exposed_metrics(self) -> Exposed | None:
+        """The `metrics_prefix*` series with labels and types; None on failure."""
         if self._session is None:
-            return {}
+            return None
         url = self._url_for(self.options.metrics_path)
         try:
             async with self.session.get(url, timeout=aiohttp.ClientTimeout(
                     total=_SCRAPE_TIMEOUT)) as resp:
                 if resp.status != 200:
-                    return {}
+                    return None
                 text = await resp.text(errors="replace")
         except (aiohttp.ClientError, asyncio.TimeoutError):
-            return {}
-        return parse_prometheus(text, self.options.metrics_prefix)
+            return None
+        return parse_exposition(text, self.options.metrics_prefix)
 
 
 def parse_prometheus(text: str, prefix: str = "") -> dict[str, float]:
-    """Prometheus text exposition → {name: value}, summed across label sets.
-
-    Keeps counters, gauges and untyped samples, plus the `_sum` and `_count` of
-    histograms and summaries; drops buckets, quantiles and `_created` stamps,
-    whose sums mean nothing.
-    """
-    types: dict[str, str] = {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if line[0] == "#":
-            parts = line.split(None, 3)
-            if len(parts) >= 4 and parts[1] == "TYPE":
-                types[parts[2]] = parts[3].strip()
-            continue
-        if not line.startswith(prefix):
-            continue
-        brace = line.find("{")
-        if brace >= 0:
-            name, rest = line[:brace], line[line.rfind("}") + 1:]
-        else:
-            name, _, rest = line.partition(" ")
-        fields = rest.split()
-        if not fields or name.endswith("_created"):
-            continue
-        if _is_distribution_part(name, types):
-            continue
-        try:
-            value = float(fields[0])
-        except ValueError:
-            continue
-        if math.isnan(value):
-            continue
-        out[name] = out.get(name, 0.0) + value
-    return out
-
-
-def _is_distribution_part(name: str, types: dict[str, str]) -> bool:
-    """A bucket or quantile sample of a histogram/summary (its `_sum`/`_count` are kept)."""
-    if name.endswith("_bucket") and types.get(name[:-7]) in ("histogram", "gaugehistogram"):
-        return True
-    return types.get(name) in ("histogram", "summary", "gaugehistogram")
+    """Prometheus text exposition → {name: value}, summed across label sets
+    (runners/prometheus.py keeps the labels and types)."""
+    return summed(parse_exposition(text, prefix))
 
 
 class VLLMPlugin(OpenAIPlugin):

@@ -59,7 +59,7 @@ class CommandService:
                               shell=shell)
         await service.start()
         try:
-            yield Endpoint(url=url, urls={"http": url}, exited=service.exit_status,
+            yield Endpoint(url=url, urls={"http": url}, exited=service.exit_status, pid=service.pid,
                            control=service)
         finally:
             await service.stop()

@@ -63,6 +63,10 @@ class Child:
         return f"service {self.name!r} {how}" + (f"; last lines of {self.log}:\n{detail}"
                                                  if detail else "")
 
+    def pid(self) -> int | None:
+        """The process (its group's leader), None once it has exited."""
+        return self.proc.pid if self.proc.returncode is None else None
+
     def failed(self, why: str) -> ServiceError:
         detail = tail(self.log)
         return ServiceError(f"service {self.name!r} {why}" +
@@ -156,6 +160,12 @@ class Restartable:
         if self.stopped or self.child is None:
             return None
         return self.child.exit_status()
+
+    def pid(self) -> int | None:
+        """The running child's process (its group's leader), None while stopped."""
+        if self.stopped or self.child is None or self.child.proc.returncode is not None:
+            return None
+        return self.child.proc.pid
 
 
 async def wait_listening(child: Child, timeout: float) -> dict[str, str]:

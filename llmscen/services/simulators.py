@@ -43,7 +43,7 @@ class _SimulatorService:
         try:
             url = found.get("http") or next(iter(found.values()))
             service.argv = argv(url.rsplit(":", 1)[-1])   # started again, it listens there
-            yield Endpoint(url=url, urls=dict(found), exited=service.exit_status,
+            yield Endpoint(url=url, urls=dict(found), exited=service.exit_status, pid=service.pid,
                            control=service)
         finally:
             await service.stop()

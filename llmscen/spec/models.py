@@ -587,6 +587,9 @@ class MetricsSpec(Strict):
 
     large_chunk: int = Field(20, ge=1, description="characters past which a content chunk "
                              "counts as large, for `large_chunk_share`")
+    server_interval: Duration = Field(1.0, description="how often the targets' Prometheus "
+                                      "metrics are read while a phase runs (0: only when phases "
+                                      "start and end)")
 
 
 class Scenario(Strict):

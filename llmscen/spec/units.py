@@ -111,6 +111,14 @@ def format_duration(seconds: float) -> str:
     return f"{seconds!r}s"
 
 
+def format_size(size: float) -> str:
+    """Bytes in decimal units, three digits: `512B`, `81.9MB`, `2.15GB`."""
+    for unit in ("GB", "MB", "KB"):
+        if abs(size) >= SIZE_UNITS[unit]:
+            return f"{size / SIZE_UNITS[unit]:.3g}{unit}"
+    return f"{size:.0f}B"
+
+
 def format_rate(per_second: float) -> str:
     return f"{per_second!r}/s"
 
@@ -131,6 +139,10 @@ def show_value(kind: str, value: float | None) -> str:
         return f"{value * 100:.3g}%"
     if kind == "rate":
         return f"{value:.4g}/s"
+    if kind == "cpu":
+        return f"{value * 100:.3g}%"
+    if kind == "size":
+        return format_size(value)
     if value == int(value) and abs(value) < 1e15:    # counts and token sums: whole numbers
         return str(int(value))
     return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"

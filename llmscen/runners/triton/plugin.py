@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange
+from llmscen.engine.protocol import PLUGIN_API_VERSION, Call, Exchange, Exposed
 from llmscen.runners.guard import describe
 from llmscen.runners.secrets import Headers, Scrubber
 from llmscen.runners.triton.errors import classify
@@ -241,12 +241,20 @@ class TritonRunner:
         return info
 
     async def server_metrics(self) -> dict[str, float]:
-        """Triton's `nv_*` Prometheus counters, when `metrics_url` is set; {} otherwise."""
+        """Triton's `nv_*` Prometheus metrics summed over labels, when `metrics_url` is set."""
+        from llmscen.runners.prometheus import summed
+
+        exposed = await self.exposed_metrics()
+        return summed(exposed) if exposed is not None else {}
+
+    async def exposed_metrics(self) -> Exposed | None:
+        """Triton's `nv_*` series with labels (`model`, `version`) and types; None without
+        a `metrics_url` or on failure."""
         if not self.options.metrics_url:
-            return {}
+            return None
         import aiohttp
 
-        from llmscen.runners.vllm import parse_prometheus
+        from llmscen.runners.prometheus import parse_exposition
 
         if self._session is None:
             self._session = aiohttp.ClientSession()
@@ -257,11 +265,11 @@ class TritonRunner:
             async with self._session.get(url,
                                          timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 if resp.status != 200:
-                    return {}
+                    return None
                 text = await resp.text(errors="replace")
         except (aiohttp.ClientError, asyncio.TimeoutError):
-            return {}
-        return parse_prometheus(text, "nv_")
+            return None
+        return parse_exposition(text, "nv_")
 
     # -- preflight -------------------------------------------------------------------------
 

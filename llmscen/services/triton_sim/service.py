@@ -31,7 +31,8 @@ class TritonSimService:
                 "--options", options.model_dump_json()]
         async with spawn(plan.name, argv, log_dir=log_dir) as child:
             urls = await wait_listening(child, options.startup_timeout + 10)
-            yield Endpoint(url=urls["grpc"], urls=urls, exited=child.exit_status)
+            yield Endpoint(url=urls["grpc"], urls=urls, exited=child.exit_status,
+                           pid=child.pid)
 
 
 service = TritonSimService()
