@@ -19,7 +19,8 @@ from llmscen.spec.units import UNIT_HINTS
 
 # Loose on metric names (plugins and telemetry add their own), strict on the shape:
 # METRIC[.STAT] OP NUMBER[UNIT] (the grammar is in docs/slo.md).
-SLO_PATTERN = (r"^\s*[A-Za-z_][A-Za-z0-9_.:-]*\s*(<=|>=|==|<|>)\s*"
+SLO_PATTERN = (r"^\s*[A-Za-z_][A-Za-z0-9_.:-]*(\{[^}]*\}(\.[A-Za-z0-9_.]+)?)?\s*"
+               r"(<=|>=|==|<|>)\s*"
                r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*(%|/[A-Za-z]+|[A-Za-zµ]+)?\s*$")
 SLO_STRING = {"type": "string", "pattern": SLO_PATTERN,
               "description": "METRIC[.STAT] OP THRESHOLD[UNIT], e.g. latency.p95 < 5s or "
