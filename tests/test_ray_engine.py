@@ -124,7 +124,7 @@ def test_a_run_on_two_nodes_merges_exactly_what_every_actor_measured(
         assert c.requests == c.ok + c.error_total + c.check_failures
         # the simulator's own count of what it served in the phase
         served = next(m for m in results.server_metrics if m.phase == phase)
-        assert served.delta["vllm:request_success_total"] == c.requests, served.delta
+        assert served.total("vllm:request_success_total") == c.requests, served.delta
         # merged histograms are the histogram of the union of every actor's records
         union = Histogram("duration")
         union.record_many(r["latency_us"] for r in mine)
