@@ -229,7 +229,7 @@ services:
 targets:
   chat: {plugin: openai, service: sim, model: sim-model}
 phases:
-  - {name: steady, duration: 3s, arrival_rate: 20}
+  - {name: peak, duration: 3s, arrival_rate: 20}
 requests:
   - name: chat
     target: chat
@@ -266,7 +266,7 @@ def test_resource_slos_judge_a_real_run(tmp_path: Path) -> None:
     assert "not available" in gpu.message and run.resources.unavailable["gpu"] in gpu.message
     assert result.exit_code == 1, result.output
     # what results.json holds: per-second series per phase, and their stats
-    stats = {s.name: s for s in run.resources.stats if s.phase == "steady"}
+    stats = {s.name: s for s in run.resources.stats if s.phase == "peak"}
     rss = stats["service.sim.rss"]
     assert 10e6 < rss.min <= rss.mean <= rss.max < 2e9 and rss.samples >= 2
     assert stats["client.cpu"].max == low.measured
@@ -284,7 +284,7 @@ def test_resource_slos_judge_a_real_run(tmp_path: Path) -> None:
     assert "NVML" in html or "nvidia-ml-py" in html
     # `llmscen report --slos` re-judges them offline, services checked against the results
     (tmp_path / "again.yaml").write_text("slos:\n  - service.sim.rss.max < 1KB\n"
-                                         "  - {assert: client.cpu.max < 1000%, phase: steady}\n")
+                                         "  - {assert: client.cpu.max < 1000%, phase: peak}\n")
     again = CliRunner().invoke(cli, ["report", str(tmp_path / "out" / "results.json"),
                                      "--slos", str(tmp_path / "again.yaml"), "--junit",
                                      str(tmp_path / "j.xml")])
@@ -304,7 +304,7 @@ def test_two_workers_sum_into_client_cpu(tmp_path: Path) -> None:
                                       "--out", str(tmp_path / "out"), "-q"])
     assert result.exit_code == 0, result.output
     run = RunResults.load(tmp_path / "out" / "results.json")
-    series = {s.name: dict(s.points) for s in run.series.resources if s.phase == "steady"}
+    series = {s.name: dict(s.points) for s in run.series.resources if s.phase == "peak"}
     both = set(series["worker.0.cpu"]) & set(series["worker.1.cpu"]) & set(series["client.cpu"])
     assert both, series
     for t in both:   # the total is the workers' sum, second by second

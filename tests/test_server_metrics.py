@@ -159,15 +159,15 @@ name: server-metrics
 services:
   sim: {builtin: openai-sim, options: {ttft: 20ms, itl: 5ms, output_tokens: 8}}
 targets:
-  llm: {plugin: vllm, service: sim, model: sim-model}
+  chat: {plugin: vllm, service: sim, model: sim-model}
 requests:
   - name: chat
-    target: llm
+    target: chat
     stream: true
     body: {messages: [{role: user, content: hi}], max_tokens: 8}
 phases:
-  - {name: one, arrival_rate: 10, duration: 3s}
-  - {name: two, arrival_rate: 20, duration: 3s}
+  - {name: load, arrival_rate: 10, duration: 3s}
+  - {name: peak, arrival_rate: 20, duration: 3s}
 """
 
 
@@ -205,23 +205,23 @@ def test_server_slos_and_tables_on_the_simulators_metrics(tmp_path: Path) -> Non
         assert not [k for k in entry.delta if k.startswith("vllm:num_requests")]   # gauges
     # gauges are real values read every second; counters there are rates
     running = [s for s in run.series.resources if s.name == "server.vllm:num_requests_running"]
-    assert {s.phase for s in running} == {"one", "two"}
-    assert all(s.labels == {"model_name": "sim-model"} and s.target == "llm" for s in running)
+    assert {s.phase for s in running} == {"load", "peak"}
+    assert all(s.labels == {"model_name": "sim-model"} and s.target == "chat" for s in running)
     assert all(v >= 0 for s in running for _, v in s.points)
-    rates = [v for s in run.series.resources if s.phase == "two" and
+    rates = [v for s in run.series.resources if s.phase == "peak" and
              s.name == "server.vllm:request_success_total" for _, v in s.points]
     assert rates and 5 < max(rates) < 40      # 20 requests a second, give or take a second
     (table,) = server_tables(run)
     rows = dict(table[2])
     assert rows['vllm:request_success_total{finished_reason="length",model_name="sim-model"}'] \
-        == [str(aggregate(run, phase=p).counters.ok) for p in ("one", "two")]
+        == [str(aggregate(run, phase=p).counters.ok) for p in ("load", "peak")]
     assert all(" · " in cell for cell in
                rows['vllm:num_requests_running{model_name="sim-model"}'])   # mean · max
     html = next((tmp_path / "out").glob("**/report.html")).read_text()
     assert "finished_reason=&#34;length&#34;" in html      # labels shown, escaped
     # the server's own timings beside the client's: the server sees less, never more
     rows = {(r.phase, r.server_metric): r for r in reconciliation(run)}
-    for phase in ("one", "two"):
+    for phase in ("load", "peak"):
         ttft = rows[(phase, "vllm:time_to_first_token_seconds")]
         assert ttft.client_metric == "ttft_sent" and ttft.client_mean is not None
         assert 0.015 < ttft.server_mean <= ttft.client_mean * 1.05, ttft   # ttft: 20 ms
@@ -235,7 +235,7 @@ def test_a_server_metric_no_target_exposes_stops_the_run_before_traffic(tmp_path
     (tmp_path / "s.yaml").write_text(SCENARIO + """\
 slos:
   - server.vllm:num_requests_waitin.max < 10
-  - {assert: server.vllm:num_requests_running.max < 10, target: llm}
+  - {assert: server.vllm:num_requests_running.max < 10, target: chat}
 """)
     result = CliRunner().invoke(cli, ["run", str(tmp_path / "s.yaml"), "-q", "--out",
                                       str(tmp_path / "out")])
@@ -260,9 +260,9 @@ def test_server_interval_zero_reads_only_at_phase_boundaries(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     run = RunResults.load(tmp_path / "out" / "results.json")
     assert not [s for s in run.series.resources if s.name.startswith("server.")]
-    assert [m.phase for m in run.server_metrics] == ["one", "two"]      # the deltas remain
+    assert [m.phase for m in run.server_metrics] == ["load", "peak"]      # the deltas remain
     assert run.server_metrics[1].total("vllm:request_success_total") == \
-        aggregate(run, phase="two").counters.ok
+        aggregate(run, phase="peak").counters.ok
 
 
 # -- a real Triton server ----------------------------------------------------------------

@@ -49,3 +49,17 @@ def test_a_service_that_died_is_still_could_not_run_with_refusals() -> None:
     outcome = conclude(results, [Reason(kind="service_exited", message="sim exited")])
     assert outcome.status == "could_not_run"
     assert set(cases(results, "request").values()) == {"skipped"}
+
+
+def test_a_budget_the_refusals_alone_exceed_fails_however_slow_the_client() -> None:
+    # the stress plan's `error_rate == 0` against a server refusing every other call
+    results = build_results(errors_every=3, slos=(slo("error_rate == 0"),
+                                                  slo("success_rate > 90%"),
+                                                  slo("latency.p95 < 1s")))
+    outcome = conclude(results, [SATURATED])
+    assert (outcome.status, outcome.exit_code) == ("failed", 1)
+    assert cases(results, "slo") == {"error_rate == 0": "failed", "success_rate > 90%": "failed",
+                                     "latency.p95 < 1s": "skipped"}
+    first = next(s for s in results.slos if s.text == "error_rate == 0")
+    assert first.message.startswith("error_rate was at least 33.")
+    assert "refused with an HTTP error status alone" in first.message

@@ -34,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from llmscen.assertions.slo import OPS
+from llmscen.metrics.query import aggregate
 from llmscen.metrics.results import (
     Case,
     CheckSummary,
@@ -46,6 +48,7 @@ from llmscen.metrics.results import (
     Status,
     StepInfo,
 )
+from llmscen.spec.units import show
 
 EXIT_CODES: dict[str, int] = {"passed": 0, "failed": 1, "could_not_run": 3, "interrupted": 3,
                               "invalid_measurement": 4}
@@ -117,7 +120,8 @@ def conclude(results: RunResults, reasons: Iterable[Reason] = ()) -> Outcome:
     status = run_status
     if status == "passed" and (derived or any(c.status in ("failed", "error") for c in cases)):
         status = "failed"
-    wrong = any(c.status == "failed" for c in cases if c.kind in ("request", "expectation"))
+    wrong = any(c.status == "failed" for c in cases
+                if c.kind in ("request", "expectation", "slo"))
     if status == "invalid_measurement" and wrong:
         status = "failed"
     outcome = Outcome(status=status, exit_code=EXIT_CODES[status],
@@ -191,9 +195,40 @@ class _Judge:
     # SLOs ---------------------------------------------------------------------------
     def _slo(self, slo: SloResult) -> SloResult:
         if not self.judged:
+            refused = self._refused_budget(slo) if self.answers else None
+            if refused is not None:
+                return refused
             return slo.model_copy(update={"passed": None,
                                           "message": f"not judged: {self.why}"})
         return slo
+
+    def _refused_budget(self, slo: SloResult) -> SloResult | None:
+        """An error budget the server's own refusals (HTTP error statuses) already exceed:
+        failed whatever the client added, so judged although the client was the
+        bottleneck. None when it cannot be told (then the SLO is not judged)."""
+        if slo.metric not in ("error_rate", "success_rate") or slo.scope.get("window") or \
+                slo.op is None or slo.threshold is None:
+            return None
+        scope = slo.scope
+        counters = aggregate(self.results, scope.get("phase"), scope.get("request"),
+                             scope.get("target")).counters
+        if not counters.requests:
+            return None
+        refused = counters.errors.get("http", 0) / counters.requests
+        # the server refused at least this share; the client's own errors can only add
+        bound = refused if slo.metric == "error_rate" else 1 - refused
+        still = OPS[slo.op](bound, slo.threshold)
+        worse = slo.op in ("<", "<=", "==") if slo.metric == "error_rate" else \
+            slo.op in (">", ">=", "==")
+        if still or not worse:
+            return None
+        word = "at least" if slo.metric == "error_rate" else "at most"
+        return slo.model_copy(update={
+            "passed": False, "measured": bound,
+            "message": f"{slo.metric} was {word} {show(slo.metric, bound)} from the calls the "
+                       f"server refused with an HTTP error status alone, expected {slo.op} "
+                       f"{show(slo.metric, slo.threshold)}: failed however the client's own "
+                       "delay is counted"})
 
     # cases --------------------------------------------------------------------------
     def cases(self) -> list[Case]:
