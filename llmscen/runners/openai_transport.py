@@ -328,14 +328,19 @@ class Transport:
             return reply
         raise AssertionError("unreachable")
 
+    def _kept(self, origin: Origin) -> Connection | None:
+        """An idle kept-alive connection to `origin` still open; closed ones are dropped."""
+        idle = self._idle.get(origin.key)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+            self._forget()
+        return None
+
     async def _acquire(self, origin: Origin, fresh: bool) -> Connection:
-        if not fresh:
-            idle = self._idle.get(origin.key)
-            while idle:
-                conn = idle.pop()
-                if not conn.closed:
-                    return conn
-                self._forget()
+        if not fresh and (conn := self._kept(origin)) is not None:
+            return conn
         while self.limit and self._open >= self.limit:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -345,13 +350,8 @@ class Transport:
                 if waiter.done() and not waiter.cancelled():
                     self._wake()    # pass the freed place on
                 raise
-            if not fresh:
-                idle = self._idle.get(origin.key)
-                while idle:
-                    conn = idle.pop()
-                    if not conn.closed:
-                        return conn
-                    self._forget()
+            if not fresh and (conn := self._kept(origin)) is not None:
+                return conn
         self._open += 1
         try:
             return await self._connect(origin)
