@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from llmscen.cli import exitcodes
 from llmscen.cli.main import cli
 from llmscen.metrics.query import aggregate
 from llmscen.metrics.results import RunResults
+from llmscen.services.process import spawn
 
 pytestmark = pytest.mark.slow
 
@@ -75,3 +78,33 @@ def test_service_that_never_gets_ready_is_reported_with_its_log(tmp_path: Path) 
     assert "service 'api' was not ready within 2s" in result.output
     assert "oops" in result.output          # the log's last lines are quoted
     assert processes_with("echo oops") == []
+
+
+
+def in_group(pgid: int) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:       # the field after state and ppid
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_child_whose_leader_already_exited_leaves_nothing_behind(tmp_path: Path) -> None:
+    async def go() -> int:
+        # the leader starts a long sleep in its own group and exits at once
+        async with spawn("gone", ["sleep 300 & exit 0"], log_dir=str(tmp_path),
+                         shell=True) as child:
+            await child.proc.wait()
+            assert in_group(child.proc.pid), "the sleep should outlive its leader"
+        return child.proc.pid
+
+    leader = asyncio.run(go())
+    for _ in range(50):
+        if not in_group(leader):
+            break
+        time.sleep(0.05)
+    assert in_group(leader) == []

@@ -75,6 +75,9 @@ class Child:
 
     async def stop(self, grace: float = 5.0) -> None:
         if self.proc.returncode is not None:
+            # the leader exited on its own; what it started may still be running in its group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             return
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
