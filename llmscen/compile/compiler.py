@@ -143,6 +143,7 @@ class _Compiler:
         before, after = self.once("before"), self.once("after")
         phases = self.with_setup(phases, before, after)
         self.unreachable(phases, requests)
+        self.consistent(phases)
         slos = self.slos(phases, requests, targets)
         goodput = self.goodput()
         baseline = self.baseline()
@@ -458,6 +459,36 @@ class _Compiler:
                            f"unknown request {name!r}{did_you_mean(name, declared)} "
                            f"(declared: {one_of(declared)})")
         return plan
+
+    def consistent(self, phases: list[PhasePlan]) -> None:
+        """`expect: consistent` compares answers to identical requests: its reference must be
+        a phase that runs, and a body that samples at a temperature above 0 differs by
+        design."""
+        names = {p.name for p in phases} | {g.name for p in phases for g in p.groups}
+        for index, request in enumerate(self.section("requests", list)):
+            if not isinstance(request, dict):
+                continue
+            steps = request.get("steps")
+            places = [(("requests", index, "steps", i), step) for i, step in enumerate(steps)
+                      if isinstance(step, dict)] if isinstance(steps, list) else \
+                [(("requests", index), request)]
+            for loc, raw in places:
+                expect = raw.get("expect")
+                spec = expect.get("consistent") if isinstance(expect, dict) else None
+                if spec is None or spec is False:
+                    continue
+                reference = spec.get("reference") if isinstance(spec, dict) else None
+                if isinstance(reference, str) and reference not in names:
+                    self.error((*loc, "expect", "consistent", "reference"),
+                               f"unknown phase {reference!r}{did_you_mean(reference, names)} "
+                               f"(phases: {one_of(names)})")
+                body = raw.get("body")
+                heat = body.get("temperature") if isinstance(body, dict) else None
+                if isinstance(heat, (int, float)) and not isinstance(heat, bool) and heat > 0:
+                    self.error((*loc, "body", "temperature"),
+                               f"`expect: consistent` compares the answers to identical "
+                               f"requests, which differ by design at temperature {heat}: "
+                               "send `temperature: 0` (and a `seed` where the server takes one)")
 
     def unreachable(self, phases: list[PhasePlan], requests: list[RequestPlan]) -> None:
         """A request no phase can send is a mistake, not a test that silently never runs."""

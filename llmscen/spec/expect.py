@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -20,6 +21,7 @@ from pydantic import (
 )
 
 from llmscen.spec.paths import FilePath
+from llmscen.spec.units import Percent
 
 # KServe v2 / Triton tensor datatypes.
 DATATYPES: tuple[str, ...] = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
@@ -150,10 +152,29 @@ class BatchConsistent(_Frozen):
     tolerance: float = Field(0.0, ge=0, description="largest accepted absolute difference")
 
 
+class Consistent(_Frozen):
+    """Identical requests get identical answers, at low load and under load.
+
+    Judged after the run, where every worker's answers meet: each rendered request's
+    reference is its most common answer in the `reference` phase (default: the first
+    phase it was answered in), and every answer to it in any phase is compared with it.
+    """
+
+    reference: str | None = Field(None, description="the phase whose answers are the "
+                                  "reference (a low-load one); default: for each rendered "
+                                  "request, the first phase it was answered in")
+    max_differing: Percent = Field(0.0, description="the share of compared answers that "
+                                   "may differ from their reference")
+
+
+def _consistent_shorthand(value: Any) -> Any:
+    return {} if value is True else value
+
+
 # What only a successful response can satisfy; not combinable with `error:`.
 SUCCESS_CHECKS: tuple[str, ...] = (
     "status", "contains", "not_contains", "regex", "equals", "json_schema", "python_syntax",
-    "finish_reason", "output_tokens", "chunks", "outputs", "batch_consistent")
+    "finish_reason", "output_tokens", "chunks", "outputs", "batch_consistent", "consistent")
 
 
 class Expect(_Frozen):
@@ -180,6 +201,10 @@ class Expect(_Frozen):
     outputs: dict[str, TensorExpect] | None = Field(None, description="output tensors by name")
     batch_consistent: BatchConsistent | None = Field(
         None, description="each item of a batch equals the answer to it sent alone (Triton)")
+    consistent: Annotated[Consistent | None, BeforeValidator(_consistent_shorthand)] = Field(
+        None, description="identical requests get identical answers in every phase, e.g. at "
+                          "low load and under load: `true` or {reference: PHASE, "
+                          "max_differing: 1%}")
 
     @field_validator("status")
     @classmethod

@@ -22,6 +22,7 @@ from llmscen.services.openai_sim.stream import (
 from llmscen.services.openai_sim.text import (
     chat_prompt,
     completion_prompt,
+    corrupt,
     count_words,
     embedding,
     embedding_base64,
@@ -205,6 +206,10 @@ async def completions(request: web.Request, kind: Literal["chat", "text"]) -> we
             return error_response(state.options.error_status,
                                   "openai-sim: injected error (error_rate)")
         state.prompt_tokens += gen.prompt_tokens
+        limit = state.options.corrupt_under_load
+        if limit is not None and state.running > limit:
+            corrupt(gen.tokens, state.running)
+            state.injected["corrupt"] += 1
         if gen.stream:
             return await _stream(request, state, gen, seq, fault)
         return await _respond(request, state, gen, seq, fault)
