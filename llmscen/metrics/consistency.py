@@ -24,8 +24,11 @@ MAX_TEXTS = 4           # texts kept per request (the reference and a few others
 
 
 def answer_of(exchange: Exchange) -> str:
-    """What is compared: the generated text."""
-    return exchange.text
+    """What is compared: the generated text, and the tool calls (name and arguments)."""
+    calls = exchange.tool_calls
+    if not calls:
+        return exchange.text
+    return exchange.text + "".join(f"\n[tool call] {c.name}({c.arguments})" for c in calls)
 
 
 def digest(text: str) -> str:

@@ -55,6 +55,10 @@ class OpenAISimOptions(BaseModel):
         "one token replaced by another, which one chosen by the number running (as batching "
         "non-determinism or a corrupt KV cache would): a deterministic fault for `expect: "
         "consistent`")
+    tool_arguments: str | None = Field(
+        None, description="a chat request with `tools` calls one (the one `tool_choice` "
+        "names, else the first) with arguments made from its parameters' schema; this text "
+        "replaces them (e.g. JSON that does not parse)")
     check_history: bool = Field(False, description="refuse (400) a chat request whose assistant "
                                 "messages are not answers this simulator gave, and count "
                                 "requests by the earlier answers they carry "
