@@ -184,3 +184,23 @@ def test_synthetic_prompts_are_128_tokens_by_llama_servers_own_count(llama: str,
         assert agg.counters.input_tokens == 128 * sent
         assert checks[(request, "input_tokens")].passed == sent
         assert checks[(request, "input_tokens")].failed == 0
+
+
+def test_identical_requests_against_llama_server_at_low_and_high_load(llama: str,
+                                                                      tmp_path: Path) -> None:
+    """Consistency under load against a real model: every answer is compared with the
+    reference phase's (one at a time) by digest; whatever llama.cpp's batching does, the
+    verdict and the counts must agree with what the results hold."""
+    code, output, results = run([str(ROOT / "tests/scenarios/real/llama-consistent.yaml")],
+                                {"LLAMA_URL": llama}, tmp_path)
+    check = next(c for c in results.checks if c.expectation == "consistent")
+    answered = sum(n for r in results.consistency for c in r.answers.values()
+                   for n in c.values())
+    assert answered == aggregate(results).counters.ok == 40, output
+    assert len(results.consistency) == 8            # eight distinct rendered requests
+    assert check.passed + check.failed == answered
+    assert all(len(r.answers["calm"]) == 1 for r in results.consistency)
+    if check.failed:     # batching changed answers: the case says where and how
+        assert code == 1 and "they part at character" in check.samples[0].message, output
+    else:
+        assert code == 0, output

@@ -18,7 +18,7 @@ from typing import Any
 
 from llmscen.assertions.check import Check, CheckFailure
 from llmscen.engine.protocol import Exchange
-from llmscen.spec.expect import CountRange, ErrorExpect, Expect
+from llmscen.spec.expect import CountRange, ErrorExpect, Expect, ToolCallExpect
 
 
 class Checker:
@@ -77,6 +77,8 @@ def build_checker(expect: Expect | None, base_dir: str | Path | None = None) -> 
         checks.append(_json_schema_check(expect.json_schema))
     if expect.python_syntax:
         checks.append(_python_syntax_check)
+    if expect.tool_call is not None:
+        checks.append(_tool_call_check(expect.tool_call))
     if expect.finish_reason is not None:
         checks.append(_finish_reason_check(_as_list(expect.finish_reason)))
     if expect.output_tokens is not None:
@@ -225,7 +227,7 @@ def _equals_json_check(expected: Any) -> Check:
 
 
 def _json_schema_check(schema: dict[str, Any]) -> Check:
-    from jsonschema import exceptions, validators
+    from jsonschema import validators
 
     validator = validators.validator_for(schema)(schema)
 
@@ -235,11 +237,60 @@ def _json_schema_check(schema: dict[str, Any]) -> Check:
             out.append(CheckFailure("json_schema", f"expected JSON matching json_schema; "
                                                    f"{problem}"))
             return
-        error = exceptions.best_match(validator.iter_errors(doc))
-        if error is not None:
-            message = error.message if len(error.message) <= 200 else error.message[:200] + "…"
-            out.append(CheckFailure("json_schema", f"expected JSON matching json_schema; at "
-                                                   f"{error.json_path}: {message}"))
+        problem = _schema_problem(validator, doc)
+        if problem is not None:
+            out.append(CheckFailure("json_schema", f"expected JSON matching json_schema; "
+                                                   f"{problem}"))
+    return check
+
+
+def _schema_problem(validator: Any, doc: Any) -> str | None:
+    from jsonschema import exceptions
+
+    error = exceptions.best_match(validator.iter_errors(doc))
+    if error is None:
+        return None
+    message = error.message if len(error.message) <= 200 else error.message[:200] + "…"
+    return f"at {error.json_path}: {message}"
+
+
+# --- tool calls -------------------------------------------------------------------------
+
+def _tool_call_check(spec: ToolCallExpect) -> Check:
+    names = _as_list(spec.name)
+    schema = spec.arguments.schema_ if spec.arguments is not None else None
+    validator = None
+    if schema is not None:
+        from jsonschema import validators
+
+        validator = validators.validator_for(schema)(schema)
+    wanted = f"a tool call to {_one_of(names)}" if names else "a tool call"
+
+    def check(ex: Exchange, out: list[CheckFailure]) -> None:
+        calls = ex.tool_calls or []
+        if not calls:
+            reason = f", finish_reason {ex.finish_reason!r}" if ex.finish_reason else ""
+            out.append(CheckFailure("tool_call", f"expected {wanted}; the answer made none"
+                                                 f"{reason}: {show(ex.text)}"))
+            return
+        call = next((c for c in calls if not names or c.name in names), None)
+        if call is None:
+            made = ", ".join(repr(c.name) for c in calls)
+            calls_to = "a call" if len(calls) == 1 else "calls"
+            out.append(CheckFailure("tool_call", f"expected {wanted}; got {calls_to} to {made}"))
+            return
+        try:
+            arguments = json.loads(call.arguments)
+        except ValueError as err:
+            out.append(CheckFailure("tool_call", f"expected the arguments of {call.name!r} "
+                                                 f"to be JSON; got {show(call.arguments)} "
+                                                 f"({err})"))
+            return
+        problem = _schema_problem(validator, arguments) if validator is not None else None
+        if problem is not None:
+            out.append(CheckFailure("tool_call", f"expected the arguments of {call.name!r} "
+                                                 f"to match the schema; {problem} (got "
+                                                 f"{_short_json(arguments)})"))
     return check
 
 

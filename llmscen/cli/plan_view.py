@@ -67,10 +67,11 @@ def render_plan(plan: Plan) -> str:
     if plan.data:
         lines.append("data:")
         for d in plan.data:
-            source = d.file if d.synthetic is None else \
-                f"synthetic, counted by {d.synthetic.tokenizer}" + (
-                    f" of target {d.synthetic.target}" if d.synthetic.tokenizer == "server"
-                    else "")
+            synth = d.synthetic
+            source = d.file if synth is None else "synthetic, counted by " + (
+                f"server of target {synth.target}" if synth.tokenizer == "server" else
+                f"tokenizer file {synth.tokenizer_file}" if synth.tokenizer == "file" else
+                synth.tokenizer)
             lines.append(f"  {d.name:<16} {source}  ({d.rows} rows, {d.order})")
     lines.append("")
     header = f"  {'phase':<20} {'model':<7} {'duration':>9} {'load':<40} {'expected':>9}"

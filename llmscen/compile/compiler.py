@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -34,6 +34,7 @@ from llmscen.compile.plan import (
     TargetPlan,
 )
 from llmscen.compile.slo import SLOSyntaxError, compile_slos, parse_slo
+from llmscen.compile.tokenizer_file import TokenizerFileError, load_tokenizer
 from llmscen.compile.urls import url_problem
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError, did_you_mean, one_of
 from llmscen.spec.errors import diagnostics_from
@@ -143,6 +144,7 @@ class _Compiler:
         before, after = self.once("before"), self.once("after")
         phases = self.with_setup(phases, before, after)
         self.unreachable(phases, requests)
+        self.consistent(phases)
         slos = self.slos(phases, requests, targets)
         goodput = self.goodput()
         baseline = self.baseline()
@@ -300,6 +302,7 @@ class _Compiler:
             self.error((*where, "target"), f"unknown target {target!r}"
                        f"{did_you_mean(target, declared)} (declared: {one_of(declared)})")
             return None
+        kind, tokenizer_file = self.tokenizer_file(synth.tokenizer, (*where, "tokenizer"))
         api = synth.api
         if api is None:   # as its requests are sent: their `api`, else their target's
             raw_target = self.section("targets", dict).get(target)
@@ -314,16 +317,36 @@ class _Compiler:
                        f"leaves no room in prompts of {shortest} tokens: the prefix must be "
                        "shorter than the shortest prompt")
             return None
+        if kind is None:
+            return None
         columns = ("prompt", "input_tokens", "output_tokens", "prefix")
         plan = SyntheticPlan(
             input_tokens=synth.input_tokens, output_tokens=synth.output_tokens,
-            tokenizer=synth.tokenizer, api=api, target=target,
+            tokenizer=kind, tokenizer_file=tokenizer_file, api=api, target=target,
             prefix_tokens=prefix.tokens if prefix else 0,
             prefix_share=prefix.share if prefix else 0.0,
             prefix_count=prefix.count if prefix else 1,
             seed=synth.seed if synth.seed is not None else int(self.doc.data.get("seed", 1)))
         return DataPlan(name=name, order=spec.order, columns=columns, rows=synth.rows,
                         synthetic=plan)
+
+    def tokenizer_file(self, value: str, loc: Loc) -> tuple[Literal["server", "words", "file"] |
+                                                            None, str]:
+        """`server`, `words`, or a tokenizer file: found, readable, and its package there."""
+        if value in ("server", "words"):
+            return ("server" if value == "server" else "words"), ""
+        path = Path(paths.absolute(self.doc.base_dir, value))
+        if not path.is_file():
+            self.error(loc, f"tokenizer file {value!r} not found (relative to the scenario "
+                            "file); `tokenizer:` is `server`, `words` or a tokenizer file "
+                            "such as a Hugging Face tokenizer.json")
+            return None, ""
+        try:
+            load_tokenizer(path)
+        except TokenizerFileError as exc:
+            self.error(loc, str(exc))
+            return None, ""
+        return "file", str(path)
 
     def phases(self) -> list[PhasePlan]:
         out: list[PhasePlan] = []
@@ -458,6 +481,36 @@ class _Compiler:
                            f"unknown request {name!r}{did_you_mean(name, declared)} "
                            f"(declared: {one_of(declared)})")
         return plan
+
+    def consistent(self, phases: list[PhasePlan]) -> None:
+        """`expect: consistent` compares answers to identical requests: its reference must be
+        a phase that runs, and a body that samples at a temperature above 0 differs by
+        design."""
+        names = {p.name for p in phases} | {g.name for p in phases for g in p.groups}
+        for index, request in enumerate(self.section("requests", list)):
+            if not isinstance(request, dict):
+                continue
+            steps = request.get("steps")
+            places = [(("requests", index, "steps", i), step) for i, step in enumerate(steps)
+                      if isinstance(step, dict)] if isinstance(steps, list) else \
+                [(("requests", index), request)]
+            for loc, raw in places:
+                expect = raw.get("expect")
+                spec = expect.get("consistent") if isinstance(expect, dict) else None
+                if spec is None or spec is False:
+                    continue
+                reference = spec.get("reference") if isinstance(spec, dict) else None
+                if isinstance(reference, str) and reference not in names:
+                    self.error((*loc, "expect", "consistent", "reference"),
+                               f"unknown phase {reference!r}{did_you_mean(reference, names)} "
+                               f"(phases: {one_of(names)})")
+                body = raw.get("body")
+                heat = body.get("temperature") if isinstance(body, dict) else None
+                if isinstance(heat, (int, float)) and not isinstance(heat, bool) and heat > 0:
+                    self.error((*loc, "body", "temperature"),
+                               f"`expect: consistent` compares the answers to identical "
+                               f"requests, which differ by design at temperature {heat}: "
+                               "send `temperature: 0` (and a `seed` where the server takes one)")
 
     def unreachable(self, phases: list[PhasePlan], requests: list[RequestPlan]) -> None:
         """A request no phase can send is a mistake, not a test that silently never runs."""

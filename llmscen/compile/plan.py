@@ -48,7 +48,8 @@ class SyntheticPlan(Frozen):
 
     input_tokens: Any                      # spec.models.LengthSpec
     output_tokens: Any = None              # spec.models.LengthSpec or None
-    tokenizer: Literal["server", "words"] = "server"
+    tokenizer: Literal["server", "words", "file"] = "server"
+    tokenizer_file: str = ""               # `file`: the tokenizer.json, absolute
     api: Literal["chat", "completions"] = "chat"
     target: str                            # whose tokenizer counts
     prefix_tokens: int = 0                 # 0: no shared prefix

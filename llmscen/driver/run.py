@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmscen.assertions.consistency import consistency_specs, judge_consistency
 from llmscen.assertions.slo import evaluate
 from llmscen.assertions.verdict import conclude
 from llmscen.compile.plan import BaselinePlan, Plan
@@ -157,6 +158,7 @@ def run_plan(plan: Plan, registry: Any, out_dir: str | Path | None = None, *,
     results = run_loop(main)
     assert driver is not None
     scrub_service_logs(out, driver.scrub)
+    judge_consistency(results, consistency_specs(plan))
     results.slos = evaluate(plan.slos, results)
     if plan.baseline is not None:
         results.baseline = against_baseline(results, plan.baseline)

@@ -38,6 +38,8 @@ class Completed:
     failures: list[tuple[str, str]]   # (check, message) for failed expectations
     goodput_met: bool
     now: float
+    key: tuple[str, str] | None = None   # `expect: consistent`: (digest, excerpt) of the
+    #                                      request as rendered and sent
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ see `turn` and `session_id`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import random
 import time
@@ -22,6 +23,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from llmscen.assertions.expect import build_checker
 from llmscen.compile.plan import GoodputObjective, RequestPlan, StepPlan
@@ -43,6 +46,26 @@ class Step:
     records: list[tuple[str, Callable[[Exchange], Any]]]   # custom metric → extractor
     think: tuple[float, float]
     batch_tolerance: float | None    # `expect: batch_consistent`, checked with extra calls
+    keyed: bool = False              # `expect: consistent`: events carry the request's key
+
+
+def request_key(payload: dict[str, Any], session: Session | None) -> tuple[str, str]:
+    """(digest, label) of a call as sent: its rendered payload and, on a session's turn,
+    the history carried before it. Identical requests share a digest in every worker."""
+    data = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=str)
+    if session is not None and session.history:
+        data += b"\0" + orjson.dumps(session.history, option=orjson.OPT_SORT_KEYS, default=str)
+    digest = hashlib.blake2b(data, digest_size=8).hexdigest()
+    return digest, max(_strings(payload), key=len, default="")[:200]
+
+
+def _strings(value: Any) -> list[str]:
+    """The texts in a payload; its longest is most often the prompt, which names it best."""
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value \
+        if isinstance(value, list) else ()
+    return [text for item in items for text in _strings(item)]
 
 
 def _goodput_check(objectives: tuple[GoodputObjective, ...]) -> Callable[[Exchange], bool]:
@@ -147,7 +170,8 @@ class Flow:
                     records=[(f"custom.{k}", compile_capture(v)) for k, v in step.record.items()],
                     think=(step.think_min, step.think_max),
                     batch_tolerance=getattr(getattr(expect, "batch_consistent", None),
-                                            "tolerance", None))
+                                            "tolerance", None),
+                    keyed=getattr(expect, "consistent", None) is not None)
 
     async def execute(self, phase: str, intended_ns: int, context: dict[str, Any],
                       rng: random.Random) -> Ran:
@@ -184,6 +208,7 @@ class Flow:
                 return Ran(ctx)
             call = Call(request=step.name, payload=payload, stream=self.plan.stream,
                         timeout=self.plan.timeout, session=session)
+            key = request_key(payload, session) if step.keyed else None
             try:
                 await self.runner.send(call, exchange)
             except asyncio.CancelledError:
@@ -214,7 +239,7 @@ class Flow:
                     ctx[var] = value
             if step.records and exchange.error in (None, "check"):
                 failures += _record(step.records, exchange)
-            self._emit(phase, step, exchange, failures)
+            self._emit(phase, step, exchange, failures, key)
             if exchange.error is not None:
                 return Ran(ctx)
             low, high = step.think
@@ -242,10 +267,10 @@ class Flow:
         self._emit(phase, step, exchange, [])
 
     def _emit(self, phase: str, step: Step, exchange: Exchange,
-              failures: list[tuple[str, str]]) -> None:
+              failures: list[tuple[str, str]], key: tuple[str, str] | None = None) -> None:
         now = (time.perf_counter_ns() - self.origin) / 1e9
         self.handler.handle(Completed(phase, step.name, self.target, exchange, failures,
-                                      self.goodput(exchange), now))
+                                      self.goodput(exchange), now, key))
 
     def not_sent(self, phase: str, request: str | None = None, count: int = 1,
                  why: str = "stopped") -> None:

@@ -35,6 +35,15 @@ ERROR_CLASSES: tuple[str, ...] = ("connect", "timeout", "http", "protocol", "che
 
 
 @dataclass(slots=True)
+class ToolCall:
+    """One tool call of an answer: a stream's fragments joined (OpenAI `tool_calls`)."""
+
+    name: str = ""
+    arguments: str = ""         # as the model wrote it: JSON text, unparsed
+    id: str = ""
+
+
+@dataclass(slots=True)
 class Exchange:
     """Everything one call observed. Times are `time.perf_counter_ns()` values."""
 
@@ -62,6 +71,7 @@ class Exchange:
     images: int = 0
     chunk_chars: list[int] | None = None   # characters of each content chunk (streams)
     recorded: dict[str, float] | None = None   # custom metric → value (a step's `record:`)
+    tool_calls: list[ToolCall] | None = None   # the tool calls of the answer, assembled
 
     def fail(self, error: str, message: str) -> None:
         """Record the first failure; later ones (e.g. a timeout after a protocol error) don't hide it."""

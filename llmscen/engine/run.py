@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llmscen.compile.plan import PhasePlan, Plan
+from llmscen.compile.tokenizer_file import TokenizerFileError, file_counter
 from llmscen.engine.events import (
     Handler,
     Note,
@@ -42,7 +43,7 @@ from llmscen.engine.protocol import (
     target_timeout,
     tokenizer,
 )
-from llmscen.engine.synthetic import synthesize, words_count
+from llmscen.engine.synthetic import SynthesisError, synthesize, words_count
 from llmscen.errors import RunError
 
 DEFAULT_DRAIN_S = 30.0
@@ -142,6 +143,14 @@ class Engine:
             if synth.tokenizer == "words":
                 async def count(text: str) -> int:
                     return words_count(text)
+            elif synth.tokenizer == "file":
+                try:
+                    counted = file_counter(synth.tokenizer_file)
+                except TokenizerFileError as exc:   # checked when compiled; gone since?
+                    raise SynthesisError(f"data {data.name!r}: {exc}") from None
+
+                async def count(text: str, counted: Callable[[str], int] = counted) -> int:
+                    return counted(text)
             else:
                 counter = tokenizer(self.runners[synth.target])
                 if counter is None:

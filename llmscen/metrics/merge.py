@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+from llmscen.metrics.consistency import merge_consistency
 from llmscen.metrics.histogram import Histogram
 from llmscen.metrics.results import (
     MAX_SAMPLES,
@@ -60,6 +61,7 @@ def merge(results: Sequence[RunResults]) -> RunResults:
             resources=[s for r in results for s in r.series.resources]),
         slos=[],
         checks=_merge_checks(c for r in results for c in r.checks),
+        consistency=merge_consistency(c for r in results for c in r.consistency),
         errors=merge_error_summaries(e for r in results for e in r.errors),
         server_metrics=_first_server_metrics(m for r in results for m in r.server_metrics),
         requests=next((list(r.requests) for r in results if r.requests), []),

@@ -18,6 +18,7 @@ from llmscen.engine.events import (
     ServerScrape,
     Tick,
 )
+from llmscen.metrics.consistency import ConsistencyTracker
 from llmscen.metrics.results import (
     MAX_SAMPLES,
     CheckSummary,
@@ -74,6 +75,7 @@ class Recorder(BaseHandler):
         self.server: list[ServerMetrics] = []
         self.server_series = ServerSeries()     # read while phases run (worker 0)
         self.requests: list[RequestInfo] = []
+        self.consistency = ConsistencyTracker(lambda text: self.scrub(text))
 
     def on_run_started(self, event: RunStarted) -> None:
         self.plan = event.plan
@@ -105,6 +107,8 @@ class Recorder(BaseHandler):
                           goodput_met=event.goodput_met, now=event.now)
         names = self.expectations.get(event.request) or []
         error = event.exchange.error
+        if event.key is not None and error in (None, "check"):
+            self.consistency.add(event.phase, event.request, event.key, event.exchange)
         if not (names or event.failures):
             return
         if error not in (None, "check"):
@@ -170,4 +174,7 @@ class Recorder(BaseHandler):
                                         server_metrics=self.server)
         results.series.resources = self.server_series.series()
         results.requests = list(self.requests)
+        results.consistency = list(self.consistency.records.values())
+        results.meta.notes = list(dict.fromkeys([*results.meta.notes,
+                                                 *self.consistency.notes()]))
         return results

@@ -24,6 +24,8 @@ per second, and errors split by status with the phases and times they occurred.
 Version 4 added resource metrics sampled every second (the client's CPU and memory,
 the host's, every started service's process tree, GPUs) as series and per-phase stats.
 It also added `meta.cluster`: where the workers of a `--engine ray` run ran.
+Version 5 added `consistency`: digests of the answers to each rendered request of an
+`expect: consistent` step, by phase, judged after the workers' results are merged.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import llmscen
 from llmscen.errors import InputError
 from llmscen.spec.secrets import public_url
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MAX_SAMPLES = 5          # sample messages kept per error class / expectation
 MAX_MESSAGE = 500        # characters kept of one sample message
 MAX_EXCERPT = 300        # characters kept of an output excerpt
@@ -347,6 +349,19 @@ class CheckSummary(Model):
         return samples[:MAX_SAMPLES]
 
 
+class ConsistencyRecord(Model):
+    """The answers to one rendered request of an `expect: consistent` step: digests, not
+    bodies, so a long run stays small; a few answers' texts for the report's example."""
+
+    request: str                      # the step's metric name
+    key: str                          # digest of the request as rendered and sent
+    label: str = ""                   # an excerpt of it (secrets masked)
+    answers: dict[str, dict[str, int]] = Field(default_factory=dict)   # phase → answer
+    #                                   digest → how many answers were it
+    texts: dict[str, str] = Field(default_factory=dict)   # answer digest → its first
+    #                                   characters, for some answers (the example diff)
+
+
 class ErrorSummary(Model):
     """Failed calls of one request with one error class and status."""
 
@@ -486,6 +501,7 @@ class RunResults(Model):
     series: Series = Field(default_factory=Series)
     slos: list[SloResult] = Field(default_factory=list)
     checks: list[CheckSummary] = Field(default_factory=list)
+    consistency: list[ConsistencyRecord] = Field(default_factory=list)
     errors: list[ErrorSummary] = Field(default_factory=list)
     server_metrics: list[ServerMetrics] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)

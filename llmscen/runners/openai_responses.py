@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from llmscen.engine.protocol import Exchange
+from llmscen.engine.protocol import Exchange, ToolCall
 from llmscen.runners.problems import StreamProblem, excerpt
 from llmscen.runners.sse import SSEParser
 
@@ -137,7 +137,7 @@ class StreamState:
     """
 
     __slots__ = ("answer_ns", "chat", "chunks", "done", "finish_reason", "first_ns", "itl_us",
-                 "last_ns", "parts", "reasoning", "template", "templates", "usage")
+                 "last_ns", "parts", "reasoning", "template", "templates", "tools", "usage")
 
     def __init__(self, chat: bool, itl_us: list[int], templates: bool = True) -> None:
         self.chat = chat
@@ -153,6 +153,7 @@ class StreamState:
         self.done = False
         self.finish_reason: str | None = None
         self.usage: Any = None
+        self.tools: dict[int, ToolCall] = {}    # tool calls by their index, as they build up
 
     def events(self, batch: list[bytes], now_ns: int) -> None:
         """Account the events of one read, all stamped `now_ns`.
@@ -254,8 +255,11 @@ class StreamState:
                     if first:
                         self.reasoning += 1
                     continue
-                if delta and delta.get("tool_calls"):
+                calls = delta.get("tool_calls") if delta else None
+                if calls:
                     kind |= _CONTENT
+                    if first:
+                        self._tool_deltas(calls)
                     continue
                 # an empty string: a token without text, unless the role or finish chunk
                 empty = isinstance(piece, str) and not delta.get("role") and reason is None
@@ -271,6 +275,25 @@ class StreamState:
                 kind = _TOKEN
         return kind
 
+    def _tool_deltas(self, calls: Any) -> None:
+        """Join tool-call fragments: each names its call by `index`; the id and the name
+        come first, the arguments in pieces (strings are joined, as OpenAI's SDK does)."""
+        for call in calls:
+            if not isinstance(call, dict):
+                raise TypeError("a tool call delta is not an object")
+            index = call.get("index", 0)
+            tool = self.tools.get(index)
+            if tool is None:
+                tool = self.tools[index] = ToolCall()
+            if isinstance(call.get("id"), str) and not tool.id:
+                tool.id = call["id"]
+            function = call.get("function")
+            if isinstance(function, dict):
+                if isinstance(function.get("name"), str):
+                    tool.name += function["name"]
+                if isinstance(function.get("arguments"), str):
+                    tool.arguments += function["arguments"]
+
     def fill(self, ex: Exchange, complete: bool = True) -> None:
         """Copy the totals into `ex`; a stream that ended without `[DONE]` or a finish_reason
         is cut (`complete=False` when it failed for another reason already)."""
@@ -283,6 +306,8 @@ class StreamState:
         except TypeError:
             ex.fail("protocol", "a stream chunk's content is not a string")
         ex.finish_reason = self.finish_reason if isinstance(self.finish_reason, str) else None
+        if self.tools:
+            ex.tool_calls = [self.tools[i] for i in sorted(self.tools, key=_order)]
         usage = self.usage if isinstance(self.usage, dict) else None
         output = _int(usage.get("completion_tokens")) if usage else None
         if output is None:
@@ -376,12 +401,34 @@ def read_body(api: str, obj: Any, ex: Exchange) -> str | None:
     if api == "chat":
         message = choice.get("message")
         text = message.get("content") if isinstance(message, dict) else None
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        if calls:
+            ex.tool_calls = tool_calls_of(calls)
     else:
         text = choice.get("text")
     ex.text = text if isinstance(text, str) else ""
     reason = choice.get("finish_reason")
     ex.finish_reason = reason if isinstance(reason, str) else None
     return None
+
+
+def tool_calls_of(calls: Any) -> list[ToolCall]:
+    """`message.tool_calls` of a whole answer; malformed entries keep what they have."""
+    out = []
+    for item in calls if isinstance(calls, list) else []:
+        call: dict[str, Any] = item if isinstance(item, dict) else {}
+        function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) \
+            else {}
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str) and arguments is not None:
+            arguments = orjson.dumps(arguments).decode()   # some servers send an object
+        out.append(ToolCall(name=str(function.get("name") or ""), arguments=arguments or "",
+                            id=str(call.get("id") or "")))
+    return out
+
+
+def _order(index: Any) -> tuple[int, str]:
+    return (index, "") if isinstance(index, int) else (1 << 30, str(index))
 
 
 def error_text(obj: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -20,6 +21,7 @@ from pydantic import (
 )
 
 from llmscen.spec.paths import FilePath
+from llmscen.spec.units import Percent
 
 # KServe v2 / Triton tensor datatypes.
 DATATYPES: tuple[str, ...] = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
@@ -150,10 +152,62 @@ class BatchConsistent(_Frozen):
     tolerance: float = Field(0.0, ge=0, description="largest accepted absolute difference")
 
 
+def _valid_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None:
+        from jsonschema import exceptions, validators
+
+        try:
+            validators.validator_for(value).check_schema(value)
+        except exceptions.SchemaError as err:
+            where = "/".join(str(p) for p in err.absolute_path) or "the top level"
+            raise ValueError(f"invalid JSON Schema at {where}: {err.message}") from None
+    return value
+
+
+Schema = Annotated[dict[str, Any], AfterValidator(_valid_schema)]
+
+
+class ToolArguments(_Frozen):
+    """What a tool call's arguments must be: JSON, matching a schema."""
+
+    schema_: Schema | None = Field(None, alias="schema", description="a JSON Schema the "
+                                   "arguments, parsed as JSON, must match")
+
+
+class ToolCallExpect(_Frozen):
+    """The answer calls a tool: by this name, with arguments that are JSON (and match a
+    schema). The first call to `name` is checked (the first call, when no name is given)."""
+
+    name: Texts | None = Field(None, description="the tool's name (or one of them)")
+    arguments: ToolArguments | None = Field(None, description="{schema: ...}: the arguments "
+                                            "are JSON matching this JSON Schema (without it, "
+                                            "they only need to be JSON)")
+
+
+class Consistent(_Frozen):
+    """Identical requests get identical answers, at low load and under load.
+
+    Judged after the run, where every worker's answers meet: each rendered request's
+    reference is its most common answer in the `reference` phase (default: the first
+    phase it was answered in), and every answer to it in any phase is compared with it.
+    """
+
+    reference: str | None = Field(None, description="the phase whose answers are the "
+                                  "reference (a low-load one); default: for each rendered "
+                                  "request, the first phase it was answered in")
+    max_differing: Percent = Field(0.0, description="the share of compared answers that "
+                                   "may differ from their reference")
+
+
+def _consistent_shorthand(value: Any) -> Any:
+    return {} if value is True else value
+
+
 # What only a successful response can satisfy; not combinable with `error:`.
 SUCCESS_CHECKS: tuple[str, ...] = (
     "status", "contains", "not_contains", "regex", "equals", "json_schema", "python_syntax",
-    "finish_reason", "output_tokens", "chunks", "outputs", "batch_consistent")
+    "finish_reason", "output_tokens", "chunks", "outputs", "batch_consistent", "consistent",
+    "tool_call")
 
 
 class Expect(_Frozen):
@@ -166,7 +220,7 @@ class Expect(_Frozen):
                                                   "(re.search; use (?s) for . to match newlines)")
     equals: Any = Field(None, description="a string: the output is exactly this; anything else: "
                                           "the output (or body) parsed as JSON equals it")
-    json_schema: dict[str, Any] | None = Field(
+    json_schema: Schema | None = Field(
         None, description="a JSON Schema the output parsed as JSON (or the body) must match")
     python_syntax: bool = Field(False, description="fenced ```python blocks (or the whole "
                                                    "output) compile; nothing is executed")
@@ -180,6 +234,15 @@ class Expect(_Frozen):
     outputs: dict[str, TensorExpect] | None = Field(None, description="output tensors by name")
     batch_consistent: BatchConsistent | None = Field(
         None, description="each item of a batch equals the answer to it sent alone (Triton)")
+    tool_call: ToolCallExpect | None = Field(
+        None, description="the answer calls a tool: {name: get_weather, arguments: {schema: "
+                          "{...}}}")
+    # `true` is read as {} (the BeforeValidator); the union lets the JSON Schema say so
+    consistent: Annotated[Consistent | Literal[True] | None,
+                          BeforeValidator(_consistent_shorthand)] = Field(
+        None, description="identical requests get identical answers in every phase, e.g. at "
+                          "low load and under load: `true` or {reference: PHASE, "
+                          "max_differing: 1%}")
 
     @field_validator("status")
     @classmethod
@@ -205,19 +268,6 @@ class Expect(_Frozen):
                 re.compile(pattern)
             except re.error as err:
                 raise ValueError(f"invalid regex {pattern!r}: {err}") from None
-        return value
-
-    @field_validator("json_schema")
-    @classmethod
-    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            from jsonschema import exceptions, validators
-
-            try:
-                validators.validator_for(value).check_schema(value)
-            except exceptions.SchemaError as err:
-                where = "/".join(str(p) for p in err.absolute_path) or "the top level"
-                raise ValueError(f"invalid JSON Schema at {where}: {err.message}") from None
         return value
 
     @model_validator(mode="after")

@@ -195,9 +195,14 @@ class SyntheticSpec(Strict):
     input_tokens: Length = Field(description="the prompt's length in tokens")
     output_tokens: Length | None = Field(None, description="a length per row, for "
                                          "`max_tokens: \"{{ row.output_tokens }}\"`")
-    tokenizer: Literal["server", "words"] = Field(
-        "server", description="`server`: the target's own /tokenize endpoint; `words`: "
-                              "whitespace-separated words (openai-sim's count), offline")
+    tokenizer: str = Field(
+        "server", min_length=1,
+        description="`server`: the target's own /tokenize endpoint; `words`: "
+                    "whitespace-separated words (openai-sim's count), offline; else a "
+                    "tokenizer file (a Hugging Face tokenizer.json) relative to the scenario "
+                    "file, read offline with the `tokenizers` package (extra "
+                    "`llmscen[tokenizer]`)",
+        examples=["server", "words", "models/tokenizer.json"])
     api: Literal["chat", "completions"] | None = Field(
         None, description="how the prompt is sent, so it is counted as the server will: as "
                           "one user message (its chat template's tokens included) or as a "

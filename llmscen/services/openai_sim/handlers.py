@@ -22,6 +22,7 @@ from llmscen.services.openai_sim.stream import (
 from llmscen.services.openai_sim.text import (
     chat_prompt,
     completion_prompt,
+    corrupt,
     count_words,
     embedding,
     embedding_base64,
@@ -33,6 +34,7 @@ from llmscen.services.openai_sim.text import (
     split_tokens,
 )
 from llmscen.services.openai_sim.timer import now
+from llmscen.services.openai_sim.tools import ToolPick, fragments, pick_tool
 
 _ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                 404: "NotFoundError", 408: "RequestTimeoutError", 422: "UnprocessableEntityError",
@@ -73,6 +75,12 @@ class Generation:
     include_usage: bool
     history_answers: int | None = None   # check_history: earlier answers the request carried
     reasoning: list[str] = field(default_factory=list)   # reasoning tokens before the answer
+    tool: ToolPick | None = None    # the answer is this tool call, `tokens` its arguments
+
+    @property
+    def metric_reason(self) -> str:
+        """The finished_reason label of vLLM's request counter: a tool call stopped."""
+        return "stop" if self.finish_reason == "tool_calls" else self.finish_reason
 
 
 async def _read_object(request: web.Request) -> dict[str, Any]:
@@ -157,7 +165,17 @@ def plan_generation(state: SimState, body: dict[str, Any], kind: Literal["chat",
     include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
 
     rng = prompt_rng(prompt, o.seed)
-    if state.reply_tokens is not None:
+    request_id = state.next_id("chatcmpl" if kind == "chat" else "cmpl")
+    tool = None
+    if kind == "chat" and body.get("tools") is not None:
+        try:
+            tool = pick_tool(body, prompt_rng(prompt, o.seed, "tools"),
+                             "call_" + request_id[-10:], o.tool_arguments)
+        except ValueError as exc:
+            raise BadRequest(str(exc), param="tools") from None
+    if tool is not None:
+        tokens = fragments(tool.arguments)
+    elif state.reply_tokens is not None:
         tokens = list(state.reply_tokens)
     elif o.echo_prompt:
         tokens = split_tokens(last_user)
@@ -165,15 +183,16 @@ def plan_generation(state: SimState, body: dict[str, Any], kind: Literal["chat",
         spread = rng.randint(-o.output_tokens_spread, o.output_tokens_spread)
         tokens = pseudo_tokens(rng, max(o.output_tokens + spread, 0), first=True)
     count = len(tokens)
-    if ignore_eos and max_tokens is not None:
+    if ignore_eos and max_tokens is not None and tool is None:
         count = max_tokens
-    count = max(count, min_tokens)
+    count = max(count, min_tokens if tool is None else 0)
     if max_tokens is not None:
         count = min(count, max_tokens)
     if count > len(tokens):
         tokens += pseudo_tokens(rng, count - len(tokens), first=not tokens)
     del tokens[count:]
-    finish = "length" if max_tokens is not None and count >= max_tokens else "stop"
+    finish = "length" if max_tokens is not None and count >= max_tokens else \
+        "tool_calls" if tool is not None else "stop"
     carried = None
     if kind == "chat" and o.check_history:
         carried, problem = state.history.check(body["messages"])
@@ -183,8 +202,8 @@ def plan_generation(state: SimState, body: dict[str, Any], kind: Literal["chat",
         state.history.remember("".join(tokens))
     reasoning = pseudo_tokens(prompt_rng(prompt, o.seed, "reasoning"), o.reasoning_tokens,
                               first=True) if kind == "chat" and o.reasoning_tokens else []
-    return Generation(kind, state.next_id("chatcmpl" if kind == "chat" else "cmpl"), model,
-                      prompt_tokens, tokens, finish, stream, include_usage, carried, reasoning)
+    return Generation(kind, request_id, model, prompt_tokens, tokens, finish, stream,
+                      include_usage, carried, reasoning, tool)
 
 
 def _headers(gen: Generation) -> dict[str, str]:
@@ -205,6 +224,10 @@ async def completions(request: web.Request, kind: Literal["chat", "text"]) -> we
             return error_response(state.options.error_status,
                                   "openai-sim: injected error (error_rate)")
         state.prompt_tokens += gen.prompt_tokens
+        limit = state.options.corrupt_under_load
+        if limit is not None and state.running > limit:
+            corrupt(gen.tokens, state.running)
+            state.injected["corrupt"] += 1
         if gen.stream:
             return await _stream(request, state, gen, seq, fault)
         return await _respond(request, state, gen, seq, fault)
@@ -225,8 +248,9 @@ async def _stream(request: web.Request, state: SimState, gen: Generation, seq: S
         tokens = hold_back_text(tokens, rate,
                                 prompt_rng(gen.request_id, state.options.seed, "empty"))
     thinking = len(gen.reasoning)
-    chunks = encoder.reasoning(encode_tokens(gen.reasoning)) + \
-        encoder.tokens(encode_tokens(tokens), gen.finish_reason)
+    answer = encoder.tool_call(gen.tool.id, gen.tool.name, tokens, gen.finish_reason) \
+        if gen.tool is not None else encoder.tokens(encode_tokens(tokens), gen.finish_reason)
+    chunks = encoder.reasoning(encode_tokens(gen.reasoning)) + answer
     if gen.include_usage:
         chunks[-1] += encoder.usage(gen.prompt_tokens, n + thinking, thinking)
     chunks[-1] += DONE
@@ -257,7 +281,7 @@ async def _stream(request: web.Request, state: SimState, gen: Generation, seq: S
         if request.transport is not None:
             request.transport.close()
     elif fault is None:
-        state.finished[gen.finish_reason] += 1
+        state.finished[gen.metric_reason] += 1
     return response
 
 
@@ -293,6 +317,10 @@ async def _respond(request: web.Request, state: SimState, gen: Generation, seq: 
     text = "".join(gen.tokens)
     if gen.kind == "chat":
         message: dict[str, Any] = {"role": "assistant", "content": text, "tool_calls": []}
+        if gen.tool is not None:
+            message["content"] = None
+            message["tool_calls"] = [{"id": gen.tool.id, "type": "function", "function": {
+                "name": gen.tool.name, "arguments": text}}]
         if gen.reasoning:
             message["reasoning_content"] = "".join(gen.reasoning)
         choice: dict[str, Any] = {"index": 0, "message": message}
@@ -305,7 +333,7 @@ async def _respond(request: web.Request, state: SimState, gen: Generation, seq: 
                          "model": gen.model, "choices": [choice],
                          "usage": usage_of(gen.prompt_tokens, n, len(gen.reasoning))})
     if fault is None:
-        state.finished[gen.finish_reason] += 1
+        state.finished[gen.metric_reason] += 1
     return await _deliver(request, body, fault, _headers(gen))
 
 

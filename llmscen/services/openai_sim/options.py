@@ -50,6 +50,15 @@ class OpenAISimOptions(BaseModel):
     reasoning_tokens: int = Field(0, ge=0, description="chat answers first think aloud: this "
                                   "many `reasoning_content` tokens (one chunk each, paced "
                                   "like the answer) before the answer's first token")
+    corrupt_under_load: int | None = Field(
+        None, ge=1, description="with more than this many requests running, every answer has "
+        "one token replaced by another, which one chosen by the number running (as batching "
+        "non-determinism or a corrupt KV cache would): a deterministic fault for `expect: "
+        "consistent`")
+    tool_arguments: str | None = Field(
+        None, description="a chat request with `tools` calls one (the one `tool_choice` "
+        "names, else the first) with arguments made from its parameters' schema; this text "
+        "replaces them (e.g. JSON that does not parse)")
     check_history: bool = Field(False, description="refuse (400) a chat request whose assistant "
                                 "messages are not answers this simulator gave, and count "
                                 "requests by the earlier answers they carry "

@@ -45,7 +45,8 @@ class SimState:
     prompt_tokens: int = 0
     generation_tokens: int = 0
     finished: dict[str, int] = field(default_factory=lambda: {"stop": 0, "length": 0, "abort": 0})
-    injected: dict[str, int] = field(default_factory=lambda: {"error": 0, "malformed": 0, "cut": 0})
+    injected: dict[str, int] = field(default_factory=lambda: {"error": 0, "malformed": 0, "cut": 0,
+                                                              "corrupt": 0})
     timings: Timings = field(default_factory=Timings)
     history: History = field(default_factory=History)
 

@@ -108,6 +108,22 @@ class ChunkEncoder:
                 chunks.append(final)
         return chunks
 
+    def tool_call(self, call_id: str, name: str, pieces: list[str],
+                  finish_reason: str) -> list[bytes]:
+        """One tool call, its arguments in pieces (one event each, as vLLM streams them):
+        the first event names the call, the last carries `finish_reason`."""
+        opening = self._head + b'[{"index":0,"delta":{"tool_calls":[{"index":0,'
+        head = (b'"id":' + orjson.dumps(call_id) + b',"type":"function","function":{"name":'
+                + orjson.dumps(name) + b',')
+        chunks = []
+        for i, piece in enumerate(pieces):
+            function = (head if i == 0 else b'"function":{') + b'"arguments":' + \
+                orjson.dumps(piece) + b"}}]"
+            closing = self._final % finish_reason.encode() if i == len(pieces) - 1 \
+                else self._close
+            chunks.append(opening + function + closing)
+        return chunks
+
     def reasoning(self, encoded: list[bytes]) -> list[bytes]:
         """One `reasoning_content` event per token (vLLM's reasoning parsers, DeepSeek)."""
         opening = self._head + b'[{"index":0,"delta":{"reasoning_content":'

@@ -167,3 +167,15 @@ def hold_back_text(tokens: Sequence[str], rate: float, rng: random.Random) -> li
             out[i + 1] = out[i] + out[i + 1]
             out[i] = ""
     return out
+
+
+def corrupt(tokens: list[str], running: int) -> None:
+    """Replace one token of an answer in place, which one and by what chosen by `running`
+    (the batch size), so the same request under a different load reads differently."""
+    if not tokens:
+        return
+    at = running % len(tokens)
+    word = _WORDS[(running * 31) % len(_WORDS)]
+    if tokens[at].strip() == word:
+        word = _WORDS[(running * 31 + 1) % len(_WORDS)]
+    tokens[at] = word if at == 0 or not tokens[at].startswith(" ") else " " + word
