@@ -134,7 +134,8 @@ class _Compiler:
         try:
             Scenario.model_validate(data)
         except ValidationError as exc:
-            self.problems.extend(diagnostics_from(exc, self.doc, Scenario))
+            # each SLO is checked by compile_slos (a `fit:` is not an `assert:` mapping)
+            self.problems.extend(diagnostics_from(exc, self.doc, Scenario, inside=("slos",)))
         services = self.services()
         targets = self.targets(services)
         data_plans = self.data()
