@@ -41,7 +41,9 @@ def least_squares(xs: Sequence[float], ys: Sequence[float]) -> Line:
     intercept = mean_y - slope * mean_x
     total = math.fsum((y - mean_y) ** 2 for y in ys)
     residual = math.fsum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys, strict=True))
-    r2 = 1.0 if total == 0 else max(0.0, 1.0 - residual / total)
+    # ys equal but for rounding (their mean is not exact): the flat line fits exactly
+    flat = total <= 1e-24 * math.fsum(y * y for y in ys)
+    r2 = 1.0 if flat else min(1.0, max(0.0, 1.0 - residual / total))
     return Line(slope, intercept, r2)
 
 
