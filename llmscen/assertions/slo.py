@@ -11,6 +11,7 @@ import difflib
 import operator
 from collections.abc import Callable, Iterable
 
+from llmscen.assertions.fit import evaluate_fit
 from llmscen.compile.plan import SLOPlan
 from llmscen.metrics import resources
 from llmscen.metrics.query import WINDOW_METRICS, aggregate, windows
@@ -42,6 +43,8 @@ def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = Non
     that ended by then (the driver judges `abort: true` SLOs while the run goes on);
     `where` names the scope in messages when `results` is already a part of the run (a
     search step)."""
+    if slo.fit is not None:
+        return evaluate_fit(slo, results)
     test = OPS[slo.op]
     scope = {"phase": slo.phase, "request": slo.request, "target": slo.target,
              "window": slo.window}

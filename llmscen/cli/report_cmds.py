@@ -12,7 +12,7 @@ from llmscen.assertions.slo import evaluate
 from llmscen.cli import exitcodes
 from llmscen.cli.failure import Failure
 from llmscen.compile.plan import SLOPlan
-from llmscen.compile.slo import compile_slos
+from llmscen.compile.slo import compile_slos, sweep_points
 from llmscen.metrics import resources
 from llmscen.metrics.results import ResultsError, RunResults
 from llmscen.spec.diagnostics import ScenarioError
@@ -59,7 +59,7 @@ def load_slos(path: str, results: RunResults) -> list[SLOPlan]:
                                                    "slos:\n  - latency.p95 < 5s")])
     services = {n.split(".")[1] for n in resources.names(results) if n.startswith("service.")}
     plans, problems = compile_slos(doc, scope_names(results), known="these results have",
-                                   services=services)
+                                   services=services, sweeps=sweep_points(results.phases))
     problems = [*doc.diagnostics(("slos",)), *problems]
     if problems:
         raise ScenarioError(problems)

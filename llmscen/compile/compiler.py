@@ -33,7 +33,7 @@ from llmscen.compile.plan import (
     SyntheticPlan,
     TargetPlan,
 )
-from llmscen.compile.slo import SLOSyntaxError, compile_slos, parse_slo
+from llmscen.compile.slo import SLOSyntaxError, compile_slos, parse_slo, sweep_points
 from llmscen.compile.tokenizer_file import TokenizerFileError, load_tokenizer
 from llmscen.compile.urls import url_problem
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError, did_you_mean, one_of
@@ -135,16 +135,18 @@ class _Compiler:
         try:
             Scenario.model_validate(data)
         except ValidationError as exc:
-            self.problems.extend(diagnostics_from(exc, self.doc, Scenario))
+            # each SLO is checked by compile_slos (a `fit:` is not an `assert:` mapping)
+            self.problems.extend(diagnostics_from(exc, self.doc, Scenario, inside=("slos",)))
         services = self.services()
         targets = self.targets(services)
         data_plans = self.data()
         phases = self.faults(self.phases(), services, targets)
-        requests = self.requests(targets, data_plans)
+        requests = self.requests(targets, data_plans, phases)
         before, after = self.once("before"), self.once("after")
         phases = self.with_setup(phases, before, after)
         self.unreachable(phases, requests)
         self.consistent(phases)
+        self.sweep_values(phases, requests)
         slos = self.slos(phases, requests, targets)
         goodput = self.goodput()
         baseline = self.baseline()
@@ -511,6 +513,26 @@ class _Compiler:
                                f"`expect: consistent` compares the answers to identical "
                                f"requests, which differ by design at temperature {heat}: "
                                "send `temperature: 0` (and a `seed` where the server takes one)")
+    def sweep_values(self, phases: list[PhasePlan], requests: list[RequestPlan]) -> None:
+        """A template reading a sweep's parameter ({{ batch }}) is sent only by phases that
+        set it: elsewhere the name is undefined and every call would fail."""
+        swept = {k for p in phases for k in p.vars}
+        flat = [g for p in phases for g in (p.groups or (p,))]
+        for index, request in enumerate(requests):
+            used = {name for step in request.steps for _, text in
+                    templates.walk_strings(step.payload) if templates.is_template(text)
+                    for name in templates.names_used(self.env, text)} & swept
+            for phase in flat:
+                sends = (phase.kind == "each" and request.name in phase.cases) or (
+                    phase.kind in ("open", "closed", "search") and
+                    (phase.mix is None or request.name in dict(phase.mix)))
+                missing = sorted(used - set(phase.vars))
+                if sends and missing:
+                    self.error(("requests", index), (
+                        f"request {request.name!r} reads {missing[0]!r}, which only the steps "
+                        f"of a sweep over {missing[0]!r} set, but phase {phase.sweep or phase.name!r} sends "
+                        f"it too: give that phase a `mix:` without {request.name!r}"))
+                    break
 
     def unreachable(self, phases: list[PhasePlan], requests: list[RequestPlan]) -> None:
         """A request no phase can send is a mistake, not a test that silently never runs."""
@@ -536,8 +558,8 @@ class _Compiler:
                 self.error(("requests", index, "name"), f"no phase sends request {name!r}: "
                            "name it in a phase's `mix:` or `each:`, or give a phase no `mix`")
 
-    def requests(self, targets: dict[str, TargetPlan],
-                 data: dict[str, DataPlan]) -> list[RequestPlan]:
+    def requests(self, targets: dict[str, TargetPlan], data: dict[str, DataPlan],
+                 phases: list[PhasePlan]) -> list[RequestPlan]:
         out: list[RequestPlan] = []
         declared_targets = set(self.section("targets", dict))
         declared_data = set(self.section("data", dict))
@@ -565,8 +587,9 @@ class _Compiler:
             if spec.steps is None and "body" not in raw and target is not None:
                 raw = self.synthetic_payload(raw, data.get(spec.data or ""), plugin, target)
             turns = spec.turns
+            swept = frozenset(k for p in phases for k in p.vars)
             steps = self.steps(spec, raw, loc, plugin, columns,
-                               SESSION_VARS if turns is not None else frozenset())
+                               (SESSION_VARS if turns is not None else frozenset()) | swept)
             session = None
             if turns is not None and steps is not None and target is not None:
                 session = self.session(spec, turns, raw, loc, plugin, target)
@@ -767,7 +790,8 @@ class _Compiler:
         started = {t.service for t in targets.values() if t.service} | {
             str(t["service"]) for t in self.section("targets", dict).values()
             if isinstance(t, dict) and isinstance(t.get("service"), str)}
-        plans, problems = compile_slos(self.doc, scopes, custom=custom, services=started)
+        plans, problems = compile_slos(self.doc, scopes, custom=custom, services=started,
+                                       sweeps=sweep_points(phases))
         self.problems += problems
         return plans
 

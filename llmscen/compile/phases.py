@@ -67,16 +67,25 @@ def expand(spec: PhaseSpec, index: int, base_seed: int) -> list[PhasePlan]:
     if spec.pause is not None:
         return [PhasePlan(name=name, kind="pause", duration=spec.pause, seed=seed,
                           warmup=spec.warmup)]
+    if spec.sweep is not None and spec.sweep.vars is not None:
+        # a request parameter: each step is the phase's own load with the value set
+        axis, values = next(iter(spec.sweep.vars.items()))
+        base = expand(spec.model_copy(update={"sweep": None, "name": name}), index,
+                      base_seed)[0]
+        return [base.model_copy(update={"name": f"{name}-{value}", "seed": seed + i,
+                                        "sweep": name, "vars": {axis: value}})
+                for i, value in enumerate(values)]
     if spec.sweep is not None:
         steps: list[PhasePlan] = []
         if spec.sweep.users is not None:
             for i, users in enumerate(spec.sweep.users):
                 steps.append(_closed(f"{name}-{users}", spec, users, None, seed + i, name,
-                                     **common))
+                                     **common).model_copy(update={"vars": {"users": users}}))
         else:
             for i, rate in enumerate(spec.sweep.arrival_rate or []):
                 label = format_rate(rate).removesuffix("/s")
-                steps.append(_open(f"{name}-{label}", spec, rate, None, seed + i, name, **common))
+                steps.append(_open(f"{name}-{label}", spec, rate, None, seed + i, name,
+                                   **common).model_copy(update={"vars": {"arrival_rate": rate}}))
         return steps
     if spec.arrival_rate is not None:
         ramp = parse_rate(spec.ramp_to) if spec.ramp_to is not None else None

@@ -97,6 +97,8 @@ class PhasePlan(Frozen):
     warmup: bool = False
     seed: int
     sweep: str | None = None               # the sweep phase this step came from
+    vars: dict[str, int | float | str] = Field(default_factory=dict)   # the sweep's value
+    #                                        for this step, by parameter: templates read it
     # open model
     rate: float | None = None              # per second at the start
     ramp_to: float | None = None           # per second at the end (linear)
@@ -208,8 +210,19 @@ class RequestPlan(Frozen):
     session: SessionPlan | None = None     # `turns:` a multi-turn session
 
 
+class FitPlan(Frozen):
+    """A `fit:` SLO: the metric in each step of `sweep` against the parameter `over`."""
+
+    over: str
+    sweep: str
+    points: tuple[tuple[str, float], ...]  # (step phase, parameter value), in sweep order
+    r2: float | None = None                # the least R²
+    slope_min: float | None = None         # base units of the metric per unit of `over`
+    slope_max: float | None = None
+
+
 class SLOPlan(Frozen):
-    text: str                              # as the user wrote it
+    text: str                              # as the user wrote it, or a fit's canonical text
     metric: str
     stat: str | None
     op: Literal["<", "<=", ">", ">=", "=="]
@@ -220,6 +233,7 @@ class SLOPlan(Frozen):
     window: float | None = None            # seconds
     abort: bool = False                    # stop the run as soon as it fails (window SLOs)
     where: str = ""                        # FILE:LINE:COL of the SLO
+    fit: FitPlan | None = None             # a fit across a sweep: op/threshold hold its R²
 
 
 class GoodputObjective(Frozen):

@@ -12,13 +12,13 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 from pydantic import TypeAdapter, ValidationError
 
-from llmscen.compile.plan import SLOPlan
+from llmscen.compile.plan import FitPlan, SLOPlan
 from llmscen.spec.diagnostics import Diagnostic, did_you_mean, one_of
 from llmscen.spec.errors import diagnostics_from
 from llmscen.spec.loader import Document, Loc
@@ -41,7 +41,7 @@ from llmscen.spec.metrics import (
     resource_metric,
     sample_key,
 )
-from llmscen.spec.models import SLOSpec
+from llmscen.spec.models import FitSpec, SLOSpec
 from llmscen.spec.units import DURATION_UNITS, RATE_UNITS, SIZE_UNITS
 
 Op = Literal["<", "<=", ">", ">=", "=="]
@@ -380,21 +380,90 @@ def _duration_hint(written: str, number: float) -> str:
     return as_ms if number >= 10 else as_s
 
 
+def parse_metric(text: str) -> tuple[Metric, str | None]:
+    """`METRIC[.STAT]` alone (a `fit:`), checked as in an SLO."""
+    parser = _Parser(text)
+    parser._skip_space()
+    metric, metric_col = parser._metric()
+    stat, stat_col = parser._stat()
+    parser._check_stat(metric, metric_col, stat, stat_col)
+    parser._skip_space()
+    if parser.pos < len(text):
+        raise SLOSyntaxError(f"unexpected {text[parser.pos:]!r} after the metric; `fit:` "
+                             "takes METRIC.STAT, e.g. service.triton.rss.max", parser.pos)
+    return metric, stat
+
+
+def parse_bounds(text: str, metric: Metric, stat: str | None
+                 ) -> tuple[float | None, float | None]:
+    """`LOW..HIGH` in the metric's units (either side may be empty), to base units."""
+    if not isinstance(text, str) or ".." not in text:
+        raise SLOSyntaxError(f"expected LOW..HIGH such as 8MB..40MB, got {text!r}", 0)
+    kind = "amount" if stat == "count" else metric.kind
+    out: list[float | None] = []
+    start = 0
+    for side in text.split("..", 1):
+        parser = _Parser(side)
+        parser._skip_space()
+        if parser.pos == len(side):
+            out.append(None)
+        else:
+            try:
+                out.append(parser._value(metric, kind))
+                parser._skip_space()
+                if parser.pos < len(side):
+                    raise SLOSyntaxError(f"unexpected {side[parser.pos:]!r}", parser.pos)
+            except SLOSyntaxError as exc:
+                raise SLOSyntaxError(exc.message, start + exc.column) from None
+        start += len(side) + 2
+    low, high = out
+    if low is None and high is None:
+        raise SLOSyntaxError("give at least one bound: 8MB..40MB, 8MB.. or ..40MB", 0)
+    if low is not None and high is not None and low > high:
+        raise SLOSyntaxError(f"the low bound is above the high one in {text!r}", 0)
+    return low, high
+
+
+class Stepped(Protocol):
+    """A sweep's step as the plan (PhasePlan) or saved results (PhaseInfo) have it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def sweep(self) -> str | None: ...
+    @property
+    def vars(self) -> dict[str, int | float | str]: ...
+
+
+def sweep_points(phases: Iterable[Stepped]) -> dict[str, dict[str, list[tuple[str, Any]]]]:
+    """sweep → parameter → [(step phase, value)], in the order the steps run."""
+    out: dict[str, dict[str, list[tuple[str, Any]]]] = {}
+    for phase in phases:
+        if phase.sweep is None:
+            continue
+        for key, value in phase.vars.items():
+            out.setdefault(phase.sweep, {}).setdefault(key, []).append((phase.name, value))
+    return out
+
+
 # -- the `slos:` list -------------------------------------------------------------------
 
 _ITEM = TypeAdapter(str | SLOSpec)
+MIN_FIT_POINTS = 3
 
 
 def compile_slos(doc: Document, scopes: Mapping[str, set[str]],
                  known: str = "known", custom: set[str] | None = None,
                  services: set[str] | None = None,
+                 sweeps: Mapping[str, Mapping[str, list[tuple[str, Any]]]] | None = None,
                  ) -> tuple[list[SLOPlan], list[Diagnostic]]:
     """The SLOs of `doc["slos"]`, and every problem with them.
 
     `scopes` holds the names each scope key (`phase`, `request`, `target`) may take;
     `known` introduces them in messages ("known", "these results have"); `custom` the
     custom metrics (`custom.NAME`) there are (None: any); `services` the services whose
-    processes are measured (`service.NAME.rss`), None: any.
+    processes are measured (`service.NAME.rss`), None: any; `sweeps` the steps of each
+    sweep by parameter (`sweep_points`), for `fit:` SLOs.
     """
     plans: list[SLOPlan] = []
     problems: list[Diagnostic] = []
@@ -402,6 +471,12 @@ def compile_slos(doc: Document, scopes: Mapping[str, set[str]],
     for index, raw in enumerate(items if isinstance(items, list) else []):
         loc: Loc = ("slos", index)
         if not doc.usable(loc):
+            continue
+        if isinstance(raw, dict) and "fit" in raw:
+            fit, fit_problems = _compile_fit(doc, loc, raw, sweeps or {}, known)
+            problems += fit_problems
+            if fit is not None:
+                plans.append(fit)
             continue
         try:
             item = raw if isinstance(raw, str) else _ITEM.validate_python(raw)
@@ -485,3 +560,78 @@ def _window_problems(doc: Document, loc: Loc, metric: str, window: float) -> lis
                                                     f"cannot have a window; windows take: "
                                                     f"{', '.join(sorted(WINDOW_METRICS))}"))
     return out
+
+
+def _compile_fit(doc: Document, loc: Loc, raw: dict[str, Any],
+                 sweeps: Mapping[str, Mapping[str, list[tuple[str, Any]]]],
+                 known: str) -> tuple[SLOPlan | None, list[Diagnostic]]:
+    """A `fit:` SLO: its metric, its sweep and parameter, its bounds."""
+    try:
+        spec = FitSpec.model_validate(raw)
+    except ValidationError as exc:
+        return None, diagnostics_from(exc, doc, FitSpec, prefix=loc)
+    problems: list[Diagnostic] = []
+    metric: Metric | None = None
+    stat: str | None = None
+    try:
+        metric, stat = parse_metric(spec.fit)
+        if metric.name == "capacity":
+            raise SLOSyntaxError("`capacity` is one figure of a search, not one per step", 0)
+    except SLOSyntaxError as exc:
+        problems.append(doc.diagnostic((*loc, "fit"), exc.message, offset=exc.column))
+    having = sorted(name for name, params in sweeps.items() if spec.over in params)
+    sweep = spec.sweep
+    if sweep is not None and sweep not in sweeps:
+        problems.append(doc.diagnostic((*loc, "sweep"), f"unknown sweep {sweep!r}"
+                                       f"{did_you_mean(sweep, sweeps)} ({known} sweeps: "
+                                       f"{one_of(sweeps) if sweeps else 'none'})"))
+        sweep = None
+    elif sweep is not None and spec.over not in sweeps[sweep]:
+        params = sorted(sweeps[sweep])
+        problems.append(doc.diagnostic((*loc, "over"), f"sweep {sweep!r} varies "
+                                       f"{one_of(params)}, not {spec.over!r}"
+                                       f"{did_you_mean(spec.over, params)}"))
+        sweep = None
+    elif sweep is None and len(having) != 1:
+        what = (f"{len(having)} sweeps vary {spec.over!r} ({', '.join(having)}): name one "
+                "with `sweep:`") if having else (
+            f"no sweep varies {spec.over!r} (sweeps vary: "
+            f"{one_of({p for params in sweeps.values() for p in params}) or 'nothing'})")
+        problems.append(doc.diagnostic((*loc, "over"), what))
+    elif sweep is None:
+        sweep = having[0]
+    points: list[tuple[str, float]] = []
+    if sweep is not None:
+        steps = sweeps[sweep][spec.over]
+        bad = [v for _, v in steps if isinstance(v, bool) or not isinstance(v, (int, float))]
+        if bad:
+            problems.append(doc.diagnostic((*loc, "over"), f"a fit needs numbers, and "
+                                           f"{spec.over!r} of sweep {sweep!r} takes {bad[0]!r}"))
+        elif len(steps) < MIN_FIT_POINTS:
+            problems.append(doc.diagnostic((*loc, "sweep" if spec.sweep else "over"),
+                                           f"sweep {sweep!r} has {len(steps)} step"
+                                           f"{'' if len(steps) == 1 else 's'}; a fit needs "
+                                           f"at least {MIN_FIT_POINTS} values of {spec.over!r}"))
+        elif len({float(v) for _, v in steps}) < 2:
+            problems.append(doc.diagnostic((*loc, "over"), "a fit needs at least two different "
+                                           f"values of {spec.over!r}"))
+        else:
+            points = [(phase, float(v)) for phase, v in steps]
+    slope: tuple[float | None, float | None] = (None, None)
+    if metric is not None and spec.linear.slope is not None:
+        try:
+            slope = parse_bounds(spec.linear.slope, metric, stat)
+        except SLOSyntaxError as exc:
+            problems.append(doc.diagnostic((*loc, "linear", "slope"), exc.message,
+                                           offset=exc.column))
+    if problems or metric is None or sweep is None:
+        return None, problems
+    tests = ([f"r2 >= {spec.linear.r2:g}"] if spec.linear.r2 is not None else []) + (
+        [f"slope {spec.linear.slope.strip()}"] if spec.linear.slope is not None else [])
+    text = f"fit {spec.fit.strip()} over {spec.over}: linear, {', '.join(tests)}"
+    where = doc.diagnostic((*loc, "fit"), "")
+    plan = FitPlan(over=spec.over, sweep=sweep, points=tuple(points), r2=spec.linear.r2,
+                   slope_min=slope[0], slope_max=slope[1])
+    return SLOPlan(text=text, metric=metric.name, stat=stat, op=">=",
+                   threshold=spec.linear.r2 or 0.0, phase=sweep,
+                   where=f"{where.file}:{where.line}:{where.col}", fit=plan), []

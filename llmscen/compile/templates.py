@@ -172,6 +172,15 @@ def check(env: Sandbox, source: str, allowed: Iterable[str],
     return problems + sandbox_problems(env, ast)
 
 
+def names_used(env: Sandbox, source: str) -> set[str]:
+    """The variables a template reads (none when it does not parse: `check` says why)."""
+    try:
+        ast = env.parse(source)
+    except TemplateSyntaxError:
+        return set()
+    return {n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"}
+
+
 def condition_source(text: str) -> str:
     """An `if:` expression as a template (its braces are optional)."""
     return text if is_template(text) else "{{ " + text + " }}"

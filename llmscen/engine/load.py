@@ -194,8 +194,8 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int) -> None:
         if cap is not None and state.waiting >= max(QUEUE_FACTOR * cap, QUEUE_MIN):
             flow.not_sent(state.phase.name, None, 1, cap_why)
             continue
-        context: dict[str, object] = {"phase": phase.name, "seq": seq, "user": 0,
-                                       "iteration": seq, "request": flow.plan.name}
+        context: dict[str, object] = {**phase.vars, "phase": phase.name, "seq": seq,
+                                       "user": 0, "iteration": seq, "request": flow.plan.name}
         begun: list[bool] = []
         task = loop.create_task(_one(state, flow, intended, context, rng, begun))
         state.tasks.add(task)
@@ -219,7 +219,7 @@ async def run_each(state: PhaseState, flows: Sequence[Flow], start_ns: int) -> N
             return
         state.started += 1
         await _one(state, flow, time.perf_counter_ns(),
-                   {"phase": phase.name, "seq": seq, "user": 0, "iteration": k,
+                   {**phase.vars, "phase": phase.name, "seq": seq, "user": 0, "iteration": k,
                     "request": flow.plan.name}, rng)
 
     if phase.concurrent:
@@ -254,7 +254,7 @@ async def run_closed(state: PhaseState, mix: Mix, start_ns: int) -> None:
             flow = mix.pick(user_rng)
             state.started += 1
             rest = await _run(state, flow, time.perf_counter_ns(),
-                              {"phase": phase.name, "seq": seq, "user": uid,
+                              {**phase.vars, "phase": phase.name, "seq": seq, "user": uid,
                                "iteration": iteration, "request": flow.plan.name}, user_rng)
             if phase.think_max > 0:
                 rest += user_rng.uniform(phase.think_min, phase.think_max)

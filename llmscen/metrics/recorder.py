@@ -100,7 +100,8 @@ class Recorder(BaseHandler):
         self.store.mark_phase(phase.name, event.started, event.now, phase.kind, phase.warmup,
                               planned_duration=phase.duration, sweep=phase.sweep or phase.parent,
                               offered_rate=offered, users=users,
-                              planned=[(event.started + t, v) for t, v in phase.planned_curve()])
+                              planned=[(event.started + t, v) for t, v in phase.planned_curve()],
+                              vars=phase.vars)
 
     def on_completed(self, event: Completed) -> None:
         self.store.record(event.phase, event.request, event.target, event.exchange,

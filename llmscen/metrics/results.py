@@ -159,6 +159,8 @@ class PhaseInfo(Model):
     ended: float
     planned_duration: float | None = None
     sweep: str | None = None          # the sweep (or groups) phase this one is part of
+    vars: dict[str, int | float | str] = Field(default_factory=dict)   # the sweep's value
+    #                                   in this step, by parameter (batch, users, arrival_rate)
     offered_rate: float | None = None    # arrivals per second asked for (open phases, mean)
     users: int | None = None          # users asked for (closed phases, at the end of a ramp)
     planned: list[tuple[float, float]] = Field(default_factory=list)   # the load asked for
@@ -305,6 +307,26 @@ class Resources(Model):
 # -- slots filled by other layers ----------------------------------------------------
 
 
+class FitPoint(Model):
+    phase: str                        # the sweep's step
+    x: float                          # the parameter's value there
+    y: float | None = None            # the metric there (base units); None: not measured
+
+
+class FitResult(Model):
+    """A `fit:` SLO's least-squares line through the steps of a sweep."""
+
+    over: str                         # the parameter
+    sweep: str
+    points: list[FitPoint] = Field(default_factory=list)
+    slope: float | None = None        # base units of the metric per unit of `over`
+    intercept: float | None = None
+    r2: float | None = None
+    r2_min: float | None = None       # the bounds asserted
+    slope_min: float | None = None
+    slope_max: float | None = None
+
+
 class SloResult(Model):
     text: str
     metric: str | None = None
@@ -317,6 +339,7 @@ class SloResult(Model):
     message: str = ""
     abort: bool = False               # the run stops as soon as this SLO fails
     where: str = ""                   # FILE:LINE:COL of the SLO
+    fit: FitResult | None = None      # a fit across a sweep: measured is its R²
 
 
 class Sample(Model):

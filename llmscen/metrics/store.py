@@ -315,7 +315,8 @@ class MetricStore:
     def mark_phase(self, name: str, start: float, end: float, kind: str, warmup: bool, *,
                    planned_duration: float | None = None, sweep: str | None = None,
                    offered_rate: float | None = None, users: int | None = None,
-                   planned: list[tuple[float, float]] | None = None) -> None:
+                   planned: list[tuple[float, float]] | None = None,
+                   vars: dict[str, int | float | str] | None = None) -> None:
         """Record a finished phase's wall time (seconds since run start).
 
         Phases that ended before this one started are drained by now, so their
@@ -328,7 +329,7 @@ class MetricStore:
         self._phases[name] = PhaseInfo(name=name, kind=kind, warmup=warmup, started=start,
                                        ended=end, planned_duration=planned_duration,
                                        sweep=sweep, offered_rate=offered_rate, users=users,
-                                       planned=planned or [])
+                                       planned=planned or [], vars=vars or {})
 
     def compact(self, phase: str) -> None:
         """Encode the live histograms of `phase`'s scopes."""

@@ -23,6 +23,7 @@ import llmscen
 from llmscen.metrics.results import RunResults
 from llmscen.report import charts, view
 from llmscen.report.errors import error_groups
+from llmscen.report.fit_view import fit_views
 from llmscen.report.reconcile import reconciliation
 from llmscen.report.resources import resource_table
 from llmscen.report.search_view import search_views
@@ -84,7 +85,7 @@ def render_html(results: RunResults) -> str:
         reconcile=[(r, show("latency", r.server_mean),
                     show("latency", r.client_mean) if r.client_metric else "–")
                    for r in reconciliation(results)],
-        searches=search_views(results),
+        searches=search_views(results), fits=fit_views(results),
     )
 
 

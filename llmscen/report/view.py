@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from llmscen.assertions.slo import show
 from llmscen.metrics.query import Aggregate, aggregate
 from llmscen.metrics.results import PhaseInfo, RunResults, ServerMetrics, SloResult
+from llmscen.report.fit_view import fit_summary
 from llmscen.report.produced import produced
 from llmscen.report.svg import format_clock
 from llmscen.report.terminal import verdict
@@ -179,6 +180,8 @@ def slo_rows(results: RunResults) -> list[SloRow]:
             measured = show(unit_metric, slo.measured)
         else:   # a window SLO that held keeps no single value
             measured = "every window" if slo.passed and slo.scope.get("window") else "–"
+        if slo.fit is not None:   # R² and slope against their bounds
+            measured, written = fit_summary(slo)
         adds = not slo.passed and (slo.measured is None or bool(slo.scope.get("window")))
         rows.append(SloRow(slo.passed, slo.text, slo_scope(slo), measured,
                            written or show(unit_metric, slo.threshold), slo.message,

@@ -76,10 +76,13 @@ def _node_at(data: Any, loc: Loc) -> Any:
 
 
 def diagnostics_from(exc: ValidationError, doc: Document, model: type[BaseModel],
-                     prefix: Loc = ()) -> list[Diagnostic]:
-    """One diagnostic per distinct problem; union noise collapsed to the clearest member."""
+                     prefix: Loc = (), inside: tuple[str, ...] = ()) -> list[Diagnostic]:
+    """One diagnostic per distinct problem; union noise collapsed to the clearest member.
+    Problems inside the items of the lists named by `inside` are left out: the caller
+    validates those items one by one."""
     out: dict[tuple[Loc, str], tuple[Diagnostic, Any]] = {}
-    errors = exc.errors(include_url=False)
+    errors = [e for e in exc.errors(include_url=False)
+              if not (len(e["loc"]) > 1 and e["loc"][0] in inside)]
     root = _node_at(doc.data, prefix)
     # A value that matched no member of a union (e.g. an SLO that is neither a string nor a
     # mapping) yields one error per member; keep the ones the user can act on.

@@ -7,6 +7,7 @@ options model, so one mistake gets one message whichever layer finds it.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -235,21 +236,53 @@ class DataSpec(Strict):
         return self
 
 
+SweepValue = int | float | str
+
+
 class SweepSpec(Strict):
     users: list[PositiveInt] | None = Field(None, description="one closed phase per number "
                                             "of users", examples=[[1, 5, 10, 20, 50]])
     arrival_rate: list[Rate] | None = Field(None, description="one open phase per rate "
                                             "(per second, or with a unit: 300/min)",
                                             examples=[[10, 20, 40]])
+    vars: dict[str, list[SweepValue]] | None = Field(
+        None, description="one phase per value of a request parameter, on the phase's own "
+                          "`users` or `arrival_rate`; templates read it by name "
+                          "({{ batch }}), and `fit:` SLOs fit metrics against it",
+        examples=[{"batch": [1, 2, 4, 8]}])
 
     @model_validator(mode="after")
     def _one_axis(self) -> SweepSpec:
-        if (self.users is None) == (self.arrival_rate is None):
-            raise ValueError("a sweep varies exactly one of `users:` or `arrival_rate:`")
-        values = self.users if self.users is not None else self.arrival_rate
-        if not values:
+        axes = [k for k in ("users", "arrival_rate", "vars") if getattr(self, k) is not None]
+        if len(axes) != 1:
+            raise ValueError("a sweep varies exactly one of `users:`, `arrival_rate:` or "
+                             "`vars:` (a request parameter)")
+        if self.vars is not None:
+            if len(self.vars) != 1:
+                raise ValueError("`vars:` sweeps one parameter: {batch: [1, 2, 4, 8]}")
+            name, values = next(iter(self.vars.items()))
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in SWEEP_RESERVED:
+                raise ValueError(f"sweep parameter {name!r}: use letters, digits and '_' (not "
+                                 "starting with a digit), not one of the templates' own names ("
+                                 f"{', '.join(sorted(SWEEP_RESERVED))})")
+            if len({str(v) for v in values}) != len(values):
+                raise ValueError(f"sweep parameter {name!r} repeats a value")
+        counts = [len(v) for v in (self.users, self.arrival_rate, *(self.vars or {}).values())
+                  if v is not None]
+        if not all(counts):
             raise ValueError("a sweep needs at least one value")
         return self
+
+    @property
+    def axis(self) -> str:
+        """The swept parameter: `users`, `arrival_rate` or the one name of `vars`."""
+        if self.vars is not None:
+            return next(iter(self.vars))
+        return "users" if self.users is not None else "arrival_rate"
+
+
+# Names a template already has (compile.templates.BUILTIN_VARS), and `row`.
+SWEEP_RESERVED = frozenset({"phase", "request", "user", "iteration", "seq", "row"})
 
 
 def parse_mix(value: Any) -> tuple[tuple[str, float], ...]:
@@ -413,7 +446,8 @@ class PhaseSpec(Strict):
     # others
     pause: Duration | None = Field(None, description="send nothing for this long")
     sweep: SweepSpec | None = Field(None, description="one phase per value, each `duration` "
-                                    "long, named <name>-<value>")
+                                    "long, named <name>-<value>; a `vars:` sweep (a request "
+                                    "parameter) on this phase's `users` or `arrival_rate`")
     each: Literal["all"] | list[str] | None = Field(
         None, description="a test-case phase: send each listed request (or `all`) `times` "
                           "times, in order, or all at once with `concurrent: true`")
@@ -432,6 +466,13 @@ class PhaseSpec(Strict):
     @model_validator(mode="after")
     def _one_model(self) -> PhaseSpec:
         given = [k for k in _MODELS if getattr(self, k) is not None]
+        if self.sweep is not None and self.sweep.vars is not None:
+            # a parameter sweep runs on the phase's own load model
+            load = [k for k in ("users", "arrival_rate") if k in given]
+            if len(load) != 1:
+                raise ValueError("a `sweep: {vars: ...}` phase also gives its load: exactly "
+                                 "one of `users` or `arrival_rate` (the same in every step)")
+            given.remove(load[0])
         if len(given) != 1:
             raise ValueError("a phase is exactly one of: `arrival_rate` (open model), `users` "
                              "(closed model), `pause`, `sweep`, `each` (test cases), "
@@ -440,7 +481,8 @@ class PhaseSpec(Strict):
         kind = given[0]
         swept = None
         if self.sweep is not None:
-            swept = "users" if self.sweep.users is not None else "arrival_rate"
+            swept = "users" if self.sweep.users is not None or self.users is not None \
+                else "arrival_rate"
         if self.search is not None:
             swept = "users" if self.search.users is not None else "arrival_rate"
         is_open = kind == "arrival_rate" or swept == "arrival_rate"
@@ -571,6 +613,36 @@ class SLOSpec(Strict):
                                            "abortOnFail); needs a `window`")
 
 
+class LinearSpec(Strict):
+    """What a linear fit must show (`linear:` of a `fit:` SLO)."""
+
+    r2: float | None = Field(None, ge=0, le=1, description="the least R² (coefficient of "
+                             "determination) of the least-squares line, e.g. 0.95")
+    slope: str | None = Field(None, description="LOW..HIGH: the line's slope, in the metric's "
+                              "unit per unit of the parameter, e.g. 8MB..40MB (either side may "
+                              "be left out: ..40MB)")
+
+    @model_validator(mode="after")
+    def _something(self) -> LinearSpec:
+        if self.r2 is None and self.slope is None:
+            raise ValueError("`linear:` asserts `r2:`, `slope:` or both, e.g. "
+                             "{r2: 0.95, slope: 8MB..40MB}")
+        return self
+
+
+class FitSpec(Strict):
+    """An SLO across the steps of a sweep: a metric per step against the swept parameter."""
+
+    fit: str = Field(description="METRIC.STAT taken in each step of the sweep, e.g. "
+                                 "service.triton.rss.max or latency.p95")
+    over: str = Field(description="the swept parameter: a `vars:` name (batch), `users` or "
+                                  "`arrival_rate`")
+    sweep: str | None = Field(None, description="the sweep phase; default: the one sweep over "
+                                                "`over`")
+    linear: LinearSpec = Field(description="the metric is a line in the parameter: "
+                                           "{r2: 0.95, slope: 8MB..40MB}")
+
+
 class RunSpec(Strict):
     """How the run itself behaves when things go wrong (`run:`)."""
 
@@ -616,9 +688,9 @@ class Scenario(Strict):
                                     "phase after another (docs/phases.md)")
     requests: list[RequestSpec] = Field(min_length=1, description="the traffic mix: each "
                                         "arrival picks one request by weight")
-    slos: list[str | SLOSpec] = Field(default_factory=list, description="objectives judged "
-                                      "after the run: latency.p95 < 5s, or a mapping with "
-                                      "`assert:` and scopes (docs/slo.md)")
+    slos: list[str | SLOSpec | FitSpec] = Field(
+        default_factory=list, description="objectives judged after the run: latency.p95 < 5s, "
+        "a mapping with `assert:` and scopes, or a `fit:` across a sweep (docs/slo.md)")
     goodput: dict[str, Duration] = Field(default_factory=dict,
                                          description="per-request objectives, e.g. ttft: 500ms")
     run: RunSpec = Field(default_factory=RunSpec, description="how the run behaves when "

@@ -79,22 +79,35 @@ class TensorData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     datatype: Datatype = Field(description="KServe v2 datatype, e.g. BYTES, INT32, FP32")
-    shape: list[int] = Field(description="without the batch dimension is fine for a batching "
-                                         "model: batch 1 is added")
+    shape: list[int | str] | str = Field(
+        description="without the batch dimension is fine for a batching model: batch 1 is "
+                    "added; a size may be a template: [\"{{ batch }}\"]")
     data: list[Any] | str | int | float | bool = Field(description="values, flat or nested; "
                                                                    "strings parse as numbers")
 
     @model_validator(mode="after")
     def _count_matches_shape(self) -> TensorData:
-        if any(d < 0 for d in self.shape):
+        dims = [self.shape] if isinstance(self.shape, str) else self.shape
+        for d in dims:
+            if isinstance(d, str) and not _templated(d):
+                raise ValueError(f"shape {self.shape} holds {d!r}: a size is a number or a "
+                                 "template such as \"{{ batch }}\"")
+        if isinstance(self.shape, str) or any(isinstance(d, str) for d in self.shape) or \
+                (isinstance(self.data, str) and _templated(self.data)):
+            return self     # known when the template renders, checked on send
+        if any(d < 0 for d in self.shape):   # type: ignore[operator]
             raise ValueError(f"shape {self.shape} must not hold negative sizes")
         count = 1
         for d in self.shape:
-            count *= d
+            count *= d   # type: ignore[assignment]
         given = _count(self.data)
         if given != count:
             raise ValueError(f"shape {self.shape} holds {count} values but data has {given}")
         return self
+
+
+def _templated(text: str) -> bool:
+    return "{{" in text or "{%" in text
 
 
 def _item(data: Any, index: int, batch: int) -> Any:

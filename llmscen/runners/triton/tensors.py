@@ -41,7 +41,7 @@ def flatten(data: Any) -> list[Any]:
 
 def to_array(datatype: str, shape: Iterable[int], data: Any) -> np.ndarray:
     """The numpy array for one input; template-rendered strings are parsed as numbers."""
-    shape = tuple(shape)
+    shape = _dims(shape)
     values = flatten(data)
     if len(values) != math.prod(shape):
         raise TensorDataError(f"shape {list(shape)} holds {math.prod(shape)} values but data has "
@@ -64,6 +64,18 @@ def to_array(datatype: str, shape: Iterable[int], data: Any) -> np.ndarray:
                 raise
             raise TensorDataError(f"data is not {datatype}: {exc}") from None
     return array.reshape(shape)
+
+
+def _dims(shape: Any) -> tuple[int, ...]:
+    """A shape as rendered: sizes may come from templates (`["{{ batch }}"]`)."""
+    items = shape if isinstance(shape, (list, tuple)) else [shape]
+    try:
+        dims = tuple(int(_number(d)) for d in items)
+    except (TensorDataError, TypeError, ValueError):
+        raise TensorDataError(f"shape {list(items)} is not a list of sizes") from None
+    if any(d < 0 for d in dims):
+        raise TensorDataError(f"shape {list(dims)} must not hold negative sizes")
+    return dims
 
 
 def _number(value: Any) -> Any:
@@ -144,7 +156,7 @@ class ModelInfo:
 
 
 def _shape_fits(shape: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
-    return len(shape) == len(wanted) and all(w == -1 or w == s
+    return len(shape) == len(wanted) and all(w == -1 or s == -1 or w == s
                                              for s, w in zip(shape, wanted, strict=True))
 
 
@@ -166,7 +178,11 @@ def check_request(info: ModelInfo, payload: Mapping[str, Any], *, protocol: str,
         if datatype != spec.datatype:
             problems.append(f"inputs.{name}.datatype: {datatype} but {model} takes "
                             f"{spec.datatype}")
-        shape = info.wire_shape(name, tuple(tensor.get("shape") or ()))
+        raw = tensor.get("shape") or ()
+        if isinstance(raw, str):
+            continue      # a template: checked when it renders
+        # a size from a template is known only on send
+        shape = info.wire_shape(name, tuple(d if isinstance(d, int) else -1 for d in raw))
         if not _shape_fits(shape, spec.shape):
             problems.append(f"inputs.{name}.shape: {list(tensor.get('shape') or [])} does not "
                             f"fit {list(spec.shape)} of {model}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from llmscen.spec.units import Duration
+from llmscen.spec.units import Duration, Size
 
 
 class TritonSimOptions(BaseModel):
@@ -22,6 +24,12 @@ class TritonSimOptions(BaseModel):
     max_prompt_chars: int = Field(2000, ge=1, description="longer prompts are refused with "
                                                           "INVALID_ARGUMENT")
     max_steps: int = Field(50, ge=1, description="largest num_inference_steps accepted")
+    memory_per_image: Size = Field(0, ge=0, le=2**30, description="memory `flux` allocates, "
+                                   "touches and holds per image of a request while it is "
+                                   "computed (512KB, 16MB): the server's RSS follows the batch")
+    memory_growth: Literal["linear", "quadratic"] = Field(
+        "linear", description="how that memory grows with the batch N: N × memory_per_image, "
+                              "or N² × memory_per_image (a planted super-linear leak)")
     # llm_stream: a decoupled token streamer
     ttft: Duration = Field(0.05, description="time to first token")
     itl: Duration = Field(0.01, description="time between tokens")

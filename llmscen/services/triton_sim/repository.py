@@ -93,7 +93,9 @@ def flux_config(options: TritonSimOptions) -> str:
         'instance_group [ { count: 1 kind: KIND_CPU } ]',
         _params(image_size=options.image_size, sizes=",".join(map(str, sizes)),
                 max_batch_size=options.max_batch_size, max_prompt_chars=options.max_prompt_chars,
-                max_steps=options.max_steps, workers=max(16, 4 * options.max_batch_size)),
+                max_steps=options.max_steps, workers=max(16, 4 * options.max_batch_size),
+                memory_per_image=int(options.memory_per_image),
+                memory_growth=options.memory_growth),
         "",
     ])
 
