@@ -275,7 +275,7 @@ def test_resource_slos_judge_a_real_run(tmp_path: Path) -> None:
     seconds = [t for s in run.series.resources if s.name == "host.cpu" for t, _ in s.points]
     assert seconds == sorted(set(seconds)), seconds     # one sample a second at most
     raw = orjson.loads((tmp_path / "out" / "results.json").read_bytes())
-    assert raw["schema_version"] == 4 and raw["resources"]["stats"]
+    assert raw["schema_version"] == 5 and raw["resources"]["stats"]
     # the reports show them
     assert "resource (mean · max)" in result.output and "service.sim.rss" in result.output
     html = next((tmp_path / "out").glob("**/report.html")).read_text()

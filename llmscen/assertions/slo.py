@@ -75,7 +75,8 @@ def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = Non
         if worst is not None:
             start, value = worst
             return base.model_copy(update={
-                "measured": value, "message": f"{name} was {show(slo.metric, value, slo.stat)} in the "
+                "measured": value, "window_start": start,
+                "message": f"{name} was {show(slo.metric, value, slo.stat)} in the "
                 f"window starting at {start:g}s, expected {limit} in every "
                 f"{format_duration(slo.window)} window ({count} windows)"})
         return base.model_copy(update={"passed": True, "message": f"{name} held {limit} in "

@@ -24,6 +24,8 @@ per second, and errors split by status with the phases and times they occurred.
 Version 4 added resource metrics sampled every second (the client's CPU and memory,
 the host's, every started service's process tree, GPUs) as series and per-phase stats.
 It also added `meta.cluster`: where the workers of a `--engine ray` run ran.
+Version 5 added `slos[].cause` (what the telemetry showed where a failed SLO failed)
+and `slos[].window_start`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import llmscen
 from llmscen.errors import InputError
 from llmscen.spec.secrets import public_url
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MAX_SAMPLES = 5          # sample messages kept per error class / expectation
 MAX_MESSAGE = 500        # characters kept of one sample message
 MAX_EXCERPT = 300        # characters kept of an output excerpt
@@ -303,6 +305,27 @@ class Resources(Model):
 # -- slots filled by other layers ----------------------------------------------------
 
 
+class Finding(Model):
+    """One thing the telemetry showed in a failed SLO's scope (assertions/cause.py)."""
+
+    kind: str                         # server_queue, kv_cache, preemptions, client_cpu,
+    #                                   schedule_lag, service_cpu, host_cpu (stable)
+    message: str
+    metric: str | None = None         # what was read, e.g. server.vllm:num_requests_waiting
+    value: float | None = None        # base units, as the rule compared it
+    threshold: float | None = None
+
+
+class Cause(Model):
+    """What the telemetry showed in the scope where an SLO failed; no findings: nothing
+    notable."""
+
+    scope: str                        # e.g. `phase peak`, `window 12s–22s`
+    findings: list[Finding] = Field(default_factory=list)
+    checked: list[str] = Field(default_factory=list)   # every figure the rules read
+    text: str                         # the sentence reports and JUnit show
+
+
 class SloResult(Model):
     text: str
     metric: str | None = None
@@ -315,6 +338,8 @@ class SloResult(Model):
     message: str = ""
     abort: bool = False               # the run stops as soon as this SLO fails
     where: str = ""                   # FILE:LINE:COL of the SLO
+    window_start: float | None = None   # window SLOs that failed: the first window that did
+    cause: Cause | None = None        # failed SLOs: what the telemetry showed in their scope
 
 
 class Sample(Model):

@@ -154,6 +154,7 @@ class SloRow:
     threshold: str
     message: str
     why: str           # the message, when it adds to the columns (windows, nothing measured)
+    cause: str = ""    # a failed SLO: what the telemetry showed where it failed
 
 
 def slo_scope(slo: SloResult) -> str:
@@ -182,7 +183,8 @@ def slo_rows(results: RunResults) -> list[SloRow]:
         adds = not slo.passed and (slo.measured is None or bool(slo.scope.get("window")))
         rows.append(SloRow(slo.passed, slo.text, slo_scope(slo), measured,
                            written or show(unit_metric, slo.threshold), slo.message,
-                           slo.message if adds else ""))
+                           slo.message if adds else "",
+                           slo.cause.text if slo.cause is not None else ""))
     return rows
 
 
