@@ -229,6 +229,8 @@ def test_a_queueing_simulator_is_named_in_the_report_and_junit(tmp_path: Path) -
     assert "queueing on the server" in message and "vllm:num_requests_waiting" in message
     html = next((tmp_path / "out").glob("**/report.html")).read_text()
     assert "queueing on the server" in html
+    assert "<td title=\"requests queued for a place in the batch\">waiting requests (requests)" \
+        in html      # the server-metrics table names known families
     # `llmscen report` on the saved file says the same
     again = CliRunner().invoke(cli, ["report", str(tmp_path / "out" / "results.json"),
                                      "--junit", str(tmp_path / "again.xml")])
@@ -254,3 +256,28 @@ def test_a_calm_server_has_nothing_notable(tmp_path: Path) -> None:
         assert "nothing notable" in message and "vllm:num_requests_waiting mean 0" in message
     else:
         assert "nothing notable" not in message and "CPU was saturated" in message
+
+
+# -- known server families: one table in code, the same in docs/slo.md ---------------------
+
+def test_the_known_families_table_in_the_docs_is_the_codes() -> None:
+    from llmscen.spec.server_families import FAMILIES
+
+    doc = (ROOT / "docs" / "slo.md").read_text(encoding="utf-8")
+    section = doc.split("### Known server families", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("| `")]
+    assert [(r[0].strip("`"), r[1], r[2], r[3]) for r in rows] == \
+        [(f.name, f.title, f.unit, f.meaning) for f in FAMILIES.values()]
+
+
+def test_series_of_known_families_get_their_names() -> None:
+    from llmscen.report.view import server_label
+    from llmscen.spec.server_families import title_of
+
+    assert server_label('vllm:num_requests_waiting{model_name="m"}')[0] == \
+        "waiting requests (requests)"
+    assert title_of("vllm:request_queue_time_seconds_sum") == "server queue time (sum)"
+    assert title_of("nv_inference_queue_duration_us") == "queue time"
+    assert server_label("vllm:num_preemptions_total")[1].startswith("requests preempted")
+    assert server_label("my_own_gauge") == ("", "")

@@ -79,7 +79,7 @@ def render_html(results: RunResults) -> str:
         more_tables=[t for t in tables if t.key not in view.KEY_METRICS],
         chart_sets=charts.time_chart_sets(results),
         distribution_charts=charts.distribution_charts(results),
-        server=view.server_tables(results),
+        server=view.server_tables(results), server_label=view.server_label,
         resources=resource_table(results), unavailable=results.resources.unavailable,
         reconcile=[(r, show("latency", r.server_mean),
                     show("latency", r.client_mean) if r.client_metric else "–")

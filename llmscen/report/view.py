@@ -15,6 +15,7 @@ from llmscen.report.produced import produced
 from llmscen.report.svg import format_clock
 from llmscen.report.terminal import verdict
 from llmscen.spec.metrics import CUSTOM_PREFIX, HISTOGRAM_METRICS, lookup, sample_key, split_key
+from llmscen.spec.server_families import family_of, title_of
 from llmscen.spec.units import format_duration
 
 KEY_METRICS = ("latency", "ttft", "itl", "tpot")
@@ -330,6 +331,15 @@ def server_tables(results: RunResults) -> list[tuple[str, list[str], list[tuple[
             rows.append((key, cells))
         out.append((target or "", phases, rows))
     return out
+
+
+def server_label(key: str) -> tuple[str, str]:
+    """(friendly name with unit, meaning) of a series of a known family; ('', '') else."""
+    name = split_key(key)[0]
+    family = family_of(name)
+    if family is None:
+        return "", ""
+    return f"{title_of(name)} ({family.unit})", family.meaning
 
 
 def _number(value: float | None) -> str:
