@@ -34,11 +34,14 @@ from llmscen.metrics.recorder import Recorder
 from llmscen.metrics.request_log import RequestLog
 from llmscen.metrics.results import Meta, TargetInfo
 from llmscen.metrics.series import SEAL_AFTER
+from llmscen.spec.metrics import split_key
+from llmscen.spec.server_families import IN_FLIGHT
 
 log = logging.getLogger(__name__)
 SNAPSHOT_S = 2.0        # a lost worker loses at most this much of its histograms
 FD_RESERVE = 128        # descriptors kept free for logs, services, the runners' own use
 NOT_THE_API_AFTER = 5   # this many first answers, all "no such endpoint", end the run
+SERVER_DRAIN_S = 2.0    # how long the phase end waits for the servers to finish its requests
 NOT_THE_API_STATUS = frozenset({404, 405, 501})
 
 Send = Callable[[m.Report], None]
@@ -286,6 +289,8 @@ class Worker:
                 watching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watching
+            if self.index == 0 and self._scraped and not self.engine.interrupted:
+                await self._server_drained(phase.name)
             info = self.recorder.store.phase_info(phase.name)
             self.progress()
             self.send(m.PhaseDone(self.index, command.index,
@@ -314,6 +319,27 @@ class Worker:
         if phase is not None and self._scraped is not None:
             self.engine.report_scrape(phase, self._scraped, now)
         self._scraped = now
+
+    async def _server_drained(self, phase: str) -> None:
+        """Worker 0, once the phase's own requests have ended: wait (at most
+        SERVER_DRAIN_S) until no target reports requests running or waiting, so the
+        phase-end reading, taken after this barrier, holds all of the phase's requests."""
+        deadline = time.monotonic() + SERVER_DRAIN_S
+        busy: dict[str, float] = {}
+        while True:
+            busy = {}
+            for target, exposed in (await self.engine.scrape()).items():
+                n = sum(v for k, v in exposed.values.items() if split_key(k)[0] in IN_FLIGHT)
+                if n > 0:
+                    busy[target] = n
+            if not busy or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for target, n in busy.items():
+            self.engine.note(f"phase {phase!r}: target {target!r} still had {n:g} requests "
+                             f"running or waiting on the server {SERVER_DRAIN_S:g}s after the "
+                             "phase's last response; its server figures for the phase may "
+                             "miss them")
 
     async def _read_servers(self, phase: str, interval: float) -> None:
         """Worker 0, while `phase` runs: the targets' metrics every `interval` seconds, as

@@ -24,8 +24,8 @@ per second, and errors split by status with the phases and times they occurred.
 Version 4 added resource metrics sampled every second (the client's CPU and memory,
 the host's, every started service's process tree, GPUs) as series and per-phase stats.
 It also added `meta.cluster`: where the workers of a `--engine ray` run ran.
-Version 5 added `slos[].cause` (what the telemetry showed where a failed SLO failed)
-and `slos[].window_start`.
+Version 5 added `slos[].cause` (what the telemetry showed where a failed SLO failed),
+`slos[].window_start` and the server's histograms per phase (`server_metrics[].histograms`).
 """
 
 from __future__ import annotations
@@ -390,6 +390,18 @@ class ErrorSummary(Model):
         return samples[:MAX_SAMPLES]
 
 
+class ServerHistogram(Model):
+    """What one phase did to a server's Prometheus histogram (one label set): its
+    buckets' increases, so the phase's own distribution (metrics/server_histograms.py)."""
+
+    bounds: list[float] = Field(default_factory=list)   # the buckets' upper bounds (`le`),
+    #                                   ascending, +Inf left out
+    counts: list[float] = Field(default_factory=list)   # observations per bucket, not
+    #                                   cumulative: one per bound, then one above the last
+    sum: float = 0.0                  # the observations' total (the family's unit)
+    count: float = 0.0
+
+
 class ServerMetrics(Model):
     """A target's Prometheus series around one phase, keyed `name` or `name{a="1",…}`."""
 
@@ -401,6 +413,8 @@ class ServerMetrics(Model):
     types: dict[str, str] = Field(default_factory=dict)   # sample name → counter | gauge |
     #                                   untyped, from the exposition's `# TYPE`; {} when the
     #                                   plugin does not say (then `delta` has every series)
+    histograms: dict[str, ServerHistogram] = Field(default_factory=dict)   # histogram family
+    #                                   (with its labels but `le`) → the phase's buckets
 
     def total(self, name: str, of: Literal["before", "after", "delta"] = "delta") -> float:
         """A sample name's value summed over its label sets (0 when absent)."""

@@ -23,11 +23,10 @@ import llmscen
 from llmscen.metrics.results import RunResults
 from llmscen.report import charts, view
 from llmscen.report.errors import error_groups
-from llmscen.report.reconcile import reconciliation
+from llmscen.report.reconcile import cells, reconciliation
 from llmscen.report.resources import resource_table
 from llmscen.report.search_view import search_views
 from llmscen.report.svg import format_clock
-from llmscen.spec.units import show
 
 
 def environment() -> jinja2.Environment:
@@ -81,9 +80,7 @@ def render_html(results: RunResults) -> str:
         distribution_charts=charts.distribution_charts(results),
         server=view.server_tables(results), server_label=view.server_label,
         resources=resource_table(results), unavailable=results.resources.unavailable,
-        reconcile=[(r, show("latency", r.server_mean),
-                    show("latency", r.client_mean) if r.client_metric else "–")
-                   for r in reconciliation(results)],
+        reconcile=cells(reconciliation(results)),
         searches=search_views(results),
     )
 

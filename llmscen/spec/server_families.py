@@ -110,6 +110,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "faults the simulator injected, by kind"),
 )}
 
+# gauges of requests the server has not finished (running or waiting): the phase-end
+# reading waits for them to reach 0, so a phase's histograms hold all its requests
+IN_FLIGHT = ("vllm:num_requests_running", "vllm:num_requests_waiting",
+             "llamacpp:requests_processing", "llamacpp:requests_deferred",
+             "nv_inference_pending_request_count")
+
 _PARTS = ("_bucket", "_sum", "_count")
 
 
