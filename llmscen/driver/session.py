@@ -161,6 +161,9 @@ class Driver:
         return self._results()
 
     async def _run(self, plan: Plan, dead: Any) -> None:
+        if self.options.export is not None:     # workers add what only the export shows
+            plan = plan.model_copy(update={"run": plan.run.model_copy(
+                update={"live_export": True})})
         count = self.options.workers
         cluster = self.options.cluster
         pump = None
