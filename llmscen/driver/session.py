@@ -222,7 +222,9 @@ class Driver:
         """Resources once a second of the run (driver/resources.py), off the event loop."""
         assert self.started is not None, "sampling starts once the services have"
         pids = {name: e.pid for name, e in self.started.endpoints.items() if e.pid is not None}
-        self.sampler = sampler = await asyncio.to_thread(Sampler, pids)
+        separate = self.options.workers > 1 or self.options.cluster is not None
+        self.sampler = sampler = await asyncio.to_thread(
+            lambda: Sampler(pids, separate_workers=separate))
         due = 0     # the second of the run the next sample stands for
         try:
             while True:
