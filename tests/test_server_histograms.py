@@ -132,3 +132,41 @@ def test_server_distributions_beside_the_clients(tmp_path: Path) -> None:
     assert "histogram_quantile" in html        # the precision is stated
 
 
+
+
+DRAIN = """\
+version: 1
+name: drain
+services:
+  sim: {builtin: openai-sim, options: {ttft: 600ms, itl: 5ms, output_tokens: 4}}
+targets:
+  chat: {plugin: vllm, service: sim, model: sim-model, timeout: 100ms}
+requests:
+  - name: chat
+    target: chat
+    stream: true
+    body: {messages: [{role: user, content: hi}], max_tokens: 4}
+phases:
+  - {name: load, arrival_rate: 5, duration: 2s}
+metrics: {server_interval: 0s}
+slos:
+  - error_rate <= 100%
+"""
+
+
+@pytest.mark.slow
+def test_the_phase_end_reading_waits_for_the_server_to_finish(tmp_path: Path) -> None:
+    # the client gives up after 100 ms; the server notices only when it writes its first
+    # token, 500 ms later: the reading at the phase's end must wait for that
+    (tmp_path / "s.yaml").write_text(DRAIN)
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "s.yaml"), "-q", "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    run = RunResults.load(tmp_path / "out" / "results.json")
+    (entry,) = run.server_metrics
+    timeouts = aggregate(run, phase="load").counters.errors.get("timeout", 0)
+    assert timeouts == aggregate(run).counters.requests >= 8
+    assert entry.delta['vllm:request_success_total{finished_reason="abort",'
+                       'model_name="sim-model"}'] == timeouts
+    assert entry.after['vllm:num_requests_running{model_name="sim-model"}'] == 0
+    assert not [n for n in run.meta.notes if "still had" in n], run.meta.notes

@@ -57,14 +57,15 @@ class _Scope:
                                  self.target if server else None, self.between)
 
     def increase(self, sample: str) -> float | None:
-        """A server counter's increase in scope: the phase deltas, or in a window the
-        readings' increases per second added up (in proportion: ratios stay right)."""
+        """A server counter's increase in scope: the phase deltas, or in a window its mean
+        increase per second over the readings there times the window's length."""
         if self.between is None:
             value, _ = resources.server_increase(self.results, f"server.{sample}", self.phase,
                                                  self.target)
             return value
         values = self.samples(f"server.{sample}", server=True)
-        return sum(values) if values else None
+        start, end = self.between
+        return sum(values) / len(values) * (end - start) if values else None
 
     def names(self, prefix: str, suffix: str) -> list[str]:
         return sorted({s.name for s in self.results.series.resources
