@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 
-from llmscen.metrics.results import ServerHistogram
+from llmscen.metrics.resources import chosen_phases
+from llmscen.metrics.results import RunResults, ServerHistogram
 from llmscen.spec.metrics import sample_key, split_key
 
 
@@ -80,3 +81,19 @@ def merged(histograms: list[ServerHistogram]) -> ServerHistogram | None:
                                                        strict=True)],
                            sum=sum(h.sum for h in histograms),
                            count=sum(h.count for h in histograms))
+
+
+def in_scope(results: RunResults, name: str, phase: str | None = None,
+             target: str | None = None) -> ServerHistogram | None:
+    """The server histogram `name` (`family` or `family{label="x"}`, as an SLO names it
+    after `server.`) over the phases in scope (as `resources.chosen_phases`) and the
+    targets, its matching label sets added up; None when no phase kept it (or their
+    bounds differ)."""
+    family, selector = split_key(name)
+    chosen = chosen_phases(results, phase)
+    found = [h for entry in results.server_metrics
+             if entry.phase in chosen and target in (None, entry.target)
+             for key, h in entry.histograms.items()
+             if split_key(key)[0] == family and
+             all(split_key(key)[1].get(k) == v for k, v in selector.items())]
+    return merged(found)
