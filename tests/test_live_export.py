@@ -4,6 +4,7 @@ typed Progress messages, the CLI, and a real Prometheus scraping a running llmsc
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 import shutil
@@ -289,3 +290,81 @@ def test_the_dashboard_is_grafana_json_over_the_exported_names() -> None:
         for name in re.findall(r"\bllmscen_[a-z_]+", expr):
             assert name in exported, (name, expr)
         assert "$job" in expr    # every panel follows the job picker
+
+
+# -- ITL and the server's own gauges --------------------------------------------------------
+
+def test_the_collector_serves_itl_and_server_gauges() -> None:
+    export = LiveExport("s")
+    counts = [0] * (len(BUCKETS) + 1)
+    counts[BUCKETS.index(0.005)] = 3          # three gaps of (2.5 ms, 5 ms]
+    counts[-1] = 1                            # one above 300 s
+    report = dataclasses.replace(
+        _progress(0, []), itl={("chat", "llm"): (counts, 3 * 4_000 + 301_000_000)},
+        server={("llm", 'vllm:num_requests_waiting{model_name="m"}'): 4.0,
+                ("llm", 'vllm:num_requests_running{model_name="m"}'): 2.0})
+    export.progress(report)
+    export.progress(dataclasses.replace(     # the latest reading wins
+        _progress(0, []), server={("llm", 'vllm:num_requests_waiting{model_name="m"}'): 1.0}))
+    got = _scrape(export)
+    key = (("request", "chat"), ("target", "llm"))
+    buckets = {dict(k)["le"]: v for k, v in got["llmscen_itl_seconds_bucket"].items()}
+    assert buckets["0.0025"] == 0 and buckets["0.005"] == 3 and buckets["300.0"] == 3
+    assert buckets["+Inf"] == got["llmscen_itl_seconds_count"][key] == 4
+    assert got["llmscen_itl_seconds_sum"][key] == pytest.approx(301.012)
+    labels = (("model_name", "m"), ("target", "llm"))
+    assert got["llmscen_server_vllm_num_requests_waiting"][labels] == 1.0
+    assert got["llmscen_server_vllm_num_requests_running"][labels] == 2.0
+
+
+LIVE_SERVER = SCENARIO.replace("plugin: openai", "plugin: vllm").replace(
+    "duration: 4s", "duration: 5s")
+
+
+def _read_export(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+        text = resp.read().decode()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+@pytest.mark.slow
+def test_the_export_endpoint_serves_itl_and_server_gauges_while_it_runs(tmp_path: Path) -> None:
+    port = _free_port()
+    (tmp_path / "s.yaml").write_text(LIVE_SERVER)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "llmscen.cli.main", "run", str(tmp_path / "s.yaml"), "-q",
+         "--out", str(tmp_path / "out"), "--prometheus", f"127.0.0.1:{port}",
+         "--prometheus-hold", "3s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    running_seen = False
+    try:
+        deadline = time.monotonic() + 60
+        while run.poll() is None and time.monotonic() < deadline:
+            try:
+                seen = _read_export(port)
+            except OSError:
+                time.sleep(0.2)
+                continue
+            running_seen = running_seen or bool(seen.get("llmscen_phase"))
+            time.sleep(0.3)
+        output = run.communicate(timeout=60)[0]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, output
+    assert running_seen, "the export never showed the phase running"
+    results = RunResults.load(tmp_path / "out" / "results.json")
+    key = (("request", "chat"), ("target", "chat"))
+    itl = aggregate(results).histogram("itl")
+    assert itl is not None
+    # every gap the results hold, once the last report arrived (the hold keeps serving)
+    assert seen["llmscen_itl_seconds_count"][key] == itl.count
+    waiting = seen["llmscen_server_vllm_num_requests_waiting"]
+    assert set(waiting) == {(("model_name", "sim-model"), ("target", "chat"))}
+    assert all(v >= 0 for v in waiting.values())
+    assert (("model_name", "sim-model"), ("target", "chat")) in \
+        seen["llmscen_server_vllm_num_requests_running"]

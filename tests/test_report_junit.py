@@ -32,7 +32,10 @@ def test_one_failing_and_two_passing_slos(tmp_path: Path) -> None:
         else:
             (failure,) = case.result
             assert isinstance(failure, Failure)
-            assert failure.message == slo.message
+            # the SLO's sentence, then what the telemetry showed where it failed
+            assert slo.cause is not None
+            assert failure.message == f"{slo.message}\n{slo.cause.text}"
+            assert "telemetry in phase steady: nothing notable" in failure.message
             assert failure.type == "SLO"
             assert "ttft.p99 = " in failure.message and "expected < 10ms" in failure.message
             assert "[phase steady, request chat] FAILED" in failure.message

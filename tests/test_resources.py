@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from llmscen.cli.main import cli
 from llmscen.compile.slo import OPS, SLOExpr, SLOSyntaxError, format_slo, parse_slo
-from llmscen.driver.resources import Gpus, Sampler
+from llmscen.driver.resources import Gpus, Sampler, WorkerSample
 from llmscen.metrics import resources
 from llmscen.metrics.resources import phase_stats
 from llmscen.metrics.results import (
@@ -308,11 +308,25 @@ def test_two_workers_sum_into_client_cpu(tmp_path: Path) -> None:
     series = {s.name: dict(s.points) for s in run.series.resources if s.phase == "peak"}
     both = set(series["worker.0.cpu"]) & set(series["worker.1.cpu"]) & set(series["client.cpu"])
     assert both, series
-    for t in both:   # the total is the workers' sum, second by second
-        assert math.isclose(series["client.cpu"][t],
-                            series["worker.0.cpu"][t] + series["worker.1.cpu"][t])
+    for t in both:   # the workers' and the driver's (a process apart), second by second
+        assert math.isclose(series["client.cpu"][t], series["worker.0.cpu"][t] +
+                            series["worker.1.cpu"][t] + series["driver.cpu"][t])
         assert series["client.memory"][t] == series["worker.0.memory"][t] + \
-            series["worker.1.memory"][t]
+            series["worker.1.memory"][t] + series["driver.memory"][t]
+        assert series["driver.memory"][t] > 1e6
+
+
+def test_the_driver_counts_for_the_client_only_when_the_workers_run_apart() -> None:
+    workers = {0: WorkerSample(cpu=0.5, rss=1000)}
+    alone = Sampler({}, gpus=Gpus(unavailable="x")).sample(0, "p", workers)
+    assert alone["client.cpu"] == 0.5 and alone["client.memory"] == 1000   # one process
+    assert alone["driver.memory"] > 1e6
+    apart = Sampler({}, gpus=Gpus(unavailable="x"), separate_workers=True).sample(0, "p",
+                                                                                 workers)
+    assert apart["client.cpu"] == 0.5 + apart["driver.cpu"]
+    assert apart["client.memory"] == 1000 + apart["driver.memory"]
+    between = Sampler({}, gpus=Gpus(unavailable="x"), separate_workers=True).sample(0, None, {})
+    assert "client.cpu" not in between and "driver.cpu" in between   # no phase: no client
 
 
 def test_unknown_services_and_request_scopes_are_errors_at_their_place(tmp_path: Path) -> None:

@@ -152,13 +152,13 @@ def test_a_run_saves_its_context(tmp_path: Path, workers: str) -> None:
     assert error.status == 503 and error.error == "http"
     assert set(error.phases) <= {"open", "users"} and error.first is not None
     assert error.last is not None and 0 <= error.first <= error.last <= users.ended + 1
-    assert orjson.loads(raw)["schema_version"] == 4
+    assert orjson.loads(raw)["schema_version"] == 5
 
 
 def test_the_documented_example_is_a_valid_results_file() -> None:
     text = (Path(__file__).resolve().parent.parent / "docs" / "results.md").read_text()
     example = text.split("```json\n", 1)[1].split("\n```", 1)[0]
     results = RunResults.model_validate(orjson.loads(example))
-    assert results.schema_version == 4 and results.meta.targets[0].server
+    assert results.schema_version == 5 and results.meta.targets[0].server
     assert results.resources.stats[0].name == "client.cpu"
     assert results.phases[0].planned == [(2.006, 10.0), (5.006, 50.0)]

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable
 
 from llmscen.assertions.fit import evaluate_fit
 from llmscen.compile.plan import SLOPlan
-from llmscen.metrics import resources
+from llmscen.metrics import resources, server_histograms
 from llmscen.metrics.query import WINDOW_METRICS, aggregate, windows
-from llmscen.metrics.results import RunResults, SloResult, TargetInfo
-from llmscen.spec.metrics import resource_metric, split_key
+from llmscen.metrics.results import RunResults, ServerHistogram, SloResult, TargetInfo
+from llmscen.spec.metrics import percentile_of, resource_metric, split_key
 from llmscen.spec.units import format_duration, show
 
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -78,7 +78,8 @@ def evaluate_one(slo: SLOPlan, results: RunResults, *, until: float | None = Non
         if worst is not None:
             start, value = worst
             return base.model_copy(update={
-                "measured": value, "message": f"{name} was {show(slo.metric, value, slo.stat)} in the "
+                "measured": value, "window_start": start,
+                "message": f"{name} was {show(slo.metric, value, slo.stat)} in the "
                 f"window starting at {start:g}s, expected {limit} in every "
                 f"{format_duration(slo.window)} window ({count} windows)"})
         return base.model_copy(update={"passed": True, "message": f"{name} held {limit} in "
@@ -101,6 +102,11 @@ def _sampled(slo: SLOPlan, results: RunResults, base: SloResult, name: str,
     """A resource metric: a stat over its per-second samples in the phases in scope."""
     assert slo.stat is not None, "the grammar requires a stat of a sampled metric"
     server = slo.metric.startswith("server.")
+    if server and slo.stat != "increase":
+        h = server_histograms.in_scope(results, slo.metric.removeprefix("server."), slo.phase,
+                                       slo.target)
+        if h is not None:
+            return _histogram(slo, h, base, name, limit)
     if slo.stat == "increase":
         value, why = resources.server_increase(results, slo.metric, slo.phase, slo.target)
         how = "from the scrapes at each phase's start and end"
@@ -118,6 +124,33 @@ def _sampled(slo: SLOPlan, results: RunResults, base: SloResult, name: str,
         "measured": value, "passed": passed,
         "message": f"{name} = {show(slo.metric, value, slo.stat)}, expected {limit} "
                    f"[{scope_text(slo)}; {how}] {'ok' if passed else 'FAILED'}"})
+
+
+def _histogram(slo: SLOPlan, h: ServerHistogram, base: SloResult, name: str,
+               limit: str) -> SloResult:
+    """A server histogram's phase distribution: its mean (exact) or a percentile estimated
+    from its buckets, whose bucket is its precision."""
+    assert slo.stat is not None
+    rank = percentile_of(slo.stat) if slo.stat not in ("min", "max", "mean") else None
+    if slo.stat == "mean":
+        value, how = (h.sum / h.count if h.count else None), "exact"
+    elif rank is not None:
+        found = server_histograms.quantile(h, rank / 100)
+        value = found[0] if found else None
+        how = f"estimated from the buckets: it lies in {found[1]:g}–{found[2]:g}" if found \
+            else ""
+    else:
+        return base.model_copy(update={"message": f"{name}: a server histogram keeps buckets, "
+                                       "not its extremes: use mean or pNN"})
+    if value is None:
+        return base.model_copy(update={"message": f"{name}: the server observed nothing in "
+                                       f"scope ({scope_text(slo)})"})
+    passed = OPS[slo.op](value, slo.threshold)
+    return base.model_copy(update={
+        "measured": value, "passed": passed,
+        "message": f"{name} = {show(slo.metric, value, slo.stat)}, expected {limit} "
+                   f"[{scope_text(slo)}; the server's histogram, {h.count:,.0f} observations, "
+                   f"{how}] {'ok' if passed else 'FAILED'}"})
 
 
 def unknown_server_metrics(slos: Iterable[SLOPlan], targets: Iterable[TargetInfo]) -> list[str]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from llmscen.assertions.cause import explain
 from llmscen.assertions.slo import OPS
 from llmscen.metrics.query import aggregate
 from llmscen.metrics.results import (
@@ -198,9 +199,11 @@ class _Judge:
             refused = self._refused_budget(slo) if self.answers else None
             if refused is not None:
                 return refused
-            return slo.model_copy(update={"passed": None,
+            return slo.model_copy(update={"passed": None, "cause": None,
                                           "message": f"not judged: {self.why}"})
-        return slo
+        # a failed SLO says what the telemetry showed where it failed (assertions/cause.py)
+        return slo.model_copy(update={"cause": explain(self.results, slo)
+                                      if slo.passed is False else None})
 
     def _refused_budget(self, slo: SloResult) -> SloResult | None:
         """An error budget the server's own refusals (HTTP error statuses) already exceed:
@@ -280,8 +283,9 @@ class _Judge:
             self.reasons.append(Reason(kind="slo_failed", message=slo.message,
                                        detail={"slo": slo.text, "where": slo.where}))
         partial = " (partial results: the run was stopped early)" if self.interrupted else ""
+        cause = f"\n{slo.cause.text}" if slo.cause is not None else ""
         return Case(kind="slo", name=name, status="passed" if slo.passed else "failed",
-                    message=slo.message + partial, slo=index)
+                    message=slo.message + partial + cause, slo=index)
 
     def _scopes(self, name: str) -> list[tuple[str, str | None, str, Counters]]:
         """(phase, sweep, target, counters) of `name`'s scopes outside warmup phases."""

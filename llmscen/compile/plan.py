@@ -251,6 +251,8 @@ class RunSettings(Frozen):
     connect_failures: int = 20             # consecutive, per target; 0: never stop for them
     large_chunk: int = 20                  # characters past which a content chunk is large
     server_interval: float = 1.0           # seconds between server-metric scrapes in a phase
+    live_export: bool = False              # set by the driver under --prometheus: workers
+    #                                        also report what only the live export shows
 
 
 class Plan(Frozen):

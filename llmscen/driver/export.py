@@ -30,10 +30,10 @@ from llmscen.driver import messages as m
 from llmscen.errors import InputError
 from llmscen.metrics.histogram import Histogram
 from llmscen.metrics.results import SeriesPoint
+from llmscen.spec.metrics import split_key
+from llmscen.spec.server_families import FAMILIES
 
-# seconds; fine enough below a second for TTFT, up to what an image or a long answer takes
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
-           1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+BUCKETS = m.LIVE_BUCKETS
 
 
 class ExportError(InputError):
@@ -52,6 +52,12 @@ class Buckets:
             seconds = value_us / 1e6
             self.counts[bisect.bisect_left(BUCKETS, seconds)] += count
             self.total += seconds * count
+
+    def add_counts(self, counts: list[int], total_us: int) -> None:
+        """Counts a worker already put into BUCKETS (one per bound, then +Inf)."""
+        for i, n in enumerate(counts):
+            self.counts[i] += n
+        self.total += total_us / 1e6
 
     def cumulative(self) -> list[tuple[str, float]]:
         out, running = [], 0
@@ -79,7 +85,9 @@ class LiveExport(Collector):
         self._ttft: dict[tuple[str, str], Buckets] = {}
         self._workers: dict[int, _Worker] = {}
         self._phase = ""
+        self._itl: dict[tuple[str, str], Buckets] = {}
         self._resources: dict[str, float] = {}
+        self._readings: dict[tuple[str, str], float] = {}   # (target, series) → server gauge
         self._server: Any = None
 
     # -- fed by the driver ----------------------------------------------------------------
@@ -91,6 +99,9 @@ class LiveExport(Collector):
             for scope in report.points:
                 for point in scope.points:
                     self._add(scope.request, scope.target, point)
+            for key, (counts, total_us) in report.itl.items():
+                self._itl.setdefault(key, Buckets()).add_counts(counts, total_us)
+            self._readings.update(report.server)
 
     def _add(self, request: str, target: str, p: SeriesPoint) -> None:
         key = (request, target)
@@ -126,7 +137,9 @@ class LiveExport(Collector):
             for name, what, data in (("llmscen_latency_seconds", "intended start to last byte",
                                       self._latency),
                                      ("llmscen_ttft_seconds", "intended start to first "
-                                      "content", self._ttft)):
+                                      "content", self._ttft),
+                                     ("llmscen_itl_seconds", "gaps between consecutive token "
+                                      "chunks (as the itl metric)", self._itl)):
                 family = HistogramMetricFamily(name, what, labels=["request", "target"])
                 for (request, target), b in sorted(data.items()):
                     family.add_metric([request, target], b.cumulative(), b.total)
@@ -169,6 +182,25 @@ class LiveExport(Collector):
         for name, value in sorted(self._resources.items()):
             resource.add_metric([name], value)
         yield resource
+        yield from self._server_gauges()
+
+    def _server_gauges(self) -> Iterator[Metric]:
+        """The targets' own gauges of known families, as last read (once a second), one
+        family each: `llmscen_server_<family>` with `target` and the server's labels."""
+        by_family: dict[str, list[tuple[str, dict[str, str], float]]] = {}
+        for (target, key), value in sorted(self._readings.items()):
+            family, labels = split_key(key)
+            by_family.setdefault(family, []).append((target, labels, value))
+        for family, rows in by_family.items():
+            names = sorted({k for _, labels, _ in rows for k in labels} - {"target"})
+            known = FAMILIES.get(family)
+            gauge = GaugeMetricFamily(
+                "llmscen_server_" + family.replace(":", "_"),
+                f"{family} as the target exposes it" + (f": {known.meaning}" if known else ""),
+                labels=["target", *names])
+            for target, labels, value in rows:
+                gauge.add_metric([target, *(labels.get(n, "") for n in names)], value)
+            yield gauge
 
     # -- serving ------------------------------------------------------------------------
     def serve(self, address: str) -> str:

@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 from llmscen.compile.plan import PhasePlan
 from llmscen.metrics.results import ScopeSeries, TargetInfo
 
+# The live export's histogram bounds, seconds: fine enough below a second for TTFT and
+# ITL, up to what an image or a long answer takes. Workers count ITL into them.
+LIVE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+                1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+
 # -- driver → worker -----------------------------------------------------------------
 
 
@@ -118,6 +123,11 @@ class Progress:
     client_waits: int = 0            # arrivals that waited for the client's in-flight limit
     users: int = 0                   # closed phases: virtual users running now
     rss: int = 0                     # bytes, the worker process's resident memory now
+    # under --prometheus (plan.run.live_export): ITL gaps since the last report by (request,
+    # target), counted into LIVE_BUCKETS (one count per bound, then +Inf) with their sum in µs
+    itl: dict[tuple[str, str], tuple[list[int], int]] = field(default_factory=dict)
+    server: dict[tuple[str, str], float] = field(default_factory=dict)   # worker 0: the
+    #                                  latest reading of known server gauges, (target, series)
 
 
 @dataclass(frozen=True)

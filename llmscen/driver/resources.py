@@ -22,7 +22,7 @@ import psutil
 from llmscen.metrics.results import ResourceSeries
 
 log = logging.getLogger(__name__)
-ORDER = ("client", "worker", "host", "service", "gpu")
+ORDER = ("client", "driver", "worker", "host", "service", "gpu")
 TREE_REFRESH_S = 5.0   # how often a service's process tree is listed again
 FRESH_S = 1.5        # a worker's report older than this says nothing about this second
 
@@ -89,8 +89,13 @@ class Sampler:
     own figures, as per-second series by (metric, phase)."""
 
     def __init__(self, services: Mapping[str, Callable[[], int | None]], *,
-                 gpus: Gpus | None = None) -> None:
+                 gpus: Gpus | None = None, separate_workers: bool = False) -> None:
         self.services = dict(services)        # name → its process id now
+        # the driver's own process; its CPU counts for the client when the workers run
+        # elsewhere (an in-process worker's own figure already covers the whole process)
+        self.driver = psutil.Process()
+        self.driver.cpu_percent(None)
+        self.separate_workers = separate_workers
         self.gpus = gpus if gpus is not None else Gpus.open()
         self.unavailable: dict[str, str] = {}
         if self.gpus.unavailable:
@@ -107,12 +112,20 @@ class Sampler:
         """Take one sample at second `t` of the run, while `phase` runs (None: none); the
         values taken."""
         values: dict[str, float] = {}
+        try:
+            with self.driver.oneshot():
+                driver = (self.driver.cpu_percent(None) / 100,
+                          float(self.driver.memory_info().rss))
+        except psutil.Error:
+            driver = (0.0, 0.0)
+        values["driver.cpu"], values["driver.memory"] = driver
         if workers:
             for index, w in sorted(workers.items()):
                 values[f"worker.{index}.cpu"] = w.cpu
                 values[f"worker.{index}.memory"] = float(w.rss)
-            values["client.cpu"] = sum(w.cpu for w in workers.values())
-            values["client.memory"] = float(sum(w.rss for w in workers.values()))
+            own = driver if self.separate_workers else (0.0, 0.0)
+            values["client.cpu"] = sum(w.cpu for w in workers.values()) + own[0]
+            values["client.memory"] = float(sum(w.rss for w in workers.values())) + own[1]
         values["host.cpu"] = psutil.cpu_percent(None) / 100
         memory = psutil.virtual_memory()
         values["host.memory"] = float(memory.total - memory.available)

@@ -161,6 +161,9 @@ class Driver:
         return self._results()
 
     async def _run(self, plan: Plan, dead: Any) -> None:
+        if self.options.export is not None:     # workers add what only the export shows
+            plan = plan.model_copy(update={"run": plan.run.model_copy(
+                update={"live_export": True})})
         count = self.options.workers
         cluster = self.options.cluster
         pump = None
@@ -219,7 +222,9 @@ class Driver:
         """Resources once a second of the run (driver/resources.py), off the event loop."""
         assert self.started is not None, "sampling starts once the services have"
         pids = {name: e.pid for name, e in self.started.endpoints.items() if e.pid is not None}
-        self.sampler = sampler = await asyncio.to_thread(Sampler, pids)
+        separate = self.options.workers > 1 or self.options.cluster is not None
+        self.sampler = sampler = await asyncio.to_thread(
+            lambda: Sampler(pids, separate_workers=separate))
         due = 0     # the second of the run the next sample stands for
         try:
             while True:

@@ -10,6 +10,7 @@ that phase, says `PhaseDone`, and reports `Progress` every second and a
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
@@ -34,11 +35,15 @@ from llmscen.metrics.recorder import Recorder
 from llmscen.metrics.request_log import RequestLog
 from llmscen.metrics.results import Meta, TargetInfo
 from llmscen.metrics.series import SEAL_AFTER
+from llmscen.spec.metrics import split_key
+from llmscen.spec.server_families import FAMILIES, IN_FLIGHT
 
 log = logging.getLogger(__name__)
 SNAPSHOT_S = 2.0        # a lost worker loses at most this much of its histograms
 FD_RESERVE = 128        # descriptors kept free for logs, services, the runners' own use
 NOT_THE_API_AFTER = 5   # this many first answers, all "no such endpoint", end the run
+LIVE_BUCKETS_US = tuple(round(b * 1e6) for b in m.LIVE_BUCKETS)
+SERVER_DRAIN_S = 2.0    # how long the phase end waits for the servers to finish its requests
 NOT_THE_API_STATUS = frozenset({404, 405, 501})
 
 Send = Callable[[m.Report], None]
@@ -77,6 +82,10 @@ class Watch(BaseHandler):
         #                                                 recovers
         self.first: dict[str, list[str]] = {}        # target → evidence of its first answers
         self.judged_targets: set[str] = set()
+        # --prometheus only: ITL gaps counted into the live buckets since the last report
+        self.live = worker.plan.run.live_export
+        self.itl: dict[tuple[str, str], tuple[list[int], int]] = {}
+        self.server: dict[tuple[str, str], float] = {}   # worker 0: known gauges, as last read
 
     def on_completed(self, event: Completed) -> None:
         self.requests += 1
@@ -104,6 +113,16 @@ class Watch(BaseHandler):
                                     f"{took / 1e9:.2f}s after {fault[1]}"))
         if target not in self.judged_targets:
             self._first_answers(event)
+        if self.live and ex.itl_us:
+            counts, total = self.itl.setdefault((event.request, target),
+                                                ([0] * (len(LIVE_BUCKETS_US) + 1), 0))
+            for gap in ex.itl_us:
+                counts[bisect.bisect_left(LIVE_BUCKETS_US, gap)] += 1
+            self.itl[(event.request, target)] = (counts, total + sum(ex.itl_us))
+
+    def take_itl(self) -> dict[tuple[str, str], tuple[list[int], int]]:
+        taken, self.itl = self.itl, {}
+        return taken
 
     def _first_answers(self, event: Completed) -> None:
         ex = event.exchange
@@ -181,7 +200,7 @@ class Worker:
             not_sent_by=dict(self.watch.not_sent_by),
             descriptors=(open_descriptors(), self.cap + FD_RESERVE), emfile=self.watch.emfile,
             client_waits=self.watch.client_waits, users=self._users(),
-            rss=self._rss()))
+            rss=self._rss(), itl=self.watch.take_itl(), server=dict(self.watch.server)))
 
     def _rss(self) -> int:
         try:
@@ -286,6 +305,8 @@ class Worker:
                 watching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watching
+            if self.index == 0 and self._scraped and not self.engine.interrupted:
+                await self._server_drained(phase.name)
             info = self.recorder.store.phase_info(phase.name)
             self.progress()
             self.send(m.PhaseDone(self.index, command.index,
@@ -315,6 +336,27 @@ class Worker:
             self.engine.report_scrape(phase, self._scraped, now)
         self._scraped = now
 
+    async def _server_drained(self, phase: str) -> None:
+        """Worker 0, once the phase's own requests have ended: wait (at most
+        SERVER_DRAIN_S) until no target reports requests running or waiting, so the
+        phase-end reading, taken after this barrier, holds all of the phase's requests."""
+        deadline = time.monotonic() + SERVER_DRAIN_S
+        busy: dict[str, float] = {}
+        while True:
+            busy = {}
+            for target, exposed in (await self.engine.scrape()).items():
+                n = sum(v for k, v in exposed.values.items() if split_key(k)[0] in IN_FLIGHT)
+                if n > 0:
+                    busy[target] = n
+            if not busy or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for target, n in busy.items():
+            self.engine.note(f"phase {phase!r}: target {target!r} still had {n:g} requests "
+                             f"running or waiting on the server {SERVER_DRAIN_S:g}s after the "
+                             "phase's last response; its server figures for the phase may "
+                             "miss them")
+
     async def _read_servers(self, phase: str, interval: float) -> None:
         """Worker 0, while `phase` runs: the targets' metrics every `interval` seconds, as
         per-second series (metrics/server.py)."""
@@ -326,6 +368,11 @@ class Worker:
             await asyncio.sleep(max(0.0, due - now))
             for target, exposed in (await self.engine.scrape()).items():
                 self.recorder.server_series.add(due, phase, target, exposed)
+                if self.watch.live:
+                    self.watch.server.update(
+                        ((target, k), v) for k, v in exposed.values.items()
+                        if split_key(k)[0] in FAMILIES and
+                        exposed.types.get(split_key(k)[0]) == "gauge")
 
     async def _close(self) -> None:
         try:

@@ -92,6 +92,8 @@ class ServerScrape:
     after: dict[str, float]
     types: dict[str, str] = field(default_factory=dict)   # sample name → counter | gauge |
     #                                                        untyped; {} when not known
+    buckets_before: dict[str, float] = field(default_factory=dict)   # histograms' buckets
+    buckets_after: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -186,6 +186,9 @@ class Exposed:
     #                            `_sum` and `_count` are counters)
     declared: dict[str, str] = field(default_factory=dict)   # `# TYPE` family → type, also
     #                            of families with no samples yet (labels not used so far)
+    buckets: dict[str, float] = field(default_factory=dict)   # histograms' cumulative
+    #                            buckets: `name_bucket{le="0.1",…}` → count (kept apart: they
+    #                            are read per phase, not every second)
 
     def names(self) -> list[str]:
         """Every sample name the server exposes or has declared (a counter family `x` may

@@ -316,7 +316,8 @@ class Engine:
         for target, now in after.items():
             then = before.get(target)
             self.handler.handle(ServerScrape(phase, target, then.values if then else {},
-                                             now.values, now.types))
+                                             now.values, now.types,
+                                             then.buckets if then else {}, now.buckets))
 
     def _note_reconnects(self) -> None:
         for name, runner in self.runners.items():

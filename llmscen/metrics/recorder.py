@@ -30,6 +30,7 @@ from llmscen.metrics.results import (
     StepInfo,
 )
 from llmscen.metrics.server import ServerSeries
+from llmscen.metrics.server_histograms import phase_histograms
 from llmscen.metrics.store import MetricStore
 from llmscen.spec.metrics import split_key
 from llmscen.spec.secrets import Scrubber
@@ -162,7 +163,9 @@ class Recorder(BaseHandler):
             delta = {k: v - event.before.get(k, 0.0) for k, v in event.after.items()}
         self.server.append(ServerMetrics(phase=event.phase, target=event.target,
                                          before=event.before, after=event.after, delta=delta,
-                                         types=dict(event.types)))
+                                         types=dict(event.types),
+                                         histograms=phase_histograms(
+                                             event.buckets_before, event.buckets_after, delta)))
 
     def on_run_ended(self, event: RunEnded) -> None:
         self.meta.ended_at = dt.datetime.now(dt.timezone.utc)

@@ -38,10 +38,12 @@ def chosen_phases(results: RunResults, phase: str | None) -> set[str]:
 
 
 def samples(results: RunResults, name: str, phase: str | None = None,
-            target: str | None = None) -> list[float]:
-    """Every sample of `name` in scope (phases as `chosen_phases`). A server series'
-    name may select labels (`server.x{model="flux"}`); the series that match are added
-    second by second, as are a server's several targets unless `target` picks one."""
+            target: str | None = None, between: tuple[float, float] | None = None
+            ) -> list[float]:
+    """Every sample of `name` in scope (phases as `chosen_phases`; `between`: only the
+    seconds in [start, end)). A server series' name may select labels
+    (`server.x{model="flux"}`); the series that match are added second by second, as are
+    a server's several targets unless `target` picks one."""
     base, selector = split_key(name)
     chosen = chosen_phases(results, phase)
     by_second: dict[tuple[str | None, int], float] = {}
@@ -50,6 +52,8 @@ def samples(results: RunResults, name: str, phase: str | None = None,
                 any(s.labels.get(k) != v for k, v in selector.items()):
             continue
         for t, v in s.points:
+            if between is not None and not between[0] <= t < between[1]:
+                continue
             by_second[(s.phase, t)] = by_second.get((s.phase, t), 0.0) + v
     return [v for _, v in sorted(by_second.items(), key=lambda kv: kv[0][1])]
 

@@ -25,7 +25,9 @@ Version 4 added resource metrics sampled every second (the client's CPU and memo
 the host's, every started service's process tree, GPUs) as series and per-phase stats.
 It also added `meta.cluster`: where the workers of a `--engine ray` run ran.
 Version 5 added `consistency`: digests of the answers to each rendered request of an
-`expect: consistent` step, by phase, judged after the workers' results are merged.
+`expect: consistent` step, by phase, judged after the workers' results are merged;
+`slos[].cause` (what the telemetry showed where a failed SLO failed), `slos[].window_start`,
+`slos[].fit` and the server's histograms per phase (`server_metrics[].histograms`).
 """
 
 from __future__ import annotations
@@ -327,6 +329,27 @@ class FitResult(Model):
     slope_max: float | None = None
 
 
+class Finding(Model):
+    """One thing the telemetry showed in a failed SLO's scope (assertions/cause.py)."""
+
+    kind: str                         # server_queue, kv_cache, preemptions, client_cpu,
+    #                                   schedule_lag, service_cpu, host_cpu (stable)
+    message: str
+    metric: str | None = None         # what was read, e.g. server.vllm:num_requests_waiting
+    value: float | None = None        # base units, as the rule compared it
+    threshold: float | None = None
+
+
+class Cause(Model):
+    """What the telemetry showed in the scope where an SLO failed; no findings: nothing
+    notable."""
+
+    scope: str                        # e.g. `phase peak`, `window 12s–22s`
+    findings: list[Finding] = Field(default_factory=list)
+    checked: list[str] = Field(default_factory=list)   # every figure the rules read
+    text: str                         # the sentence reports and JUnit show
+
+
 class SloResult(Model):
     text: str
     metric: str | None = None
@@ -340,6 +363,8 @@ class SloResult(Model):
     abort: bool = False               # the run stops as soon as this SLO fails
     where: str = ""                   # FILE:LINE:COL of the SLO
     fit: FitResult | None = None      # a fit across a sweep: measured is its R²
+    window_start: float | None = None   # window SLOs that failed: the first window that did
+    cause: Cause | None = None        # failed SLOs: what the telemetry showed in their scope
 
 
 class Sample(Model):
@@ -403,6 +428,18 @@ class ErrorSummary(Model):
         return samples[:MAX_SAMPLES]
 
 
+class ServerHistogram(Model):
+    """What one phase did to a server's Prometheus histogram (one label set): its
+    buckets' increases, so the phase's own distribution (metrics/server_histograms.py)."""
+
+    bounds: list[float] = Field(default_factory=list)   # the buckets' upper bounds (`le`),
+    #                                   ascending, +Inf left out
+    counts: list[float] = Field(default_factory=list)   # observations per bucket, not
+    #                                   cumulative: one per bound, then one above the last
+    sum: float = 0.0                  # the observations' total (the family's unit)
+    count: float = 0.0
+
+
 class ServerMetrics(Model):
     """A target's Prometheus series around one phase, keyed `name` or `name{a="1",…}`."""
 
@@ -414,6 +451,8 @@ class ServerMetrics(Model):
     types: dict[str, str] = Field(default_factory=dict)   # sample name → counter | gauge |
     #                                   untyped, from the exposition's `# TYPE`; {} when the
     #                                   plugin does not say (then `delta` has every series)
+    histograms: dict[str, ServerHistogram] = Field(default_factory=dict)   # histogram family
+    #                                   (with its labels but `le`) → the phase's buckets
 
     def total(self, name: str, of: Literal["before", "after", "delta"] = "delta") -> float:
         """A sample name's value summed over its label sets (0 when absent)."""

@@ -24,11 +24,10 @@ from llmscen.metrics.results import RunResults
 from llmscen.report import charts, view
 from llmscen.report.errors import error_groups
 from llmscen.report.fit_view import fit_views
-from llmscen.report.reconcile import reconciliation
+from llmscen.report.reconcile import cells, reconciliation
 from llmscen.report.resources import resource_table
 from llmscen.report.search_view import search_views
 from llmscen.report.svg import format_clock
-from llmscen.spec.units import show
 
 
 def environment() -> jinja2.Environment:
@@ -80,11 +79,9 @@ def render_html(results: RunResults) -> str:
         more_tables=[t for t in tables if t.key not in view.KEY_METRICS],
         chart_sets=charts.time_chart_sets(results),
         distribution_charts=charts.distribution_charts(results),
-        server=view.server_tables(results),
+        server=view.server_tables(results), server_label=view.server_label,
         resources=resource_table(results), unavailable=results.resources.unavailable,
-        reconcile=[(r, show("latency", r.server_mean),
-                    show("latency", r.client_mean) if r.client_metric else "–")
-                   for r in reconciliation(results)],
+        reconcile=cells(reconciliation(results)),
         searches=search_views(results), fits=fit_views(results),
     )
 

@@ -70,6 +70,8 @@ def summary_markdown(results: RunResults) -> str:
                  cell(s.threshold)] for s in slo_rows(results)]
         out += ["### SLOs", "", *_table(["", "SLO", "scope", "measured", "threshold"], rows, (3, 4)),
                 ""]
+        out += [f"- {code(s.text)}: {cell(s.cause)}" for s in slo_rows(results) if s.cause]
+        out += [""] if any(s.cause for s in slo_rows(results)) else []
     out += ["### Phases", ""]
     cols = [c for c in columns(results) if c[0] not in ("requests", "ok", "throughput",
                                                         "error_rate")]

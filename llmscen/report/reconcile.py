@@ -1,32 +1,39 @@
 """The server's own timings beside the client's, per phase: the reconciliation a reader wants.
 
-From the per-phase deltas of a server's cumulative timings (`_sum` over `_count` of
-vLLM's histograms; Triton's `*_duration_us` over its successful requests, for the
-model the target names), set beside the client's mean of the matching metric for
-the same phase and target. The difference is what lies between them: the network,
+For vLLM-style histograms (vLLM, openai-sim) the phase's own distribution — its
+buckets' increases (metrics/server_histograms.py) — gives the server's mean and
+p50/p90/p99, each percentile with the bucket it lies in (its precision); results
+without buckets (schema 4) keep the mean from `_sum` over `_count`. Triton's
+cumulative `*_duration_us` give a mean per successful request, for the model the
+target names. Beside them: the client's figures of the matching metric for the
+same phase and target. The difference is what lies between them: the network,
 the client's parsing, and for a queue the wait the client cannot see.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmscen.metrics.query import aggregate
 from llmscen.metrics.results import RunResults, ServerMetrics
+from llmscen.metrics.server_histograms import merged, quantile
 from llmscen.spec.metrics import split_key
+from llmscen.spec.server_families import FAMILIES
+from llmscen.spec.units import show
 
-# server timing → (what it is, the client metric it matches, or None: server-only)
+QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+# server timing → the client metric it matches (None: only the server sees it)
 VLLM = {
-    "vllm:time_to_first_token_seconds": ("time to first token", "ttft_sent"),
-    "vllm:e2e_request_latency_seconds": ("end-to-end latency", "latency_sent"),
-    "vllm:inter_token_latency_seconds": ("inter-token latency", "itl"),
-    "vllm:time_per_output_token_seconds": ("time per output token", "tpot"),
-    "vllm:request_queue_time_seconds": ("queue wait", None),
+    "vllm:time_to_first_token_seconds": "ttft_sent",
+    "vllm:e2e_request_latency_seconds": "latency_sent",
+    "vllm:inter_token_latency_seconds": "itl",
+    "vllm:time_per_output_token_seconds": "tpot",
+    "vllm:request_queue_time_seconds": None,
 }
 TRITON = {   # cumulative microseconds, per successful request
-    "nv_inference_request_duration_us": ("request duration", "latency_sent"),
-    "nv_inference_queue_duration_us": ("queue wait", None),
-    "nv_inference_compute_infer_duration_us": ("compute (infer)", None),
+    "nv_inference_request_duration_us": "latency_sent",
+    "nv_inference_queue_duration_us": None,
+    "nv_inference_compute_infer_duration_us": None,
 }
 
 
@@ -39,6 +46,9 @@ class Row:
     server_mean: float            # seconds
     client_metric: str | None
     client_mean: float | None     # seconds
+    # p50/p90/p99 → (estimate, bucket's lower bound, upper bound), seconds; {} without buckets
+    server_quantiles: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    client_quantiles: dict[str, float | None] = field(default_factory=dict)
 
 
 def reconciliation(results: RunResults) -> list[Row]:
@@ -46,22 +56,33 @@ def reconciliation(results: RunResults) -> list[Row]:
     rows = []
     for entry in results.server_metrics:
         target = entry.target or ""
-        found = [(name, what, client, _vllm_mean(entry, name)) for name, (what, client)
-                 in VLLM.items()]
-        found += [(name, what, client, _triton_mean(entry, name, models.get(target)))
-                  for name, (what, client) in TRITON.items()]
-        for name, what, client, mean in found:
+        client = aggregate(results, entry.phase, target=target or None)
+        found = [(name, metric, *_vllm(entry, name)) for name, metric in VLLM.items()]
+        found += [(name, metric, _triton_mean(entry, name, models.get(target)), {})
+                  for name, metric in TRITON.items()]
+        for name, metric, mean, quantiles in found:
             if mean is None:
                 continue
-            client_mean = aggregate(results, entry.phase, target=target or None).value(
-                client, "mean") if client else None
-            rows.append(Row(entry.phase, target, name, what, mean, client, client_mean))
+            rows.append(Row(
+                entry.phase, target, name, FAMILIES[name].title, mean, metric,
+                client.value(metric, "mean") if metric else None, quantiles,
+                {p: client.value(metric, p) for p, _ in QUANTILES} if metric else {}))
     return rows
 
 
-def _vllm_mean(entry: ServerMetrics, family: str) -> float | None:
+def _vllm(entry: ServerMetrics, family: str
+          ) -> tuple[float | None, dict[str, tuple[float, float, float]]]:
+    """The phase's mean and quantiles of a histogram family over its label sets."""
+    h = merged([h for key, h in entry.histograms.items() if split_key(key)[0] == family])
+    if h is not None and h.count:
+        out = {}
+        for p, q in QUANTILES:
+            found = quantile(h, q)
+            if found is not None:
+                out[p] = found
+        return h.sum / h.count, out
     count = entry.total(family + "_count")
-    return entry.total(family + "_sum") / count if count else None
+    return (entry.total(family + "_sum") / count if count else None), {}
 
 
 def _triton_mean(entry: ServerMetrics, name: str, model: str | None) -> float | None:
@@ -73,3 +94,33 @@ def _triton_mean(entry: ServerMetrics, name: str, model: str | None) -> float | 
     if not requests or not any(split_key(k)[0] == name for k in entry.delta):
         return None
     return total(name) / requests / 1e6
+
+
+def bucket_text(bucket: tuple[float, float, float]) -> str:
+    """`20ms–40ms`: the bucket an estimated percentile lies in."""
+    _, lower, upper = bucket
+    return f"{show('latency', lower)}–{show('latency', upper)}" if upper != float("inf") \
+        else f"> {show('latency', lower)}"
+
+
+@dataclass(frozen=True)
+class Cells:
+    """A row as the report shows it: (value, detail) per column."""
+
+    row: Row
+    server: list[tuple[str, str]]     # mean, p50, p90, p99: value and bucket (precision)
+    client: list[str]                 # mean, p50, p90, p99
+
+
+def cells(rows: list[Row]) -> list[Cells]:
+    out = []
+    for r in rows:
+        server = [(show("latency", r.server_mean), "exact")]
+        for p, _ in QUANTILES:
+            found = r.server_quantiles.get(p)
+            server.append((show("latency", found[0]), bucket_text(found)) if found else
+                          ("–", ""))
+        client = [show("latency", v) if v is not None else "–"
+                  for v in (r.client_mean, *(r.client_quantiles.get(p) for p, _ in QUANTILES))]
+        out.append(Cells(r, server, client if r.client_metric else ["–"] * 4))
+    return out

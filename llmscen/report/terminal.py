@@ -72,9 +72,9 @@ def summary(results: RunResults) -> str:
             for c in shown:
                 message = "not judged (why: see the last line)" if c.message in said \
                     else c.message
-                out.append(f"  {marks[c.status]:<5} {c.name}: {message}" if kind != "slo" or
-                           message != c.message else
-                           f"  {marks[c.status]:<5} {c.message or c.name}")
+                line = (f"  {marks[c.status]:<5} {c.name}: {message}" if kind != "slo" or
+                        message != c.message else f"  {marks[c.status]:<5} {c.message or c.name}")
+                out.append(line.replace("\n", "\n" + " " * 8))   # a cause's line, indented
     groups = error_groups(results)
     if groups:
         out += ["", "errors:"]

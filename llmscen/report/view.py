@@ -16,6 +16,7 @@ from llmscen.report.produced import produced
 from llmscen.report.svg import format_clock
 from llmscen.report.terminal import verdict
 from llmscen.spec.metrics import CUSTOM_PREFIX, HISTOGRAM_METRICS, lookup, sample_key, split_key
+from llmscen.spec.server_families import family_of, title_of
 from llmscen.spec.units import format_duration
 
 KEY_METRICS = ("latency", "ttft", "itl", "tpot")
@@ -155,6 +156,7 @@ class SloRow:
     threshold: str
     message: str
     why: str           # the message, when it adds to the columns (windows, nothing measured)
+    cause: str = ""    # a failed SLO: what the telemetry showed where it failed
 
 
 def slo_scope(slo: SloResult) -> str:
@@ -185,7 +187,8 @@ def slo_rows(results: RunResults) -> list[SloRow]:
         adds = not slo.passed and (slo.measured is None or bool(slo.scope.get("window")))
         rows.append(SloRow(slo.passed, slo.text, slo_scope(slo), measured,
                            written or show(unit_metric, slo.threshold), slo.message,
-                           slo.message if adds else ""))
+                           slo.message if adds else "",
+                           slo.cause.text if slo.cause is not None else ""))
     return rows
 
 
@@ -331,6 +334,15 @@ def server_tables(results: RunResults) -> list[tuple[str, list[str], list[tuple[
             rows.append((key, cells))
         out.append((target or "", phases, rows))
     return out
+
+
+def server_label(key: str) -> tuple[str, str]:
+    """(friendly name with unit, meaning) of a series of a known family; ('', '') else."""
+    name = split_key(key)[0]
+    family = family_of(name)
+    if family is None:
+        return "", ""
+    return f"{title_of(name)} ({family.unit})", family.meaning
 
 
 def _number(value: float | None) -> str:

@@ -7,7 +7,9 @@ vLLM-style servers print), and the names a report shows and an SLO names must be
 ones the server exposes.
 
 Kept: counter, gauge and untyped samples, and the `_sum`/`_count` of histograms and
-summaries (cumulative, so counters); dropped: buckets, quantiles, `_created` stamps.
+summaries (cumulative, so counters); a histogram's `_bucket` samples apart (`buckets`:
+read per phase as distributions, metrics/server_histograms.py); dropped: quantiles,
+`_created` stamps, gauge histograms' buckets.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def parse_exposition(text: str, prefix: str = "") -> Exposed:
     families: dict[str, str] = {}
     values: dict[str, float] = {}
     types: dict[str, str] = {}
+    buckets: dict[str, float] = {}
     for line in text.split("\n"):      # not splitlines: a label value may hold \x1e, \x85…
         line = line.strip(" \t\r")
         if not line:
@@ -45,8 +48,9 @@ def parse_exposition(text: str, prefix: str = "") -> Exposed:
             name, _, rest = line.partition(" ")
             labels = {}
         fields = rest.split()
+        bucket = name.endswith("_bucket") and families.get(name[:-len("_bucket")]) == "histogram"
         kind = _kind(name, families)
-        if not fields or kind is None:
+        if not fields or (kind is None and not bucket):
             continue
         try:
             value = float(fields[0])
@@ -55,10 +59,14 @@ def parse_exposition(text: str, prefix: str = "") -> Exposed:
         if math.isnan(value):
             continue
         key = sample_key(name, labels)
+        if bucket:
+            buckets[key] = buckets.get(key, 0.0) + value
+            continue
         values[key] = values.get(key, 0.0) + value
-        types[name] = kind
+        types[name] = kind or "untyped"
     return Exposed(values=values, types=types,
-                   declared={f: k for f, k in families.items() if f.startswith(prefix)})
+                   declared={f: k for f, k in families.items() if f.startswith(prefix)},
+                   buckets=buckets)
 
 
 def summed(exposed: Exposed) -> dict[str, float]:

@@ -130,8 +130,15 @@ SAMPLED_STAT_RE = re.compile(r"^(min|max|mean|p(\d{1,2}(?:\.\d+)?|100))$")
 # root → (the part naming one subject, or None) and field → (kind, description)
 RESOURCE_ROOTS: dict[str, tuple[str | None, dict[str, tuple[MetricKind, str]]]] = {
     "client": (None, {
-        "cpu": ("cpu", "CPU of the load-generating workers, summed (100% = one core)"),
-        "memory": ("size", "resident memory (RSS) of the load-generating workers, summed"),
+        "cpu": ("cpu", "CPU of the load generator: its workers and, when they run in "
+                       "processes of their own, the driver process, summed (100% = one core)"),
+        "memory": ("size", "resident memory (RSS) of the load generator's processes, summed "
+                           "as client.cpu"),
+    }),
+    "driver": (None, {
+        "cpu": ("cpu", "CPU of llmscen's driver process alone (100% = one core); with one "
+                       "in-process worker it is that worker's process"),
+        "memory": ("size", "resident memory (RSS) of the driver process"),
     }),
     "worker": ("index", {
         "cpu": ("cpu", "CPU of one worker process (100% = one core)"),
