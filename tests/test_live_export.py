@@ -214,18 +214,22 @@ scrape_configs:
              "--out", str(tmp_path / "out"), "--prometheus", f"127.0.0.1:{export_port}",
              "--prometheus-hold", "4s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
-        # while it runs, Prometheus sees the phase that is running
-        seen_phase = False
-        deadline = time.monotonic() + 60
-        while run.poll() is None and time.monotonic() < deadline:
-            if _query(prom_port, 'llmscen_phase{phase="steady"}'):
-                seen_phase = True
-            time.sleep(0.5)
-        output = run.communicate(timeout=60)[0]
+        output = run.communicate(timeout=90)[0]
         assert run.returncode == 0, output
         assert f"serving live metrics at http://127.0.0.1:{export_port}/metrics" in output
-        assert seen_phase, "Prometheus never saw the phase running"
         results = RunResults.load(tmp_path / "out" / "results.json")
+        # while it ran, Prometheus saw the phase that was running: the samples of its
+        # phase gauge (a range, read afterwards, so the test's own polling cannot miss it)
+        # lie within the run's wall time
+        assert results.meta.started_at is not None and results.meta.ended_at is not None
+        series = _query(prom_port, 'llmscen_phase{phase="steady"}[5m]')
+        samples = [(float(t), float(v)) for r in series
+                   for t, v in r["values"]]   # type: ignore[attr-defined]
+        assert samples, "Prometheus never saw the phase running: " + \
+            (tmp_path / "prom.log").read_text()[-2000:]
+        assert all(v == 1 for _, v in samples)
+        begin, end = results.meta.started_at.timestamp(), results.meta.ended_at.timestamp()
+        assert all(begin - 1 <= t <= end + 1 for t, _ in samples), (samples, begin, end)
         counters = aggregate(results).counters
         # the last value scraped of every series, with the target gone since
         last = "last_over_time({}[5m])"

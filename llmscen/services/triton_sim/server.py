@@ -175,6 +175,10 @@ def _kill_group(proc: subprocess.Popen[bytes], timeout: float, shm_prefix: str) 
     if group_pids(pgid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
+        # SIGKILL is delivered asynchronously: return once they are really gone
+        deadline = time.monotonic() + 2.0
+        while group_pids(pgid) and time.monotonic() < deadline:
+            time.sleep(0.01)
     # a killed stub leaves its shared-memory regions behind
     for leftover in Path("/dev/shm").glob(f"{shm_prefix}*"):
         with contextlib.suppress(OSError):
