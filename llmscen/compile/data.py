@@ -35,7 +35,7 @@ def detect_format(path: str | Path, declared: str | None) -> str:
                         "or set `format:`")
 
 
-def _shown(p: Path) -> Path:
+def shown(p: Path) -> Path:
     """Relative to the working directory when under it: shorter, and the same on every machine."""
     try:
         return p.resolve().relative_to(Path.cwd().resolve())
@@ -45,7 +45,7 @@ def _shown(p: Path) -> Path:
 
 def read_rows(path: str | Path, fmt: str) -> list[dict[str, Any]]:
     """All rows; data files are small next to the traffic they drive."""
-    p = _shown(Path(path))
+    p = shown(Path(path))
     try:
         text = read_text(p, MAX_DATA_BYTES, "llmscen reads a data file when it checks the "
                                             "scenario and again in every worker")

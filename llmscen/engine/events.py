@@ -38,6 +38,8 @@ class Completed:
     failures: list[tuple[str, str]]   # (check, message) for failed expectations
     goodput_met: bool
     now: float
+    started: float = 0.0   # the intended start, seconds since run start
+    arrival: bool = True   # the flow's first call: its intended start is the schedule's
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llmscen.compile.plan import PhasePlan, Plan
+from llmscen.compile.trace import read_trace
 from llmscen.engine.events import (
     Handler,
     Note,
@@ -42,7 +43,7 @@ from llmscen.engine.protocol import (
     target_timeout,
     tokenizer,
 )
-from llmscen.engine.synthetic import synthesize, words_count
+from llmscen.engine.synthetic import synthesize, synthesize_trace, words_count
 from llmscen.errors import RunError
 
 DEFAULT_DRAIN_S = 30.0
@@ -65,6 +66,7 @@ class Engine:
         self.runners: dict[str, Runner] = {}
         self.flows: list[Flow] = []
         self.captured: dict[str, object] = {}    # what this worker's `before:` flows captured
+        self.traces: dict[str, list[dict[str, Any]]] = {}   # trace data → its made rows
         self._stack = AsyncExitStack()
 
     def now(self) -> float:
@@ -116,7 +118,9 @@ class Engine:
         if problems:
             raise RunError("the targets are not ready for this scenario:\n  " +
                            "\n  ".join(problems), "target_not_ready")
-        self.flows = self._flows(await self._synthesize())
+        made = await self._synthesize()
+        self.traces = {d.name: made[d.name] for d in self.plan.data if d.trace is not None}
+        self.flows = self._flows(made)
         self.handler.handle(RunStarted(self.plan))
         # what setup built lives for the whole run: keep it out of the collector's
         # full passes, which otherwise pause the client for tens of milliseconds
@@ -132,29 +136,37 @@ class Engine:
             self.handler.handle(RunEnded(self.now(), self.interrupted))
 
     async def _synthesize(self) -> dict[str, list[dict[str, Any]]]:
-        """The rows of `synthetic:` data, counted by their target's tokenizer."""
+        """The rows of `synthetic:` data and of traces, counted by their target's tokenizer."""
         made = {}
         for data in self.plan.data:
-            synth = data.synthetic
-            if synth is None:
+            made_by = data.synthetic or data.trace
+            if made_by is None:
                 continue
-            count: Callable[[str], Awaitable[int]]
-            if synth.tokenizer == "words":
-                async def count(text: str) -> int:
-                    return words_count(text)
-            else:
-                counter = tokenizer(self.runners[synth.target])
-                if counter is None:
-                    raise RunError(f"data {data.name!r}: target {synth.target!r} cannot count "
-                                   "tokens (its plugin has no tokenizer); use `tokenizer: "
-                                   "words`", "target_not_ready")
-                chat = synth.api == "chat"
-
-                async def count(text: str, counter: Tokenizing = counter,
-                                chat: bool = chat) -> int:
-                    return await counter.count_tokens(text, chat)
-            made[data.name] = await synthesize(synth, data.rows, count, data.name)
+            count = self._counter(data.name, made_by.tokenizer, made_by.target,
+                                  made_by.api == "chat")
+            if data.trace is not None:
+                made[data.name] = await synthesize_trace(
+                    data.trace, read_trace(data.file, data.format), count, data.name)
+            elif data.synthetic is not None:
+                made[data.name] = await synthesize(data.synthetic, data.rows, count, data.name)
         return made
+
+    def _counter(self, name: str, how: str, target: str, chat: bool
+                 ) -> Callable[[str], Awaitable[int]]:
+        """What counts a made prompt's tokens: words, or the target's own tokenizer."""
+        if how == "words":
+            async def words(text: str) -> int:
+                return words_count(text)
+            return words
+        counter = tokenizer(self.runners[target])
+        if counter is None:
+            raise RunError(f"data {name!r}: target {target!r} cannot count tokens (its "
+                           "plugin has no tokenizer); use `tokenizer: words`",
+                           "target_not_ready")
+
+        async def count(text: str, counter: Tokenizing = counter) -> int:
+            return await counter.count_tokens(text, chat)
+        return count
 
     def _flows(self, made: dict[str, list[dict[str, Any]]]) -> list[Flow]:
         feeders = {d.name: Feeder(d, self.plan.seed, *self.worker, rows=made.get(d.name))
@@ -220,7 +232,8 @@ class Engine:
             await run_each(state, [flows[name] for name in phase.cases if name in flows],
                            start_ns)
         elif phase.kind == "open":
-            await run_open(state, self._mix(phase), start_ns)
+            await run_open(state, self._mix(phase), start_ns,
+                           self.traces.get(phase.replay) if phase.replay else None)
         else:
             await run_closed(state, self._mix(phase), start_ns)
 

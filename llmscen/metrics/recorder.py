@@ -18,10 +18,12 @@ from llmscen.engine.events import (
     ServerScrape,
     Tick,
 )
+from llmscen.metrics.replay import with_figures
 from llmscen.metrics.results import (
     MAX_SAMPLES,
     CheckSummary,
     Meta,
+    ReplayInfo,
     RequestInfo,
     RunResults,
     Sample,
@@ -74,6 +76,7 @@ class Recorder(BaseHandler):
         self.server: list[ServerMetrics] = []
         self.server_series = ServerSeries()     # read while phases run (worker 0)
         self.requests: list[RequestInfo] = []
+        self.replays: dict[str, ReplayInfo] = {}   # replay phase → its arrivals so far
 
     def on_run_started(self, event: RunStarted) -> None:
         self.plan = event.plan
@@ -87,6 +90,10 @@ class Recorder(BaseHandler):
 
     def on_phase_started(self, event: PhaseStarted) -> None:
         self.phase_starts[event.phase.name] = event.now
+        phase = event.phase
+        if phase.replay is not None:
+            self.replays[phase.name] = ReplayInfo(phase=phase.name, data=phase.replay,
+                                                  speed=phase.speed)
 
     def on_phase_ended(self, event: PhaseEnded) -> None:
         phase = event.phase
@@ -103,6 +110,11 @@ class Recorder(BaseHandler):
     def on_completed(self, event: Completed) -> None:
         self.store.record(event.phase, event.request, event.target, event.exchange,
                           goodput_met=event.goodput_met, now=event.now)
+        if event.arrival and event.phase in self.replays and event.exchange.sent_ns:
+            replay = self.replays[event.phase]
+            ex = event.exchange
+            replay.intended.append(round(event.started * 1e6))
+            replay.lag.append((ex.sent_ns - ex.intended_ns) // 1000)
         names = self.expectations.get(event.request) or []
         error = event.exchange.error
         if not (names or event.failures):
@@ -170,4 +182,5 @@ class Recorder(BaseHandler):
                                         server_metrics=self.server)
         results.series.resources = self.server_series.series()
         results.requests = list(self.requests)
+        results.replay = [with_figures(r, self.server) for r in self.replays.values()]
         return results

@@ -24,6 +24,7 @@ from llmscen.metrics.results import RunResults
 from llmscen.report import charts, view
 from llmscen.report.errors import error_groups
 from llmscen.report.reconcile import reconciliation
+from llmscen.report.replay_view import replay_views
 from llmscen.report.resources import resource_table
 from llmscen.report.search_view import search_views
 from llmscen.report.svg import format_clock
@@ -85,6 +86,7 @@ def render_html(results: RunResults) -> str:
                     show("latency", r.client_mean) if r.client_metric else "–")
                    for r in reconciliation(results)],
         searches=search_views(results),
+        replays=replay_views(results),
     )
 
 

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from llmscen.services.openai_sim.history import HEADER as HISTORY_HEADER
+from llmscen.services.openai_sim.prefix import HEADER as PREFIX_HEADER
 from llmscen.services.openai_sim.state import STATE, Fault, Seq, SimState, Tally, prometheus_text
 from llmscen.services.openai_sim.stream import (
     DONE,
@@ -73,6 +74,7 @@ class Generation:
     include_usage: bool
     history_answers: int | None = None   # check_history: earlier answers the request carried
     reasoning: list[str] = field(default_factory=list)   # reasoning tokens before the answer
+    prefix_hits: int | None = None       # prefix_cache: prompt tokens found cached
 
 
 async def _read_object(request: web.Request) -> dict[str, Any]:
@@ -183,12 +185,17 @@ def plan_generation(state: SimState, body: dict[str, Any], kind: Literal["chat",
         state.history.remember("".join(tokens))
     reasoning = pseudo_tokens(prompt_rng(prompt, o.seed, "reasoning"), o.reasoning_tokens,
                               first=True) if kind == "chat" and o.reasoning_tokens else []
+    hits = state.prefix.lookup(prompt) if state.prefix is not None else None
     return Generation(kind, state.next_id("chatcmpl" if kind == "chat" else "cmpl"), model,
-                      prompt_tokens, tokens, finish, stream, include_usage, carried, reasoning)
+                      prompt_tokens, tokens, finish, stream, include_usage, carried, reasoning,
+                      prefix_hits=hits)
 
 
 def _headers(gen: Generation) -> dict[str, str]:
-    return {} if gen.history_answers is None else {HISTORY_HEADER: str(gen.history_answers)}
+    out = {} if gen.history_answers is None else {HISTORY_HEADER: str(gen.history_answers)}
+    if gen.prefix_hits is not None:
+        out[PREFIX_HEADER] = str(gen.prefix_hits)
+    return out
 
 
 async def completions(request: web.Request, kind: Literal["chat", "text"]) -> web.StreamResponse:
