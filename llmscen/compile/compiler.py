@@ -114,6 +114,7 @@ class _Compiler:
         self.fault_specs: dict[str, tuple[Loc, list[FaultSpec]]] = {}
         self.trace_times: dict[str, list[float]] = {}    # trace data → its arrivals' times
         self.replay_locs: dict[str, Loc] = {}             # replay phase → its `replay:` key
+        self.replay_notes: list[str] = []
 
     # -- helpers ---------------------------------------------------------------------------
     def error(self, loc: Loc, message: str, *, key: bool = False, offset: int = 0) -> None:
@@ -291,15 +292,18 @@ class _Compiler:
                                  order=spec.order, columns=columns_of(rows), rows=len(rows))
         return out
 
-    def counted_by(self, name: str, target: str | None, api: str | None, where: Loc
-                   ) -> tuple[str, str] | None:
+    def counted_by(self, name: str, target: str | None, api: str | None, where: Loc,
+                   unused: bool = False) -> tuple[str | None, str] | None:
         """Whose tokenizer counts made prompts (`target:`, else their requests' one target)
-        and how they are sent (`api:`, else their requests' API)."""
+        and how they are sent (`api:`, else their requests' API). With `unused`, data no
+        request takes needs no tokenizer (None)."""
         declared = set(self.section("targets", dict))
         if target is None:
             users = sorted({str(r["target"]) for r in self.section("requests", list)
                             if isinstance(r, dict) and r.get("data") == name
                             and isinstance(r.get("target"), str)})
+            if not users and unused:
+                return None, api or "chat"
             if len(users) != 1:
                 self.error(where, f"data {name!r}: say whose tokenizer counts its prompts "
                                   "with `target:`" + (f" (its requests use {one_of(users)})"
@@ -321,7 +325,8 @@ class _Compiler:
     def trace(self, name: str, spec: DataSpec, loc: Loc, fmt: str,
               rows: list[dict[str, Any]]) -> DataPlan | None:
         """A trace to replay: its arrivals read now, its prompts made at the start of the run."""
-        counted = self.counted_by(name, spec.target, spec.api, loc)
+        # a trace no request takes is replayed for its times only
+        counted = self.counted_by(name, spec.target, spec.api, loc, unused=True)
         if counted is None:
             return None
         self.trace_times[name] = [r["timestamp"] for r in rows]
@@ -340,6 +345,7 @@ class _Compiler:
         if counted is None:
             return None
         target, api = counted
+        assert target is not None
         prefix = synth.prefix
         shortest = synth.input_tokens.value or synth.input_tokens.min or 1
         if prefix is not None and prefix.tokens >= shortest:
@@ -407,7 +413,8 @@ class _Compiler:
         return plan   # else its trace could not be read, and that was said
 
     def replay_requests(self, phases: list[PhasePlan], requests: list[RequestPlan]) -> None:
-        """Each arrival of a replay sends its trace row: a request of its mix must take it."""
+        """Each arrival of a replay sends its trace row to the requests that take it: a note
+        when none of its mix does (then only the times are replayed)."""
         once = {*self.once_names("before"), *self.once_names("after")}
         for phase in phases:
             if phase.replay is None or phase.name not in self.replay_locs or not requests:
@@ -415,9 +422,10 @@ class _Compiler:
             mix = [n for n, _ in phase.mix] if phase.mix is not None else \
                 [r.name for r in requests if r.name not in once]
             if not any(r.data == phase.replay for r in requests if r.name in mix):
-                self.error(self.replay_locs[phase.name], f"no request of phase {phase.name!r} "
-                           f"takes its rows from data {phase.replay!r}: give the replayed "
-                           f"request `data: {phase.replay}`")
+                self.replay_notes.append(
+                    f"phase {phase.name!r} replays the times of data {phase.replay!r} only: "
+                    f"no request of it takes its rows (prompt and output lengths); give the "
+                    f"replayed request `data: {phase.replay}` to send them")
 
     def once_names(self, key: str) -> list[str]:
         raw = self.doc.data.get(key)
@@ -740,7 +748,7 @@ class _Compiler:
                            "the user's next iteration in closed phases; open and test-case "
                            f"phases ({', '.join(scheduled)}) ignore it, since they decide "
                            "when requests start")
-        return out
+        return [*out, *self.replay_notes]
 
     def captures(self, loc: Loc, capture: dict[str, str]) -> None:
         for var, expr in capture.items():

@@ -64,7 +64,8 @@ class TracePlan(Frozen):
     block_tokens: int = 512
     tokenizer: Literal["server", "words"] = "server"
     api: Literal["chat", "completions"] = "chat"
-    target: str                            # whose tokenizer counts
+    target: str | None = None              # whose tokenizer counts; None: no request takes
+    #                                        the trace's rows (counted as words)
     seed: int
 
 

@@ -14,8 +14,7 @@ from typing import Any
 
 import orjson
 
-from llmscen.compile.data import MAX_DATA_BYTES, DataFileError, shown
-from llmscen.spec.files import InputFileError, read_text
+from llmscen.compile.data import DataFileError, json_objects, read_whole
 
 COLUMNS = ("prompt", "input_tokens", "output_tokens", "hash_ids", "timestamp")
 
@@ -68,24 +67,10 @@ def parse_line(record: dict[str, Any], fmt: str, where: str) -> dict[str, Any] |
 
 def read_trace(path: str | Path, fmt: str) -> list[dict[str, Any]]:
     """The trace's arrivals in time order, timestamps in seconds after the first."""
-    p = shown(Path(path))
-    try:
-        text = read_text(p, MAX_DATA_BYTES, "llmscen reads a trace when it checks the "
-                                            "scenario and again in every worker")
-    except InputFileError as exc:
-        raise DataFileError(f"cannot read trace {p}: {exc}") from None
+    p, text = read_whole(path, "trace")
     rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{p}:{number}"
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise DataFileError(f"{where}: invalid JSON: {exc}") from None
-        if not isinstance(record, dict):
-            raise DataFileError(f"{where}: each line must be a JSON object")
-        row = parse_line(record, fmt, where)
+    for number, record in json_objects(p, text):
+        row = parse_line(record, fmt, f"{p}:{number}")
         if row is not None:
             rows.append(row)
     if not rows:

@@ -142,8 +142,8 @@ class Engine:
             made_by = data.synthetic or data.trace
             if made_by is None:
                 continue
-            count = self._counter(data.name, made_by.tokenizer, made_by.target,
-                                  made_by.api == "chat")
+            count = self._counter(data.name, made_by.tokenizer if made_by.target else "words",
+                                  made_by.target or "", made_by.api == "chat")
             if data.trace is not None:
                 made[data.name] = await synthesize_trace(
                     data.trace, read_trace(data.file, data.format), count, data.name)
