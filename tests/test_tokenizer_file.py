@@ -146,3 +146,44 @@ def test_without_the_package_the_error_names_the_extra(tmp_path: Path,
     assert "needs the `tokenizers` package: pip install 'llmscen[tokenizer]'" in result.output
     with pytest.raises(TokenizerFileError, match="llmscen\\[tokenizer\\]"):
         file_counter(tmp_path / "tokenizer.json")
+
+
+def test_a_trace_is_counted_by_the_tokenizer_file_too(tmp_path: Path) -> None:
+    from llmscen.compile.plan import TracePlan
+    from llmscen.engine.synthetic import synthesize_trace
+
+    path = word_level(tmp_path / "tokenizer.json")
+    counted = file_counter(path)
+
+    async def count(text: str) -> int:
+        return counted(text)
+    arrivals = [{"timestamp": i, "input_length": n, "output_length": 2, "hash_ids": [1, 2 + i]}
+                for i, n in enumerate((12, 40, 40, 90))]
+    plan = TracePlan(block_tokens=8, tokenizer="file", tokenizer_file=str(path), target="t",
+                     seed=5)
+    rows = asyncio.run(synthesize_trace(plan, arrivals, count, "trace"))
+    assert [counted(r["prompt"]) for r in rows] == [12, 40, 40, 90]
+    # hash id 1 is the same block in every prompt
+    assert len({tuple(r["prompt"].split()[:8]) for r in rows}) == 1
+
+
+def test_a_trace_with_a_missing_tokenizer_file_names_the_key(tmp_path: Path) -> None:
+    (tmp_path / "trace.jsonl").write_text(
+        '{"timestamp": 0, "input_length": 20, "output_length": 2, "hash_ids": [1]}\n')
+    (tmp_path / "s.yaml").write_text("""\
+version: 1
+services:
+  sim: {builtin: openai-sim}
+targets:
+  chat: {plugin: openai, service: sim, model: sim-model}
+data:
+  trace: {file: trace.jsonl, format: mooncake, tokenizer: models/tok.json}
+phases:
+  - {name: replay, replay: trace}
+requests:
+  - {name: chat, target: chat, data: trace}
+""")
+    result = CliRunner().invoke(cli, ["validate", str(tmp_path / "s.yaml")])
+    assert result.exit_code == 2, result.output
+    assert "s.yaml:7:59: tokenizer file" in result.output   # at the value of `tokenizer:`
+    assert "tokenizer file 'models/tok.json' not found" in result.output

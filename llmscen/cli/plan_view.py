@@ -26,6 +26,10 @@ def _model(phase: PhasePlan) -> str:
         return f"each of {', '.join(phase.cases)} ×{phase.times}, {order}"
     if phase.kind == "parallel":
         return " | ".join(f"{g.name.rsplit('.', 1)[-1]}: {_load(g)}" for g in phase.groups)
+    if phase.kind == "open" and phase.replay is not None:
+        cap = f", ≤{phase.max_in_flight} in flight" if phase.max_in_flight else ""
+        mean = f", mean {phase.rate:.3g}/s" if phase.rate else ""
+        return f"replay {phase.replay} ×{phase.speed:g}{mean}{cap}"
     if phase.kind == "open":
         rate = f"{phase.rate:g}/s"
         if phase.ramp_to is not None:

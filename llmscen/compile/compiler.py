@@ -16,7 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from llmscen.compile import paths, templates
 from llmscen.compile.capture import CaptureSyntaxError, is_variable_name, parse_capture
 from llmscen.compile.data import DataFileError, columns_of, detect_format, read_rows
-from llmscen.compile.phases import derive_seed, expand
+from llmscen.compile.phases import derive_seed, expand, replayed
 from llmscen.compile.plan import (
     BaselinePlan,
     DataPlan,
@@ -32,9 +32,12 @@ from llmscen.compile.plan import (
     StepPlan,
     SyntheticPlan,
     TargetPlan,
+    TracePlan,
 )
 from llmscen.compile.slo import SLOSyntaxError, compile_slos, parse_slo, sweep_points
 from llmscen.compile.tokenizer_file import TokenizerFileError, load_tokenizer
+from llmscen.compile.trace import COLUMNS as TRACE_COLUMNS
+from llmscen.compile.trace import read_trace
 from llmscen.compile.urls import url_problem
 from llmscen.spec.diagnostics import Diagnostic, ScenarioError, did_you_mean, one_of
 from llmscen.spec.errors import diagnostics_from
@@ -44,6 +47,7 @@ from llmscen.spec.models import (
     REQUEST_COMMON_KEYS,
     STEP_COMMON_KEYS,
     TARGET_COMMON_KEYS,
+    TRACE_FORMATS,
     BaselineSpec,
     DataSpec,
     FaultSpec,
@@ -109,6 +113,9 @@ class _Compiler:
         self.problems: list[Diagnostic] = [*doc.diagnostics(), *problems]
         self.env = templates.environment()
         self.fault_specs: dict[str, tuple[Loc, list[FaultSpec]]] = {}
+        self.trace_times: dict[str, list[float]] = {}    # trace data → its arrivals' times
+        self.replay_locs: dict[str, Loc] = {}             # replay phase → its `replay:` key
+        self.replay_notes: list[str] = []
 
     # -- helpers ---------------------------------------------------------------------------
     def error(self, loc: Loc, message: str, *, key: bool = False, offset: int = 0) -> None:
@@ -147,6 +154,7 @@ class _Compiler:
         self.unreachable(phases, requests)
         self.consistent(phases)
         self.sweep_values(phases, requests)
+        self.replay_requests(phases, requests)
         slos = self.slos(phases, requests, targets)
         goodput = self.goodput()
         baseline = self.baseline()
@@ -275,25 +283,31 @@ class _Compiler:
             path = (self.doc.base_dir / spec.file).resolve()
             try:
                 fmt = detect_format(path, spec.format)
-                rows = read_rows(path, fmt)
+                rows = read_trace(path, fmt) if fmt in TRACE_FORMATS else read_rows(path, fmt)
             except DataFileError as exc:
                 self.error((*loc, "file"), str(exc))
+                continue
+            if fmt in TRACE_FORMATS:
+                plan = self.trace(name, spec, loc, fmt, rows)
+                if plan is not None:
+                    out[name] = plan.model_copy(update={"file": str(path)})
                 continue
             out[name] = DataPlan(name=name, file=str(path), format=fmt,
                                  order=spec.order, columns=columns_of(rows), rows=len(rows))
         return out
 
-    def synthetic(self, name: str, spec: DataSpec, loc: Loc) -> DataPlan | None:
-        """`synthetic:` data: checked now, made at the start of the run."""
-        synth = spec.synthetic
-        assert synth is not None
-        where = (*loc, "synthetic")
-        target = synth.target
+    def counted_by(self, name: str, target: str | None, api: str | None, where: Loc,
+                   unused: bool = False) -> tuple[str | None, str] | None:
+        """Whose tokenizer counts made prompts (`target:`, else their requests' one target)
+        and how they are sent (`api:`, else their requests' API). With `unused`, data no
+        request takes needs no tokenizer (None)."""
         declared = set(self.section("targets", dict))
         if target is None:
             users = sorted({str(r["target"]) for r in self.section("requests", list)
                             if isinstance(r, dict) and r.get("data") == name
                             and isinstance(r.get("target"), str)})
+            if not users and unused:
+                return None, api or "chat"
             if len(users) != 1:
                 self.error(where, f"data {name!r}: say whose tokenizer counts its prompts "
                                   "with `target:`" + (f" (its requests use {one_of(users)})"
@@ -304,14 +318,42 @@ class _Compiler:
             self.error((*where, "target"), f"unknown target {target!r}"
                        f"{did_you_mean(target, declared)} (declared: {one_of(declared)})")
             return None
-        kind, tokenizer_file = self.tokenizer_file(synth.tokenizer, (*where, "tokenizer"))
-        api = synth.api
         if api is None:   # as its requests are sent: their `api`, else their target's
             raw_target = self.section("targets", dict).get(target)
             apis = {r.get("api") or (raw_target or {}).get("api") or "chat"
                     for r in self.section("requests", list)
                     if isinstance(r, dict) and r.get("data") == name}
             api = "completions" if apis == {"completions"} else "chat"
+        return target, api
+
+    def trace(self, name: str, spec: DataSpec, loc: Loc, fmt: str,
+              rows: list[dict[str, Any]]) -> DataPlan | None:
+        """A trace to replay: its arrivals read now, its prompts made at the start of the run."""
+        # a trace no request takes is replayed for its times only
+        counted = self.counted_by(name, spec.target, spec.api, loc, unused=True)
+        if counted is None:
+            return None
+        kind, tokenizer_file = self.tokenizer_file(spec.tokenizer, (*loc, "tokenizer"))
+        if kind is None:
+            return None
+        self.trace_times[name] = [r["timestamp"] for r in rows]
+        plan = TracePlan(block_tokens=spec.block_tokens, tokenizer=kind,
+                         tokenizer_file=tokenizer_file, target=counted[0],
+                         api=counted[1], seed=int(self.doc.data.get("seed", 1)))
+        return DataPlan(name=name, format=fmt, order=spec.order, columns=TRACE_COLUMNS,
+                        rows=len(rows), trace=plan)
+
+    def synthetic(self, name: str, spec: DataSpec, loc: Loc) -> DataPlan | None:
+        """`synthetic:` data: checked now, made at the start of the run."""
+        synth = spec.synthetic
+        assert synth is not None
+        where = (*loc, "synthetic")
+        counted = self.counted_by(name, synth.target, synth.api, where)
+        if counted is None:
+            return None
+        target, api = counted
+        assert target is not None
+        kind, tokenizer_file = self.tokenizer_file(synth.tokenizer, (*where, "tokenizer"))
         prefix = synth.prefix
         shortest = synth.input_tokens.value or synth.input_tokens.min or 1
         if prefix is not None and prefix.tokens >= shortest:
@@ -376,8 +418,46 @@ class _Compiler:
                 if spec.search is not None:
                     plan = self.search_objectives(plan, spec.search.objectives,
                                                   (*loc, "search", "objectives"))
+                if plan.replay is not None:
+                    plan = self.replay(plan, (*loc, "replay"))
                 out.append(self.traffic(plan, loc))
         return out
+
+    def replay(self, plan: PhasePlan, loc: Loc) -> PhasePlan:
+        """A `replay:` phase takes its arrivals from a trace data set."""
+        name = plan.replay
+        assert name is not None
+        declared = self.section("data", dict)
+        if name in self.trace_times:
+            self.replay_locs[plan.name] = loc
+            return replayed(plan, self.trace_times[name])
+        if name not in declared:
+            self.error(loc, f"unknown data {name!r}{did_you_mean(name, declared)} "
+                            f"(declared: {one_of(declared)})")
+        elif not (isinstance(declared[name], dict) and
+                  declared[name].get("format") in TRACE_FORMATS):
+            self.error(loc, f"data {name!r} is not a trace: `replay:` needs data with "
+                            "`format: mooncake` or `format: llmscen`")
+        return plan   # else its trace could not be read, and that was said
+
+    def replay_requests(self, phases: list[PhasePlan], requests: list[RequestPlan]) -> None:
+        """Each arrival of a replay sends its trace row to the requests that take it: a note
+        when none of its mix does (then only the times are replayed)."""
+        once = {*self.once_names("before"), *self.once_names("after")}
+        for phase in phases:
+            if phase.replay is None or phase.name not in self.replay_locs or not requests:
+                continue
+            mix = [n for n, _ in phase.mix] if phase.mix is not None else \
+                [r.name for r in requests if r.name not in once]
+            if not any(r.data == phase.replay for r in requests if r.name in mix):
+                self.replay_notes.append(
+                    f"phase {phase.name!r} replays the times of data {phase.replay!r} only: "
+                    f"no request of it takes its rows (prompt and output lengths); give the "
+                    f"replayed request `data: {phase.replay}` to send them")
+
+    def once_names(self, key: str) -> list[str]:
+        raw = self.doc.data.get(key)
+        return [str(n) for n in raw] if isinstance(raw, list) else []
 
     def faults(self, phases: list[PhasePlan], services: dict[str, ServicePlan],
                targets: dict[str, TargetPlan]) -> list[PhasePlan]:
@@ -607,14 +687,16 @@ class _Compiler:
         """A request on `synthetic:` data without a body of its own sends the row as its
         plugin says (engine.protocol.Synthesizing): prompt and output length."""
         fill = getattr(plugin, "synthetic_payload", None)
-        if data is None or data.synthetic is None or fill is None:
+        if data is None or (data.synthetic is None and data.trace is None) or fill is None:
             return raw
         extras = {k: v for k, v in raw.items() if k not in REQUEST_COMMON_KEYS}
         try:
             options = plugin.request_options.model_validate(extras)
         except ValidationError:
             return raw            # reported where the request's keys are checked
-        return {**raw, **fill(target.options, options, data.synthetic.output_tokens is not None)}
+        output = data.trace is not None or (data.synthetic is not None and
+                                            data.synthetic.output_tokens is not None)
+        return {**raw, **fill(target.options, options, output)}
 
     def session(self, spec: RequestSpec, turns: TurnsSpec, raw: dict[str, Any], loc: Loc,
                 plugin: Any, target: TargetPlan) -> SessionPlan | None:
@@ -745,7 +827,7 @@ class _Compiler:
                            "the user's next iteration in closed phases; open and test-case "
                            f"phases ({', '.join(scheduled)}) ignore it, since they decide "
                            "when requests start")
-        return out
+        return [*out, *self.replay_notes]
 
     def captures(self, loc: Loc, capture: dict[str, str]) -> None:
         for var, expr in capture.items():

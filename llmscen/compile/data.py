@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def detect_format(path: str | Path, declared: str | None) -> str:
                         "or set `format:`")
 
 
-def _shown(p: Path) -> Path:
+def shown(p: Path) -> Path:
     """Relative to the working directory when under it: shorter, and the same on every machine."""
     try:
         return p.resolve().relative_to(Path.cwd().resolve())
@@ -43,26 +44,36 @@ def _shown(p: Path) -> Path:
         return p
 
 
+def read_whole(path: str | Path, what: str) -> tuple[Path, str]:
+    """(the path as shown, the text) of a data file or a trace, bounded by MAX_DATA_BYTES."""
+    p = shown(Path(path))
+    try:
+        return p, read_text(p, MAX_DATA_BYTES, f"llmscen reads a {what} when it checks the "
+                                               "scenario and again in every worker")
+    except InputFileError as exc:
+        raise DataFileError(f"cannot read {what} {p}: {exc}") from None
+
+
+def json_objects(p: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each JSON line; blank lines skipped, others must be objects."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise DataFileError(f"{p}:{number}: invalid JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise DataFileError(f"{p}:{number}: each line must be a JSON object")
+        yield number, row
+
+
 def read_rows(path: str | Path, fmt: str) -> list[dict[str, Any]]:
     """All rows; data files are small next to the traffic they drive."""
-    p = _shown(Path(path))
-    try:
-        text = read_text(p, MAX_DATA_BYTES, "llmscen reads a data file when it checks the "
-                                            "scenario and again in every worker")
-    except InputFileError as exc:
-        raise DataFileError(f"cannot read data file {p}: {exc}") from None
+    p, text = read_whole(path, "data file")
     rows: list[dict[str, Any]] = []
     if fmt == "jsonl":
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise DataFileError(f"{p}:{number}: invalid JSON: {exc}") from None
-            if not isinstance(row, dict):
-                raise DataFileError(f"{p}:{number}: each line must be a JSON object")
-            rows.append(row)
+        rows = [row for _, row in json_objects(p, text)]
     else:
         delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
         # newline="": a quoted field keeps its line breaks, as the csv module requires

@@ -6,6 +6,7 @@ import hashlib
 import math
 
 from llmscen.compile.plan import PhasePlan, SearchPlan
+from llmscen.compile.trace import arrival_offsets
 from llmscen.spec.models import PhaseSpec
 from llmscen.spec.units import format_rate, parse_rate
 
@@ -87,6 +88,10 @@ def expand(spec: PhaseSpec, index: int, base_seed: int) -> list[PhasePlan]:
                 steps.append(_open(f"{name}-{label}", spec, rate, None, seed + i, name,
                                    **common).model_copy(update={"vars": {"arrival_rate": rate}}))
         return steps
+    if spec.replay is not None:
+        # the arrivals are the trace's: the compiler counts them (replayed)
+        return [PhasePlan(name=name, kind="open", replay=spec.replay, speed=spec.speed or 1.0,
+                          max_in_flight=spec.max_in_flight, seed=seed, **common)]
     if spec.arrival_rate is not None:
         ramp = parse_rate(spec.ramp_to) if spec.ramp_to is not None else None
         return [_open(name, spec, spec.arrival_rate, ramp, seed, None, **common)]
@@ -126,3 +131,14 @@ def expected_open(plan: PhasePlan) -> int | None:
     end = plan.ramp_to if plan.ramp_to is not None else start
     arrivals = math.ceil((start + end) / 2 * plan.duration - 1e-9)
     return min(arrivals, plan.max_requests) if plan.max_requests else arrivals
+
+
+def replayed(plan: PhasePlan, timestamps: list[float]) -> PhasePlan:
+    """A replay phase with what its trace makes of it: the arrivals it sends (the first
+    `requests`, those within `duration`) and their mean rate."""
+    offsets = list(arrival_offsets(timestamps, plan.speed, plan.duration))
+    if plan.max_requests is not None:
+        offsets = offsets[:plan.max_requests]
+    span = offsets[-1] if offsets else 0.0
+    return plan.model_copy(update={"expected_requests": len(offsets),
+                                   "rate": len(offsets) / span if span > 0 else None})

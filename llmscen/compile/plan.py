@@ -58,14 +58,28 @@ class SyntheticPlan(Frozen):
     seed: int
 
 
+class TracePlan(Frozen):
+    """A trace's prompts, made at the start of the run to each arrival's input length,
+    requests sharing hash ids sharing those blocks of their prompts."""
+
+    block_tokens: int = 512
+    tokenizer: Literal["server", "words", "file"] = "server"
+    tokenizer_file: str = ""               # `file`: the tokenizer.json, absolute
+    api: Literal["chat", "completions"] = "chat"
+    target: str | None = None              # whose tokenizer counts; None: no request takes
+    #                                        the trace's rows (counted as words)
+    seed: int
+
+
 class DataPlan(Frozen):
     name: str
     file: str = ""                 # absolute path; "" for synthetic data
-    format: Literal["csv", "jsonl"] = "jsonl"
+    format: Literal["csv", "jsonl", "mooncake", "llmscen"] = "jsonl"
     order: Literal["sequential", "random", "once"]
     columns: tuple[str, ...]
     rows: int
     synthetic: SyntheticPlan | None = None
+    trace: TracePlan | None = None         # format mooncake or llmscen
 
 
 class FaultPlan(Frozen):
@@ -107,6 +121,8 @@ class PhasePlan(Frozen):
     max_in_flight: int | None = None
     stride: tuple[int, int] = (0, 1)       # (worker, workers): this worker sends arrival k of
     #                                        the phase's one schedule when k % workers == worker
+    replay: str | None = None              # the trace data whose timestamps are the arrivals
+    speed: float = 1.0                     # replay: times faster than recorded
     # closed model
     users: int | None = None
     users_ramp_to: int | None = None

@@ -34,6 +34,7 @@ from llmscen.driver.services import Started, start_services
 from llmscen.errors import RunError
 from llmscen.metrics.merge import merge
 from llmscen.metrics.recorder import declared_requests
+from llmscen.metrics.replay import without_samples
 from llmscen.metrics.resources import phase_stats
 from llmscen.metrics.results import (
     FaultInfo,
@@ -465,6 +466,7 @@ class Driver:
         results.requests = declared_requests(self.plan)   # all of them, sent or not
         results.faults = list(self.faults)
         results.search = list(self.searches)
+        results.replay = without_samples(results.replay)
         if self.sampler is not None:
             results.series.resources = [*self.sampler.series(), *results.series.resources]
             results.resources = Resources(unavailable=dict(self.sampler.unavailable),

@@ -40,6 +40,8 @@ class Completed:
     now: float
     key: tuple[str, str] | None = None   # `expect: consistent`: (digest, excerpt) of the
     #                                      request as rendered and sent
+    started: float = 0.0   # the intended start, seconds since run start
+    arrival: bool = True   # the flow's first call: its intended start is the schedule's
 
 
 @dataclass(slots=True)

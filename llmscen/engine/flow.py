@@ -178,7 +178,8 @@ class Flow:
         """Run every step; the first starts at `intended_ns`, later ones when due."""
         # templates' random helpers draw from the phase's RNG
         ctx = {**self.shared, **context, RNG: rng}
-        if self.feeder is not None:
+        arrival_ns = intended_ns   # a call that starts then is the arrival's (first) call
+        if self.feeder is not None and "row" not in ctx:   # a replay hands its arrival's row
             ctx["row"] = self.feeder.next()
         session = self._session(ctx)
         last = len(self.steps) - 1
@@ -192,8 +193,9 @@ class Flow:
                 try:
                     wanted = step.condition(ctx)
                 except Exception as exc:   # an expression can raise anything on odd values
-                    self._fail_unsent(phase, step, intended_ns, f"request {step.name!r}: `if:` "
-                                      f"failed: {type(exc).__name__}: {exc}")
+                    self._fail_unsent(phase, step, intended_ns, intended_ns == arrival_ns,
+                                      f"request {step.name!r}: `if:` failed: "
+                                      f"{type(exc).__name__}: {exc}")
                     return Ran(ctx)
                 if not wanted:
                     continue
@@ -202,9 +204,9 @@ class Flow:
             try:
                 payload = step.renderer.render(ctx)
             except TemplateFailed as exc:
-                self._fail_unsent(phase, step, intended_ns, f"request {step.name!r}: template "
-                                  f"in {exc.field} failed: {type(exc.cause).__name__}: "
-                                  f"{exc.cause}")
+                self._fail_unsent(phase, step, intended_ns, intended_ns == arrival_ns,
+                                  f"request {step.name!r}: template in {exc.field} failed: "
+                                  f"{type(exc.cause).__name__}: {exc.cause}")
                 return Ran(ctx)
             call = Call(request=step.name, payload=payload, stream=self.plan.stream,
                         timeout=self.plan.timeout, session=session)
@@ -218,14 +220,14 @@ class Flow:
                     raise
                 exchange.end_ns = exchange.end_ns or time.perf_counter_ns()
                 exchange.fail("cancelled", "the run stopped while the request was in flight")
-                self._emit(phase, step, exchange, [])
+                self._emit(phase, step, exchange, [], intended_ns == arrival_ns)
                 raise
             except Exception as exc:  # a plugin bug: count it against the request
                 exchange.end_ns = time.perf_counter_ns()
                 exchange.sent_ns = exchange.sent_ns or exchange.end_ns
                 exchange.fail("client", f"{self.plugin} raised from send(): "
                                         f"{type(exc).__name__}: {exc}")
-                self._emit(phase, step, exchange, [])
+                self._emit(phase, step, exchange, [], intended_ns == arrival_ns)
                 return Ran(ctx)
             failures = self._check(step, exchange)
             if step.batch_tolerance is not None and exchange.error is None:
@@ -239,7 +241,7 @@ class Flow:
                     ctx[var] = value
             if step.records and exchange.error in (None, "check"):
                 failures += _record(step.records, exchange)
-            self._emit(phase, step, exchange, failures, key)
+            self._emit(phase, step, exchange, failures, intended_ns == arrival_ns, key)
             if exchange.error is not None:
                 return Ran(ctx)
             low, high = step.think
@@ -259,18 +261,21 @@ class Flow:
         ctx["session_id"] = session.id
         return session
 
-    def _fail_unsent(self, phase: str, step: Step, intended_ns: int, message: str) -> None:
+    def _fail_unsent(self, phase: str, step: Step, intended_ns: int, arrival: bool,
+                     message: str) -> None:
         """A step that could not be built (template, `if:`): a `client` error, nothing sent."""
         exchange = Exchange(intended_ns=intended_ns)
         exchange.sent_ns = exchange.end_ns = time.perf_counter_ns()
         exchange.fail("client", message)
-        self._emit(phase, step, exchange, [])
+        self._emit(phase, step, exchange, [], arrival)
 
     def _emit(self, phase: str, step: Step, exchange: Exchange,
-              failures: list[tuple[str, str]], key: tuple[str, str] | None = None) -> None:
+              failures: list[tuple[str, str]], arrival: bool,
+              key: tuple[str, str] | None = None) -> None:
         now = (time.perf_counter_ns() - self.origin) / 1e9
         self.handler.handle(Completed(phase, step.name, self.target, exchange, failures,
-                                      self.goodput(exchange), now, key))
+                                      self.goodput(exchange), now, key,
+                                      (exchange.intended_ns - self.origin) / 1e9, arrival))
 
     def not_sent(self, phase: str, request: str | None = None, count: int = 1,
                  why: str = "stopped") -> None:

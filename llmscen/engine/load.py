@@ -27,8 +27,10 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from llmscen.compile.plan import PhasePlan
+from llmscen.compile.trace import arrival_offsets
 from llmscen.engine.feed import DataExhausted
 from llmscen.engine.flow import Flow
 from llmscen.engine.schedule import arrivals
@@ -146,8 +148,28 @@ def _count_due(state: PhaseState, mix: Mix, rng: random.Random, schedule: Iterat
             flow.not_sent(state.phase.name, None, counts[id(flow)], why)
 
 
-async def run_open(state: PhaseState, mix: Mix, start_ns: int) -> None:
-    """Start requests on the phase's schedule until its duration or request count."""
+class _Numbered:
+    """The offsets of numbered arrivals; `arrival` is the number of the last one given, in
+    the phase's one schedule (a replay's row)."""
+
+    def __init__(self, numbered: Iterator[tuple[int, float]]) -> None:
+        self.numbered = numbered
+        self.arrival = -1
+
+    def __iter__(self) -> Iterator[float]:
+        return self
+
+    def __next__(self) -> float:
+        self.arrival, offset = next(self.numbered)
+        return offset
+
+
+async def run_open(state: PhaseState, mix: Mix, start_ns: int,
+                   trace: list[dict[str, Any]] | None = None) -> None:
+    """Start requests on the phase's schedule until its duration or request count.
+
+    A replay's schedule is its `trace`'s timestamps, and arrival k sends row k of it to the
+    requests that take their rows from the trace."""
     phase = state.phase
     # the schedule is the phase's (shared by its workers); the picks are this worker's
     rng = random.Random(phase.seed + 1_000_003 * phase.stride[0])
@@ -156,15 +178,20 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int) -> None:
     if cap is not None:
         state.gate = asyncio.Semaphore(cap)
     end_ns = None if phase.duration is None else start_ns + int(phase.duration * 1e9)
-    schedule = iter(arrivals(phase.rate or 0.0, phase.ramp_to, phase.duration, phase.arrival,
-                             phase.burstiness, phase.seed))
+    if trace is not None:
+        offsets: Iterator[float] = arrival_offsets((r["timestamp"] for r in trace),
+                                                   phase.speed, phase.duration)
+    else:
+        offsets = arrivals(phase.rate or 0.0, phase.ramp_to, phase.duration, phase.arrival,
+                           phase.burstiness, phase.seed)
     loop = asyncio.get_running_loop()
     mine, workers = phase.stride
+    numbered: Iterator[tuple[int, float]] = enumerate(offsets)
     if workers > 1:   # this worker's arrivals of the phase's one schedule
         count = phase.max_requests
-        numbered = itertools.takewhile(lambda kt: count is None or kt[0] < count,
-                                       enumerate(schedule))
-        schedule = (t for k, t in numbered if k % workers == mine)
+        numbered = (kt for kt in itertools.takewhile(
+            lambda kt: count is None or kt[0] < count, numbered) if kt[0] % workers == mine)
+    schedule = _Numbered(numbered)
     remaining = None if phase.max_requests is None else \
         len(range(mine, phase.max_requests, workers))
     for seq, offset in enumerate(schedule):
@@ -196,6 +223,8 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int) -> None:
             continue
         context: dict[str, object] = {**phase.vars, "phase": phase.name, "seq": seq,
                                        "user": 0, "iteration": seq, "request": flow.plan.name}
+        if trace is not None and flow.plan.data == phase.replay:
+            context["row"] = trace[schedule.arrival]
         begun: list[bool] = []
         task = loop.create_task(_one(state, flow, intended, context, rng, begun))
         state.tasks.add(task)

@@ -20,6 +20,7 @@ from typing import Any
 
 from llmscen.compile.plan import PhasePlan, Plan
 from llmscen.compile.tokenizer_file import TokenizerFileError, file_counter
+from llmscen.compile.trace import read_trace
 from llmscen.engine.events import (
     Handler,
     Note,
@@ -43,7 +44,7 @@ from llmscen.engine.protocol import (
     target_timeout,
     tokenizer,
 )
-from llmscen.engine.synthetic import SynthesisError, synthesize, words_count
+from llmscen.engine.synthetic import SynthesisError, synthesize, synthesize_trace, words_count
 from llmscen.errors import RunError
 
 DEFAULT_DRAIN_S = 30.0
@@ -66,6 +67,7 @@ class Engine:
         self.runners: dict[str, Runner] = {}
         self.flows: list[Flow] = []
         self.captured: dict[str, object] = {}    # what this worker's `before:` flows captured
+        self.traces: dict[str, list[dict[str, Any]]] = {}   # trace data → its made rows
         self._stack = AsyncExitStack()
 
     def now(self) -> float:
@@ -117,7 +119,9 @@ class Engine:
         if problems:
             raise RunError("the targets are not ready for this scenario:\n  " +
                            "\n  ".join(problems), "target_not_ready")
-        self.flows = self._flows(await self._synthesize())
+        made = await self._synthesize()
+        self.traces = {d.name: made[d.name] for d in self.plan.data if d.trace is not None}
+        self.flows = self._flows(made)
         self.handler.handle(RunStarted(self.plan))
         # what setup built lives for the whole run: keep it out of the collector's
         # full passes, which otherwise pause the client for tens of milliseconds
@@ -133,37 +137,48 @@ class Engine:
             self.handler.handle(RunEnded(self.now(), self.interrupted))
 
     async def _synthesize(self) -> dict[str, list[dict[str, Any]]]:
-        """The rows of `synthetic:` data, counted by their target's tokenizer."""
+        """The rows of `synthetic:` data and of traces, counted by their target's tokenizer."""
         made = {}
         for data in self.plan.data:
-            synth = data.synthetic
-            if synth is None:
+            made_by = data.synthetic or data.trace
+            if made_by is None:
                 continue
-            count: Callable[[str], Awaitable[int]]
-            if synth.tokenizer == "words":
-                async def count(text: str) -> int:
-                    return words_count(text)
-            elif synth.tokenizer == "file":
-                try:
-                    counted = file_counter(synth.tokenizer_file)
-                except TokenizerFileError as exc:   # checked when compiled; gone since?
-                    raise SynthesisError(f"data {data.name!r}: {exc}") from None
-
-                async def count(text: str, counted: Callable[[str], int] = counted) -> int:
-                    return counted(text)
-            else:
-                counter = tokenizer(self.runners[synth.target])
-                if counter is None:
-                    raise RunError(f"data {data.name!r}: target {synth.target!r} cannot count "
-                                   "tokens (its plugin has no tokenizer); use `tokenizer: "
-                                   "words`", "target_not_ready")
-                chat = synth.api == "chat"
-
-                async def count(text: str, counter: Tokenizing = counter,
-                                chat: bool = chat) -> int:
-                    return await counter.count_tokens(text, chat)
-            made[data.name] = await synthesize(synth, data.rows, count, data.name)
+            count = self._counter(data.name, made_by.tokenizer if made_by.target else "words",
+                                  made_by.target or "", made_by.api == "chat",
+                                  made_by.tokenizer_file)
+            if data.trace is not None:
+                made[data.name] = await synthesize_trace(
+                    data.trace, read_trace(data.file, data.format), count, data.name)
+            elif data.synthetic is not None:
+                made[data.name] = await synthesize(data.synthetic, data.rows, count, data.name)
         return made
+
+    def _counter(self, name: str, how: str, target: str, chat: bool, file: str = ""
+                 ) -> Callable[[str], Awaitable[int]]:
+        """What counts a made prompt's tokens: words, a tokenizer file, or the target's
+        own tokenizer."""
+        if how == "words":
+            async def words(text: str) -> int:
+                return words_count(text)
+            return words
+        if how == "file":
+            try:
+                counted = file_counter(file)
+            except TokenizerFileError as exc:   # checked when compiled; gone since?
+                raise SynthesisError(f"data {name!r}: {exc}") from None
+
+            async def offline(text: str) -> int:
+                return counted(text)
+            return offline
+        counter = tokenizer(self.runners[target])
+        if counter is None:
+            raise RunError(f"data {name!r}: target {target!r} cannot count tokens (its "
+                           "plugin has no tokenizer); use `tokenizer: words`",
+                           "target_not_ready")
+
+        async def count(text: str, counter: Tokenizing = counter) -> int:
+            return await counter.count_tokens(text, chat)
+        return count
 
     def _flows(self, made: dict[str, list[dict[str, Any]]]) -> list[Flow]:
         feeders = {d.name: Feeder(d, self.plan.seed, *self.worker, rows=made.get(d.name))
@@ -229,7 +244,8 @@ class Engine:
             await run_each(state, [flows[name] for name in phase.cases if name in flows],
                            start_ns)
         elif phase.kind == "open":
-            await run_open(state, self._mix(phase), start_ns)
+            await run_open(state, self._mix(phase), start_ns,
+                           self.traces.get(phase.replay) if phase.replay else None)
         else:
             await run_closed(state, self._mix(phase), start_ns)
 

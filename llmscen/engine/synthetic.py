@@ -15,7 +15,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from llmscen.compile.plan import SyntheticPlan
+from llmscen.compile.plan import SyntheticPlan, TracePlan
 from llmscen.errors import RunError
 
 Count = Callable[[str], Awaitable[int]]
@@ -71,6 +71,33 @@ async def _vocabulary(count: Count, overhead: int) -> list[str]:
     return vocab
 
 
+async def _exact(body: list[str], keep: int, wanted: int, count: Count, rng: random.Random,
+                 vocab: list[str], name: str) -> str:
+    """`body` counted whole and corrected until it is `wanted` tokens: words cut from its
+    end (never its first `keep`) or added."""
+    for _ in range(_TRIES):
+        got = await count(" ".join(body))
+        if got == wanted:
+            return " ".join(body)
+        if got > wanted and len(body) - (got - wanted) > keep:
+            del body[len(body) - (got - wanted):]
+        else:
+            body += [rng.choice(vocab) for _ in range(max(wanted - got, 1))]
+    raise SynthesisError(f"data {name!r}: could not make a prompt of exactly {wanted} "
+                         f"tokens (the tokenizer counted {got})")
+
+
+def _room(name: str, wanted: int, overhead: int, head: int) -> int:
+    """Words a prompt of `wanted` tokens holds beyond what the server adds around it."""
+    words = wanted - overhead
+    if words <= head:
+        raise SynthesisError(
+            f"data {name!r}: a prompt of {wanted} tokens has no room for its text: the "
+            f"server adds {overhead} tokens around every prompt" +
+            (f" and the prefix takes {head}" if head else ""))
+    return words
+
+
 async def synthesize(plan: SyntheticPlan, rows: int, count: Count, name: str) -> list[dict[str, Any]]:
     """`rows` prompts with their exact `input_tokens`, drawn `output_tokens` and `prefix`
     (the shared prefix's index, or -1)."""
@@ -82,28 +109,50 @@ async def synthesize(plan: SyntheticPlan, rows: int, count: Count, name: str) ->
     out = []
     for _ in range(rows):
         wanted = draw(plan.input_tokens, rng)
-        words = wanted - overhead
         prefix = rng.randrange(len(prefixes)) if prefixes and \
             rng.random() < plan.prefix_share else -1
         head = prefixes[prefix] if prefix >= 0 else []
-        if words <= len(head):
-            raise SynthesisError(
-                f"data {name!r}: a prompt of {wanted} tokens has no room for its text: the "
-                f"server adds {overhead} tokens around every prompt" +
-                (f" and the prefix takes {len(head)}" if head else ""))
+        words = _room(name, wanted, overhead, len(head))
         body = head + [rng.choice(vocab) for _ in range(words - len(head))]
-        for _ in range(_TRIES):
-            got = await count(" ".join(body))
-            if got == wanted:
-                break
-            if got > wanted and len(body) - (got - wanted) > len(head):
-                del body[len(body) - (got - wanted):]
-            else:
-                body += [rng.choice(vocab) for _ in range(max(wanted - got, 1))]
-        else:
-            raise SynthesisError(f"data {name!r}: could not make a prompt of exactly {wanted} "
-                                 f"tokens (the tokenizer counted {got})")
+        prompt = await _exact(body, len(head), wanted, count, rng, vocab, name)
         output = draw(plan.output_tokens, rng) if plan.output_tokens is not None else None
-        out.append({"prompt": " ".join(body), "input_tokens": wanted,
+        out.append({"prompt": prompt, "input_tokens": wanted,
                     "output_tokens": output, "prefix": prefix})
+    return out
+
+
+async def synthesize_trace(plan: TracePlan, arrivals: list[dict[str, Any]], count: Count,
+                           name: str) -> list[dict[str, Any]]:
+    """A prompt of exactly `input_length` tokens per arrival of a trace. Hash id h stands for
+    one block of `block_tokens` words, the same in every prompt that has it (drawn from the
+    seed and h), so requests sharing hash ids share those blocks, in order, as a prefix; the
+    last block is cut to the prompt's length, and a prompt longer than its blocks goes on with
+    words of its own."""
+    overhead = await count("the") - 1
+    vocab = await _vocabulary(count, overhead)
+    blocks: dict[int, list[str]] = {}
+
+    def block(h: int) -> list[str]:
+        words = blocks.get(h)
+        if words is None:
+            rng = random.Random(f"{plan.seed}/{h}")
+            words = blocks[h] = [rng.choice(vocab) for _ in range(plan.block_tokens)]
+        return words
+
+    out = []
+    for index, arrival in enumerate(arrivals):
+        wanted = arrival["input_length"]
+        words = _room(name, wanted, overhead, 0)
+        body: list[str] = []
+        for h in arrival["hash_ids"]:
+            if len(body) >= words:
+                break
+            body += block(h)
+        del body[words:]
+        rng = random.Random(f"{plan.seed}/row/{index}")
+        body += [rng.choice(vocab) for _ in range(words - len(body))]
+        prompt = await _exact(body, 0, wanted, count, rng, vocab, name)
+        out.append({"prompt": prompt, "input_tokens": wanted,
+                    "output_tokens": arrival["output_length"], "hash_ids": arrival["hash_ids"],
+                    "timestamp": arrival["timestamp"]})
     return out

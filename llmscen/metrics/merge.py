@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from llmscen.metrics.consistency import merge_consistency
 from llmscen.metrics.histogram import Histogram
+from llmscen.metrics.replay import merge_replays
 from llmscen.metrics.results import (
     MAX_SAMPLES,
     CheckSummary,
@@ -49,6 +50,7 @@ def merge(results: Sequence[RunResults]) -> RunResults:
     """One `RunResults` holding everything the given ones recorded."""
     if not results:
         raise ValueError("merge needs at least one results object")
+    servers = _first_server_metrics(m for r in results for m in r.server_metrics)
     return RunResults(
         meta=_merge_meta([r.meta for r in results]),
         phases=_merge_phases(p for r in results for p in r.phases),
@@ -63,8 +65,9 @@ def merge(results: Sequence[RunResults]) -> RunResults:
         checks=_merge_checks(c for r in results for c in r.checks),
         consistency=merge_consistency(c for r in results for c in r.consistency),
         errors=merge_error_summaries(e for r in results for e in r.errors),
-        server_metrics=_first_server_metrics(m for r in results for m in r.server_metrics),
+        server_metrics=servers,
         requests=next((list(r.requests) for r in results if r.requests), []),
+        replay=merge_replays((p for r in results for p in r.replay), servers),
     )
 
 

@@ -19,10 +19,12 @@ from llmscen.engine.events import (
     Tick,
 )
 from llmscen.metrics.consistency import ConsistencyTracker
+from llmscen.metrics.replay import with_figures
 from llmscen.metrics.results import (
     MAX_SAMPLES,
     CheckSummary,
     Meta,
+    ReplayInfo,
     RequestInfo,
     RunResults,
     Sample,
@@ -77,6 +79,7 @@ class Recorder(BaseHandler):
         self.server_series = ServerSeries()     # read while phases run (worker 0)
         self.requests: list[RequestInfo] = []
         self.consistency = ConsistencyTracker(lambda text: self.scrub(text))
+        self.replays: dict[str, ReplayInfo] = {}   # replay phase → its arrivals so far
 
     def on_run_started(self, event: RunStarted) -> None:
         self.plan = event.plan
@@ -90,6 +93,10 @@ class Recorder(BaseHandler):
 
     def on_phase_started(self, event: PhaseStarted) -> None:
         self.phase_starts[event.phase.name] = event.now
+        phase = event.phase
+        if phase.replay is not None:
+            self.replays[phase.name] = ReplayInfo(phase=phase.name, data=phase.replay,
+                                                  speed=phase.speed)
 
     def on_phase_ended(self, event: PhaseEnded) -> None:
         phase = event.phase
@@ -107,6 +114,11 @@ class Recorder(BaseHandler):
     def on_completed(self, event: Completed) -> None:
         self.store.record(event.phase, event.request, event.target, event.exchange,
                           goodput_met=event.goodput_met, now=event.now)
+        if event.arrival and event.phase in self.replays and event.exchange.sent_ns:
+            replay = self.replays[event.phase]
+            ex = event.exchange
+            replay.intended.append(round(event.started * 1e6))
+            replay.lag.append((ex.sent_ns - ex.intended_ns) // 1000)
         names = self.expectations.get(event.request) or []
         error = event.exchange.error
         if event.key is not None and error in (None, "check"):
@@ -181,4 +193,5 @@ class Recorder(BaseHandler):
         results.consistency = list(self.consistency.records.values())
         results.meta.notes = list(dict.fromkeys([*results.meta.notes,
                                                  *self.consistency.notes()]))
+        results.replay = [with_figures(r, self.server) for r in self.replays.values()]
         return results

@@ -42,7 +42,8 @@ class RequestLog(BaseHandler):
         ex = event.exchange
         sent = ex.sent_ns or ex.intended_ns
         record = {
-            "t": round(event.now, 6), "phase": event.phase, "request": event.request,
+            "t": round(event.now, 6), "start": round(event.started, 6),
+            "phase": event.phase, "request": event.request,
             "target": event.target, "status": ex.status, "error": ex.error,
             "message": self.scrub(ex.error_message) or None,
             "schedule_lag_us": (sent - ex.intended_ns) // 1000,

@@ -13,7 +13,7 @@ the run started (phases, series) or UTC datetimes (meta). Bump
      resources: {interval, unavailable: {source: why}, stats: [{name, phase, min, mean, max,
                                                                 samples}]},
      slos: [...], checks: [...], errors: [...], server_metrics: [...],
-     requests: [...], outcome: {status, exit_code, reasons, cases}}
+     requests: [...], replay: [...], outcome: {status, exit_code, reasons, cases}}
 
 Version 2 added the outcome, the declared requests, `not_sent` counters,
 checks' `unchecked` counts and SLOs that were not judged; version 1 files are
@@ -496,6 +496,22 @@ class SearchInfo(Model):
     steps: list[SearchStep] = Field(default_factory=list)
 
 
+class ReplayInfo(Model):
+    """A `replay:` phase: how faithfully it kept its trace's arrivals (docs/results.md)."""
+
+    phase: str
+    data: str                         # the trace's data set
+    speed: float = 1.0
+    sent: int = 0                     # arrivals sent (the others are the phase's not_sent)
+    ks: float | None = None           # KS statistic, intended vs achieved arrival times
+    lag_p50: float | None = None      # seconds from an arrival's intended start to its send
+    lag_p99: float | None = None
+    lag_max: float | None = None
+    prefix_cache_hit_rate: float | None = None   # the server's, over the phase (fraction)
+    intended: list[int] = Field(default_factory=list)   # µs since run start, each sent arrival
+    lag: list[int] = Field(default_factory=list)        # µs, send − intended, in that order
+
+
 class BaselineInfo(Model):
     """This run against the scenario's `baseline:` (the regression gate of `llmscen compare`)."""
 
@@ -570,6 +586,7 @@ class RunResults(Model):
     requests: list[RequestInfo] = Field(default_factory=list)
     faults: list[FaultInfo] = Field(default_factory=list)
     search: list[SearchInfo] = Field(default_factory=list)
+    replay: list[ReplayInfo] = Field(default_factory=list)   # `replay:` phases' fidelity
     baseline: BaselineInfo | None = None
     outcome: Outcome | None = None    # None only while a run is still being judged
 

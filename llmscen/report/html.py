@@ -25,6 +25,7 @@ from llmscen.report import charts, view
 from llmscen.report.errors import error_groups
 from llmscen.report.fit_view import fit_views
 from llmscen.report.reconcile import cells, reconciliation
+from llmscen.report.replay_view import replay_views
 from llmscen.report.resources import resource_table
 from llmscen.report.search_view import search_views
 from llmscen.report.svg import format_clock
@@ -83,6 +84,7 @@ def render_html(results: RunResults) -> str:
         resources=resource_table(results), unavailable=results.resources.unavailable,
         reconcile=cells(reconciliation(results)),
         searches=search_views(results), fits=fit_views(results),
+        replays=replay_views(results),
     )
 
 

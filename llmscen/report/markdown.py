@@ -15,6 +15,7 @@ from llmscen.assertions.slo import show
 from llmscen.metrics.query import Aggregate, aggregate
 from llmscen.metrics.results import RunResults
 from llmscen.report.errors import error_groups
+from llmscen.report.replay_view import replay_views
 from llmscen.report.terminal import Column, columns, verdict
 from llmscen.report.view import run_duration, slo_rows
 
@@ -86,6 +87,13 @@ def summary_markdown(results: RunResults) -> str:
         rows.append(_phase_row(label, agg, cols))
     rows.append(_phase_row("**whole run**", aggregate(results), cols))
     out += [*_table(header, rows, range(1, len(header))), ""]
+    replays = replay_views(results)
+    if replays:
+        rows = [[cell(v.phase), cell(v.data), v.speed, v.sent, v.not_sent, v.lag_p50, v.lag_p99,
+                 v.lag_max, v.ks, v.hit_rate] for v in replays]
+        out += ["### Replay fidelity", "", *_table(
+            ["phase", "trace", "speed", "sent", "not sent", "lag p50", "lag p99", "lag max",
+             "KS", "prefix-cache hit rate"], rows, range(3, 10)), ""]
     failed = [c for c in results.checks if c.failed]
     if failed:
         out += ["### Failed expectations", ""]

@@ -12,6 +12,7 @@ from llmscen.metrics.query import Aggregate, aggregate
 from llmscen.metrics.results import RunResults
 from llmscen.report.errors import error_groups, summary_line
 from llmscen.report.produced import produced
+from llmscen.report.replay_view import replay_line, replay_views
 from llmscen.report.resources import terminal_lines
 
 # (metric, stat, header); optional ones show only when the run produced the metric
@@ -75,6 +76,9 @@ def summary(results: RunResults) -> str:
                 line = (f"  {marks[c.status]:<5} {c.name}: {message}" if kind != "slo" or
                         message != c.message else f"  {marks[c.status]:<5} {c.message or c.name}")
                 out.append(line.replace("\n", "\n" + " " * 8))   # a cause's line, indented
+    replays = replay_views(results)
+    if replays:
+        out += ["", *(replay_line(v) for v in replays)]
     groups = error_groups(results)
     if groups:
         out += ["", "errors:"]

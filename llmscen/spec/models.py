@@ -221,11 +221,25 @@ class DataSpec(Strict):
     order: Literal["sequential", "random", "once"] = Field(
         "sequential", description="sequential: row after row, from the top again at the end; "
         "random: a seeded random row each time; once: every row once, then the phase ends")
-    format: Literal["csv", "jsonl"] | None = Field(None, description="default: from the file "
-                                                   "name (.csv, .tsv, .jsonl, .ndjson)")
+    format: Literal["csv", "jsonl", "mooncake", "llmscen"] | None = Field(
+        None, description="default: from the file name (.csv, .tsv, .jsonl, .ndjson); a trace "
+        "to replay (`replay:` phases): `mooncake` (JSONL: timestamp ms, input_length, "
+        "output_length, hash_ids) or `llmscen` (a --log-requests file)")
     synthetic: SyntheticSpec | None = Field(None, description="generated prompts of exact "
                                             "token length instead of a file "
                                             "(docs/workloads.md)")
+    # a trace's prompts are made as synthetic ones are (docs/workloads.md#trace-replay)
+    block_tokens: PositiveInt = Field(512, description="trace: tokens per hash id; "
+                                             "requests sharing hash ids share these blocks "
+                                             "of their prompts (default 512, Mooncake's)")
+    tokenizer: str = Field(
+        "server", description="trace: who counts its prompts' tokens, as for `synthetic:` "
+                              "(`server`, `words`, or a tokenizer file)",
+        examples=["server", "words", "models/tokenizer.json"])
+    api: Literal["chat", "completions"] | None = Field(
+        None, description="trace: how its prompts are sent, as for `synthetic:`")
+    target: Name | None = Field(None, description="trace: whose tokenizer counts, as for "
+                                "`synthetic:`")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -233,10 +247,16 @@ class DataSpec(Strict):
             raise ValueError("data comes from exactly one of `file:` or `synthetic:`")
         if self.synthetic is not None and self.format is not None:
             raise ValueError("`format` applies to `file:` data")
+        trace_keys = [k for k in ("block_tokens", "tokenizer", "api", "target")
+                      if k in self.model_fields_set]
+        if trace_keys and self.format not in TRACE_FORMATS:
+            raise ValueError(f"{', '.join(f'`{k}`' for k in trace_keys)} apply to a trace "
+                             f"(`format: mooncake` or `llmscen`)")
         return self
 
 
 SweepValue = int | float | str
+TRACE_FORMATS = ("mooncake", "llmscen")
 
 
 class SweepSpec(Strict):
@@ -321,7 +341,7 @@ Mix = Annotated[tuple[tuple[str, float], ...], BeforeValidator(parse_mix), WithJ
 _OPEN_KEYS = ("ramp_to", "arrival", "burstiness", "max_in_flight")
 _CLOSED_KEYS = ("spawn_rate", "think")
 _EACH_KEYS = ("times", "concurrent")
-_MODELS = ("arrival_rate", "users", "pause", "sweep", "each", "groups", "search")
+_MODELS = ("arrival_rate", "users", "pause", "sweep", "each", "groups", "search", "replay")
 
 # Keys a phase and a group share, described once.
 _ARRIVAL_RATE = "open model: requests started per second, finished or not (50, 50/s, 300/min)"
@@ -462,6 +482,11 @@ class PhaseSpec(Strict):
     faults: list[FaultSpec] = Field(default_factory=list, description="act on the system "
                                     "under test during the phase; `time_to_recover` measures "
                                     "each from the fault to the first success after it")
+    replay: Name | None = Field(None, description="an open phase at a trace's own times: the "
+                                "data set (`format: mooncake` or `llmscen`) whose timestamps "
+                                "are the arrivals, each sending its row")
+    speed: PositiveFloat | None = Field(None, description="`replay`: how much faster than "
+                                        "recorded (2 = twice as fast; default 1)")
 
     @model_validator(mode="after")
     def _one_model(self) -> PhaseSpec:
@@ -476,7 +501,8 @@ class PhaseSpec(Strict):
         if len(given) != 1:
             raise ValueError("a phase is exactly one of: `arrival_rate` (open model), `users` "
                              "(closed model), `pause`, `sweep`, `each` (test cases), "
-                             "`groups` (several at once) or `search` (find the limit)" +
+                             "`groups` (several at once), `search` (find the limit) or "
+                             "`replay` (a trace's arrivals)" +
                              (f"; this one has {', '.join(given)}" if given else ""))
         kind = given[0]
         swept = None
@@ -488,7 +514,10 @@ class PhaseSpec(Strict):
         is_open = kind == "arrival_rate" or swept == "arrival_rate"
         is_closed = kind == "users" or swept == "users"
         misplaced = [k for k in _OPEN_KEYS if getattr(self, k) is not None and not is_open
-                     and not (k == "ramp_to" and kind == "users")]
+                     and not (k == "ramp_to" and kind == "users")
+                     and not (k == "max_in_flight" and kind == "replay")]
+        if self.speed is not None and kind != "replay":
+            misplaced.append("speed")
         misplaced += [k for k in _CLOSED_KEYS if getattr(self, k) is not None and not is_closed]
         misplaced += [k for k in _EACH_KEYS if getattr(self, k) is not None and kind != "each"]
         if kind in ("each", "groups", "pause") and self.mix is not None:
@@ -496,7 +525,8 @@ class PhaseSpec(Strict):
         if misplaced:
             model = {"arrival_rate": "an open (arrival_rate)", "users": "a closed (users)",
                      "pause": "a pause", "sweep": "this sweep", "each": "a test-case (each)",
-                     "groups": "a groups", "search": "this search"}[kind]
+                     "groups": "a groups", "search": "this search",
+                     "replay": "a replay"}[kind]
             names = ", ".join(f"`{k}`" for k in misplaced)
             raise ValueError(f"{names} {'does' if len(misplaced) == 1 else 'do'} not apply to "
                              f"{model} phase")
@@ -518,6 +548,8 @@ class PhaseSpec(Strict):
             if self.duration is None and not all(g.requests for g in self.groups.values()):
                 raise ValueError("a phase with `groups` needs a `duration`, or `requests` on "
                                  "every group, to know when to stop")
+        elif kind == "replay":
+            pass   # the trace ends it; `duration` and `requests` may cut it short
         elif self.duration is None and self.requests is None:
             raise ValueError("the phase needs `duration` and/or `requests` to know when to stop")
         if self.arrival == "gamma" and self.burstiness is None:

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from llmscen.services.openai_sim.history import HEADER as HISTORY_HEADER
+from llmscen.services.openai_sim.prefix import HEADER as PREFIX_HEADER
 from llmscen.services.openai_sim.state import STATE, Fault, Seq, SimState, Tally, prometheus_text
 from llmscen.services.openai_sim.stream import (
     DONE,
@@ -81,6 +82,7 @@ class Generation:
     def metric_reason(self) -> str:
         """The finished_reason label of vLLM's request counter: a tool call stopped."""
         return "stop" if self.finish_reason == "tool_calls" else self.finish_reason
+    prefix_hits: int | None = None       # prefix_cache: prompt tokens found cached
 
 
 async def _read_object(request: web.Request) -> dict[str, Any]:
@@ -202,12 +204,16 @@ def plan_generation(state: SimState, body: dict[str, Any], kind: Literal["chat",
         state.history.remember("".join(tokens))
     reasoning = pseudo_tokens(prompt_rng(prompt, o.seed, "reasoning"), o.reasoning_tokens,
                               first=True) if kind == "chat" and o.reasoning_tokens else []
+    hits = state.prefix.lookup(prompt) if state.prefix is not None else None
     return Generation(kind, request_id, model, prompt_tokens, tokens, finish, stream,
-                      include_usage, carried, reasoning, tool)
+                      include_usage, carried, reasoning, tool, prefix_hits=hits)
 
 
 def _headers(gen: Generation) -> dict[str, str]:
-    return {} if gen.history_answers is None else {HISTORY_HEADER: str(gen.history_answers)}
+    out = {} if gen.history_answers is None else {HISTORY_HEADER: str(gen.history_answers)}
+    if gen.prefix_hits is not None:
+        out[PREFIX_HEADER] = str(gen.prefix_hits)
+    return out
 
 
 async def completions(request: web.Request, kind: Literal["chat", "text"]) -> web.StreamResponse:

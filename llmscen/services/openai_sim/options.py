@@ -64,6 +64,13 @@ class OpenAISimOptions(BaseModel):
                                 "requests by the earlier answers they carry "
                                 "(openai_sim:history_answers)")
 
+    prefix_cache: bool = Field(False, description="keep a prefix cache of prompt blocks and "
+                               "count its hits in tokens (vllm:prefix_cache_queries and "
+                               "vllm:prefix_cache_hits), sending each request's hits back in "
+                               "the X-Sim-Prefix-Hit-Tokens header")
+    prefix_block: int = Field(16, ge=1, description="tokens (words) per prefix-cache block, "
+                              "as vLLM's block size")
+
     @model_validator(mode="after")
     def _consistent(self) -> OpenAISimOptions:
         if self.reply is not None and self.echo_prompt:

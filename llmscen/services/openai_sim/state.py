@@ -18,6 +18,7 @@ from aiohttp import web
 from llmscen.services.openai_sim.batch import Batch
 from llmscen.services.openai_sim.exposition import Exposition, Timings, label_value
 from llmscen.services.openai_sim.history import History
+from llmscen.services.openai_sim.prefix import PrefixCache
 from llmscen.services.openai_sim.stream import StallWindow
 from llmscen.services.openai_sim.text import split_tokens
 from llmscen.services.openai_sim.timer import Waker, now
@@ -49,10 +50,12 @@ class SimState:
                                                               "corrupt": 0})
     timings: Timings = field(default_factory=Timings)
     history: History = field(default_factory=History)
+    prefix: PrefixCache | None = None
 
     @classmethod
     def create(cls, options: OpenAISimOptions) -> SimState:
         return cls(options=options, rng=random.Random(options.seed),
+                   prefix=PrefixCache(options.prefix_block) if options.prefix_cache else None,
                    stall=StallWindow(options.stall_after, options.stall_for),
                    batch=Batch(options.max_concurrency, options.itl, options.batch_slowdown),
                    reply_tokens=split_tokens(options.reply) if options.reply is not None else None)
@@ -206,4 +209,9 @@ def prometheus_text(state: SimState) -> str:
                     "Chat requests by the number of earlier answers they carried.",
                     [(f'answers="{n}",{label}', count)
                      for n, count in sorted(state.history.carried.items())])
+    if state.prefix is not None:
+        out.counter("vllm:prefix_cache_queries", "Prefix cache queries, in prompt tokens.",
+                    [(label, state.prefix.queries)])
+        out.counter("vllm:prefix_cache_hits", "Prefix cache hits, in prompt tokens.",
+                    [(label, state.prefix.hits)])
     return out.text()
