@@ -285,9 +285,18 @@ def test_the_dashboard_is_grafana_json_over_the_exported_names() -> None:
         assert panel["targets"] and all(t["refId"] and t["expr"] for t in panel["targets"])
     export = LiveExport("s")
     export.phase_started("p")
-    export.progress(_progress(0, [SeriesPoint(t=1, requests=2, ok=1, errors={"http": 1},
-                                              not_sent=1, output_tokens=3,
-                                              latency=_hist([40_000]), ttft=_hist([9_000]))]))
+    itl = [0] * (len(BUCKETS) + 1)
+    itl[0] = 1
+    servers = ("vllm:num_requests_waiting", "vllm:num_requests_running",
+               "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc",
+               "llamacpp:requests_deferred", "llamacpp:requests_processing",
+               "llamacpp:kv_cache_usage_ratio", "nv_inference_pending_request_count")
+    export.progress(dataclasses.replace(
+        _progress(0, [SeriesPoint(t=1, requests=2, ok=1, errors={"http": 1}, not_sent=1,
+                                  output_tokens=3, latency=_hist([40_000]),
+                                  ttft=_hist([9_000]))]),
+        itl={("chat", "llm"): (itl, 1_000)},
+        server={("llm", f'{family}{{model="m"}}'): 1.0 for family in servers}))
     export.resources({"client.cpu": 0.1})
     exported = set(_scrape(export))
     for expr in _dashboard_exprs():
