@@ -194,6 +194,45 @@ def test_a_service_tree_is_sampled_with_its_children() -> None:
         shell.wait()
 
 
+SPIKE = """
+import mmap, sys, time
+from pathlib import Path
+flag = Path(sys.argv[1])
+while not flag.exists():
+    time.sleep(0.01)
+region = mmap.mmap(-1, 96 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+region.write(b"x" * (96 << 20))
+time.sleep(0.05)
+region.close()
+Path(sys.argv[2]).touch()
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's peak RSS")
+def test_a_services_peak_between_two_samples_is_its_rss_of_that_second(tmp_path: Path) -> None:
+    """96 MB held for 50 ms between two samples: the instant RSS would miss it, the peak
+    the kernel keeps (reset at every sample) does not."""
+    go, done = tmp_path / "go", tmp_path / "done"
+    child = subprocess.Popen([sys.executable, "-c", SPIKE, str(go), str(done)])
+    try:
+        sampler = Sampler({"spiky": lambda: child.pid}, gpus=Gpus(unavailable="none here"))
+        sampler.sample(0, "p", {})                  # the first reading resets the peak
+        before = sampler.sample(1, "p", {})["service.spiky.rss"]
+        go.touch()
+        deadline = time.monotonic() + 30
+        while not done.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        spiked = sampler.sample(2, "p", {})["service.spiky.rss"]
+        after = sampler.sample(3, "p", {})["service.spiky.rss"]
+    finally:
+        child.kill()
+        child.wait()
+    assert spiked - before >= 90 << 20, (before, spiked)
+    assert after - before < 32 << 20, (before, after)   # freed: the next second's peak is low
+
+
 def test_a_stopped_service_has_no_samples() -> None:
     sampler = Sampler({"gone": lambda: None}, gpus=Gpus(unavailable="x"))
     sampler.sample(0, None, {})

@@ -106,6 +106,8 @@ class Sampler:
         self._trees: dict[str, tuple[int, list[psutil.Process], float]] = {}   # service →
         #                                                 (its pid, its tree, when listed)
         psutil.cpu_percent(None)              # the first call only starts the count
+        self._no_peak: set[int] = set()       # processes whose peak RSS cannot be read
+        self._peak_read: set[int] = set()     # ... and those whose peak was reset once
 
     def sample(self, t: int, phase: str | None, workers: Mapping[int, WorkerSample]
                ) -> dict[str, float]:
@@ -157,12 +159,35 @@ class Sampler:
             try:
                 with process.oneshot():
                     cpu += process.cpu_percent(None) / 100
-                    rss += process.memory_info().rss
+                    now_rss = process.memory_info().rss
                     threads += process.num_threads()
+                peak = self._peak_rss(process.pid)
+                rss += now_rss if peak is None else max(peak, now_rss)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         return {f"service.{name}.cpu": cpu, f"service.{name}.rss": rss,
                 f"service.{name}.threads": threads}
+
+    def _peak_rss(self, pid: int) -> int | None:
+        """The process's peak RSS since the previous sample, from the kernel (Linux's VmHWM,
+        reset after each reading), so a peak between two samples is not missed; None where
+        the kernel cannot tell (then the RSS of the moment counts)."""
+        if pid in self._no_peak:
+            return None
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                status = f.read()
+            start = status.index(b"VmHWM:") + 6
+            peak = int(status[start:status.index(b"kB", start)]) * 1024
+            with open(f"/proc/{pid}/clear_refs", "wb") as f:
+                f.write(b"5")    # resets the high-water mark to the RSS of now
+        except (OSError, ValueError):
+            self._no_peak.add(pid)
+            return None
+        if pid not in self._peak_read:   # the first reading is the peak since it started
+            self._peak_read.add(pid)
+            return None
+        return peak
 
     def _process(self, pid: int) -> psutil.Process:
         process = self._processes.get(pid)
