@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -204,3 +205,27 @@ def test_identical_requests_against_llama_server_at_low_and_high_load(llama: str
         assert code == 1 and "they part at character" in check.samples[0].message, output
     else:
         assert code == 0, output
+
+
+def test_a_mooncake_trace_replays_against_llama_server_at_its_times(llama: str,
+                                                                   tmp_path: Path) -> None:
+    """Every arrival's prompt is its input_length by llama.cpp's own count (usage), sent at the
+    trace's time; the fidelity figures are there and llama.cpp reports no prefix-cache hit rate."""
+    trace = [json.loads(line) for line in
+             (ROOT / "tests/scenarios/real/llama-trace.jsonl").read_text().splitlines()]
+    code, output, results = run([str(ROOT / "tests/scenarios/real/llama-replay.yaml")],
+                                {"LLAMA_URL": llama}, tmp_path)
+    assert code == 0, output
+    agg = aggregate(results, phase="replay")
+    assert agg.counters.requests == agg.counters.ok == len(trace), output
+    assert agg.counters.input_tokens == sum(r["input_length"] for r in trace)
+    assert agg.value("input_tokens", "min") == min(r["input_length"] for r in trace)
+    assert agg.value("input_tokens", "max") == max(r["input_length"] for r in trace)
+    assert agg.counters.output_tokens == sum(r["output_length"] for r in trace)
+    (info,) = results.replay
+    assert info.sent == len(trace) and info.ks is not None and info.lag_p99 is not None
+    assert info.prefix_cache_hit_rate is None
+    phase = results.phase("replay")
+    span = (trace[-1]["timestamp"] - trace[0]["timestamp"]) / 1000
+    assert phase is not None and phase.wall >= span
+    assert "replay 'replay' of trace" in output and "not reported" in output
