@@ -152,21 +152,32 @@ def test_a_run_on_two_nodes_merges_exactly_what_every_actor_measured(
 LONG = "  - {name: long, duration: 60s, arrival_rate: 20}"
 
 
-def start(tmp_path: Path, cluster: Any) -> tuple[subprocess.Popen[str], Path, Path, list[str]]:
+STOP_ON_LOSS = "run: {on_worker_lost: stop}\n"
+
+
+def start(tmp_path: Path, cluster: Any, phases: str = LONG, extra: str = STOP_ON_LOSS,
+          first: str = "long") -> tuple[subprocess.Popen[str], Path, Path, list[str]]:
     scenario = tmp_path / "long.yaml"
-    scenario.write_text(SCENARIO.format(phases=LONG))
+    scenario.write_text(SCENARIO.format(phases=phases) + extra)
     out, log = tmp_path / "out", tmp_path / "requests.jsonl"
-    proc = subprocess.Popen(command(scenario, cluster, out, log), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(command(scenario, cluster, out, log, "--log-level", "info"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:      # until traffic flows, however slow start-up is
         seen.append(line)
-        if "phase long" in line:
+        if f"phase {first}" in line:
             break
     time.sleep(3.0)               # a snapshot or two
     return proc, out, log, seen
+
+
+def actor_of(seen: list[str], worker: int) -> psutil.Process:
+    """Worker `worker`'s actor process, as the driver logged it (--log-level info)."""
+    pids = [int(p) for p in re.findall(rf"worker {worker}: Ray actor pid (\d+)", "".join(seen))]
+    assert len(pids) == 1, "".join(seen)
+    return psutil.Process(pids[0])
 
 
 @pytest.mark.slow
@@ -204,6 +215,44 @@ def test_a_killed_actor_is_named_and_what_it_measured_is_kept(tmp_path: Path,
     assert c.requests == c.ok + c.error_total + c.check_failures
     gone = [p for p in actors if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not gone, "the other actor was stopped too"
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_lost_actor_leaves_the_others_to_finish_and_worker_1_reads_the_server(
+        tmp_path: Path, cluster: Any) -> None:
+    """By default the run goes on without a lost actor: worker 0 killed in the first phase,
+    worker 1 finishes both and takes over reading the server's metrics."""
+    phases = ("  - {name: first, duration: 8s, arrival_rate: 10}\n"
+              "  - {name: second, duration: 4s, arrival_rate: 10}")
+    proc, out, log, seen = start(tmp_path, cluster, phases, extra="", first="first")
+    victim = actor_of(seen, 0)
+    victim.send_signal(signal.SIGKILL)
+    rest, _ = proc.communicate(timeout=120)
+    output = "".join(seen) + rest
+    assert proc.returncode == exitcodes.COULD_NOT_RUN, output
+    assert "Traceback" not in output, output
+    results = RunResults.load(out / "results.json")
+    assert results.outcome is not None
+    (lost,) = [r for r in results.outcome.reasons if r.kind == "worker_lost"]
+    assert lost.detail["worker"] == 0 and "the others went on without its share" in lost.message
+    assert f"Ray actor pid {victim.pid}" in lost.message, lost
+    logged = [r for r in records(log) if "not_sent" not in r]
+    by_phase = {p: Counter(r["worker"] for r in logged if r["phase"] == p)
+                for p in ("first", "second")}
+    assert by_phase["second"][0] == 0 and by_phase["second"][1] >= 10, by_phase
+    second = next(s for s in results.scopes if s.phase == "second")
+    c = second.counters
+    assert c.requests == by_phase["second"][1] and c.requests == c.ok + c.error_total + \
+        c.check_failures
+    # worker 1 read the server during the second phase and at its ends
+    served = next(m for m in results.server_metrics if m.phase == "second")
+    assert served.total("vllm:request_success_total") == c.requests, served.delta
+    readings = [r for r in results.series.resources
+                if r.phase == "second" and r.name.startswith("server.")]
+    assert readings and max(len(r.points) for r in readings) >= 2, readings
+    ok_first = next(s for s in results.scopes if s.phase == "first").counters.requests
+    assert ok_first == by_phase["first"][1] + lost.detail["kept"]
 
 
 @pytest.mark.slow

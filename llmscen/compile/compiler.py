@@ -938,6 +938,7 @@ class _Compiler:
         metrics = self.validate(MetricsSpec, ("metrics",), self.doc.data.get("metrics") or {},
                                 MetricsSpec)
         return RunSettings(connect_failures=spec.connect_failures if spec else 20,
+                           on_worker_lost=spec.on_worker_lost if spec else "continue",
                            large_chunk=metrics.large_chunk if metrics else 20,
                            server_interval=metrics.server_interval if metrics else 1.0)
 

@@ -265,6 +265,7 @@ class BaselinePlan(Frozen):
 
 class RunSettings(Frozen):
     connect_failures: int = 20             # consecutive, per target; 0: never stop for them
+    on_worker_lost: Literal["continue", "stop"] = "continue"
     large_chunk: int = 20                  # characters past which a content chunk is large
     server_interval: float = 1.0           # seconds between server-metric scrapes in a phase
     live_export: bool = False              # set by the driver under --prometheus: workers

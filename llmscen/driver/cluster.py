@@ -39,6 +39,7 @@ TAKE_WAIT_S = 0.5           # an actor answers `take` at the latest after this, 
 UNAVAILABLE_S = 10.0        # an actor Ray cannot reach for this long is lost
 START_TIMEOUT_S = 120.0     # for every actor to be placed and started
 LOOPBACK = ("localhost", "localhost.localdomain", "ip6-localhost")
+log = logging.getLogger(__name__)
 
 
 def _ray() -> Any:
@@ -297,6 +298,9 @@ class RayCluster:
                            f"llmscen installed on every node?): {_death(exc)}") from None
         self.handles = [ActorHandle(a, i, p, reports)
                         for i, (a, p) in enumerate(zip(actors, places, strict=True))]
+        for h in self.handles:
+            log.info("worker %d: Ray actor pid %d on %s (clock offset %+.3f ms)", h.index,
+                     h.place.pid, h.place.address, h.place.offset_ns / 1e6)
         return self.handles
 
     def _kill(self, actors: list[Any]) -> None:

@@ -30,6 +30,8 @@ class StartPhase:
     origin_ns: int        # the run's time zero: when every worker was ready
     phase: PhasePlan | None = None   # a phase made during the run (a search's step), whole:
     #                                  each worker takes its share of it
+    watch: bool = False   # this worker reads the targets' metrics during the phase: the
+    #                       first live one (worker 0 unless it was lost)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class SnapshotNow:
 
 @dataclass(frozen=True)
 class Scrape:
-    """Read the targets' own metrics now; record them for `phase` (worker 0 only)."""
+    """Read the targets' own metrics now; record them for `phase` (the watching worker)."""
 
     phase: str | None     # the phase that just ended (None: the first reading)
 

@@ -85,6 +85,10 @@ class _Workers:
     def live(self) -> list[Handle]:
         return [h for h in self.handles if h.index not in self.lost | self.failed]
 
+    def watcher(self) -> Handle | None:
+        """The worker that reads the targets' metrics: the first live one."""
+        return next(iter(self.live()), None)
+
 
 class Driver:
     def __init__(self, plan: Plan, registry: Any, meta: Meta, options: RunOptions) -> None:
@@ -190,7 +194,7 @@ class Driver:
         try:
             if await self._until(lambda: len(workers.ready) == len(workers.live()),
                                  READY_TIMEOUT_S, "workers not ready"):
-                workers.handles[0].send(m.Scrape(None))
+                workers.handles[0].send(m.Scrape(None))    # the first watcher's baseline
                 self.origin_ns = time.perf_counter_ns() + int(margin * 1e9)
                 sampling = asyncio.create_task(self._sample())
                 unknown = unknown_server_metrics(plan.slos, self.meta.targets)
@@ -252,8 +256,10 @@ class Driver:
         self._export("phase_started", phase.name)
         if self.options.display is not None:
             self.options.display.phase_started(phase, self.live)
+        watcher = workers.watcher()
         for handle in workers.live():
-            handle.send(m.StartPhase(index, start_ns, self.origin_ns, phase if made else None))
+            handle.send(m.StartPhase(index, start_ns, self.origin_ns, phase if made else None,
+                                     watch=handle is watcher))
         faults = [asyncio.create_task(self._fault(f, plan, phase.name, start_ns))
                   for f in phase.faults]
         await self._until(lambda: not {h.index for h in workers.live()} -
@@ -262,8 +268,9 @@ class Driver:
         self.live.phase_ended((time.perf_counter_ns() - self.origin_ns) / 1e9)
         self._export("phase_ended")
         self._keep_client_figures(phase)
-        if workers.handles[0].index not in workers.lost | workers.failed:
-            workers.handles[0].send(m.Scrape(phase.name))
+        watcher = workers.watcher()
+        if watcher is not None:
+            watcher.send(m.Scrape(phase.name))
 
     async def _search(self, index: int, phase: PhasePlan, plan: Plan, margin: float) -> None:
         """Run the search's steps as phases until it knows the answer (driver/search.py)."""
@@ -428,9 +435,18 @@ class Driver:
                 workers.lost.add(handle.index)
                 last = self.live.workers.get(handle.index)
                 at = f" at {last.last.now:.1f}s" if last and last.last else ""
-                self.stop(Reason(kind="worker_lost", message=(
+                going_on = self.plan.run.on_worker_lost == "continue" and workers.live()
+                reason = Reason(kind="worker_lost", message=(
                     f"worker {handle.index} {handle.exit_description()}{at}; what it measured "
-                    "up to its last report is kept"), detail={"worker": handle.index}))
+                    "up to its last report is kept" + ("; the others went on without its share"
+                                                       if going_on else "")),
+                    detail={"worker": handle.index})
+                if going_on:
+                    self.reasons.append(self._scrubbed(reason))
+                    if self.options.display is not None:   # now; the outcome says it again
+                        self.options.display.note(self.reasons[-1].message)
+                else:
+                    self.stop(reason)
 
     def _keep_client_figures(self, phase: PhasePlan) -> None:
         figures = ClientFigures()

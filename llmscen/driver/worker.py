@@ -296,8 +296,11 @@ class Worker:
                   phase.name, phase.rate, phase.users)
         self.origin_ns = self.engine.origin_ns = command.origin_ns
         interval = self.plan.run.server_interval
+        if command.watch and self._scraped is None:
+            # it takes over from a lost worker: a baseline first (before the shared start)
+            await self._scrape(None)
         watching = asyncio.create_task(self._read_servers(phase.name, interval)) \
-            if self.index == 0 and interval > 0 and self._scraped else None
+            if command.watch and interval > 0 and self._scraped else None
         try:
             await self.engine.run_phase(phase, command.start_ns)
         finally:
@@ -305,7 +308,7 @@ class Worker:
                 watching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watching
-            if self.index == 0 and self._scraped and not self.engine.interrupted:
+            if command.watch and self._scraped and not self.engine.interrupted:
                 await self._server_drained(phase.name)
             info = self.recorder.store.phase_info(phase.name)
             self.progress()

@@ -680,6 +680,10 @@ class RunSpec(Strict):
 
     connect_failures: int = Field(20, ge=0, description="consecutive connection failures to "
                                   "one target that stop the run as could_not_run (0: never)")
+    on_worker_lost: Literal["continue", "stop"] = Field(
+        "continue", description="a worker (process or Ray actor) lost mid-run: the others go "
+                                "on to the end (`continue`) or the run stops (`stop`); either "
+                                "way the outcome is could_not_run and names it")
 
 
 class BaselineSpec(Strict):
