@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,72 @@ def test_the_default_worker_count_leaves_room_for_local_services(registry: Regis
     assert default_workers(remote, cores=2) == 2       # its service is not started
     assert default_workers(local, cores=1) == 1
     assert default_workers(remote, cores=64) == 8
+
+
+LOSS = """
+version: 1
+services:
+  sim: {builtin: openai-sim, options: {ttft: 10ms, itl: 2ms, output_tokens: 4}}
+targets:
+  chat: {plugin: vllm, service: sim, model: sim-model, timeout: 10s}
+phases:
+  - {name: first, duration: 6s, arrival_rate: 10}
+  - {name: second, duration: 3s, arrival_rate: 10}
+requests:
+  - {name: chat, target: chat, stream: true,
+     body: {messages: [{role: user, content: hi}], max_tokens: 4}}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["continue", "stop"])
+def test_a_lost_worker_process_ends_the_run_only_if_the_scenario_says_so(
+        tmp_path: Path, policy: str) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    import orjson
+
+    from llmscen.cli import exitcodes
+
+    (tmp_path / "s.yaml").write_text(LOSS + f"run: {{on_worker_lost: {policy}}}\n")
+    log = tmp_path / "requests.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmscen.cli.main", "run", str(tmp_path / "s.yaml"), "--workers",
+         "2", "--out", str(tmp_path / "out"), "--log-requests", str(log), "--progress", "lines",
+         "--log-level", "info"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "phase first" in line:
+            break
+    (pid,) = [int(p) for p in re.findall(r"worker 0: process pid (\d+)", "".join(seen))]
+    time.sleep(2.5)
+    os.kill(pid, signal.SIGKILL)
+    rest, _ = proc.communicate(timeout=90)
+    output = "".join(seen) + rest
+    assert proc.returncode == exitcodes.COULD_NOT_RUN, output
+    assert "Traceback" not in output, output
+    results = RunResults.load(tmp_path / "out" / "results.json")
+    assert results.outcome is not None
+    (lost,) = [r for r in results.outcome.reasons if r.kind == "worker_lost"]
+    assert lost.detail["worker"] == 0 and "was killed by SIGKILL" in lost.message, lost
+    done = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    second = [r for r in done if r["phase"] == "second" and "not_sent" not in r]
+    if policy == "stop":
+        assert not second and [p.name for p in results.phases] == ["first"], output
+        return
+    assert "the others went on without its share" in lost.message
+    assert second and {r["worker"] for r in second} == {1}
+    scope = next(s for s in results.scopes if s.phase == "second")
+    assert scope.counters.requests == len(second) == scope.counters.ok
+    # worker 1 took over reading the server: the second phase has its delta and readings
+    served = next(m for m in results.server_metrics if m.phase == "second")
+    assert served.total("vllm:request_success_total") == len(second), served.delta
+    assert any(r.phase == "second" and r.name.startswith("server.") and len(r.points) >= 2
+               for r in results.series.resources)

@@ -9,6 +9,7 @@ runs the same `Worker` with the same messages (driver/messages.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing as mp
 import os
 import queue
@@ -19,6 +20,8 @@ from typing import Any, Protocol
 from llmscen.compile.plan import Plan
 from llmscen.driver import messages as m
 from llmscen.driver.worker import Worker
+
+log = logging.getLogger(__name__)
 
 
 class Handle(Protocol):
@@ -107,6 +110,7 @@ class Process:
                                 daemon=True, args=(plan, index, count, origin_ns, log_path,
                                                    self.commands, reports, os.getpid()))
         self.proc.start()
+        log.info("worker %d: process pid %d", index, self.proc.pid)
 
     def send(self, command: m.Command) -> None:
         self.commands.put(command)
