@@ -47,10 +47,10 @@ requests:
 """
 
 
-def start(tmp_path: Path, phase: str, workers: int) -> tuple[subprocess.Popen[str], Path, Path,
-                                                              list[str]]:
+def start(tmp_path: Path, phase: str, workers: int, extra: str = ""
+          ) -> tuple[subprocess.Popen[str], Path, Path, list[str]]:
     scenario = tmp_path / "long.yaml"
-    scenario.write_text(SCENARIO.format(phase=PHASES[phase]))
+    scenario.write_text(SCENARIO.format(phase=PHASES[phase]) + extra)
     out, log = tmp_path / "out", tmp_path / "requests.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "llmscen.cli.main", "run", str(scenario),
                              "--out", str(out), "--workers", str(workers),
@@ -117,7 +117,8 @@ def test_an_interrupt_keeps_every_completed_request(tmp_path: Path, how: str, wo
 
 
 def test_a_lost_worker_stops_the_run_and_keeps_what_it_reported(tmp_path: Path) -> None:
-    proc, out, log, seen = start(tmp_path, "open", workers=2)
+    proc, out, log, seen = start(tmp_path, "open", workers=2,
+                                 extra="run: {on_worker_lost: stop}\n")
     workers = [p for p in psutil.Process(proc.pid).children()
                if "spawn_main" in " ".join(p.cmdline())]
     assert len(workers) == 2, [p.cmdline() for p in workers]

@@ -209,6 +209,11 @@ scrape_configs:
             except OSError:
                 assert time.monotonic() < deadline, (tmp_path / "prom.log").read_text()[-2000:]
                 time.sleep(0.2)
+        # ready is not scraping: Prometheus hands new targets to its scrape loop up to ~5 s
+        # later; once it tried one (up == 0, nothing listens yet), it scrapes every second
+        while not _query(prom_port, 'up{job="llmscen"}'):
+            assert time.monotonic() < deadline, (tmp_path / "prom.log").read_text()[-2000:]
+            time.sleep(0.2)
         run = subprocess.Popen(
             [sys.executable, "-m", "llmscen.cli.main", "run", str(tmp_path / "s.yaml"), "-q",
              "--out", str(tmp_path / "out"), "--prometheus", f"127.0.0.1:{export_port}",

@@ -107,7 +107,7 @@ class Sampler:
         #                                                 (its pid, its tree, when listed)
         psutil.cpu_percent(None)              # the first call only starts the count
         self._no_peak: set[int] = set()       # processes whose peak RSS cannot be read
-        self._peak_read: set[int] = set()     # ... and those whose peak was reset once
+        self._peaks: dict[int, int] = {}      # ... and the others' at the previous sample
 
     def sample(self, t: int, phase: str | None, workers: Mapping[int, WorkerSample]
                ) -> dict[str, float]:
@@ -169,9 +169,11 @@ class Sampler:
                 f"service.{name}.threads": threads}
 
     def _peak_rss(self, pid: int) -> int | None:
-        """The process's peak RSS since the previous sample, from the kernel (Linux's VmHWM,
-        reset after each reading), so a peak between two samples is not missed; None where
-        the kernel cannot tell (then the RSS of the moment counts)."""
+        """A new peak RSS the process reached since the previous sample (Linux's VmHWM
+        rose), so a peak between two samples is not missed; None when it did not rise or
+        the kernel cannot tell (then the RSS of the moment counts). VmHWM is only read:
+        resetting it (clear_refs) takes the process's mmap lock for writing, which waits
+        for, and stalls, a server mapping a large region."""
         if pid in self._no_peak:
             return None
         try:
@@ -179,15 +181,12 @@ class Sampler:
                 status = f.read()
             start = status.index(b"VmHWM:") + 6
             peak = int(status[start:status.index(b"kB", start)]) * 1024
-            with open(f"/proc/{pid}/clear_refs", "wb") as f:
-                f.write(b"5")    # resets the high-water mark to the RSS of now
         except (OSError, ValueError):
             self._no_peak.add(pid)
             return None
-        if pid not in self._peak_read:   # the first reading is the peak since it started
-            self._peak_read.add(pid)
-            return None
-        return peak
+        before = self._peaks.get(pid)
+        self._peaks[pid] = peak
+        return peak if before is not None and peak > before else None
 
     def _process(self, pid: int) -> psutil.Process:
         process = self._processes.get(pid)

@@ -151,7 +151,7 @@ RESOURCE_ROOTS: dict[str, tuple[str | None, dict[str, tuple[MetricKind, str]]]] 
     "service": ("name", {
         "cpu": ("cpu", "CPU of a started service's process tree (100% = one core)"),
         "rss": ("size", "resident memory (RSS) of a started service's process tree, summed; "
-                "on Linux each process's peak within the second"),
+                "on Linux a new peak between two samples counts"),
         "threads": ("amount", "threads of a started service's process tree"),
     }),
     "gpu": ("index", {
