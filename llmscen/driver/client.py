@@ -5,15 +5,17 @@ behind its schedule inflates them and the server would be blamed. A phase's
 measurement is invalid when (docs/results.md, "Outcome"):
 
 - open phases: in at least 3 seconds of the phase (every second of a shorter
-  one), and at least a tenth of them, the client got to a request more than
+  one, by its planned duration), and at least a tenth of them, the client got to a request more than
   LAG_BOUND after its intended time (its own lag: waiting for an in-flight slot
   the phase's `max_in_flight` allows is not the client's fault, and latency
   counts that wait anyway), or arrivals were dropped because the client could
   not start them in time;
 - any phase: a worker's event loop woke more than LOOP_LAG_BOUND late in at
-  least two seconds, or a worker used ≥ 95 % of a core for at least half of the
-  phase's seconds (and 2 of them): a client out of CPU delays reading answers
-  too, which latency would charge to the server;
+  least two seconds (a wake-up k seconds late counts for the k + 1 seconds it
+  spans: a loop too busy to report is not a quiet one), or a worker used
+  ≥ 95 % of a core for at least half of the phase's seconds (and 2 of them):
+  a client out of CPU delays reading answers too, which latency would charge
+  to the server;
 - any phase: requests waited or were dropped because the client's own
   in-flight limit (its open-file descriptors) was reached, or calls failed with
   "too many open files".
@@ -24,6 +26,7 @@ not count, and a phase that delivered the asked rate is never called saturated.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -82,11 +85,17 @@ def judge_phase(results: RunResults, phase: PhaseInfo, figures: ClientFigures,
     if phase.kind == "open":
         seconds = max((len(v) for v in figures.lag.values()), default=0)
         late = figures.late_seconds
-        if not ((late >= 3 and late >= seconds / 10) or dropped):
+        short = max(1, math.ceil(phase.planned_duration or seconds or 1))
+        lagging = late >= min(3, short) and late >= seconds / 10
+        busy = None if lagging or dropped else _busy(phase, figures, cores)
+        if not (lagging or dropped or busy):
             return None
         asked = phase.offered_rate
         duration = phase.planned_duration or phase.wall or 1.0
         rate = (f"; asked {asked:.4g}/s, sent {sent / duration:.4g}/s" if asked else "")
+        if busy is not None:   # its loop stalled: the seconds it did report say too little
+            busy.message = busy.message.replace(" — ", rate + " — ", 1)
+            return busy
         drop = f"; {dropped:,} due requests could not be started at all" if dropped else ""
         return Reason(kind="client_saturated", message=(
             f"the load generator was the bottleneck in phase {phase.name!r}: it got to "
@@ -103,7 +112,9 @@ def judge_phase(results: RunResults, phase: PhaseInfo, figures: ClientFigures,
 
 def _busy(phase: PhaseInfo, figures: ClientFigures, cores: int) -> Reason | None:
     """A worker whose loop stalled, or whose CPU was at its limit, for much of the phase."""
-    stalls = {w: sum(1 for x in v if x > LOOP_LAG_BOUND) for w, v in figures.loop_lag.items()}
+    # a wake-up k seconds late stands for the k seconds the worker could not report
+    stalls = {w: sum(1 + int(x) for x in v if x > LOOP_LAG_BOUND)
+              for w, v in figures.loop_lag.items()}
     pegged = {w: sum(1 for x in v if x >= CPU_BOUND) for w, v in figures.cpu.items()}
     stalled = any(n >= 2 for n in stalls.values())
     busy = any(n >= 2 and n >= len(figures.cpu[w]) / 2 for w, n in pegged.items())
