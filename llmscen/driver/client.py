@@ -87,15 +87,12 @@ def judge_phase(results: RunResults, phase: PhaseInfo, figures: ClientFigures,
         late = figures.late_seconds
         short = max(1, math.ceil(phase.planned_duration or seconds or 1))
         lagging = late >= min(3, short) and late >= seconds / 10
-        busy = None if lagging or dropped else _busy(phase, figures, cores)
-        if not (lagging or dropped or busy):
-            return None
         asked = phase.offered_rate
         duration = phase.planned_duration or phase.wall or 1.0
         rate = (f"; asked {asked:.4g}/s, sent {sent / duration:.4g}/s" if asked else "")
-        if busy is not None:   # its loop stalled: the seconds it did report say too little
-            busy.message = busy.message.replace(" — ", rate + " — ", 1)
-            return busy
+        if not (lagging or dropped):
+            # its loop stalled: the seconds it did report say too little
+            return _busy(phase, figures, cores, rate)
         drop = f"; {dropped:,} due requests could not be started at all" if dropped else ""
         return Reason(kind="client_saturated", message=(
             f"the load generator was the bottleneck in phase {phase.name!r}: it got to "
@@ -110,9 +107,11 @@ def judge_phase(results: RunResults, phase: PhaseInfo, figures: ClientFigures,
     return None
 
 
-def _busy(phase: PhaseInfo, figures: ClientFigures, cores: int) -> Reason | None:
-    """A worker whose loop stalled, or whose CPU was at its limit, for much of the phase."""
-    # a wake-up k seconds late stands for the k seconds the worker could not report
+def _busy(phase: PhaseInfo, figures: ClientFigures, cores: int, rate: str = ""
+          ) -> Reason | None:
+    """A worker whose loop stalled, or whose CPU was at its limit, for much of the phase;
+    `rate` says what an open phase asked and sent."""
+    # a wake-up k seconds late stands for the k + 1 seconds it spans, unreported
     stalls = {w: sum(1 + int(x) for x in v if x > LOOP_LAG_BOUND)
               for w, v in figures.loop_lag.items()}
     pegged = {w: sum(1 for x in v if x >= CPU_BOUND) for w, v in figures.cpu.items()}
@@ -125,7 +124,7 @@ def _busy(phase: PhaseInfo, figures: ClientFigures, cores: int) -> Reason | None
         "a worker's CPU was at its limit"
     return Reason(kind="client_saturated", message=(
         f"the load generator was the bottleneck in phase {phase.name!r}: {why}"
-        f"{_cpu_text(figures)} — " + ADVICE.format(cores=cores)),
+        f"{_cpu_text(figures)}{rate} — " + ADVICE.format(cores=cores)),
         detail={"phase": phase.name})
 
 
