@@ -156,3 +156,37 @@ requests:
     assert phase.wall > 6
     assert served is not None and served == pytest.approx(60 / phase.wall)
     assert served < 10
+
+
+@pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 4096,
+                    reason="needs room for more than 1,024 descriptors")
+def test_an_open_phase_past_capacity_stays_within_the_default_in_flight_limit(
+        tmp_path: Path) -> None:
+    # 400/s of 3-second answers would keep 1,200 in flight; the default limit is 1,024, and
+    # waiting for it is the server's slowness (latency counts it), not the client's fault
+    text = """
+version: 1
+services:
+  sim: {builtin: openai-sim, options: {ttft: 3s, output_tokens: 1}}
+targets:
+  chat: {plugin: openai, service: sim, model: sim-model, timeout: 30s}
+phases:
+  - {name: past, duration: 4s, arrival_rate: 400}
+requests:
+  - {name: chat, target: chat, body: {messages: [{role: user, content: hi}]}}
+"""
+    scenario = tmp_path / "past.yaml"
+    scenario.write_text(text)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "llmscen.cli.main", "run", str(scenario),
+                           "--out", str(out), "--workers", "1"],
+                          capture_output=True, text=True, timeout=180)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == exitcodes.OK, output
+    assert "the default limit of 1,024 in flight was reached" in output
+    results = RunResults.load(out / "results.json")
+    peak = max(n for s in results.series.in_flight for _, n in s.points)
+    assert 1000 <= peak <= 1024
+    counters = aggregate(results).counters
+    assert counters.requests == counters.ok == 1600 and counters.not_sent == 0
+    assert aggregate(results).value("latency", "max") > 3.3   # 3 s + the ~0.44 s wait for a slot

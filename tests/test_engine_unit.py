@@ -192,6 +192,22 @@ requests: [{name: a, target: t}]
     assert max(t.max_lag for t in handler.ticks) < 0.2
 
 
+def test_an_open_phase_without_max_in_flight_is_bounded_by_the_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # past a server's capacity in-flight requests would grow without end; the default bounds
+    # them, the waits stay in the latency, and the run says so (it is not the client's lag)
+    monkeypatch.setattr("llmscen.engine.load.DEFAULT_MAX_IN_FLIGHT", 4)
+    handler, plugin = run(TARGET % (0.3, 0) + """
+phases: [{name: open, duration: 1s, arrival_rate: 40}]
+requests: [{name: a, target: t}]
+""")
+    assert plugin.runners[0].peak == 4
+    assert len(handler.events) == 40 and not handler.not_sent
+    assert sum(t.slot_waits for t in handler.ticks) > 0
+    assert not any(t.client_cap for t in handler.ticks)
+    assert any("the default limit of 4 in flight was reached" in n for n in handler.notes)
+
+
 def test_a_full_line_of_waiting_arrivals_drops_and_counts_them(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("llmscen.engine.load.QUEUE_MIN", 0)

@@ -5,8 +5,10 @@ hand it to its Flow with the intended start. In the open model the intended
 start comes from the schedule, never from when the loop got round to it, so
 a late client or a slow server cannot hide delay (coordinated omission).
 
-In flight is bounded: by the phase's `max_in_flight`, else by the client's
-own limit (its open-file descriptors). An arrival that finds every slot taken
+In flight is bounded: by the phase's `max_in_flight`, else by DEFAULT_MAX_IN_FLIGHT
+(shared by the phase's workers) or the client's own limit (its open-file
+descriptors) when that is lower: past a server's capacity in-flight requests
+would otherwise grow until the server refuses connections. An arrival that finds every slot taken
 waits for one — its latency still counts from its intended start, so a slow
 server cannot hide (coordinated omission) — and the time it waited is not
 the client's lag. Only when the line of waiting arrivals grows past
@@ -37,6 +39,7 @@ from llmscen.engine.schedule import arrivals
 
 QUEUE_FACTOR = 10        # arrivals waiting for an in-flight slot, per slot, before drops ...
 QUEUE_MIN = 10_000       # ... but at least this many (a few KB each)
+DEFAULT_MAX_IN_FLIGHT = 1024   # an open phase's limit when it sets none (all its workers)
 
 
 @dataclass
@@ -49,6 +52,8 @@ class PhaseState:
     in_flight: int = 0
     waiting: int = 0               # arrivals waiting for an in-flight slot
     slot_waits: int = 0            # arrivals that had to wait, since the last tick
+    cap_waits: int = 0             # arrivals that had to wait, over the phase
+    client_cap: bool = False       # the limit is the client's descriptors, not a setting
     max_lag_ns: int = 0            # worst client lag (intended → task start) since the last tick
     gate: asyncio.Semaphore | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -99,6 +104,7 @@ async def _run(state: PhaseState, flow: Flow, intended_ns: int, context: dict[st
     if gate is not None:
         if gate.locked():
             state.slot_waits += 1
+            state.cap_waits += 1
         state.waiting += 1
         try:
             await gate.acquire()
@@ -164,6 +170,18 @@ class _Numbered:
         return offset
 
 
+def default_cap(phase: PhasePlan) -> int:
+    """This worker's share of DEFAULT_MAX_IN_FLIGHT."""
+    return max(1, -(-DEFAULT_MAX_IN_FLIGHT // phase.stride[1]))
+
+
+def default_cap_note(phase: str) -> str:
+    return (f"phase {phase!r}: requests waited for an in-flight slot: the default limit of "
+            f"{DEFAULT_MAX_IN_FLIGHT:,} in flight was reached (the server answered more slowly "
+            "than the rate needs); their latencies count the wait from each intended start. "
+            "Set max_in_flight on the phase to allow more")
+
+
 async def run_open(state: PhaseState, mix: Mix, start_ns: int,
                    trace: list[dict[str, Any]] | None = None) -> None:
     """Start requests on the phase's schedule until its duration or request count.
@@ -173,8 +191,12 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int,
     phase = state.phase
     # the schedule is the phase's (shared by its workers); the picks are this worker's
     rng = random.Random(phase.seed + 1_000_003 * phase.stride[0])
-    cap = phase.max_in_flight or state.in_flight_cap
-    cap_why = "max_in_flight" if phase.max_in_flight else "client_limit"
+    cap = phase.max_in_flight or default_cap(phase)
+    state.client_cap = state.in_flight_cap is not None and state.in_flight_cap < cap
+    if state.client_cap:
+        assert state.in_flight_cap is not None
+        cap = state.in_flight_cap
+    cap_why = "client_limit" if state.client_cap else "max_in_flight"
     if cap is not None:
         state.gate = asyncio.Semaphore(cap)
     end_ns = None if phase.duration is None else start_ns + int(phase.duration * 1e9)

@@ -33,7 +33,7 @@ from llmscen.engine.events import (
 )
 from llmscen.engine.feed import Feeder
 from llmscen.engine.flow import Flow
-from llmscen.engine.load import Mix, PhaseState, pause, run_closed, run_each, run_open
+from llmscen.engine.load import Mix, PhaseState, default_cap_note, pause, run_closed, run_each, run_open
 from llmscen.engine.protocol import (
     Call,
     Exposed,
@@ -220,6 +220,8 @@ class Engine:
             for state in states:
                 if state.exhausted:
                     self.note(f"phase {state.phase.name!r} stopped early: {state.exhausted}")
+                if state.cap_waits and not state.client_cap and not state.phase.max_in_flight:
+                    self.note(default_cap_note(state.phase.name))
                 if state.captured:
                     self.captured.update(state.captured)
                     self.share(state.captured)
@@ -281,7 +283,7 @@ class Engine:
             waits, state.slot_waits = state.slot_waits, 0
             self.handler.handle(Tick(self.now(), state.phase.name, state.in_flight, lag,
                                      loop_lag, used / max(woke - last, 1e-3), waits,
-                                     not state.phase.max_in_flight))
+                                     state.client_cap))
             last = woke
 
     def _drain_budget(self) -> float:

@@ -348,7 +348,8 @@ _ARRIVAL_RATE = "open model: requests started per second, finished or not (50, 5
 _RAMP_TO = "final rate (open) or users (closed), reached linearly over the phase"
 _ARRIVAL = "open model: gaps between arrivals: constant (default), poisson or gamma"
 _BURSTINESS = "gamma shape for `arrival: gamma`; below 1 is burstier than poisson"
-_MAX_IN_FLIGHT = "open model: at most this many requests in flight; later arrivals wait"
+_MAX_IN_FLIGHT = ("open model: at most this many requests in flight (default 1024); "
+                  "later arrivals wait")
 _USERS = "closed model: virtual users, each sending, waiting for the answer, thinking"
 _SPAWN_RATE = "closed model: users started per second (default: all at once)"
 _THINK = "closed model: each user's pause after an answer: 1s or a range 1s..3s"
