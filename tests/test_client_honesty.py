@@ -56,21 +56,29 @@ def sim_on_core_1() -> Iterator[str]:
         proc.wait(10)
 
 
-def run_pinned(tmp_path: Path, url: str, rate: int, duration: str = "2s",
-               limit_files: int | None = None) -> tuple[subprocess.CompletedProcess[str], Path]:
-    scenario = tmp_path / f"rate-{rate}.yaml"
-    scenario.write_text(SCENARIO.format(url=url, rate=rate, duration=duration))
-    out = tmp_path / f"out-{rate}"
-    pin = ["taskset", "-c", "0"] if TWO_CORES else []
+def run_scenario(tmp_path: Path, name: str, text: str, *, pin: tuple[str, ...] = (),
+                 limit_files: int | None = None, quiet: bool = True, timeout: int = 180
+                 ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`llmscen run --workers 1` of `text` (as NAME.yaml); the process and its out folder."""
+    scenario = tmp_path / f"{name}.yaml"
+    scenario.write_text(text)
+    out = tmp_path / f"out-{name}"
 
     def limits() -> None:
         if limit_files:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit_files, limit_files))
 
     proc = subprocess.run([*pin, sys.executable, "-m", "llmscen.cli.main", "run", str(scenario),
-                           "--out", str(out), "--workers", "1", "--quiet"],
-                          capture_output=True, text=True, timeout=180, preexec_fn=limits)
+                           "--out", str(out), "--workers", "1", *(["--quiet"] if quiet else [])],
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=limits)
     return proc, out
+
+
+def run_pinned(tmp_path: Path, url: str, rate: int, duration: str = "2s",
+               limit_files: int | None = None) -> tuple[subprocess.CompletedProcess[str], Path]:
+    return run_scenario(tmp_path, f"rate-{rate}",
+                        SCENARIO.format(url=url, rate=rate, duration=duration),
+                        pin=("taskset", "-c", "0") if TWO_CORES else (), limit_files=limit_files)
 
 
 @pytest.mark.skipif(not TWO_CORES, reason="needs two cores: one for the client, one for the server")
@@ -107,16 +115,7 @@ phases:
 requests:
   - {name: chat, target: chat, body: {messages: [{role: user, content: hi}]}}
 """
-    scenario = tmp_path / "fds.yaml"
-    scenario.write_text(text)
-    out = tmp_path / "out"
-
-    def limits() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
-
-    proc = subprocess.run([sys.executable, "-m", "llmscen.cli.main", "run", str(scenario),
-                           "--out", str(out), "--workers", "1", "--quiet"],
-                          capture_output=True, text=True, timeout=120, preexec_fn=limits)
+    proc, out = run_scenario(tmp_path, "fds", text, limit_files=200, timeout=120)
     output = proc.stdout + proc.stderr
     assert proc.returncode == exitcodes.INVALID_MEASUREMENT, output
     assert "ran out of file descriptors" in output
@@ -139,12 +138,7 @@ phases:
 requests:
   - {name: chat, target: chat, body: {messages: [{role: user, content: hi}]}}
 """
-    scenario = tmp_path / "over.yaml"
-    scenario.write_text(text)
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "llmscen.cli.main", "run", str(scenario),
-                           "--out", str(out), "--workers", "1", "--quiet"],
-                          capture_output=True, text=True, timeout=120)
+    proc, out = run_scenario(tmp_path, "over", text, timeout=120)
     assert proc.returncode == exitcodes.OK, proc.stdout + proc.stderr
     results = RunResults.load(out / "results.json")
     phase = results.phases[0]
@@ -175,12 +169,7 @@ phases:
 requests:
   - {name: chat, target: chat, body: {messages: [{role: user, content: hi}]}}
 """
-    scenario = tmp_path / "past.yaml"
-    scenario.write_text(text)
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "llmscen.cli.main", "run", str(scenario),
-                           "--out", str(out), "--workers", "1"],
-                          capture_output=True, text=True, timeout=180)
+    proc, out = run_scenario(tmp_path, "past", text, quiet=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode == exitcodes.OK, output
     assert "the default limit of 1,024 in flight was reached" in output

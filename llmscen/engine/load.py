@@ -5,11 +5,11 @@ hand it to its Flow with the intended start. In the open model the intended
 start comes from the schedule, never from when the loop got round to it, so
 a late client or a slow server cannot hide delay (coordinated omission).
 
-In flight is bounded: by the phase's `max_in_flight`, else by DEFAULT_MAX_IN_FLIGHT
-(shared by the phase's workers) or the client's own limit (its open-file
-descriptors) when that is lower: past a server's capacity in-flight requests
-would otherwise grow until the server refuses connections. An arrival that finds every slot taken
-waits for one — its latency still counts from its intended start, so a slow
+In flight is bounded: by the phase's `max_in_flight`, else DEFAULT_MAX_IN_FLIGHT
+(shared by the phase's workers) — past a server's capacity in-flight requests
+would otherwise grow until the server refuses connections — or by the client's
+own limit (its open-file descriptors) when that is lower. An arrival that
+finds every slot taken waits for one — its latency still counts from its intended start, so a slow
 server cannot hide (coordinated omission) — and the time it waited is not
 the client's lag. Only when the line of waiting arrivals grows past
 QUEUE_FACTOR × the limit (and QUEUE_MIN) is an arrival dropped.
@@ -191,14 +191,11 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int,
     phase = state.phase
     # the schedule is the phase's (shared by its workers); the picks are this worker's
     rng = random.Random(phase.seed + 1_000_003 * phase.stride[0])
-    cap = phase.max_in_flight or default_cap(phase)
-    state.client_cap = state.in_flight_cap is not None and state.in_flight_cap < cap
-    if state.client_cap:
-        assert state.in_flight_cap is not None
-        cap = state.in_flight_cap
+    asked = phase.max_in_flight or default_cap(phase)
+    cap = min(asked, state.in_flight_cap or asked)
+    state.client_cap = cap < asked
     cap_why = "client_limit" if state.client_cap else "max_in_flight"
-    if cap is not None:
-        state.gate = asyncio.Semaphore(cap)
+    state.gate = asyncio.Semaphore(cap)
     end_ns = None if phase.duration is None else start_ns + int(phase.duration * 1e9)
     if trace is not None:
         offsets: Iterator[float] = arrival_offsets((r["timestamp"] for r in trace),
@@ -240,7 +237,7 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int,
         if remaining is not None:
             remaining -= 1
         flow = mix.pick(rng)
-        if cap is not None and state.waiting >= max(QUEUE_FACTOR * cap, QUEUE_MIN):
+        if state.waiting >= max(QUEUE_FACTOR * cap, QUEUE_MIN):
             flow.not_sent(state.phase.name, None, 1, cap_why)
             continue
         context: dict[str, object] = {**phase.vars, "phase": phase.name, "seq": seq,
