@@ -38,6 +38,8 @@ def test_plan_shows_every_phase(in_root: Path) -> None:
                                   ("soak", "50 users, spawn 10/s, think 1s..3s", "by latency")):
         line = next(ln for ln in result.output.splitlines() if ln.strip().startswith(phase))
         assert load in line and line.rstrip().endswith(expected)
+        # an open phase without max_in_flight shows the client's own bound
+        assert ("≤1,024 in flight (default)" in line) == (phase != "soak"), line
     assert "sim-model" in result.output
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llmscen.compile.plan import PhasePlan, Plan
+from llmscen.engine.load import DEFAULT_MAX_IN_FLIGHT
 from llmscen.spec.units import format_duration
 
 
@@ -27,7 +28,7 @@ def _model(phase: PhasePlan) -> str:
     if phase.kind == "parallel":
         return " | ".join(f"{g.name.rsplit('.', 1)[-1]}: {_load(g)}" for g in phase.groups)
     if phase.kind == "open" and phase.replay is not None:
-        cap = f", ≤{phase.max_in_flight} in flight" if phase.max_in_flight else ""
+        cap = _in_flight(phase)
         mean = f", mean {phase.rate:.3g}/s" if phase.rate else ""
         return f"replay {phase.replay} ×{phase.speed:g}{mean}{cap}"
     if phase.kind == "open":
@@ -36,7 +37,7 @@ def _model(phase: PhasePlan) -> str:
             rate += f" → {phase.ramp_to:g}/s"
         extra = f" {phase.arrival}" + (f"(shape {phase.burstiness:g})"
                                        if phase.arrival == "gamma" else "")
-        cap = f", ≤{phase.max_in_flight} in flight" if phase.max_in_flight else ""
+        cap = _in_flight(phase)
         return rate + extra + cap
     if phase.kind == "closed":
         users = f"{phase.users} user" + ("s" if phase.users != 1 else "")
@@ -49,6 +50,13 @@ def _model(phase: PhasePlan) -> str:
             users += f", think {low}" + (f"..{high}" if high != low else "")
         return users
     return "pause"
+
+
+def _in_flight(phase: PhasePlan) -> str:
+    # the default bound is shown too: it decides what a run past capacity measures
+    if phase.max_in_flight:
+        return f", ≤{phase.max_in_flight:,} in flight"
+    return f", ≤{DEFAULT_MAX_IN_FLIGHT:,} in flight (default)"
 
 
 def render_plan(plan: Plan) -> str:
