@@ -4,7 +4,8 @@ busy to report is judged by the wake-up it did report, and a short phase by its 
 from __future__ import annotations
 
 from llmscen.driver.client import ClientFigures, judge_phase
-from llmscen.metrics.results import Meta, PhaseInfo, RunResults
+from llmscen.metrics.histogram import Histogram
+from llmscen.metrics.results import Counters, Meta, PhaseInfo, RunResults, Scope
 
 PHASE = PhaseInfo(name="load", kind="open", started=0.0, ended=8.0, planned_duration=2.0,
                   offered_rate=8000.0)
@@ -25,7 +26,7 @@ def test_a_loop_that_woke_seconds_late_is_a_saturated_client() -> None:
     reason = judge_phase(results(), PHASE, figures([2.6, 0.0, 0.0, 0.0, 0.0]), 0)
     assert reason is not None and reason.kind == "client_saturated"
     assert "event loop woke over 100ms late in 3 seconds" in reason.message, reason.message
-    assert "asked 8000/s, sent 0/s" in reason.message, reason.message
+    assert "asked 8000/s, sent 0 in 8s (0/s)" in reason.message, reason.message
 
 
 def test_one_short_stall_is_not() -> None:
@@ -38,3 +39,22 @@ def test_a_two_second_phase_late_in_both_its_seconds_is_saturated() -> None:
     assert reason is not None and "late in 2 of 2 seconds" in reason.message, reason
     # one late second of two is a spike
     assert judge_phase(results(), phase, figures([0.0, 0.0], lag=[0.3, 0.0]), 0) is None
+
+
+def test_the_note_names_the_whole_delay_and_the_real_sending_time() -> None:
+    # the workers reported at most 0.4 s of their own lag, but requests went out up to 3 s
+    # late (an in-flight slot wait, or after the last report), and 16,000 of 2 s worth of
+    # arrivals took 8 s to send
+    lag = Histogram("duration")
+    lag.record(3_000_000)   # µs
+    lag.record(1_000)
+    scope = Scope(phase="load", request="chat", target="api",
+                  counters=Counters(requests=16_000, ok=16_000),
+                  histograms={"schedule_lag": lag.encode()})
+    planted = RunResults(meta=Meta(scenario="s"), phases=[PHASE], scopes=[scope])
+    reason = judge_phase(planted, PHASE, figures([0.0] * 8, lag=[0.4] * 8), 0)
+    assert reason is not None and reason.kind == "client_saturated"
+    assert "up to 400ms after their intended time and sent them up to 3" in reason.message, \
+        reason.message
+    assert "sent 16,000 in 8s (2000/s)" in reason.message, reason.message
+    assert reason.detail["schedule_lag_max"] >= 3.0

@@ -88,20 +88,30 @@ def judge_phase(results: RunResults, phase: PhaseInfo, figures: ClientFigures,
         short = max(1, math.ceil(phase.planned_duration or seconds or 1))
         lagging = late >= min(3, short) and late >= seconds / 10
         asked = phase.offered_rate
-        duration = phase.planned_duration or phase.wall or 1.0
-        rate = (f"; asked {asked:.4g}/s, sent {sent / duration:.4g}/s" if asked else "")
+        # a client behind its schedule sends past the planned end: the rate is over the
+        # time the sending really took
+        took = max(phase.wall, phase.planned_duration or 0.0) or 1.0
+        rate = (f"; asked {asked:.4g}/s, sent {sent:,} in {took:.3g}s ({sent / took:.4g}/s)"
+                if asked else "")
         if not (lagging or dropped):
             # its loop stalled: the seconds it did report say too little
             return _busy(phase, figures, cores, rate)
         drop = f"; {dropped:,} due requests could not be started at all" if dropped else ""
+        # the per-second reports miss what started after the last one, and an in-flight
+        # slot wait comes after the client's own lag: the histogram has the whole delay
+        worst = max(agg.value("schedule_lag", "max") or 0.0, figures.max_lag)
+        sent_late = (f" and sent them up to {show('schedule_lag', worst)} after it"
+                     if worst > figures.max_lag * 1.1 else "")
         return Reason(kind="client_saturated", message=(
             f"the load generator was the bottleneck in phase {phase.name!r}: it got to "
             f"requests up to {show('schedule_lag', figures.max_lag)} after their intended "
-            f"time, over {show('schedule_lag', LAG_BOUND)} late in {late} of {seconds} "
-            f"seconds{rate}{drop}{_cpu_text(figures)} — " + ADVICE.format(cores=cores)),
+            f"time{sent_late}, over {show('schedule_lag', LAG_BOUND)} late in {late} of "
+            f"{seconds} seconds{rate}{drop}{_cpu_text(figures)} — "
+            + ADVICE.format(cores=cores)),
             detail={"phase": phase.name, "client_lag_max": figures.max_lag,
-                    "late_seconds": late, "seconds": seconds, "asked_rate": asked,
-                    "sent": sent, "dropped": dropped})
+                    "schedule_lag_max": worst, "late_seconds": late, "seconds": seconds,
+                    "asked_rate": asked, "sent": sent, "seconds_sending": took,
+                    "dropped": dropped})
     if phase.kind == "closed":
         return _busy(phase, figures, cores)
     return None
