@@ -265,3 +265,21 @@ def test_ramp_rate_grows_linearly() -> None:
     first = sum(1 for t in times if t < 2)
     last = sum(1 for t in times if t >= 18)
     assert first == pytest.approx(22, abs=2) and last == pytest.approx(98, abs=2)
+
+
+def test_pause_sleeps_short_waits_out_and_cuts_long_ones_at_stop() -> None:
+    from llmscen.engine.load import SHORT_PAUSE_S, pause
+
+    async def main() -> tuple[float, float]:
+        stop = asyncio.Event()
+        t0 = time.perf_counter()
+        await pause(stop, SHORT_PAUSE_S / 2)    # a plain sleep: not shorter than asked
+        short = time.perf_counter() - t0
+        asyncio.get_running_loop().call_later(0.05, stop.set)
+        t0 = time.perf_counter()
+        await pause(stop, 30.0)                 # ends when stop is set, not in 30 s
+        return short, time.perf_counter() - t0
+
+    short, cut = asyncio.run(main())
+    assert short >= SHORT_PAUSE_S / 2 * 0.9
+    assert 0.04 <= cut < 10.0
