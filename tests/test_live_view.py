@@ -92,6 +92,31 @@ def test_the_figures_put_the_asked_load_beside_the_achieved_one() -> None:
     assert iv.ttft.p50 is not None and iv.ttft.p50 < iv.latency.p50
 
 
+def test_views_work_out_the_interval_only_for_frames_they_show() -> None:
+    # the interval's percentiles cost the run's event loop milliseconds a second
+    quiet = make_display(plan(RAMP), quiet=True)
+    quiet.phase_started(RAMP, Live("demo", 2))
+    seen: list[bool] = []
+
+    def quiet_each(live: Live) -> None:
+        quiet.progress(live)
+        seen.append(quiet.frame is not None and quiet.frame.interval is not None)
+
+    ramp_run(until=12, each=quiet_each)
+    assert seen and not any(seen)
+    lines = LineView(plan(RAMP), io.StringIO(), every=5)
+    lines.phase_started(RAMP, Live("demo", 2))
+    detailed: list[float] = []
+
+    def lines_each(live: Live) -> None:
+        lines.progress(live)
+        if lines.frame is not None and lines.frame.interval is not None:
+            detailed.append(lines.frame.settled)
+
+    ramp_run(until=12, each=lines_each)
+    assert detailed == [5.0, 10.0], detailed
+
+
 def test_ci_lines_come_once_per_interval_and_say_everything() -> None:
     out = io.StringIO()
     view = LineView(plan(RAMP), out, verbose=1, every=5)

@@ -160,7 +160,7 @@ class _View:
 
     def progress(self, live: Live) -> None:
         try:
-            self.frame = self.figures.frame(live)
+            self.frame = self.figures.frame(live, detailed=self.shows(live))
             if not self.gone:
                 self.show(self.frame)
         except OSError:
@@ -227,6 +227,10 @@ class _View:
     def show(self, frame: Frame) -> None:
         raise NotImplementedError
 
+    def shows(self, live: Live) -> bool:
+        """Whether this report's frame will be shown in full (its interval figures)."""
+        return not self.gone
+
 
 class LineView(_View):
     """A plain line every `INTERVAL_S` seconds of the run: for CI logs and pipes."""
@@ -242,6 +246,11 @@ class LineView(_View):
         if not (self.quiet or self.gone):
             self.stream.write(text + "\n")
             self.stream.flush()
+
+    def shows(self, live: Live) -> bool:
+        settled = min((v.last.now for v in live.workers.values() if v.last is not None),
+                      default=0.0)
+        return not (self.quiet or self.gone) and settled >= self.next_at
 
     def show(self, frame: Frame) -> None:
         # once every worker has reported the second, so the counts are whole
@@ -339,6 +348,9 @@ class PanelView(_View):
 class Quiet(_View):
     def print(self, text: str) -> None:
         pass
+
+    def shows(self, live: Live) -> bool:
+        return False
 
     def show(self, frame: Frame) -> None:
         pass
