@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import TreeCPU
 from static_server import static_target
 
 HERE = Path(__file__).resolve().parent
@@ -47,14 +48,20 @@ requests:
 """
 
 
-def one(argv: list[str], out: Path, duration: int) -> dict[str, Any]:
+def one(argv: list[str], out: Path, duration: int, server: int | None) -> dict[str, Any]:
+    """One run; `server` is a server's pid that the run did not start (its CPU is not other load)."""
     llmscen = str(Path(sys.executable).with_name("llmscen"))
+    tree = TreeCPU(server) if server else None
+    if tree:
+        tree.sample(start=True)
     run = subprocess.run(
         [llmscen, "run", *argv, "--quiet", "--out", str(out), "--set", f"phases.0.duration={duration}s"],
         check=False,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    if tree:
+        tree.sample()
     path = out / "results.json"
     if not path.exists():
         raise SystemExit(f"llmscen exited {run.returncode}:\n{run.stderr.decode()[-2000:]}")
@@ -65,10 +72,14 @@ def one(argv: list[str], out: Path, duration: int) -> dict[str, Any]:
     own = sum(
         v for k, v in stats.items() if k == "client.cpu" or (k.startswith("service.") and k.endswith(".cpu"))
     )
+    phase = next(p for p in results["phases"] if p["name"] == "load")
+    server_cores = tree.seconds() / max(phase["ended"] - phase["started"], 1e-3) if tree else 0.0
+    own += server_cores
     others = max(0.0, stats.get("host.cpu", 0.0) * cores - own) if "host.cpu" in stats else None
     return {
         "workers": results["meta"]["workers"],
         "ok_per_s": ok / duration,
+        "server_cores": server_cores,
         "others_cores": others,
         "outcome": results["outcome"]["status"],
     }
@@ -94,7 +105,7 @@ def main() -> None:
                 for count in counts:
                     extra = [] if count is None else ["--workers", str(count)]
                     out = folder / f"{case}-{count}-{rep}"
-                    r = one([*argv, *extra], out, args.duration)
+                    r = one([*argv, *extra], out, args.duration, target.pid if case == "nginx" else None)
                     r.update(case=case, asked=count, rep=rep)
                     rows.append(r)
                     print(json.dumps(r), flush=True)
