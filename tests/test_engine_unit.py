@@ -283,3 +283,26 @@ def test_pause_sleeps_short_waits_out_and_cuts_long_ones_at_stop() -> None:
     short, cut = asyncio.run(main())
     assert short >= SHORT_PAUSE_S / 2 * 0.9
     assert 0.04 <= cut < 10.0
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_until_never_wakes_before_the_time_asked(loop: str) -> None:
+    import random
+
+    import uvloop
+
+    from llmscen.engine.load import until
+
+    async def main() -> list[int]:
+        stop = asyncio.Event()
+        rng = random.Random(3)
+        early = []
+        for _ in range(300):   # sub-millisecond and few-millisecond waits, as arrivals have
+            when = time.perf_counter_ns() + int(rng.uniform(0, 0.003) * 1e9)
+            await until(stop, when)
+            if (gap := time.perf_counter_ns() - when) < 0:
+                early.append(gap)
+        return early
+
+    early = uvloop.run(main()) if loop == "uvloop" else asyncio.run(main())
+    assert early == [], f"woke up to {-min(early) / 1e3:.0f} µs early {len(early)} times"

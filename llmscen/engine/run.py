@@ -33,7 +33,16 @@ from llmscen.engine.events import (
 )
 from llmscen.engine.feed import Feeder
 from llmscen.engine.flow import Flow
-from llmscen.engine.load import Mix, PhaseState, default_cap_note, pause, run_closed, run_each, run_open
+from llmscen.engine.load import (
+    Mix,
+    PhaseState,
+    default_cap_note,
+    pause,
+    run_closed,
+    run_each,
+    run_open,
+    until,
+)
 from llmscen.engine.protocol import (
     Call,
     Exposed,
@@ -199,9 +208,7 @@ class Engine:
         of its own (named `phase.group`, with `phase` as its parent)."""
         for flow in self.flows:
             flow.origin = self.origin_ns
-        wait = (start_ns - time.perf_counter_ns()) / 1e9
-        if wait > 0:
-            await pause(self.stop, wait)
+        await until(self.stop, start_ns)
         parts = list(phase.groups) if phase.kind == "parallel" else [phase]
         states = [PhaseState(p, in_flight_cap=self.in_flight_cap) for p in parts]
         self.live = states
