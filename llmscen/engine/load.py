@@ -89,11 +89,13 @@ async def until(stop: asyncio.Event, when_ns: int) -> None:
     """Sleep until `time.perf_counter_ns()` reaches `when_ns`, or `stop` is set: never
     return early, since a request sent before its intended start would hide part of its
     latency."""
-    slack = timer_slack(asyncio.get_running_loop())
+    slack = None
     while not stop.is_set():
         left = (when_ns - time.perf_counter_ns()) / 1e9
         if left <= 0:
             return
+        if slack is None:   # only when it sleeps: a late open loop calls this per arrival
+            slack = timer_slack(asyncio.get_running_loop())
         await pause(stop, left + slack)
 
 
