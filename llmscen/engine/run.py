@@ -306,12 +306,25 @@ class Engine:
         """Wait for `tasks` within the drain budget (cut short by an interrupt); cancel the
         rest and wait until they have recorded what they saw."""
         pending = {t for t in tasks if not t.done()}
+        # one callback a task, not asyncio.wait's every 0.1 s: after an overload thousands
+        # of arrivals may still be waiting for a slot
+        left = len(pending)
+        ended = asyncio.Event()
+
+        def one(_: asyncio.Task[None]) -> None:
+            nonlocal left
+            left -= 1
+            if not left:
+                ended.set()
+
+        for task in pending:
+            task.add_done_callback(one)
         deadline = time.monotonic() + self._drain_budget()
-        while pending and time.monotonic() < deadline:
+        while pending and not ended.is_set() and time.monotonic() < deadline:
             if self.interrupted:
                 deadline = min(deadline, time.monotonic() + self._drain_budget())
-            _, pending = await asyncio.wait(pending, timeout=min(0.1, max(
-                0.0, deadline - time.monotonic())))
+            await pause(ended, min(0.1, max(0.0, deadline - time.monotonic())))
+        pending = {t for t in pending if not t.done()}
         for task in pending:
             task.cancel()
         if pending:
