@@ -50,7 +50,7 @@ requests:
 def start(tmp_path: Path, phase: str, workers: int, extra: str = ""
           ) -> tuple[subprocess.Popen[str], Path, Path, list[str]]:
     scenario = tmp_path / "long.yaml"
-    scenario.write_text(SCENARIO.format(phase=PHASES[phase]) + extra)
+    scenario.write_text(SCENARIO.format(phase=PHASES.get(phase, phase)) + extra)
     out, log = tmp_path / "out", tmp_path / "requests.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "llmscen.cli.main", "run", str(scenario),
                              "--out", str(out), "--workers", str(workers),
@@ -114,6 +114,23 @@ def test_an_interrupt_keeps_every_completed_request(tmp_path: Path, how: str, wo
     assert c.errors.get("cancelled", 0) == done["cancelled"]
     assert c.not_sent == not_sent
     assert c.requests == c.ok + c.error_total + c.check_failures
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_arrivals_waiting_for_a_slot_when_the_run_stops_count_as_not_sent(
+        tmp_path: Path, workers: int) -> None:
+    # 20 arrivals in the first second, two in flight at a time (~0.6 s each): when the
+    # interrupt comes most are still waiting for a slot, and each is still accounted for
+    phase = "{name: long, duration: 1s, arrival_rate: 20, arrival: constant, max_in_flight: 2}"
+    proc, out, log, seen = start(tmp_path, phase, workers)
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    output = "".join(seen) + rest
+    assert "INTERRUPTED" in output and "Traceback" not in output, output
+    (scope,) = RunResults.load(out / "results.json").scopes
+    c = scope.counters
+    assert c.requests + c.not_sent == 20, (c, output)
+    assert c.not_sent > 0 and logged(log)[1] == c.not_sent, c
 
 
 def test_a_lost_worker_stops_the_run_and_keeps_what_it_reported(tmp_path: Path) -> None:

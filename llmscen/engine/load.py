@@ -123,8 +123,6 @@ async def _one(state: PhaseState, flow: Flow, intended_ns: int, context: dict[st
 async def _run(state: PhaseState, flow: Flow, intended_ns: int, context: dict[str, object],
                rng: random.Random, begun: list[bool] | None = None) -> float:
     """Run one flow; returns the think after its last step (closed users wait it)."""
-    if begun is not None:
-        begun.append(True)
     # how late the client itself got to this arrival (an in-flight slot wait comes after)
     lag = time.perf_counter_ns() - intended_ns
     if lag > state.max_lag_ns:
@@ -139,6 +137,8 @@ async def _run(state: PhaseState, flow: Flow, intended_ns: int, context: dict[st
             await gate.acquire()
         finally:
             state.waiting -= 1
+    if begun is not None:
+        begun.append(True)    # from here the flow accounts for it (sent, or not and why)
     state.in_flight += 1
     try:
         ran = await flow.execute(state.phase.name, intended_ns, context, rng)
@@ -157,7 +157,8 @@ async def _run(state: PhaseState, flow: Flow, intended_ns: int, context: dict[st
 
 def _settled(state: PhaseState, flow: Flow, begun: list[bool]
              ) -> Callable[[asyncio.Task[None]], None]:
-    """A task cancelled before its first step never reached the flow: count it as not sent."""
+    """A task cancelled before it reached the flow — before its first step, or while it
+    waited for an in-flight slot — was not sent: count it so."""
     def done(task: asyncio.Task[None]) -> None:
         state.tasks.discard(task)
         if task.cancelled() and not begun:
