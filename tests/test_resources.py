@@ -194,6 +194,25 @@ def test_a_service_tree_is_sampled_with_its_children() -> None:
         shell.wait()
 
 
+def test_a_services_first_sample_reads_no_cpu_not_a_tick_over_a_moment() -> None:
+    # a process first seen starts its count in that sample: it reads 0, where a count
+    # started a moment before read 5-7 cores (of 2) in 3 of 20 first samples
+    busy = subprocess.Popen([sys.executable, "-c", BUSY])
+    try:
+        time.sleep(0.3)
+        firsts = []
+        for _ in range(20):
+            sampler = Sampler({"busy": lambda: busy.pid}, gpus=Gpus(unavailable="none"))
+            firsts.append(sampler.sample(0, "p", {})["service.busy.cpu"])
+        time.sleep(0.5)
+        later = sampler.sample(1, "p", {})["service.busy.cpu"]
+    finally:
+        busy.kill()
+        busy.wait()
+    assert firsts == [0.0] * 20
+    assert 0.2 < later <= 1.1, later     # one busy process: at most a core
+
+
 SPIKE = """
 import mmap, sys, time
 from pathlib import Path

@@ -191,8 +191,9 @@ class Sampler:
     def _process(self, pid: int) -> psutil.Process:
         process = self._processes.get(pid)
         if process is None or not process.is_running():
+            # not started here: the sample's own first call starts the count and reads 0;
+            # one a moment before would read the CPU ticks of that moment as whole cores
             process = self._processes[pid] = psutil.Process(pid)
-            process.cpu_percent(None)     # starts its count: 0 this second
         return process
 
     def series(self) -> list[ResourceSeries]:
