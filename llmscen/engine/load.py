@@ -9,9 +9,9 @@ In flight is bounded: by the phase's `max_in_flight`, else DEFAULT_MAX_IN_FLIGHT
 (shared by the phase's workers) — past a server's capacity in-flight requests
 would otherwise grow until the server refuses connections — or by the client's
 own limit (its open-file descriptors) when that is lower. An arrival that
-finds every slot taken waits for one — its latency still counts from its intended start, so a slow
-server cannot hide (coordinated omission) — and the time it waited is not
-the client's lag. Only when the line of waiting arrivals grows past
+finds every slot taken waits in a line for one (`Slots`) — its latency still counts
+from its intended start, so a slow server cannot hide (coordinated omission) — and the
+time it waited is not the client's lag. Only when the line grows past
 QUEUE_FACTOR × the limit (and QUEUE_MIN) is an arrival dropped.
 
 Every arrival is accounted for: it is started, or it is counted as not sent
@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +57,7 @@ class PhaseState:
     cap_waits: int = 0             # arrivals that had to wait, over the phase
     client_cap: bool = False       # the limit is the client's descriptors, not a setting
     max_lag_ns: int = 0            # worst client lag (intended → task start) since the last tick
-    gate: asyncio.Semaphore | None = None
+    slots: Slots | None = None     # an open phase's in-flight slots and line
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     exhausted: str | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -115,28 +117,23 @@ class Mix:
 
 
 async def _one(state: PhaseState, flow: Flow, intended_ns: int, context: dict[str, object],
-               rng: random.Random, begun: list[bool] | None = None) -> None:
+               rng: random.Random, begun: list[bool] | None = None, lagged: bool = True
+               ) -> None:
     # open and test-case phases decide starts: the think after a flow's last step is dropped
-    await _run(state, flow, intended_ns, context, rng, begun)
+    await _run(state, flow, intended_ns, context, rng, begun, lagged)
 
 
 async def _run(state: PhaseState, flow: Flow, intended_ns: int, context: dict[str, object],
-               rng: random.Random, begun: list[bool] | None = None) -> float:
-    """Run one flow; returns the think after its last step (closed users wait it)."""
-    # how late the client itself got to this arrival (an in-flight slot wait comes after)
-    lag = time.perf_counter_ns() - intended_ns
-    if lag > state.max_lag_ns:
-        state.max_lag_ns = lag
-    gate = state.gate
-    if gate is not None:
-        if gate.locked():
-            state.slot_waits += 1
-            state.cap_waits += 1
-        state.waiting += 1
-        try:
-            await gate.acquire()
-        finally:
-            state.waiting -= 1
+               rng: random.Random, begun: list[bool] | None = None, lagged: bool = True
+               ) -> float:
+    """Run one flow; returns the think after its last step (closed users wait it).
+
+    `lagged`: how late this start is counts as the client's lag (not after a wait for an
+    in-flight slot: the line took the client's lag when the arrival joined it)."""
+    if lagged:
+        lag = time.perf_counter_ns() - intended_ns
+        if lag > state.max_lag_ns:
+            state.max_lag_ns = lag
     if begun is not None:
         begun.append(True)    # from here the flow accounts for it (sent, or not and why)
     state.in_flight += 1
@@ -151,19 +148,81 @@ async def _run(state: PhaseState, flow: Flow, intended_ns: int, context: dict[st
         return 0.0
     finally:
         state.in_flight -= 1
-        if gate is not None:
-            gate.release()
 
 
-def _settled(state: PhaseState, flow: Flow, begun: list[bool]
-             ) -> Callable[[asyncio.Task[None]], None]:
-    """A task cancelled before it reached the flow — before its first step, or while it
-    waited for an in-flight slot — was not sent: count it so."""
-    def done(task: asyncio.Task[None]) -> None:
+class Slots:
+    """An open phase's in-flight slots, and the line of arrivals waiting for one.
+
+    A waiting arrival is plain data, not a task parked on a semaphore: past capacity
+    thousands wait, and a task each (its frame and a future) made every request dearer.
+    It gets its task when a slot frees. `idle` is set when nothing holds a slot or waits."""
+
+    def __init__(self, state: PhaseState, rng: random.Random, cap: int, why: str) -> None:
+        self.state = state
+        self.rng = rng
+        self.cap = cap
+        self.why = why               # a drop's reason: the limit's kind
+        self.limit = max(QUEUE_FACTOR * cap, QUEUE_MIN)
+        self.line: deque[tuple[Flow, int, dict[str, object]]] = deque()
+        self.busy = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.loop = asyncio.get_running_loop()
+
+    def arrive(self, flow: Flow, intended_ns: int, context: dict[str, object],
+               now_ns: int) -> bool:
+        """Start the arrival or line it up for a slot; False: dropped, the line is full."""
+        state = self.state
+        if self.busy < self.cap:
+            self._start(flow, intended_ns, context, True)
+        elif len(self.line) >= self.limit:
+            flow.not_sent(state.phase.name, None, 1, self.why)
+            return False
+        else:
+            state.slot_waits += 1
+            state.cap_waits += 1
+            # how late the client itself got to this arrival; the wait for a slot is not it
+            if now_ns - intended_ns > state.max_lag_ns:
+                state.max_lag_ns = now_ns - intended_ns
+            self.line.append((flow, intended_ns, context))
+            state.waiting = len(self.line)
+        return True
+
+    def _start(self, flow: Flow, intended_ns: int, context: dict[str, object],
+               lagged: bool) -> None:
+        self.busy += 1
+        self.idle.clear()
+        begun: list[bool] = []
+        task = self.loop.create_task(_one(self.state, flow, intended_ns, context, self.rng,
+                                          begun, lagged))
+        self.state.tasks.add(task)
+        task.add_done_callback(functools.partial(self._ended, flow, begun))
+
+    def _ended(self, flow: Flow, begun: list[bool], task: asyncio.Task[None]) -> None:
+        state = self.state
         state.tasks.discard(task)
-        if task.cancelled() and not begun:
+        self.busy -= 1
+        if task.cancelled() and not begun:   # cancelled before it reached the flow
             flow.not_sent(state.phase.name, None, 1, "stopped")
-    return done
+        if self.line:
+            if state.stop.is_set():
+                self.flush("stopped")
+            else:
+                waited, intended_ns, context = self.line.popleft()
+                state.waiting = len(self.line)
+                self._start(waited, intended_ns, context, False)
+        if not self.busy and not self.line:
+            self.idle.set()
+
+    def flush(self, why: str) -> None:
+        """Count the arrivals still waiting as not sent (the phase or run stopped)."""
+        counts = Counter(flow for flow, _, _ in self.line)
+        self.line.clear()
+        self.state.waiting = 0
+        for flow, n in counts.items():
+            flow.not_sent(self.state.phase.name, None, n, why)
+        if not self.busy:
+            self.idle.set()
 
 
 def _count_due(state: PhaseState, mix: Mix, rng: random.Random, schedule: Iterator[float],
@@ -226,8 +285,8 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int,
     asked = phase.max_in_flight or default_cap(phase)
     cap = min(asked, state.in_flight_cap or asked)
     state.client_cap = cap < asked
-    cap_why = "client_limit" if state.client_cap else "max_in_flight"
-    state.gate = asyncio.Semaphore(cap)
+    slots = state.slots = Slots(state, rng, cap, "client_limit" if state.client_cap
+                                else "max_in_flight")
     end_ns = None if phase.duration is None else start_ns + int(phase.duration * 1e9)
     if trace is not None:
         offsets: Iterator[float] = arrival_offsets((r["timestamp"] for r in trace),
@@ -235,7 +294,6 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int,
     else:
         offsets = arrivals(phase.rate or 0.0, phase.ramp_to, phase.duration, phase.arrival,
                            phase.burstiness, phase.seed)
-    loop = asyncio.get_running_loop()
     mine, workers = phase.stride
     numbered: Iterator[tuple[int, float]] = enumerate(offsets)
     if workers > 1:   # this worker's arrivals of the phase's one schedule
@@ -267,18 +325,12 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int,
         if remaining is not None:
             remaining -= 1
         flow = mix.pick(rng)
-        if state.waiting >= max(QUEUE_FACTOR * cap, QUEUE_MIN):
-            flow.not_sent(state.phase.name, None, 1, cap_why)
-            continue
         context: dict[str, object] = {**phase.vars, "phase": phase.name, "seq": seq,
                                        "user": 0, "iteration": seq, "request": flow.plan.name}
         if trace is not None and flow.plan.data == phase.replay:
             context["row"] = trace[schedule.arrival]
-        begun: list[bool] = []
-        task = loop.create_task(_one(state, flow, intended, context, rng, begun))
-        state.tasks.add(task)
-        task.add_done_callback(_settled(state, flow, begun))
-        state.started += 1
+        if slots.arrive(flow, intended, context, now):
+            state.started += 1
     if end_ns is not None and not state.stop.is_set():
         left = (end_ns - time.perf_counter_ns()) / 1e9
         if left > 0:

@@ -223,7 +223,7 @@ class Engine:
         try:
             await asyncio.gather(*(self._load(state, start_ns) for state in states))
             # the phase ends when its requests have: the next one starts after all ended
-            await self._drain({t for state in states for t in state.tasks})
+            await self._drain(states)
             for state in states:
                 if state.exhausted:
                     self.note(f"phase {state.phase.name!r} stopped early: {state.exhausted}")
@@ -302,12 +302,21 @@ class Engine:
         timeouts += [r.timeout for r in self.plan.requests]
         return max([float(t) for t in timeouts if t] or [DEFAULT_DRAIN_S])
 
-    async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
-        """Wait for `tasks` within the drain budget (cut short by an interrupt); cancel the
-        rest and wait until they have recorded what they saw."""
-        pending = {t for t in tasks if not t.done()}
-        # one callback a task, not asyncio.wait's every 0.1 s: after an overload thousands
-        # of arrivals may still be waiting for a slot
+    async def _drain(self, states: list[PhaseState]) -> None:
+        """Wait for the phase's requests within the drain budget (cut short by an
+        interrupt), those of an open phase's line too; count what still waits for a slot
+        then as not sent, cancel the rest and wait until they have recorded what they saw."""
+        deadline = time.monotonic() + self._drain_budget()
+        for slots in (s.slots for s in states if s.slots is not None):
+            while not slots.idle.is_set() and time.monotonic() < deadline:
+                if self.interrupted:
+                    deadline = min(deadline, time.monotonic() + self._drain_budget())
+                    slots.flush("stopped")
+                await pause(slots.idle, min(0.1, max(0.0, deadline - time.monotonic())))
+            slots.flush("stopped")
+        pending = {t for state in states for t in state.tasks if not t.done()}
+        # one callback a task, not asyncio.wait's add/remove over every pending task each
+        # 0.1 s (an overload leaves a thousand in flight)
         left = len(pending)
         ended = asyncio.Event()
 
@@ -319,7 +328,6 @@ class Engine:
 
         for task in pending:
             task.add_done_callback(one)
-        deadline = time.monotonic() + self._drain_budget()
         while pending and not ended.is_set() and time.monotonic() < deadline:
             if self.interrupted:
                 deadline = min(deadline, time.monotonic() + self._drain_budget())
