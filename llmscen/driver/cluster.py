@@ -236,6 +236,17 @@ def loopback_problem(plan: Plan, hosts: list[str], driver: str) -> str | None:
     return None
 
 
+def ray_said(exc: BaseException) -> str:
+    """Ray's error on one line; a traceback its server sent back is cut to what comes
+    before it and its last line, the error itself (its head alone names no cause)."""
+    text = str(exc)
+    if "Traceback (most recent call last)" in text:
+        before, _, trace = text.partition("Traceback (most recent call last)")
+        lines = [line.strip() for line in trace.splitlines() if line.strip()]
+        text = f"{before.strip()} {lines[-1] if lines else ''}"
+    return " ".join(text.split())[:300]
+
+
 class RayCluster:
     """A connection to a running Ray cluster, and the worker actors started on it."""
 
@@ -250,7 +261,7 @@ class RayCluster:
                      ignore_reinit_error=True)
         except Exception as exc:      # no cluster there, wrong version, unreachable …
             raise InputError(f"--address {public_url(address)}: cannot connect to a Ray "
-                             f"cluster: {' '.join(str(exc).split())[:300]}") from None
+                             f"cluster: {ray_said(exc)}") from None
         if address == "auto":       # say which cluster it found
             with contextlib.suppress(Exception):
                 self.address = str(ray.get_runtime_context().gcs_address or address)
