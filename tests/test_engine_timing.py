@@ -59,26 +59,11 @@ def test_stall_shows_in_latency_but_not_in_latency_sent(tmp_path: Path) -> None:
 def test_no_request_is_sent_before_its_intended_start(tmp_path: Path) -> None:
     # uvloop's timers fire up to ~1 ms early: a request sent then would count its latency
     # from a later time than it began, so the loop waits out the rest (schedule lag ≥ 0)
-    scenario = tmp_path / "early.yaml"
-    scenario.write_text(
-        "version: 1\n"
-        "services:\n"
-        "  sim: {builtin: openai-sim, options: {ttft: 2ms, itl: 1ms, output_tokens: 4}}\n"
-        "targets:\n"
-        "  chat: {plugin: openai, service: sim, model: sim-model}\n"
-        "phases:\n"
-        "  - {name: load, duration: 2s, arrival_rate: 400}\n"
-        "requests:\n"
-        "  - name: chat\n"
-        "    target: chat\n"
-        "    stream: true\n"
-        "    body: {messages: [{role: user, content: hi}], max_tokens: 4}\n")
     log = tmp_path / "requests.jsonl"
-    result = CliRunner().invoke(cli, ["run", str(scenario), "--out", str(tmp_path / "out"),
-                                      "--quiet", "--log-requests", str(log)])
+    code, _, output = run("early.yaml", tmp_path, "--log-requests", str(log))
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     lags = [line["schedule_lag_us"] for line in lines if "schedule_lag_us" in line]
-    assert len(lags) > 600, result.output
+    assert len(lags) > 600, output
     early = [lag for lag in lags if lag < 0]
     assert not early, f"{len(early)} of {len(lags)} sent early, by up to {-min(early)} µs"
-    assert result.exit_code == 0, result.output
+    assert code == 0, output

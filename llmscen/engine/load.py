@@ -52,7 +52,6 @@ class PhaseState:
     in_flight_cap: int | None = None      # the client's own limit when the phase sets none
     started: int = 0
     in_flight: int = 0
-    waiting: int = 0               # arrivals waiting for an in-flight slot
     slot_waits: int = 0            # arrivals that had to wait, since the last tick
     cap_waits: int = 0             # arrivals that had to wait, over the phase
     client_cap: bool = False       # the limit is the client's descriptors, not a setting
@@ -185,7 +184,6 @@ class Slots:
             if now_ns - intended_ns > state.max_lag_ns:
                 state.max_lag_ns = now_ns - intended_ns
             self.line.append((flow, intended_ns, context))
-            state.waiting = len(self.line)
         return True
 
     def _start(self, flow: Flow, intended_ns: int, context: dict[str, object],
@@ -209,7 +207,6 @@ class Slots:
                 self.flush("stopped")
             else:
                 waited, intended_ns, context = self.line.popleft()
-                state.waiting = len(self.line)
                 self._start(waited, intended_ns, context, False)
         if not self.busy and not self.line:
             self.idle.set()
@@ -218,7 +215,6 @@ class Slots:
         """Count the arrivals still waiting as not sent (the phase or run stopped)."""
         counts = Counter(flow for flow, _, _ in self.line)
         self.line.clear()
-        self.state.waiting = 0
         for flow, n in counts.items():
             flow.not_sent(self.state.phase.name, None, n, why)
         if not self.busy:

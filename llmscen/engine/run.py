@@ -314,25 +314,14 @@ class Engine:
                     slots.flush("stopped")
                 await pause(slots.idle, min(0.1, max(0.0, deadline - time.monotonic())))
             slots.flush("stopped")
+        # what else is pending: closed users and test cases (an open phase's requests are
+        # its slots', done when they are idle), or requests the deadline cut short
         pending = {t for state in states for t in state.tasks if not t.done()}
-        # one callback a task, not asyncio.wait's add/remove over every pending task each
-        # 0.1 s (an overload leaves a thousand in flight)
-        left = len(pending)
-        ended = asyncio.Event()
-
-        def one(_: asyncio.Task[None]) -> None:
-            nonlocal left
-            left -= 1
-            if not left:
-                ended.set()
-
-        for task in pending:
-            task.add_done_callback(one)
-        while pending and not ended.is_set() and time.monotonic() < deadline:
+        while pending and time.monotonic() < deadline:
             if self.interrupted:
                 deadline = min(deadline, time.monotonic() + self._drain_budget())
-            await pause(ended, min(0.1, max(0.0, deadline - time.monotonic())))
-        pending = {t for t in pending if not t.done()}
+            _, pending = await asyncio.wait(pending, timeout=min(0.1, max(
+                0.0, deadline - time.monotonic())))
         for task in pending:
             task.cancel()
         if pending:
