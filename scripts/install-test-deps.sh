@@ -29,6 +29,19 @@ if ! command -v prometheus >/dev/null 2>&1; then
   fi
 fi
 
+# Debian's nginx: tests/test_client_honesty.py needs a server far faster than one client
+# core (benchmarks/static_server.py, the benchmarks' static target)
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends nginx >/dev/null
+  else
+    echo "install-test-deps: nginx is missing; run as root or apt-get install" \
+         "--no-install-recommends nginx (the client-honesty test will fail without it)" >&2
+  fi
+fi
+
 # The Ray engine's tests (tests/test_ray_engine.py) start a real two-node Ray cluster on
 # this machine: the `ray` extra, into the project's venv (~285 MB; under a minute with a
 # warm pip cache).

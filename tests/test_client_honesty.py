@@ -8,6 +8,7 @@ test does not depend on how fast this machine is.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import resource
@@ -28,7 +29,7 @@ TWO_CORES = (os.cpu_count() or 1) >= 2
 SCENARIO = """
 version: 1
 targets:
-  chat: {{plugin: openai, url: "{url}", model: sim-model, timeout: 5s}}
+  chat: {{plugin: openai, url: "{url}", model: {model}, timeout: 5s}}
 phases:
   - {{name: load, duration: {duration}, arrival_rate: {rate}}}
 requests:
@@ -56,6 +57,21 @@ def sim_on_core_1() -> Iterator[str]:
         proc.wait(10)
 
 
+@pytest.fixture
+def static_on_core_1() -> Iterator[str]:
+    """nginx answering a fixed chat completion, on the second core: many times faster than
+    one client core, so a rate past the client's is the client's fault whatever the
+    machine's speed (the Python simulator is about as fast as the client on one core)."""
+    spec = importlib.util.spec_from_file_location(
+        "static_server", Path(__file__).parents[1] / "benchmarks" / "static_server.py")
+    assert spec and spec.loader
+    static_server = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = static_server      # its dataclasses look their module up
+    spec.loader.exec_module(static_server)
+    with static_server.static_target(cpu=1 if TWO_CORES else None) as target:
+        yield target.json_url
+
+
 def run_scenario(tmp_path: Path, name: str, text: str, *, pin: tuple[str, ...] = (),
                  limit_files: int | None = None, quiet: bool = True, timeout: int = 180
                  ) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -75,16 +91,17 @@ def run_scenario(tmp_path: Path, name: str, text: str, *, pin: tuple[str, ...] =
 
 
 def run_pinned(tmp_path: Path, url: str, rate: int, duration: str = "2s",
-               limit_files: int | None = None) -> tuple[subprocess.CompletedProcess[str], Path]:
+               limit_files: int | None = None, model: str = "sim-model"
+               ) -> tuple[subprocess.CompletedProcess[str], Path]:
     return run_scenario(tmp_path, f"rate-{rate}",
-                        SCENARIO.format(url=url, rate=rate, duration=duration),
+                        SCENARIO.format(url=url, rate=rate, duration=duration, model=model),
                         pin=("taskset", "-c", "0") if TWO_CORES else (), limit_files=limit_files)
 
 
 @pytest.mark.skipif(not TWO_CORES, reason="needs two cores: one for the client, one for the server")
 def test_an_impossible_rate_on_one_core_is_an_invalid_measurement(tmp_path: Path,
-                                                                  sim_on_core_1: str) -> None:
-    proc, out = run_pinned(tmp_path, sim_on_core_1, rate=8000)
+                                                                  static_on_core_1: str) -> None:
+    proc, out = run_pinned(tmp_path, static_on_core_1, rate=8000, model="bench")
     output = proc.stdout + proc.stderr
     assert proc.returncode == exitcodes.INVALID_MEASUREMENT, output
     assert "INVALID MEASUREMENT: the load generator was the bottleneck in phase 'load'" in output
