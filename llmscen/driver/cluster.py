@@ -236,6 +236,13 @@ def loopback_problem(plan: Plan, hosts: list[str], driver: str) -> str | None:
     return None
 
 
+# Ray's client proxy forks a server for each client while its gRPC threads run, and that
+# server sometimes dies at once (ray-project/ray#63202, ~7 % of connects): nothing has
+# started yet, so the connect is tried again.
+CLIENT_START_FAILED = "Initialization failure from server"
+CLIENT_TRIES = 3
+
+
 def ray_said(exc: BaseException) -> str:
     """Ray's error on one line; a traceback its server sent back is cut to what comes
     before it and its last line, the error itself (its head alone names no cause)."""
@@ -256,12 +263,19 @@ class RayCluster:
         ray = _ray()
         self.ray = ray
         self.address = address
-        try:
-            ray.init(address=address, namespace="llmscen", logging_level=logging.WARNING,
-                     ignore_reinit_error=True)
-        except Exception as exc:      # no cluster there, wrong version, unreachable …
-            raise InputError(f"--address {public_url(address)}: cannot connect to a Ray "
-                             f"cluster: {ray_said(exc)}") from None
+        for attempt in range(CLIENT_TRIES):
+            try:
+                ray.init(address=address, namespace="llmscen", logging_level=logging.WARNING,
+                         ignore_reinit_error=True)
+                break
+            except Exception as exc:      # no cluster there, wrong version, unreachable …
+                said = ray_said(exc)
+                if attempt + 1 < CLIENT_TRIES and said.startswith(CLIENT_START_FAILED):
+                    with contextlib.suppress(Exception):
+                        ray.shutdown()
+                    continue
+                raise InputError(f"--address {public_url(address)}: cannot connect to a Ray "
+                                 f"cluster: {said}") from None
         if address == "auto":       # say which cluster it found
             with contextlib.suppress(Exception):
                 self.address = str(ray.get_runtime_context().gcs_address or address)
