@@ -195,3 +195,29 @@ def test_batched_recording_equals_hdrh_one_value_at_a_time(
     assert ours.out_of_range == missed
     if ours.count:
         assert ours.encode() == lib.encode().decode("ascii")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.dictionaries(st.integers(min_value=-3, max_value=2 * AMOUNT_MAX),
+                       st.integers(min_value=1, max_value=1000), max_size=60),
+       st.sampled_from([1, 2, 3, 4]), st.sampled_from([DURATION_MAX_US, AMOUNT_MAX]),
+       st.lists(st.integers(min_value=0, max_value=DURATION_MAX_US), max_size=5))
+def test_adding_counts_inline_is_hdrhs_record_value(counts: dict[int, int], digits: int,
+                                                    highest: int, before: list[int]) -> None:
+    """The inline bucket arithmetic puts every value where hdrh would, refuses what hdrh
+    refuses, and keeps the same total, minimum and maximum (on top of earlier values)."""
+    from hdrh.histogram import HdrHistogram
+
+    from llmscen.metrics.histogram import add_counts
+
+    ours, lib = HdrHistogram(1, highest, digits), HdrHistogram(1, highest, digits)
+    for v in before:
+        ours.record_value(v)
+        lib.record_value(v)
+    lost = add_counts(ours, counts)
+    missed = sum(n for v, n in counts.items() if not lib.record_value(v, n))
+    assert lost == missed
+    assert bytes(ours.counts) == bytes(lib.counts)
+    assert (ours.total_count, ours.min_value, ours.max_value) == \
+        (lib.total_count, lib.min_value, lib.max_value)
+    assert ours.encode() == lib.encode()

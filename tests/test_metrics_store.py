@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmscen.engine.protocol import Exchange
 from llmscen.metrics import Histogram, Meta, MetricStore, aggregate
@@ -178,6 +180,34 @@ def test_late_completions_reach_a_sealed_second() -> None:
     points = {s.request: s.points for s in results_of(store).series.scopes}
     assert Histogram.decode(points["r"][0].latency or "").count == 2
     assert points["r"][0].requests == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=1, max_value=5_000_000),
+                          st.integers(min_value=0, max_value=3)), min_size=1, max_size=600))
+def test_a_seconds_histograms_hold_every_value_however_they_were_folded(
+        calls: list[tuple[int, int]]) -> None:
+    """Second 0's values are folded FOLD_AFTER at a time and sealed whenever the clock
+    moves on (a step > 0 records a completion that many seconds later); what the series
+    holds is what recording them all at once gives, and no fold waits for more."""
+    from llmscen.metrics.series import FOLD_AFTER, SERIES_DIGITS
+
+    store = MetricStore()
+    latency, ttft = Histogram("duration", SERIES_DIGITS), Histogram("duration", SERIES_DIGITS)
+    later = 1.0
+    for us, step in calls:
+        ex = exchange(end_ns=T0 + us * 1000, first_content_ns=T0 + us // 2 * 1000)
+        store.record("p", "r", "t", ex, goodput_met=False, now=0.5)
+        latency.record(us)
+        ttft.record(us // 2)
+        assert len(store.scope("p", "r", "t").seconds[0].latency_us) < FOLD_AFTER
+        if step:
+            later += step
+            store.record("p", "r", "t", exchange(), goodput_met=False, now=later)
+    (series,) = results_of(store).series.scopes
+    first = series.points[0]
+    assert first.t == 0 and first.requests == len(calls)
+    assert first.latency == latency.encode() and first.ttft == ttft.encode()
 
 
 def test_in_flight_keeps_the_max_per_second_and_phase() -> None:

@@ -244,20 +244,20 @@ class MetricStore:
             return
         latency = _us(end - intended)
         s.latency.record(latency)
-        second.latency_us.append(latency)
         if sent:
             s.latency_sent.record(_us(end - sent))
         first = exchange.first_content_ns
+        ttft = None
         if first:
             ttft = _us(first - intended)
             s.ttft.record(ttft)
-            second.ttft_us.append(ttft)
             if sent:
                 s.ttft_sent.record(_us(first - sent))
             if output_tokens is not None and output_tokens > 1:
                 s.tpot.record(_us((end - first) // (output_tokens - 1)))
         if exchange.first_answer_ns:
             s.ttft_answer.record(_us(exchange.first_answer_ns - intended))
+        second.add(latency, ttft)
         if not second.open:
             self._clock.opened(second)
         if exchange.itl_us:
