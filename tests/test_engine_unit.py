@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -285,24 +286,60 @@ def test_pause_sleeps_short_waits_out_and_cuts_long_ones_at_stop() -> None:
     assert 0.04 <= cut < 10.0
 
 
+@pytest.mark.parametrize("precise", [False, True], ids=["loop-timers", "waker"])
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_until_never_wakes_before_the_time_asked(loop: str) -> None:
+def test_until_never_wakes_before_the_time_asked(loop: str, precise: bool) -> None:
     import random
 
     import uvloop
 
     from llmscen.engine.load import until
+    from llmscen.timer import Waker
 
     async def main() -> list[int]:
         stop = asyncio.Event()
+        waker = Waker(asyncio.get_running_loop(), precise=precise)
         rng = random.Random(3)
         early = []
         for _ in range(300):   # sub-millisecond and few-millisecond waits, as arrivals have
             when = time.perf_counter_ns() + int(rng.uniform(0, 0.003) * 1e9)
-            await until(stop, when)
+            await until(stop, when, waker)
             if (gap := time.perf_counter_ns() - when) < 0:
                 early.append(gap)
+        waker.close()
         return early
 
     early = uvloop.run(main()) if loop == "uvloop" else asyncio.run(main())
     assert early == [], f"woke up to {-min(early) / 1e3:.0f} µs early {len(early)} times"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the waker's timerfd is Linux's")
+def test_until_with_the_waker_is_later_by_less_than_with_the_loops_timers() -> None:
+    """uvloop's timers count whole milliseconds: the waker (a timerfd) wakes the schedule
+    nearer its time. Interleaved in one run, so a loaded machine slows both alike."""
+    import random
+    import statistics
+
+    import uvloop
+
+    from llmscen.engine.load import until
+    from llmscen.timer import Waker
+
+    async def main() -> tuple[float, float]:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        wakers = (Waker(loop, precise=False), Waker(loop, precise=True))
+        assert wakers[1].precise
+        late: tuple[list[int], list[int]] = ([], [])
+        rng = random.Random(5)
+        for i in range(400):
+            when = time.perf_counter_ns() + int(rng.uniform(0.0002, 0.003) * 1e9)
+            await until(stop, when, wakers[i % 2])
+            late[i % 2].append(time.perf_counter_ns() - when)
+        for waker in wakers:
+            waker.close()
+        return statistics.median(late[0]), statistics.median(late[1])
+
+    plain, precise = uvloop.run(main())
+    assert precise < plain, f"median lateness {precise / 1e3:.0f} µs with the waker, " \
+        f"{plain / 1e3:.0f} µs without"

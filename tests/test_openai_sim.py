@@ -36,7 +36,7 @@ from llmscen.services.openai_sim import (
 from llmscen.services.openai_sim.batch import Batch, capacity, service_time
 from llmscen.services.openai_sim.stream import StallWindow
 from llmscen.services.openai_sim.text import split_tokens
-from llmscen.services.openai_sim.timer import Waker, now
+from llmscen.timer import Waker, now
 
 CHAT = "/v1/chat/completions"
 CODE = 'def greet(name):\n    print(f"Hi, {name}!")  # naïve — ok\n\n\tgreet("Jay")\n'

@@ -38,6 +38,8 @@ from llmscen.compile.trace import arrival_offsets
 from llmscen.engine.feed import DataExhausted
 from llmscen.engine.flow import Flow
 from llmscen.engine.schedule import arrivals
+from llmscen.timer import Waker
+from llmscen.timer import now as monotonic
 
 QUEUE_FACTOR = 10        # arrivals waiting for an in-flight slot, per slot, before drops ...
 QUEUE_MIN = 10_000       # ... but at least this many (a few KB each)
@@ -61,6 +63,7 @@ class PhaseState:
     exhausted: str | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     captured: dict[str, object] = field(default_factory=dict)   # a `before:` phase's values
+    waker: Waker | None = None     # the engine's precise sleeps, when the platform has them
 
 
 SHORT_PAUSE_S = 0.05
@@ -86,15 +89,26 @@ def timer_slack(loop: asyncio.AbstractEventLoop) -> float:
     return 0.0005 if type(loop).__module__.startswith("uvloop") else 0.0
 
 
-async def until(stop: asyncio.Event, when_ns: int) -> None:
+PRECISE_S = 0.002    # the last part of a wait goes to the waker, when there is one
+
+
+async def until(stop: asyncio.Event, when_ns: int, waker: Waker | None = None) -> None:
     """Sleep until `time.perf_counter_ns()` reaches `when_ns`, or `stop` is set: never
     return early, since a request sent before its intended start would hide part of its
-    latency."""
+    latency. A precise `waker` wakes it within microseconds of the time; the loop's own
+    timers only to the next whole millisecond (and `stop` cuts a wait short only when it
+    is longer than SHORT_PAUSE_S)."""
     slack = None
     while not stop.is_set():
         left = (when_ns - time.perf_counter_ns()) / 1e9
         if left <= 0:
             return
+        if waker is not None and waker.precise:
+            if left <= SHORT_PAUSE_S:
+                await waker.sleep_until(monotonic() + left)
+            else:
+                await pause(stop, left - PRECISE_S)
+            continue
         if slack is None:   # only when it sleeps: a late open loop calls this per arrival
             slack = timer_slack(asyncio.get_running_loop())
         await pause(stop, left + slack)
@@ -303,7 +317,7 @@ async def run_open(state: PhaseState, mix: Mix, start_ns: int,
         if remaining is not None and remaining <= 0:
             return   # whichever comes first: the request count ends the phase now
         intended = start_ns + int(offset * 1e9)
-        await until(state.stop, intended)
+        await until(state.stop, intended, state.waker)
         now = time.perf_counter_ns()
         if state.stop.is_set():
             # what fell due before the stop and was not started
@@ -390,7 +404,7 @@ async def run_closed(state: PhaseState, mix: Mix, start_ns: int) -> None:
     loop = asyncio.get_running_loop()
     total = max(users, final)
     for uid in range(total):
-        await until(state.stop, start_ns + int(phase.user_start(uid) * 1e9))
+        await until(state.stop, start_ns + int(phase.user_start(uid) * 1e9), state.waker)
         if state.stop.is_set():
             break
         task = loop.create_task(user(uid, random.Random(rng.getrandbits(64))))

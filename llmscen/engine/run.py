@@ -55,6 +55,7 @@ from llmscen.engine.protocol import (
 )
 from llmscen.engine.synthetic import SynthesisError, synthesize, synthesize_trace, words_count
 from llmscen.errors import RunError
+from llmscen.timer import Waker
 
 DEFAULT_DRAIN_S = 30.0
 INTERRUPT_GRACE_S = 2.0     # in-flight requests get this long after a stop, then are cancelled
@@ -78,6 +79,7 @@ class Engine:
         self.captured: dict[str, object] = {}    # what this worker's `before:` flows captured
         self.traces: dict[str, list[dict[str, Any]]] = {}   # trace data → its made rows
         self._stack = AsyncExitStack()
+        self.waker: Waker | None = None
 
     def now(self) -> float:
         return (time.perf_counter_ns() - self.origin_ns) / 1e9
@@ -103,6 +105,8 @@ class Engine:
         """
         if origin_ns is not None:
             self.origin_ns = origin_ns
+        self.waker = waker = Waker(asyncio.get_running_loop())
+        self._stack.callback(waker.close)
         for target in self.plan.targets:
             entry = self.registry.plugins[target.plugin]
             where = f"plugin {target.plugin!r} ({entry.origin})"
@@ -208,9 +212,10 @@ class Engine:
         of its own (named `phase.group`, with `phase` as its parent)."""
         for flow in self.flows:
             flow.origin = self.origin_ns
-        await until(self.stop, start_ns)
+        await until(self.stop, start_ns, self.waker)
         parts = list(phase.groups) if phase.kind == "parallel" else [phase]
-        states = [PhaseState(p, in_flight_cap=self.in_flight_cap) for p in parts]
+        states = [PhaseState(p, in_flight_cap=self.in_flight_cap, waker=self.waker)
+                  for p in parts]
         self.live = states
         started = self.now()
         if phase.kind == "parallel":

@@ -34,8 +34,8 @@ from llmscen.services.openai_sim.text import (
     pseudo_tokens,
     split_tokens,
 )
-from llmscen.services.openai_sim.timer import now
 from llmscen.services.openai_sim.tools import ToolPick, fragments, pick_tool
+from llmscen.timer import now
 
 _ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
                 404: "NotFoundError", 408: "RequestTimeoutError", 422: "UnprocessableEntityError",

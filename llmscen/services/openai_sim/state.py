@@ -21,7 +21,7 @@ from llmscen.services.openai_sim.history import History
 from llmscen.services.openai_sim.prefix import PrefixCache
 from llmscen.services.openai_sim.stream import StallWindow
 from llmscen.services.openai_sim.text import split_tokens
-from llmscen.services.openai_sim.timer import Waker, now
+from llmscen.timer import Waker, now
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -18,7 +18,7 @@ from typing import Literal
 import orjson
 from aiohttp import web
 
-from llmscen.services.openai_sim.timer import now
+from llmscen.timer import now
 
 DONE = b"data: [DONE]\n\n"
 # An SSE event whose data is not JSON, for malformed-stream injection.

@@ -1,11 +1,12 @@
-"""Sleeps with sub-millisecond precision for openai-sim's paced streams.
+"""Sleeps with sub-millisecond precision: the engine's arrival schedule and openai-sim's
+paced streams.
 
 Event loops wake for timers through epoll/libuv, whose timeouts are whole
-milliseconds: every wake is up to 1 ms late (0.5 ms on average), which is a
-quarter of the TTFT accuracy the simulator promises. On Linux a `Waker` arms
-one timerfd per event loop at the earliest pending deadline (absolute
-CLOCK_MONOTONIC, nanosecond resolution, through libc) and resolves every sleep that is due
-when it fires. Elsewhere it falls back to the loop's own timers.
+milliseconds: every wake is up to 1 ms late (0.5 ms on average) — a schedule lag on
+every arrival of an open loop and a quarter of the TTFT accuracy the simulator
+promises. On Linux a `Waker` arms one timerfd per event loop at the earliest pending
+deadline (absolute CLOCK_MONOTONIC, nanosecond resolution, through libc) and resolves
+every sleep that is due when it fires. Elsewhere it falls back to the loop's own timers.
 
 The clock is `time.monotonic()` (CLOCK_MONOTONIC), not `loop.time()`: uvloop
 caches its loop time in whole milliseconds.
