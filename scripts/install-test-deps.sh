@@ -6,39 +6,26 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+# Debian packages, each for the tests named; one apt-get for all that are missing.
+# Chromium (and its driver): the report's browser test. Prometheus: tests/test_live_export.py
+# scrapes a running llmscen with it. nginx: tests/test_client_honesty.py needs a server far
+# faster than one client core (benchmarks/static_server.py, the benchmarks' static target).
+has() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+browser=() lean=()    # Chromium with its recommended packages (fonts), the rest without
+has chromium || browser+=(chromium)
+has chromedriver || browser+=(chromium-driver)
+has prometheus || lean+=(prometheus)
+has nginx || lean+=(nginx)
+if [ "${#browser[@]}" -gt 0 ] || [ "${#lean[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq chromium chromium-driver >/dev/null
+    [ "${#browser[@]}" -eq 0 ] || apt-get install -y -qq "${browser[@]}" >/dev/null
+    [ "${#lean[@]}" -eq 0 ] || apt-get install -y -qq --no-install-recommends "${lean[@]}" \
+      >/dev/null
   else
-    echo "install-test-deps: chromium and chromium-driver are missing; run as root or" \
-         "apt-get install them (the browser test will fail without them)" >&2
-  fi
-fi
-
-# Debian's Prometheus: tests/test_live_export.py scrapes a running llmscen with it
-if ! command -v prometheus >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  else
-    echo "install-test-deps: prometheus is missing; run as root or apt-get install" \
-         "--no-install-recommends prometheus (the live-export test will fail without it)" >&2
-  fi
-fi
-
-# Debian's nginx: tests/test_client_honesty.py needs a server far faster than one client
-# core (benchmarks/static_server.py, the benchmarks' static target)
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  if [ "$(id -u)" = 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends nginx >/dev/null
-  else
-    echo "install-test-deps: nginx is missing; run as root or apt-get install" \
-         "--no-install-recommends nginx (the client-honesty test will fail without it)" >&2
+    echo "install-test-deps: missing Debian packages: ${browser[*]} ${lean[*]}; run as" \
+         "root or apt-get install them (the tests that use them will fail)" >&2
   fi
 fi
 
