@@ -31,7 +31,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                 "llmscen.metrics", "llmscen.runners", "llmscen.services", "llmscen.report",
                 "llmscen.driver", "llmscen.testing"),
 }
-ROOT_MODULES = ("llmscen", "llmscen.errors")
+ROOT_MODULES = ("llmscen", "llmscen.errors", "llmscen.timer")
 
 
 def test_the_plugin_facade_exports_what_the_example_plugin_uses() -> None:
