@@ -54,3 +54,13 @@ def test_saturation_is_the_served_rate_falling_short() -> None:
     assert saturated(100, 96, 0.05) is False
     assert saturated(100, 90, 0.05) is True
     assert saturated(None, 90, 0.05) is False
+
+
+def test_the_knee_is_the_highest_step_the_search_itself_judged_followed() -> None:
+    """A step served at 94.5 % of offered passed with a 6 % tolerance: it is the knee too
+    (a fixed 5 % put the knee below the capacity)."""
+    s = Search(1, 32, 0.3, 6)
+    s.steps += [Step(value=7.5, passed=True, saturated=False, served=7.5, offered=7.5),
+                Step(value=10.85, passed=True, saturated=False, served=10.25, offered=10.85),
+                Step(value=13, passed=False, saturated=True, served=10.1, offered=13)]
+    assert s.best == s.knee() == 10.85

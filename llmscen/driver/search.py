@@ -105,9 +105,11 @@ class Search:
         return float(f"{value:.4g}")
 
     def knee(self) -> float | None:
-        """The highest load the server still followed (served within 5 % of offered)."""
+        """The highest load the server still followed: served within the search's own
+        `tolerance` of offered, as each step was judged (a fixed 5 % disagreed with a
+        tolerance of 6 %: a step that passed was not the knee)."""
         kept = [s.value for s in self.steps if s.served is not None and s.offered and
-                s.served >= 0.95 * s.offered]
+                not s.saturated]
         return max(kept) if kept else None
 
 
