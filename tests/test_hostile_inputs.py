@@ -1,10 +1,12 @@
 """Hostile input files are refused quickly, in bounded memory, at a location, with exit 2.
 
 Each file goes through a real `llmscen` process that reports its own CPU time
-and peak RSS, so the bounds hold on a loaded machine (CPU time is not inflated
-by other work) and cover everything the process allocated, not only Python's
-heap. An address-space limit and a timeout keep a regression from taking the
-machine down with it.
+and peak RSS, so the bounds cover everything the process allocated, not only
+Python's heap. CPU time is not inflated by other work on a real machine, but on
+a shared virtual one (stolen cycles, a busy sibling core) it is, several times
+over: the CPU bound scales with what a plain scenario costs next to it. An
+address-space limit and a timeout keep a regression from taking the machine
+down with it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import pytest
 from test_report_samples import build_results, three_slos
 
 ROOT = Path(__file__).resolve().parent.parent
-CPU_SECONDS = 2.0
+CPU_SECONDS = 2.0               # on a quiet machine, where a plain scenario costs QUIET_S
+QUIET_S = 0.3
 PEAK_RSS_MB = 200
 LOCATION = re.compile(r"^(?:llmscen: )?\S+:\d+:\d+: ", re.MULTILINE)
 
@@ -81,6 +84,15 @@ def run_llmscen(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str]
     assert bounds, proc.stderr[-2000:]
     cpu, rss_kib = bounds[-1]
     return proc, float(cpu), int(rss_kib) / 1024
+
+
+def cpu_budget(tmp: Path) -> float:
+    """CPU_SECONDS, scaled by how much slower than on a quiet machine a plain scenario
+    validates now."""
+    plain = write(tmp / "plain.yaml", SCENARIO.format(body="{}"))
+    proc, cpu, _ = run_llmscen("validate", plain.name, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    return CPU_SECONDS * max(1.0, cpu / QUIET_S)
 
 
 def write(path: Path, text: str) -> Path:
@@ -195,6 +207,7 @@ CORPUS: dict[str, tuple[Callable[[Path], Path], str]] = {
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_hostile_file_is_refused_quickly_in_bounded_memory(name: str, tmp_path: Path) -> None:
     make, message = CORPUS[name]
+    budget = cpu_budget(tmp_path)
     path = make(tmp_path)
     proc, cpu, rss_mb = run_llmscen("validate", path.name, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -202,7 +215,7 @@ def test_hostile_file_is_refused_quickly_in_bounded_memory(name: str, tmp_path: 
     assert message in proc.stderr
     assert LOCATION.search(proc.stderr), proc.stderr
     assert f"{path.name}:" in proc.stderr
-    assert cpu < CPU_SECONDS, f"{name}: {cpu:.2f} s of CPU"
+    assert cpu < budget, f"{name}: {cpu:.2f} s of CPU, past {budget:.2f} s"
     assert rss_mb < PEAK_RSS_MB, f"{name}: {rss_mb:.0f} MB peak"
 
 
@@ -223,13 +236,12 @@ def test_bomb_in_a_set_value_and_an_slo_file(tmp_path: Path) -> None:
     """`--set` values and `report --slos` files go through the same loader."""
     scenario = write(tmp_path / "s.yaml", SCENARIO.format(body="{}"))
     bomb = laughs_flow(9, 9)
-    proc, cpu, rss_mb = run_llmscen("validate", scenario.name, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    budget = cpu_budget(tmp_path)
     proc, cpu, rss_mb = run_llmscen("plan", scenario.name, "--set", f"requests.0.body={bomb}",
                                     cwd=tmp_path)
     assert proc.returncode == 2 and "alias *l3 expands the document" in proc.stderr
     assert "--set requests.0.body=" in proc.stderr
-    assert cpu < CPU_SECONDS and rss_mb < PEAK_RSS_MB
+    assert cpu < budget and rss_mb < PEAK_RSS_MB
 
     slos = write(tmp_path / "slos.yaml", laughs(9, 9) + "slos:\n  - latency.p95 < 1s\n"
                  "  - {assert: latency.p95 < 1s, phase: *l8}\n")
@@ -238,4 +250,4 @@ def test_bomb_in_a_set_value_and_an_slo_file(tmp_path: Path) -> None:
     proc, cpu, rss_mb = run_llmscen("report", results.name, "--slos", slos.name, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "slos.yaml:5:10: alias *l3 expands the document" in proc.stderr
-    assert cpu < CPU_SECONDS and rss_mb < PEAK_RSS_MB
+    assert cpu < budget and rss_mb < PEAK_RSS_MB
