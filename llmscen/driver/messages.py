@@ -161,6 +161,7 @@ class Note:
 class Snapshot:
     worker: int
     results: bytes        # RunResults JSON without series (the driver has those)
+    requests: int = 0     # how many requests it holds
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import signal
 import time
@@ -50,6 +51,7 @@ READY_TIMEOUT_S = 120.0
 FINAL_TIMEOUT_S = 15.0
 CONNECT_FAILURES = 20      # consecutive connection failures to one target that end the run
 START_MARGIN_S = (0.02, 0.2)   # from the barrier to the shared start: in-process, processes
+log = logging.getLogger(__name__)
 LOST_AFTER_S = 1.0         # a worker that ended without its final results is lost after this
 
 
@@ -80,6 +82,7 @@ class _Workers:
     finals: dict[int, bytes] = field(default_factory=dict)
     snapshots: dict[int, bytes] = field(default_factory=dict)
     lost: set[int] = field(default_factory=set)
+    kept: set[int] = field(default_factory=set)       # a snapshot of theirs holds requests
     failed: set[int] = field(default_factory=set)
 
     def live(self) -> list[Handle]:
@@ -385,6 +388,10 @@ class Driver:
             if report.targets:      # resolved URLs and server identities, for the reports
                 self.meta.targets = list(report.targets)
         elif isinstance(report, m.Snapshot):
+            if report.requests and report.worker not in workers.kept:
+                workers.kept.add(report.worker)     # from now on its loss is bounded
+                log.info("worker %d: what it measured is kept if it is lost (a snapshot of "
+                         "%d requests)", report.worker, report.requests)
             workers.snapshots[report.worker] = report.results
         elif isinstance(report, m.Final):
             workers.finals[report.worker] = report.results
@@ -436,10 +443,12 @@ class Driver:
                 last = self.live.workers.get(handle.index)
                 at = f" at {last.last.now:.1f}s" if last and last.last else ""
                 going_on = self.plan.run.on_worker_lost == "continue" and workers.live()
+                kept = ("what it measured up to its last report is kept"
+                        if handle.index in workers.snapshots else
+                        "it was lost before its first snapshot, so nothing it measured is kept")
                 reason = Reason(kind="worker_lost", message=(
-                    f"worker {handle.index} {handle.exit_description()}{at}; what it measured "
-                    "up to its last report is kept" + ("; the others went on without its share"
-                                                       if going_on else "")),
+                    f"worker {handle.index} {handle.exit_description()}{at}; {kept}" +
+                    ("; the others went on without its share" if going_on else "")),
                     detail={"worker": handle.index})
                 if going_on:
                     self.reasons.append(self._scrubbed(reason))
@@ -472,6 +481,8 @@ class Driver:
                     part.series = Series(scopes=self.live.worker_series(handle.index))
                     parts.append(part)
                     self._loss(handle.index, part)
+                elif handle.index in workers.lost:
+                    self._loss(handle.index, None)
         results = merge(parts) if parts else RunResults(meta=self.meta.model_copy())
         meta = self.meta
         meta.started_at = results.meta.started_at or meta.started_at
@@ -490,15 +501,21 @@ class Driver:
         self._judge_client(results)
         return results
 
-    def _loss(self, worker: int, kept: RunResults) -> None:
+    def _loss(self, worker: int, kept: RunResults | None) -> None:
+        """Say in the worker_lost reason what of a lost worker's results was kept (its last
+        snapshot) and about how many completed requests were lost with it."""
         view = self.live.workers.get(worker)
         reported = view.last.counts.requests if view and view.last else 0
-        saved = sum(s.counters.requests for s in kept.scopes)
+        saved = sum(s.counters.requests for s in kept.scopes) if kept is not None else 0
+        lost = max(0, reported - saved)
         for reason in self.reasons:
             if reason.kind == "worker_lost" and reason.detail.get("worker") == worker:
-                reason.message += (f" ({saved:,} requests kept; about {max(0, reported - saved):,}"
-                                   " completed after its last snapshot were lost)")
-                reason.detail.update(kept=saved, lost=max(0, reported - saved))
+                if kept is None:
+                    reason.message += f" (about {lost:,} completed requests were lost)"
+                else:
+                    reason.message += (f" ({saved:,} requests kept; about {lost:,} completed "
+                                       "after its last snapshot were lost)")
+                reason.detail.update(kept=saved, lost=lost)
 
     def _judge_client(self, results: RunResults) -> None:
         if any(r.kind in ("interrupted", "service_exited") for r in self.reasons):

@@ -218,10 +218,12 @@ class Worker:
         url = next((t.url or "" for t in self.plan.targets if t.name == target), "")
         self.send(m.NotTheApi(self.index, target, url, "; ".join(evidence[:2])))
 
-    def _snapshot(self) -> bytes:
-        return self.recorder.store.to_results(
+    def _snapshot(self) -> m.Snapshot:
+        results = self.recorder.store.to_results(
             self.recorder.meta, checks=list(self.recorder.checks.values()),
-            server_metrics=self.recorder.server, series=False).to_json()
+            server_metrics=self.recorder.server, series=False)
+        return m.Snapshot(self.index, results.to_json(),
+                          sum(s.counters.requests for s in results.scopes))
 
     async def _snapshots(self) -> None:
         while True:
@@ -233,7 +235,7 @@ class Worker:
                     if histogram.count:
                         histogram.encode()
                         await asyncio.sleep(0)
-            self.send(m.Snapshot(self.index, self._snapshot()))
+            self.send(self._snapshot())
 
     # -- the command loop ----------------------------------------------------------------
     async def serve(self, commands: asyncio.Queue[m.Command]) -> None:
@@ -261,7 +263,7 @@ class Worker:
                 if isinstance(command, m.StartPhase):
                     self._phase = asyncio.create_task(self._run_phase(command))
                 elif isinstance(command, m.SnapshotNow):
-                    self.send(m.Snapshot(self.index, self._snapshot()))
+                    self.send(self._snapshot())
                 elif isinstance(command, m.Scrape):
                     await self._scrape(command.phase)
                 elif isinstance(command, m.Share):
