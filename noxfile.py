@@ -51,7 +51,7 @@ def plugin(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Load generators side by side: nginx, pacing servers, Triton against perf_analyzer, then
-    the open loop, --workers, trace replay and memory benchmarks (see benchmarks/README.md).
+    the open loop, --workers, trace replay, memory and record benchmarks (benchmarks/README.md).
     `nox -s bench -- ARGS` runs benchmarks/compare.py ARGS alone."""
     session.install("-e", ".[triton]")
     session.run("bash", "benchmarks/install-peers.sh", external=True)
@@ -61,5 +61,5 @@ def bench(session: nox.Session) -> None:
                     env={"VENV": session.virtualenv.location})
         session.run("python", "benchmarks/triton/compare.py", "--reps", "3", "--duration", "10",
                     "--clients", "perf_analyzer,llmscen-w1")
-        for script in ("open_loop.py", "workers.py", "replay.py", "memory.py"):
+        for script in ("open_loop.py", "workers.py", "replay.py", "memory.py", "record.py"):
             session.run("python", f"benchmarks/{script}")
