@@ -6,6 +6,8 @@ through the README's command); on their own they build fresh environments.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "types", "tests", "plugin"]
@@ -24,6 +26,9 @@ def types(session: nox.Session) -> None:
     session.run("mypy")
     session.run("mypy", "plugins/llmscen-ollama/llmscen_ollama",
                 "plugins/broken-examples/broken_plugins.py")
+    # two runs: benchmarks/ and benchmarks/triton/ each have a compare.py
+    session.run("mypy", *sorted(str(p) for p in Path("benchmarks").glob("*.py")))
+    session.run("mypy", *sorted(str(p) for p in Path("benchmarks/triton").glob("*.py")))
 
 
 @nox.session

@@ -52,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from paced_server import KINDS as PACED_KINDS  # noqa: E402
-from paced_server import RealServersMissing, paced_target  # noqa: E402
+from paced_server import PacedTarget, RealServersMissing, paced_target  # noqa: E402
 from static_server import StaticTarget, static_target  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -290,7 +290,7 @@ def client_mode(mode: str) -> str:
     return "sse" if mode.startswith("paced-") else mode
 
 
-def _wait_idle(target: StaticTarget, timeout: float = 10.0) -> None:
+def _wait_idle(target: StaticTarget | PacedTarget, timeout: float = 10.0) -> None:
     """Wait until only our own status connection is open (the previous client is gone)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and target.status()["active"] > target.idle_active:
@@ -318,8 +318,8 @@ def wait_quiet(max_other: float, max_wait: float, exclude_pids: list[int]) -> fl
             return max(0.0, other)
 
 
-def run_once(client: Client, mode: str, rep: int, target: StaticTarget, args, workdir: Path,
-             python: str) -> RunResult:
+def run_once(client: Client, mode: str, rep: int, target: StaticTarget | PacedTarget, args,
+             workdir: Path, python: str) -> RunResult:
     result = RunResult(client=client.name, mode=mode, rep=rep, ok=False)
     client_duration = math.ceil(args.warmup + args.duration + args.margin)
     tmp = workdir / f"{client.name}-{mode}-{rep}"

@@ -117,7 +117,10 @@ class StaticTarget:
         """stub_status counters; this fetch itself counts as one request."""
         with urllib.request.urlopen(self.status_url, timeout=5) as resp:
             text = resp.read().decode()
-        active = int(re.search(r"Active connections:\s*(\d+)", text).group(1))
+        found = re.search(r"Active connections:\s*(\d+)", text)
+        if found is None:
+            raise RuntimeError(f"not nginx's stub_status: {text[:200]!r}")
+        active = int(found.group(1))
         accepts, handled, requests = map(int, text.splitlines()[2].split())
         return {"active": active, "accepts": accepts, "handled": handled, "requests": requests}
 

@@ -50,6 +50,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ def server_count(metrics_url: str, model: str) -> float | None:
     return total
 
 
-def interp(samples: list[tuple[float, ...]], t: float, idx: int) -> float:
+def interp(samples: Sequence[tuple[float, ...]], t: float, idx: int) -> float:
     """Linear interpolation of column `idx` of (time, ...) samples at time t."""
     if t <= samples[0][0]:
         return samples[0][idx]
@@ -276,9 +277,9 @@ def read_llmscen(results_json: Path, run: Run) -> None:
 # -- summary -----------------------------------------------------------------------------
 
 
-def median(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
+def median(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def summarize(runs: list[Run], clients: list[str]) -> dict[str, Any]:
