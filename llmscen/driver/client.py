@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from llmscen.metrics.query import aggregate
 from llmscen.metrics.results import PhaseInfo, Reason, RunResults
-from llmscen.spec.units import show
+from llmscen.spec.units import show, show_value
 
 LAG_BOUND = 0.05          # seconds
 LOOP_LAG_BOUND = 0.1      # seconds
@@ -91,8 +91,8 @@ def judge_phase(results: RunResults, phase: PhaseInfo, figures: ClientFigures,
         # a client behind its schedule sends past the planned end: the rate is over the
         # time the sending really took
         took = max(phase.wall, phase.planned_duration or 0.0) or 1.0
-        rate = (f"; asked {asked:.4g}/s, sent {sent:,} in {took:.3g}s ({sent / took:.4g}/s)"
-                if asked else "")
+        rate = (f"; asked {show_value('rate', asked)}, sent {sent:,} in {took:.3g}s "
+                f"({show_value('rate', sent / took)})" if asked else "")
         if not (lagging or dropped):
             # its loop stalled: the seconds it did report say too little
             return _busy(phase, figures, cores, rate)

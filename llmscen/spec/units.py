@@ -137,8 +137,8 @@ def show_value(kind: str, value: float | None) -> str:
         return f"{value * 1000:.3g}ms" if value >= 1e-3 else f"{value * 1e6:.3g}us"
     if kind == "ratio":
         return f"{value * 100:.3g}%"
-    if kind == "rate":
-        return f"{value:.4g}/s"
+    if kind == "rate":      # 13,083/s, not 1.308e+04/s
+        return f"{value:.4g}/s" if abs(value) < 1e4 else f"{value:,.0f}/s"
     if kind == "cpu":
         return f"{value * 100:.3g}%"
     if kind == "size":
