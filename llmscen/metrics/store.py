@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from llmscen.metrics.histogram import Histogram
+from llmscen.metrics.histogram import Histogram, load_numpy
 from llmscen.metrics.merge import merge_error_summaries
 from llmscen.metrics.results import (
     MAX_SAMPLES,
@@ -165,6 +165,7 @@ class MetricStore:
     """Aggregates one process's exchanges per (phase, request, target)."""
 
     def __init__(self, scrub: Callable[[str], str] = str, large_chunk: int = 20) -> None:
+        load_numpy()
         self.scrub = scrub       # applied to the error messages kept as samples
         self.large_chunk = large_chunk   # characters past which a content chunk is large
         self._scopes: dict[Key, ScopeStats] = {}
