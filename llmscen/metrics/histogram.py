@@ -180,7 +180,6 @@ class Histogram:
             if self.kind == "duration":
                 values = np.maximum(values, 1)   # as `record` does: zero gaps are real
             self._out_of_range += add_values(h, values, self.highest)
-            del values
             self._pending = array("q")
         return h
 
