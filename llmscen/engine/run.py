@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -224,7 +225,7 @@ class Engine:
             if self.stop.is_set():
                 state.stop.set()
             self.handler.handle(PhaseStarted(state.phase, started))
-        supervisors = [asyncio.create_task(self._supervise(state)) for state in states]
+        supervisors = [asyncio.create_task(self._supervise(state, start_ns)) for state in states]
         try:
             await asyncio.gather(*(self._load(state, start_ns) for state in states))
             # the phase ends when its requests have: the next one starts after all ended
@@ -278,16 +279,19 @@ class Engine:
         chosen = [(flows[name], weight) for name, weight in phase.mix if name in flows]
         return Mix([f for f, _ in chosen], [w for _, w in chosen])
 
-    async def _supervise(self, state: PhaseState) -> None:
-        """Once a second: what the load generator does (in flight, lag, its own CPU)."""
+    async def _supervise(self, state: PhaseState, start_ns: int) -> None:
+        """Once a second of the phase: what the load generator does (in flight, lag, its own
+        CPU). The seconds count from the phase's intended start, as its arrivals do: counted
+        from when this task first ran, a loop that was late there put every tick late (a
+        loaded CI machine saw the phase's 5th second reported at 5.95 s)."""
         cpu = time.process_time()
         last = time.perf_counter()
-        due = last + 1.0
+        due = _second_after(start_ns / 1e9 + 1.0, last + 0.5)
         while True:
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             woke = time.perf_counter()
             loop_lag = max(0.0, woke - due)
-            due = max(due + 1.0, woke + 0.5)
+            due = _second_after(due + 1.0, woke + 0.5)
             used = time.process_time() - cpu
             cpu = time.process_time()
             lag = state.max_lag_ns / 1e9
@@ -366,3 +370,10 @@ class Engine:
                 self.note(f"target {name!r}: {count} requests were sent again on a fresh "
                           "connection because the server had closed the kept-alive one "
                           "(before any response byte); their timings start at the first try")
+
+
+def _second_after(due: float, after: float) -> float:
+    """The first of `due`, `due + 1`, ... that is at least `after`: a tick a stalled loop
+    missed is skipped, so the ones that follow still fall on the phase's whole seconds, and
+    each covers at least half a second of CPU."""
+    return due if due >= after else due + math.ceil(after - due)
