@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from unittest import mock
 
 import pytest
@@ -243,3 +244,27 @@ def test_a_metric_store_imports_numpy_before_it_records_anything() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "True"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("chosen", [None, "2"])
+def test_numpy_is_loaded_without_a_blas_thread_pool_unless_the_user_chose_one(
+        chosen: str | None) -> None:
+    """OpenBLAS's pool spins ~100 ms on the run's cores at the import; nothing here uses it.
+    The variable does not leak to the services a run starts, and a user's own is kept."""
+    import os
+    import subprocess
+
+    code = ("import os, sys; from llmscen.metrics.histogram import load_numpy; load_numpy(); "
+            "import numpy; print(len(os.listdir('/proc/self/task')), "
+            "os.environ.get('OPENBLAS_NUM_THREADS'))")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if chosen is not None:
+        env["OPENBLAS_NUM_THREADS"] = chosen
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60, env=env)
+    threads, variable = out.stdout.split()
+    if chosen is None:
+        assert (threads, variable) == ("1", "None")
+    else:
+        assert int(threads) >= 2 and variable == chosen

@@ -8,6 +8,8 @@ histoblob, so other HdrHistogram tools can read it too.
 from __future__ import annotations
 
 import math
+import os
+import sys
 from array import array
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Literal
@@ -36,8 +38,20 @@ PENDING_MAX = 4096
 
 def load_numpy() -> None:
     """Import numpy now, before a run: the first settle would otherwise pay its ~80-200 ms
-    in the middle of one, a stall that every arrival due then is sent late by."""
-    import numpy  # noqa: F401
+    in the middle of one, a stall that every arrival due then is sent late by.
+
+    Nothing here multiplies matrices, yet OpenBLAS starts a thread per core at the import
+    that spins on sched_yield for its first ~100 ms, on the cores the run needs: one
+    thread (the caller's) is asked for unless the user chose otherwise. The variable is
+    put back at once: the services a run starts (a vLLM on CPU) keep their own threads."""
+    ours = "numpy" not in sys.modules and "OPENBLAS_NUM_THREADS" not in os.environ
+    if ours:
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"    # read once, when OpenBLAS is loaded
+    try:
+        import numpy  # noqa: F401
+    finally:
+        if ours:
+            del os.environ["OPENBLAS_NUM_THREADS"]
 
 
 def add_values(h: HdrHistogram, values: np.ndarray, highest: int) -> int:
