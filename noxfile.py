@@ -56,7 +56,8 @@ def plugin(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Load generators side by side: nginx, pacing servers, Triton against perf_analyzer, then
-    the open loop, --workers, trace replay, memory and record benchmarks (benchmarks/README.md).
+    the open loop, --workers, trace replay, memory, record and wake-cost benchmarks
+    (benchmarks/README.md).
     `nox -s bench -- ARGS` runs benchmarks/compare.py ARGS alone."""
     session.install("-e", ".[triton]")
     session.run("bash", "benchmarks/install-peers.sh", external=True)
@@ -66,5 +67,6 @@ def bench(session: nox.Session) -> None:
                     env={"VENV": session.virtualenv.location})
         session.run("python", "benchmarks/triton/compare.py", "--reps", "3", "--duration", "10",
                     "--clients", "perf_analyzer,llmscen-w1")
-        for script in ("open_loop.py", "workers.py", "replay.py", "memory.py", "record.py"):
+        for script in ("open_loop.py", "workers.py", "replay.py", "memory.py", "record.py",
+                       "wake_cost.py"):
             session.run("python", f"benchmarks/{script}")

@@ -15,6 +15,13 @@ outcome, and, when the run called itself saturated, the largest lag its note nam
 to the largest the histogram recorded (they should agree). Goals: 85 % of C sustained
 (delivered within 2 % of asked, lag p99 < 50 ms, not saturated) and lag p99 < 2 ms at
 50 %. The runs of a rep are back to back, so C is this minute's capacity.
+
+Then, when benchmarks/install-peers.sh has installed it, k6 the same way on the same core
+(`GOMAXPROCS=1`, clients/k6_open.js): its own closed C (64 VUs) and constant-arrival-rate
+runs at the same shares of it. k6 has no schedule lag; it is held when it delivered within
+2 % of the rate, dropped at most 2 % of the iterations and used less than 95 % of its core.
+`--no-k6` leaves it out. Both tools pay the same block and wake-up per arrival
+(wake_cost.py), so k6's ratio says how much of the gap is the machine's.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,7 +41,7 @@ from llmscen.metrics.query import aggregate
 from llmscen.metrics.results import RunResults
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import TreeCPU
+from compare import TreeCPU, read_peers_env
 from static_server import static_target
 
 HERE = Path(__file__).resolve().parent
@@ -116,6 +124,34 @@ def run(scenario: str, url: str, server: int, out: Path, duration: int, sets: li
     }
 
 
+def run_k6(k6: str, url: str, out: Path, duration: int, rate: int | None) -> dict[str, Any]:
+    """k6 pinned to core 1: closed (64 VUs) when `rate` is None, else constant-arrival-rate."""
+    summary = out.with_suffix(".json")
+    load = ["-e", f"RATE={rate}"] if rate else ["-e", "VUS=64"]
+    argv = ["taskset", "-c", "1", k6, "run", "--quiet", "-e", f"URL={url.rstrip('/')}",
+            "-e", f"DURATION={duration}", "-e", f"SUMMARY={summary}", *load,
+            str(HERE / "clients" / "k6_open.js")]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(argv, check=False, capture_output=True, text=True,
+                          env={**os.environ, "GOMAXPROCS": "1"})
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if not summary.exists():
+        raise SystemExit(f"k6 exited {done.returncode}:\n{done.stderr[-2000:]}")
+    metrics = json.loads(summary.read_text())["metrics"]
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    dropped = metrics.get("dropped_iterations", {}).get("values", {}).get("count", 0)
+    errors = metrics.get("chat_errors", {}).get("values", {}).get("count", 0)
+    iteration = metrics["iteration_duration"]["values"]
+    return {
+        "ok_per_s": (metrics["http_reqs"]["values"]["count"] - errors) / duration,
+        "dropped": dropped,
+        "iteration_p50_ms": iteration["p(50)"],
+        "iteration_p99_ms": iteration["p(99)"],
+        "vus_max": metrics.get("vus_max", {}).get("values", {}).get("max"),
+        "client_cpu_mean": cpu / duration,   # with k6's start-up: a little over, not under
+    }
+
+
 def show(x: float | None, fmt: str = "{:.2f}") -> str:
     return "—" if x is None else fmt.format(x)
 
@@ -125,9 +161,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-k6", action="store_true", help="llmscen alone")
     args = parser.parse_args()
+    k6 = None if args.no_k6 else read_peers_env().get("K6") or None
     folder = Path(tempfile.mkdtemp(prefix="llmscen-open-"))
     rows: list[dict[str, Any]] = []
+    k6_all: list[dict[str, Any]] = []
     print(f"load average {os.getloadavg()[0]:.1f} at the start\n")
     print(
         "| rep | run | asked/s | delivered/s | lag p50 / p99 / max, ms | in flight ≤ | "
@@ -153,6 +192,17 @@ def main() -> None:
                 )
                 r.update(rep=rep, run=f"open {share:.0%}", asked=rate, share=share)
                 rows.append(r)
+            if k6:
+                closed = run_k6(k6, url, folder / f"k6-closed-{rep}", args.duration, None)
+                closed.update(rep=rep, tool="k6", run="closed", asked=None)
+                k6_rows = [closed]
+                for share in SHARES:
+                    rate = round(closed["ok_per_s"] * share)
+                    r = run_k6(k6, url, folder / f"k6-open-{share}-{rep}", args.duration, rate)
+                    r.update(rep=rep, tool="k6", run=f"open {share:.0%}", asked=rate,
+                             share=share)
+                    k6_rows.append(r)
+                k6_all.extend(k6_rows)
             for r in rows[-1 - len(SHARES) :]:
                 print(
                     f"| {rep} | {r['run']} | {show(r['asked'], '{:,}')} | "
@@ -178,7 +228,25 @@ def main() -> None:
         print(
             f"- {share:.0%} of capacity: held in {len(held)} of {len(got)} reps, median lag p99 {p99:.2f} ms"
         )
+    if k6_all:
+        print("\nk6 on the same core (GOMAXPROCS=1), its own C:\n")
+        print("| rep | run | asked/s | delivered/s | dropped | iteration p50 / p99, ms | "
+              "VUs ≤ | client CPU |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in k6_all:
+            print(f"| {r['rep']} | {r['run']} | {show(r['asked'], '{:,}')} | "
+                  f"{r['ok_per_s']:,.0f} | {r['dropped']:,} | {r['iteration_p50_ms']:.2f} / "
+                  f"{r['iteration_p99_ms']:.2f} | {r['vus_max']} | "
+                  f"{r['client_cpu_mean']:.0%} |")
+        print()
+        for share in SHARES:
+            got = [r for r in k6_all if r.get("share") == share]
+            held = [r for r in got if r["ok_per_s"] >= 0.98 * r["asked"]
+                    and r["dropped"] <= 0.02 * r["asked"] * args.duration
+                    and r["client_cpu_mean"] < 0.95]
+            print(f"- k6, {share:.0%} of its capacity: held in {len(held)} of {len(got)} reps")
     if args.json:
+        rows = [{**r, "tool": r.get("tool", "llmscen")} for r in rows] + k6_all
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
