@@ -58,3 +58,26 @@ def test_the_note_names_the_whole_delay_and_the_real_sending_time() -> None:
         reason.message
     assert "sent 16,000 in 8s (2000/s)" in reason.message, reason.message
     assert reason.detail["schedule_lag_max"] >= 3.0
+
+
+def test_a_client_on_schedule_but_out_of_cpu_is_saturated_and_says_why() -> None:
+    # every arrival went out within a millisecond, but the core was pegged: answers waited
+    lag = Histogram("duration")
+    for _ in range(99):
+        lag.record(200)     # µs
+    lag.record(900)
+    scope = Scope(phase="load", request="chat", target="api",
+                  counters=Counters(requests=16_000, ok=16_000),
+                  histograms={"schedule_lag": lag.encode()})
+    planted = RunResults(meta=Meta(scenario="s"), phases=[PHASE], scopes=[scope])
+    pegged = ClientFigures(seconds=4, cpu={0: [0.97, 0.99, 1.0, 0.98]},
+                           loop_lag={0: [0.0] * 4}, lag={0: [0.001] * 4})
+    reason = judge_phase(planted, PHASE, pegged, 0)
+    assert reason is not None and reason.kind == "client_saturated"
+    assert "a worker's CPU was at its limit" in reason.message, reason.message
+    assert "it kept its schedule (lag p99 " in reason.message, reason.message
+    assert "late reading answers too" in reason.message
+    # with CPU to spare the same schedule is a valid measurement
+    spare = ClientFigures(seconds=4, cpu={0: [0.6] * 4}, loop_lag={0: [0.0] * 4},
+                          lag={0: [0.001] * 4})
+    assert judge_phase(planted, PHASE, spare, 0) is None

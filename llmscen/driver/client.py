@@ -94,8 +94,12 @@ def judge_phase(results: RunResults, phase: PhaseInfo, figures: ClientFigures,
         rate = (f"; asked {show_value('rate', asked)}, sent {sent:,} in {took:.3g}s "
                 f"({show_value('rate', sent / took)})" if asked else "")
         if not (lagging or dropped):
-            # its loop stalled: the seconds it did report say too little
-            return _busy(phase, figures, cores, rate)
+            # its loop stalled (the seconds it did report say too little), or it sent on
+            # time with no CPU to spare: then answers wait in their sockets, unmeasured
+            p99 = agg.value("schedule_lag", "p99")
+            kept = (f"; it kept its schedule (lag p99 {show('schedule_lag', p99)}), but a "
+                    "client out of CPU is late reading answers too" if p99 is not None else "")
+            return _busy(phase, figures, cores, rate, kept)
         drop = f"; {dropped:,} due requests could not be started at all" if dropped else ""
         # the per-second reports miss what started after the last one, and an in-flight
         # slot wait comes after the client's own lag: the histogram has the whole delay
@@ -117,10 +121,11 @@ def judge_phase(results: RunResults, phase: PhaseInfo, figures: ClientFigures,
     return None
 
 
-def _busy(phase: PhaseInfo, figures: ClientFigures, cores: int, rate: str = ""
-          ) -> Reason | None:
+def _busy(phase: PhaseInfo, figures: ClientFigures, cores: int, rate: str = "",
+          kept: str = "") -> Reason | None:
     """A worker whose loop stalled, or whose CPU was at its limit, for much of the phase;
-    `rate` says what an open phase asked and sent."""
+    `rate` says what an open phase asked and sent, `kept` how well it kept its schedule
+    (said when the CPU is the reason)."""
     # a wake-up k seconds late stands for the k + 1 seconds it spans, unreported
     stalls = {w: sum(1 + int(x) for x in v if x > LOOP_LAG_BOUND)
               for w, v in figures.loop_lag.items()}
@@ -134,7 +139,7 @@ def _busy(phase: PhaseInfo, figures: ClientFigures, cores: int, rate: str = ""
         "a worker's CPU was at its limit"
     return Reason(kind="client_saturated", message=(
         f"the load generator was the bottleneck in phase {phase.name!r}: {why}"
-        f"{_cpu_text(figures)}{rate} — " + ADVICE.format(cores=cores)),
+        f"{_cpu_text(figures)}{rate}{'' if stalled else kept} — " + ADVICE.format(cores=cores)),
         detail={"phase": phase.name})
 
 
