@@ -287,8 +287,11 @@ class Engine:
         cpu = time.process_time()
         last = time.perf_counter()
         due = _second_after(start_ns / 1e9 + 1.0, last + 0.5)
+        never = asyncio.Event()     # the task is cancelled when the phase ends
         while True:
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            # not asyncio.sleep: uvloop's timers fire up to a millisecond early, and a tick
+            # at 4.9995 s is not yet the phase's 5th second for the live view
+            await until(never, int(due * 1e9), self.waker)
             woke = time.perf_counter()
             loop_lag = max(0.0, woke - due)
             due = _second_after(due + 1.0, woke + 0.5)
