@@ -21,6 +21,17 @@ def results() -> RunResults:
     return RunResults(meta=Meta(scenario="s"), phases=[PHASE])
 
 
+def sent(lags_us: list[int]) -> RunResults:
+    """The phase's 16,000 requests, every one ok, sent with these schedule lags."""
+    lag = Histogram("duration")
+    for us in lags_us:
+        lag.record(us)
+    scope = Scope(phase="load", request="chat", target="api",
+                  counters=Counters(requests=16_000, ok=16_000),
+                  histograms={"schedule_lag": lag.encode()})
+    return RunResults(meta=Meta(scenario="s"), phases=[PHASE], scopes=[scope])
+
+
 def test_a_loop_that_woke_seconds_late_is_a_saturated_client() -> None:
     # the worker's first report came 2.6 s late: it could not report seconds 0-2 at all
     reason = judge_phase(results(), PHASE, figures([2.6, 0.0, 0.0, 0.0, 0.0]), 0)
@@ -45,14 +56,7 @@ def test_the_note_names_the_whole_delay_and_the_real_sending_time() -> None:
     # the workers reported at most 0.4 s of their own lag, but requests went out up to 3 s
     # late (an in-flight slot wait, or after the last report), and 16,000 of 2 s worth of
     # arrivals took 8 s to send
-    lag = Histogram("duration")
-    lag.record(3_000_000)   # µs
-    lag.record(1_000)
-    scope = Scope(phase="load", request="chat", target="api",
-                  counters=Counters(requests=16_000, ok=16_000),
-                  histograms={"schedule_lag": lag.encode()})
-    planted = RunResults(meta=Meta(scenario="s"), phases=[PHASE], scopes=[scope])
-    reason = judge_phase(planted, PHASE, figures([0.0] * 8, lag=[0.4] * 8), 0)
+    reason = judge_phase(sent([3_000_000, 1_000]), PHASE, figures([0.0] * 8, lag=[0.4] * 8), 0)
     assert reason is not None and reason.kind == "client_saturated"
     assert "up to 400ms after their intended time and sent them up to 3" in reason.message, \
         reason.message
@@ -62,14 +66,7 @@ def test_the_note_names_the_whole_delay_and_the_real_sending_time() -> None:
 
 def test_a_client_on_schedule_but_out_of_cpu_is_saturated_and_says_why() -> None:
     # every arrival went out within a millisecond, but the core was pegged: answers waited
-    lag = Histogram("duration")
-    for _ in range(99):
-        lag.record(200)     # µs
-    lag.record(900)
-    scope = Scope(phase="load", request="chat", target="api",
-                  counters=Counters(requests=16_000, ok=16_000),
-                  histograms={"schedule_lag": lag.encode()})
-    planted = RunResults(meta=Meta(scenario="s"), phases=[PHASE], scopes=[scope])
+    planted = sent([200] * 99 + [900])
     pegged = ClientFigures(seconds=4, cpu={0: [0.97, 0.99, 1.0, 0.98]},
                            loop_lag={0: [0.0] * 4}, lag={0: [0.001] * 4})
     reason = judge_phase(planted, PHASE, pegged, 0)

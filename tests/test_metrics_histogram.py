@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from unittest import mock
 
@@ -236,9 +238,6 @@ def test_adding_values_vectorized_is_hdrhs_record_value(values: list[int], digit
 def test_a_metric_store_imports_numpy_before_it_records_anything() -> None:
     """The first settle must not import numpy in the middle of a run: at 3,500 arrivals a
     second that stall sent requests up to 380 ms late (lag p99 336 ms against 1.3)."""
-    import subprocess
-    import sys
-
     code = ("import sys; from llmscen.metrics.store import MetricStore; "
             "assert 'numpy' not in sys.modules; MetricStore(); print('numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -252,9 +251,6 @@ def test_numpy_is_loaded_without_a_blas_thread_pool_unless_the_user_chose_one(
         chosen: str | None) -> None:
     """OpenBLAS's pool spins ~100 ms on the run's cores at the import; nothing here uses it.
     The variable does not leak to the services a run starts, and a user's own is kept."""
-    import os
-    import subprocess
-
     code = ("import os, sys; from llmscen.metrics.histogram import load_numpy; load_numpy(); "
             "import numpy; print(len(os.listdir('/proc/self/task')), "
             "os.environ.get('OPENBLAS_NUM_THREADS'))")

@@ -281,9 +281,8 @@ class Engine:
 
     async def _supervise(self, state: PhaseState, start_ns: int) -> None:
         """Once a second of the phase: what the load generator does (in flight, lag, its own
-        CPU). The seconds count from the phase's intended start, as its arrivals do: counted
-        from when this task first ran, a loop that was late there put every tick late (a
-        loaded CI machine saw the phase's 5th second reported at 5.95 s)."""
+        CPU). The seconds count from the phase's intended start, as its arrivals do, not
+        from when this task first ran: a loop late there would put every tick late."""
         cpu = time.process_time()
         last = time.perf_counter()
         due = _second_after(start_ns / 1e9 + 1.0, last + 0.5)
