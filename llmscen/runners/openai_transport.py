@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from llmscen.runners import stamped
 from llmscen.runners.guard import describe
 from llmscen.runners.http_errors import DESCRIPTORS_EXHAUSTED
 
@@ -96,10 +97,11 @@ class Reply:
 
 
 class Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection; one request at a time."""
+    """One HTTP/1.1 connection; one request at a time. Over a StampedSocket (plain TCP
+    on Linux) a read is stamped with the kernel's receive time, else when it is handed over."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | stamped.StampedSocket | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.served = 0             # responses completed on it
         self.closed = False
@@ -144,14 +146,17 @@ class Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport | stamped.StampedSocket) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.data_received_at(data, _clock())
+
+    def data_received_at(self, data: bytes, stamp_ns: int) -> None:
         if not self._live:
             self.close()            # bytes nobody asked for: the connection is not usable
             return
-        self._now = _clock()
+        self._now = stamp_ns
         self._got_bytes = True
         try:
             self.parser.feed_data(data)
@@ -366,6 +371,10 @@ class Transport:
                 _, conn = await loop.create_connection(Connection, origin.host, origin.port,
                                                        ssl=self._ssl_context(),
                                                        server_hostname=origin.host)
+            elif stamped.AVAILABLE:
+                conn = Connection()
+                conn.connection_made(await stamped.connect(loop, origin.host, origin.port,
+                                                           conn))
             else:
                 _, conn = await loop.create_connection(Connection, origin.host, origin.port)
         except (OSError, ssl.SSLError) as exc:
