@@ -24,7 +24,7 @@ from aiohttp import web
 from llmscen.compile.plan import TargetPlan
 from llmscen.engine.protocol import Call, Exchange
 from llmscen.engine.registry import Registry, check_plugin
-from llmscen.runners import openai, vllm
+from llmscen.runners import openai, stamped, vllm
 from llmscen.runners.openai import OpenAIRunner, OpenAITargetOptions, split_base_url
 from llmscen.runners.openai_responses import StreamProblem, StreamState
 from llmscen.runners.vllm import VLLMTargetOptions, parse_prometheus
@@ -609,6 +609,18 @@ def test_reconnect_is_not_used_without_keepalive():
             for _ in range(3):
                 assert (await send(runner, {})).error is None
             assert runner.reconnects == 0
+    run(body())
+
+
+def test_kernel_timestamps_is_a_target_key():
+    async def body() -> None:
+        async with local_server() as (url, _):
+            for plugin in ("openai", "vllm"):
+                for on in (True, False):
+                    async with started(plan(url, plugin, kernel_timestamps=on)) as runner:
+                        assert (await send(runner, {})).error is None
+                        assert runner._wire is not None
+                        assert runner._wire.stamped is (on and stamped.AVAILABLE)
     run(body())
 
 

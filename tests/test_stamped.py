@@ -95,7 +95,8 @@ def request(port: int, body: bytes = b"{}") -> bytes:
             b"Content-Length: %d\r\n\r\n%s" % (port, len(body), body))
 
 
-async def fetch(srv: PacedServer, body: bytes = b"{}") -> tuple[list[tuple[bytes, int, int]], Reply]:
+async def fetch(srv: PacedServer, body: bytes = b"{}",
+                kernel: bool = True) -> tuple[list[tuple[bytes, int, int]], Reply]:
     """Each sink call's (bytes, stamp, moment of the call); the loop stalls for STALL s
     right after the head, while the server sends its first piece."""
     split = split_url(f"http://127.0.0.1:{srv.port}/v1/chat/completions")
@@ -106,7 +107,7 @@ async def fetch(srv: PacedServer, body: bytes = b"{}") -> tuple[list[tuple[bytes
         srv.go.set()
         time.sleep(STALL)           # the client is busy: the piece waits in the socket
 
-    wire = Transport()
+    wire = Transport(kernel_timestamps=kernel)
     try:
         reply = await wire.send(split[0], request(srv.port, body),
                                 lambda data, stamp: reads.append(
@@ -142,6 +143,14 @@ def test_a_read_that_took_two_pieces_carries_the_later_arrival() -> None:
     assert b"two" in both[0]            # one read ...
     end_before, end_after = srv.sent[-1]
     assert end_before - SLACK <= both[1] <= end_after + SLACK  # ... stamped when its last byte came
+
+
+def test_without_kernel_timestamps_a_read_is_stamped_when_it_is_read(
+        server: PacedServer) -> None:
+    reads, _ = asyncio.run(fetch(server, kernel=False))    # `kernel_timestamps: false`
+    first = next(r for r in reads if b"one" in r[0])
+    (_, one_after), *_ = server.sent
+    assert first[1] - one_after > STALL / 2 * 1e9       # the stall is in the stamp
 
 
 def test_a_wall_clock_out_of_step_falls_back_to_the_read_time(

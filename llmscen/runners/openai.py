@@ -90,6 +90,8 @@ class OpenAITargetOptions(BaseModel):
     max_connections: int = Field(0, ge=0, description="connection pool size; 0 = unlimited")
     include_usage: bool = Field(True, description="ask streams for `stream_options.include_usage`")
     reuse_connections: bool = Field(True, description="HTTP keep-alive")
+    kernel_timestamps: bool = Field(True, description="stamp each read with the kernel's "
+                                    "receive time (plain http on Linux); false: when it is read")
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -164,7 +166,8 @@ class OpenAIRunner:
         if self._wire is None:
             self._wire = Transport(limit=self.options.max_connections,
                                    keep_alive=self.options.reuse_connections,
-                                   verify_tls=self.options.verify_tls)
+                                   verify_tls=self.options.verify_tls,
+                                   kernel_timestamps=self.options.kernel_timestamps)
 
     async def stop(self) -> None:
         for session in (self._session, self._fresh_session):

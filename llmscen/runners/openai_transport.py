@@ -295,10 +295,11 @@ class Transport:
     """A pool of HTTP/1.1 connections (per origin) and the sending of one request."""
 
     def __init__(self, *, limit: int = 0, keep_alive: bool = True,
-                 verify_tls: bool = True) -> None:
+                 verify_tls: bool = True, kernel_timestamps: bool = True) -> None:
         self.limit = limit          # 0: unlimited
         self.keep_alive = keep_alive
         self.verify_tls = verify_tls
+        self.stamped = kernel_timestamps and stamped.AVAILABLE
         self.reconnects = 0
         self._idle: dict[tuple[bool, str, int], list[Connection]] = {}
         self._open = 0
@@ -371,7 +372,7 @@ class Transport:
                 _, conn = await loop.create_connection(Connection, origin.host, origin.port,
                                                        ssl=self._ssl_context(),
                                                        server_hostname=origin.host)
-            elif stamped.AVAILABLE:
+            elif self.stamped:
                 conn = Connection()
                 conn.connection_made(await stamped.connect(loop, origin.host, origin.port,
                                                            conn))
