@@ -56,7 +56,7 @@ def plugin(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Load generators side by side: nginx, pacing servers, Triton against perf_analyzer, then
-    the open loop, --workers, trace replay, memory, record and wake-cost benchmarks
+    the open loop, --workers, trace replay, memory, record, wake-cost and read-delay benchmarks
     (benchmarks/README.md).
     `nox -s bench -- ARGS` runs benchmarks/compare.py ARGS alone."""
     session.install("-e", ".[triton]")
@@ -68,5 +68,5 @@ def bench(session: nox.Session) -> None:
         session.run("python", "benchmarks/triton/compare.py", "--reps", "3", "--duration", "10",
                     "--clients", "perf_analyzer,llmscen-w1")
         for script in ("open_loop.py", "workers.py", "replay.py", "memory.py", "record.py",
-                       "wake_cost.py"):
+                       "wake_cost.py", "read_delay.py"):
             session.run("python", f"benchmarks/{script}")
