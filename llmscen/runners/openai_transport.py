@@ -3,9 +3,10 @@
 aiohttp hands a body to the request's coroutine one read at a time; against a
 server that paces its tokens every SSE event then costs a task wake-up and a
 trip through aiohttp's stream reader (~30 µs), more than the event's parsing.
-Here a connection is an asyncio Protocol: `data_received` stamps the read,
-feeds it to httptools' parser (llhttp, Node.js's) and the body straight to
-the request's sink, so a streamed response is split, decoded and timed as it
+Here a connection is an asyncio Protocol: each read comes with its stamp (the
+kernel's receive time over plain TCP on Linux, stamped.py; else the moment it is
+handed over), goes to httptools' parser (llhttp, Node.js's) and its body straight
+to the request's sink, so a streamed response is split, decoded and timed as it
 arrives and its coroutine wakes once, at the end.
 
 Keep-alive per origin, an optional connection limit, TLS through the loop.
