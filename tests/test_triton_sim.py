@@ -676,7 +676,7 @@ def test_runner_start_fails_clearly_when_nothing_listens() -> None:
 
 @pytest.mark.triton
 def test_runner_ttft_under_moderate_load(sim: TritonSim) -> None:
-    """24 streams started 20 ms apart (≈4 in flight): TTFT stays within a few ms."""
+    """24 streams started 20 ms apart (≈4 in flight): TTFT stays near the model's, unqueued."""
 
     async def go() -> list[Any]:
         runner = await _started(sim.grpc_url, model="llm_stream")
@@ -694,4 +694,6 @@ def test_runner_ttft_under_moderate_load(sim: TritonSim) -> None:
     assert all(ex.error is None for ex in exchanges)
     ttfts = sorted((ex.first_content_ns - ex.sent_ns) / 1e6 for ex in exchanges)
     assert ttfts[0] >= TTFT * 1000 - 0.5, ttfts
-    assert statistics.median(ttfts) <= TTFT * 1000 + 3, ttfts
+    # streams queued behind one another would wait a whole TTFT more; a loaded CI machine
+    # adds a few ms of its own (53.0 ms against a 53 ms bound once), so the bound is half one
+    assert statistics.median(ttfts) <= TTFT * 1000 * 1.5, ttfts
