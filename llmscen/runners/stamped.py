@@ -1,15 +1,15 @@
 """TCP connections whose reads carry the kernel's receive time (Linux).
 
 A read stamped when the event loop gets to it is late by the loop's wake-up and by all
-it did first: 40-60 µs at the median against 16 paced streams on a 2-core VM, and
-milliseconds once the client is short of CPU. With SO_TIMESTAMPNS the kernel stamps
+it did first: against 16 paced streams on a 2-core VM ~40 µs at the median, 0.3 ms at
+p99 and milliseconds at worst (benchmarks/read_delay.py). With SO_TIMESTAMPNS the kernel stamps
 each segment as it arrives; a read carries the stamp of the last segment it took,
 turned into perf_counter's clock. The socket is read with `recvmsg` from a reader
 callback (the loop's own transports cannot hand over ancillary data), and written
 directly, with a writer callback only for what the socket did not take at once.
 
-Elsewhere (other systems, TLS) the loop's transports are used and reads are stamped
-when they are handed over, as before.
+Elsewhere (other systems, TLS, `kernel_timestamps: false`) the loop's transports are
+used and reads are stamped when they are handed over, as before.
 """
 
 from __future__ import annotations
@@ -77,9 +77,6 @@ class StampedSocket:
 
     def close(self) -> None:
         self._lose(None)
-
-    def is_closing(self) -> bool:
-        return self._closed
 
     def _writable(self) -> None:
         try:
